@@ -1,0 +1,1 @@
+"""aicli: run tasks inside Claude Code sessions over HTTP."""

@@ -1,0 +1,104 @@
+"""The one exception hierarchy of aicli.
+
+Every failure a caller can act on is an ``AicliError`` with a stable ``code``
+(the ``error.code`` of the HTTP contract) and a one-sentence ``message`` for
+people. The HTTP layer maps these classes to status codes in one place
+(``aicli.http.errors``); the actors and the store never think about HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AicliError(Exception):
+    """Base of every error aicli raises on purpose."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class InvalidRequest(AicliError):
+    code = "invalid_request"
+
+
+class NotFound(AicliError):
+    code = "not_found"
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"No session with id '{session_id}'.", {"session_id": session_id})
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"No task with id '{task_id}'.", {"task_id": task_id})
+
+
+class Conflict(AicliError):
+    code = "conflict"
+
+
+class SessionClosed(Conflict):
+    code = "session_closed"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"Session '{session_id}' is closed and takes no more tasks.",
+            {"session_id": session_id},
+        )
+
+
+class TaskNotCancellable(Conflict):
+    code = "task_not_cancellable"
+
+    def __init__(self, task_id: str, status: str) -> None:
+        super().__init__(
+            f"Task '{task_id}' is already {status} and cannot be cancelled.",
+            {"task_id": task_id, "status": status},
+        )
+
+
+class LimitExceeded(AicliError):
+    """A configured limit is full; ``retry_after`` (seconds) tells clients when to retry."""
+
+    code = "too_many_requests"
+
+    def __init__(
+        self, message: str, retry_after: int = 1, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
+class Unavailable(AicliError):
+    """The service cannot answer now (shutting down, an actor did not answer in time)."""
+
+    code = "unavailable"
+
+    def __init__(
+        self, message: str, retry_after: int | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
+class ClaudeNotFound(Unavailable):
+    """No Claude Code CLI could be found; the message names how to install it."""
+
+
+class StorageError(AicliError):
+    """The database failed in a way a retry did not cure."""
+
+
+class IllegalTransition(AicliError):
+    """A bug: code tried to move a task along an edge the state machine does not have."""

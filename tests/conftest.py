@@ -1,0 +1,34 @@
+"""Shared fixtures: the fake Anthropic API and the real Claude CLI pointed at it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from aicli.actors.claude_bin import find_claude
+from aicli.testing.fake_anthropic import FakeAnthropic
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> str:
+    return find_claude()
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic() as fake:
+        yield fake
+
+
+@pytest.fixture
+def claude_env(fake_api: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """What a CLI needs to talk to the fake: its URL, a dummy key and a HOME of its own."""
+    home = tmp_path_factory.mktemp("home")
+    return {**fake_api.env(), "HOME": str(home), "PATH": os.environ["PATH"]}
+
+
+@pytest.fixture
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("work"))
