@@ -132,6 +132,11 @@ class ClaudeProcess:
     def alive(self) -> bool:
         return self._popen is not None and not self._exited.is_set()
 
+    @property
+    def usable(self) -> bool:
+        """Alive and not asked to stop: a prompt sent now will be answered."""
+        return self.alive and not self._stop_requested
+
     def start(self) -> None:
         """Spawn the CLI; raises OSError if it cannot be executed."""
         self._popen = subprocess.Popen(

@@ -21,29 +21,31 @@ log = logging.getLogger(__name__)
 MARK_VARIABLE = "AICLI_PROCESS_MARK"
 
 
-def environ_has(pid: int, entry: bytes) -> bool:
-    """Whether ``/proc/<pid>/environ`` holds ``entry`` (``KEY=value``) exactly."""
+def mark_of(pid: int) -> str | None:
+    """The aicli mark in a process's environment, or None (not ours, gone, or not readable)."""
+    prefix = f"{MARK_VARIABLE}=".encode()
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
-            return entry in handle.read().split(b"\0")
+            entries = handle.read().split(b"\0")
     except OSError:
-        return False
+        return None
+    for entry in entries:
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
 
 
 def marked_processes(mark: str, prefix: bool = False) -> list[psutil.Process]:
-    """Live processes whose environment carries our mark (or, with ``prefix``, starts with it)."""
+    """Live processes whose mark is ``mark`` (or, with ``prefix``, starts with it)."""
     own = os.getpid()
-    wanted = f"{MARK_VARIABLE}={mark}".encode()
     found = []
     for pid in psutil.pids():
         if pid == own:
             continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                entries = handle.read().split(b"\0")
-        except OSError:
+        found_mark = mark_of(pid)
+        if found_mark is None:
             continue
-        if any(e == wanted or (prefix and e.startswith(wanted)) for e in entries):
+        if found_mark == mark or (prefix and found_mark.startswith(mark)):
             try:
                 found.append(psutil.Process(pid))
             except psutil.NoSuchProcess:

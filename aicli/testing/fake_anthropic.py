@@ -102,13 +102,17 @@ class RecordedRequest:
 
     @property
     def prompt(self) -> str:
-        """The text of the newest user message that carries text (not only tool results)."""
+        """The newest prompt: the last text block of the newest user message that has text.
+
+        The CLI folds a prompt that got no answer (after an API error, say) into
+        the next user message, so only the last block is the newest prompt.
+        """
         for message in reversed(self.messages):
             if message.get("role") != "user":
                 continue
-            text = _text_of(message.get("content"))
-            if text:
-                return text
+            texts = _texts_of(message.get("content"))
+            if texts:
+                return texts[-1]
         return ""
 
     @property
@@ -118,11 +122,11 @@ class RecordedRequest:
             if message.get("role") != "user":
                 continue
             content = message.get("content")
-            if not isinstance(content, list) or _text_of(content):
+            if not isinstance(content, list) or _texts_of(content):
                 return None
             for block in content:
                 if isinstance(block, dict) and block.get("type") == "tool_result":
-                    return _text_of(block.get("content")) or ""
+                    return "\n".join(_texts_of(block.get("content")))
             return None
         return None
 
@@ -131,26 +135,25 @@ class RecordedRequest:
         texts = []
         for message in self.messages:
             if message.get("role") == "user":
-                text = _text_of(message.get("content"))
-                if text:
-                    texts.append(text)
+                texts.extend(_texts_of(message.get("content")))
         return texts
 
 
-def _text_of(content: Any) -> str:
+def _texts_of(content: Any) -> list[str]:
+    """The text blocks of a message's content, without the CLI's system reminders."""
     if isinstance(content, str):
-        return content
+        return [content] if content else []
     if not isinstance(content, list):
-        return ""
-    parts = []
+        return []
+    texts = []
     for block in content:
         if isinstance(block, dict) and block.get("type") == "text":
             text = block.get("text", "")
-            if not text.lstrip().startswith("<system-reminder>"):
-                parts.append(text)
-        elif isinstance(block, str):
-            parts.append(block)
-    return "\n".join(parts)
+            if text and not text.lstrip().startswith("<system-reminder>"):
+                texts.append(text)
+        elif isinstance(block, str) and block:
+            texts.append(block)
+    return texts
 
 
 def reply_from_directives(request: RecordedRequest) -> Reply:
@@ -407,8 +410,9 @@ def _stream(model: str, reply: Reply) -> Iterator[bytes]:
         pieces = max(1, int(reply.stream_seconds * 10)) if reply.stream_seconds else 1
         if len(text) > 65536:
             pieces = max(pieces, len(text) // 65536)
-        delay = reply.stream_seconds / pieces if reply.stream_seconds else 0.0
-        for piece in _chunks(text, pieces) if text else [""]:
+        chunks = list(_chunks(text, pieces)) or [""]
+        delay = reply.stream_seconds / len(chunks)
+        for piece in chunks:
             if delay:
                 time.sleep(delay)
             delta = {"type": "text_delta", "text": piece}

@@ -1,0 +1,83 @@
+"""The messages actors ``tell`` each other: immutable, so no two threads share a mutable object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aicli.actors.claude_process import ProcessExit
+
+
+# To a session actor
+@dataclass(frozen=True)
+class StreamMessage:
+    """A line the CLI wrote; ``generation`` tells messages of a replaced process apart."""
+
+    generation: int
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProcessExited:
+    generation: int
+    exit: ProcessExit
+
+
+@dataclass(frozen=True)
+class SlotGranted:
+    """The supervisor lets this session start a Claude process."""
+
+
+@dataclass(frozen=True)
+class Evict:
+    """The supervisor needs this session's process slot; stop the process if it is idle."""
+
+
+@dataclass(frozen=True)
+class TaskDeadline:
+    """A timer for the running task fired: ``kind`` is ``timeout`` or ``kill``."""
+
+    task_id: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class IdleTimeout:
+    token: int
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """The server is stopping: interrupt the running task, keep pending ones for the next start."""
+
+
+# To the supervisor
+@dataclass(frozen=True)
+class SlotRequested:
+    session_id: str
+
+
+@dataclass(frozen=True)
+class SlotReleased:
+    session_id: str
+
+
+@dataclass(frozen=True)
+class ProcessIdle:
+    session_id: str
+    since: float
+
+
+@dataclass(frozen=True)
+class ProcessBusy:
+    session_id: str
+
+
+@dataclass(frozen=True)
+class EvictRefused:
+    session_id: str
+
+
+@dataclass(frozen=True)
+class SessionStopped:
+    session_id: str

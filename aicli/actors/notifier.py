@@ -1,0 +1,58 @@
+"""Wake-ups for whoever waits on a task: long-polls, SSE streams, ``Runtime.wait``.
+
+Actors persist a change first and announce it here second, so a waiter that
+wakes always finds the change in the store. A waiter reads the key's version,
+checks the store, and waits only while the version has not moved, so an
+announcement between the check and the wait is never missed. Versions come
+from one clock, and a forgotten key reads as the clock at the time it was
+forgotten, so forgetting a finished task can wake its waiters but never strand
+them.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._clock = 0
+        self._floor = 0
+        self._versions: dict[str, int] = {}
+        self._closed = False
+
+    def version(self, key: str) -> int:
+        with self._condition:
+            return self._versions.get(key, self._floor)
+
+    def announce(self, key: str) -> None:
+        with self._condition:
+            self._clock += 1
+            self._versions[key] = self._clock
+            self._condition.notify_all()
+
+    def forget(self, key: str) -> None:
+        """Drop a finished key so that the table does not grow with every task ever run."""
+        with self._condition:
+            if self._versions.pop(key, None) is not None:
+                self._floor = self._clock
+                self._condition.notify_all()
+
+    def wait(self, key: str, seen: int, timeout: float | None) -> bool:
+        """Block until ``key`` moves past version ``seen``; False on timeout or close."""
+        with self._condition:
+            moved = self._condition.wait_for(
+                lambda: self._closed or self._versions.get(key, self._floor) != seen, timeout
+            )
+            return moved and not self._closed
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Wake every waiter for good: the runtime is stopping."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()

@@ -1,0 +1,191 @@
+"""The supervisor: opens and finds sessions, and rations Claude processes.
+
+It owns the session actors (starting them on demand for sessions that so far
+exist only in the store) and the limits that span sessions: how many sessions
+may be open and how many Claude processes may live at once. Process slots are
+granted by message: a session asks for one with ``SlotRequested``; when all
+are taken the least recently idle holder is told to ``Evict``, and if every
+holder is busy the request waits in line for the next ``SlotReleased``. The
+supervisor never asks a session actor anything, so no two actors can wait on
+each other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import pykka
+
+from aicli.actors.messages import (
+    Evict,
+    EvictRefused,
+    ProcessBusy,
+    ProcessIdle,
+    SessionStopped,
+    Shutdown,
+    SlotGranted,
+    SlotReleased,
+    SlotRequested,
+)
+from aicli.actors.session import ActorContext, SessionActor
+from aicli.errors import LimitExceeded, SessionClosed
+from aicli.models import FAILED, SESSION_CLOSED, SESSION_IDLE, Session, utcnow
+
+log = logging.getLogger(__name__)
+
+SERVER_DIED = (
+    "The server stopped while this task was running; it was not run again "
+    "because Claude may already have changed files."
+)
+
+
+class Supervisor(pykka.ThreadingActor):
+    def __init__(self, context: ActorContext) -> None:
+        super().__init__()
+        self.ctx = context
+        self.sessions: dict[str, pykka.ActorRef[SessionActor]] = {}
+        self.holders: dict[str, float | None] = {}  # session -> idle since (None: busy)
+        self.waiting: deque[str] = deque()
+        self.evicting: set[str] = set()
+
+    # Asks from the runtime
+
+    def recover(self) -> list[str]:
+        """Settle what a previous run left: fail its running tasks, requeue its pending ones.
+
+        Returns the ids of the tasks it failed.
+        """
+        store = self.ctx.store
+        failed = []
+        for task in store.running_tasks():
+            store.finish_task(task.id, FAILED, error=SERVER_DIED, completed_at=utcnow())
+            store.append_events(task.id, [("status", {"status": FAILED, "error": SERVER_DIED})])
+            failed.append(task.id)
+        for session in store.sessions_with_status(["busy"]):
+            store.update_session(session.id, status=SESSION_IDLE)
+        for session_id in {task.session_id for task in store.pending_tasks()}:
+            self._actor_for(store.get_session(session_id))
+        return failed
+
+    def open_session(self, fields: dict[str, Any]) -> Session:
+        limit = self.ctx.settings.max_sessions
+        if self.ctx.store.open_session_count() >= limit:
+            raise LimitExceeded(
+                f"There are already {limit} open sessions; close one first.",
+                retry_after=60,
+                details={"max_sessions": limit},
+            )
+        session = self.ctx.store.create_session(**fields)
+        self._actor_for(session)
+        return session
+
+    def session_actor(self, session_id: str) -> pykka.ActorRef[SessionActor]:
+        """The actor of an open session, started if need be; SessionNotFound, SessionClosed."""
+        ref = self.sessions.get(session_id)
+        if ref is not None and ref.is_alive():
+            return ref
+        session = self.ctx.store.get_session(session_id)
+        if session.status == SESSION_CLOSED:
+            raise SessionClosed(session_id)
+        return self._actor_for(session)
+
+    def shutdown_sessions(self) -> int:
+        """Tell every session the server is stopping; returns how many were told."""
+        self.waiting.clear()
+        for ref in self.sessions.values():
+            ref.tell(Shutdown())
+        return len(self.sessions)
+
+    def stop_sessions(self, timeout: float) -> None:
+        """Stop the session actors, newest first: the reverse of the order they started in."""
+        for session_id in reversed(list(self.sessions)):
+            ref = self.sessions.pop(session_id)
+            try:
+                ref.stop(timeout=timeout)
+            except pykka.Timeout:
+                log.warning("session %s did not stop within %.1fs", session_id, timeout)
+
+    # Tells from session actors
+
+    def on_receive(self, message: Any) -> None:
+        try:
+            self._handle(message)
+        except Exception:
+            log.exception("supervisor: failed to handle %r", message)
+
+    def _handle(self, message: Any) -> None:
+        if isinstance(message, SlotRequested):
+            self._request(message.session_id)
+        elif isinstance(message, SlotReleased):
+            self._release(message.session_id)
+        elif isinstance(message, ProcessIdle):
+            if message.session_id in self.holders:
+                self.holders[message.session_id] = message.since
+                self._serve_waiting()
+        elif isinstance(message, ProcessBusy):
+            if message.session_id in self.holders:
+                self.holders[message.session_id] = None
+        elif isinstance(message, EvictRefused):
+            self.evicting.discard(message.session_id)
+            if message.session_id in self.holders:
+                self.holders[message.session_id] = None
+            self._serve_waiting()
+        elif isinstance(message, SessionStopped):
+            ref = self.sessions.get(message.session_id)
+            if ref is not None and not ref.is_alive():
+                del self.sessions[message.session_id]
+            self._release(message.session_id)
+            if message.session_id in self.waiting:
+                self.waiting.remove(message.session_id)
+        else:
+            log.warning("supervisor: unexpected message %r", message)
+
+    def _request(self, session_id: str) -> None:
+        if session_id in self.holders:
+            self._grant(session_id)
+        elif session_id not in self.waiting:
+            self.waiting.append(session_id)
+            self._serve_waiting()
+
+    def _release(self, session_id: str) -> None:
+        self.evicting.discard(session_id)
+        if self.holders.pop(session_id, "absent") != "absent":
+            self._serve_waiting()
+
+    def _serve_waiting(self) -> None:
+        """Grant free slots in order of request; make room by evicting idle holders."""
+        limit = self.ctx.settings.max_live_processes
+        while self.waiting and len(self.holders) < limit:
+            self._grant(self.waiting.popleft())
+        if not self.waiting:
+            return
+        idle = sorted(
+            (since, sid)
+            for sid, since in self.holders.items()
+            if since is not None and sid not in self.evicting
+        )
+        for _, session_id in idle[: len(self.waiting) - len(self.evicting)]:
+            self.evicting.add(session_id)
+            self._tell(session_id, Evict())
+
+    def _grant(self, session_id: str) -> None:
+        self.holders[session_id] = None
+        if not self._tell(session_id, SlotGranted()):
+            self.holders.pop(session_id, None)
+
+    def _tell(self, session_id: str, message: object) -> bool:
+        ref = self.sessions.get(session_id)
+        if ref is None:
+            return False
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            return False
+        return True
+
+    def _actor_for(self, session: Session) -> pykka.ActorRef[SessionActor]:
+        ref = SessionActor.start(session, self.ctx, self.actor_ref)
+        self.sessions[session.id] = ref
+        return ref

@@ -1,0 +1,136 @@
+"""Every setting of aicli in one place, each with its ``AICLI_*`` variable.
+
+``aicli serve`` flags, ``Runtime.start(**kwargs)`` and the environment all
+resolve through ``Settings.resolve`` so that the three can never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from aicli.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on."})
+    port: int = field(default=8080, metadata={"help": "Port to listen on."})
+    threads: int = field(
+        default=32,
+        metadata={"help": "Waitress worker threads (ordinary requests plus streams)."},
+    )
+    max_streams: int = field(
+        default=16,
+        metadata={
+            "help": "Open SSE streams and long-polls at once; past it, 503 with Retry-After. "
+            "Always at most threads - 8, so streams never starve ordinary requests."
+        },
+    )
+    database_url: str = field(
+        default="sqlite:///aicli.db",
+        metadata={"help": "sqlite:///path or postgresql://user@host:port/db."},
+    )
+    claude_bin: str | None = field(
+        default=None,
+        metadata={"help": "The Claude Code CLI; else `claude` on PATH, else .tools/."},
+    )
+    max_sessions: int = field(default=100, metadata={"help": "Open sessions at once (429)."})
+    max_pending_per_session: int = field(
+        default=100, metadata={"help": "Pending tasks per session (429 with Retry-After)."}
+    )
+    max_live_processes: int = field(
+        default=8,
+        metadata={
+            "help": "Claude processes alive at once; the least recently used idle one "
+            "is stopped to make room (~115 MB each)."
+        },
+    )
+    idle_process_timeout: float = field(
+        default=600.0,
+        metadata={"help": "Seconds after which an idle Claude process is stopped."},
+    )
+    cancel_grace: float = field(
+        default=5.0,
+        metadata={"help": "Seconds a cancelled turn has to end before its process is killed."},
+    )
+    shutdown_grace: float = field(
+        default=10.0,
+        metadata={"help": "Seconds running tasks get to finish on SIGTERM before interrupt."},
+    )
+    api_token: str | None = field(
+        default=None,
+        metadata={"help": "Bearer token every route but /healthz requires.", "secret": True},
+    )
+    api_token_file: str | None = field(
+        default=None, metadata={"help": "A file whose first line is the API token."}
+    )
+    workspace_root: str | None = field(
+        default=None, metadata={"help": "Session workdirs must lie inside this directory."}
+    )
+    max_body_bytes: int = field(
+        default=1024 * 1024, metadata={"help": "Largest request body (413)."}
+    )
+    max_command_chars: int = field(
+        default=100_000, metadata={"help": "Longest task command (400)."}
+    )
+    log_level: str = field(default="INFO", metadata={"help": "Log level."})
+
+    @classmethod
+    def resolve(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Defaults, then ``AICLI_<NAME>`` variables, then explicit values (not None)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        known = {f.name: f for f in fields(cls)}
+        for name, spec in known.items():
+            raw = environ.get(f"AICLI_{name.upper()}")
+            if raw is not None and raw != "":
+                values[name] = _convert(name, spec.type, raw)
+        for name, value in (overrides or {}).items():
+            if name not in known:
+                raise TypeError(f"Unknown setting {name!r}")
+            if value is not None:
+                values[name] = value
+        settings = cls(**values)
+        if settings.api_token is None and settings.api_token_file:
+            token = Path(settings.api_token_file).read_text().strip().splitlines()
+            settings = cls(**{**values, "api_token": token[0] if token else None})
+        return settings
+
+    @property
+    def stream_limit(self) -> int:
+        return max(1, min(self.max_streams, self.threads - 8))
+
+    def public(self) -> dict[str, Any]:
+        """The settings as shown to people: secrets masked."""
+        shown = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.metadata.get("secret") and value:
+                value = "***"
+            shown[spec.name] = value
+        return shown
+
+
+def _convert(name: str, kind: Any, raw: str) -> Any:
+    text = str(kind)
+    try:
+        if text.startswith("int"):
+            return int(raw)
+        if text.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise InvalidRequest(
+            f"AICLI_{name.upper()} must be a number, not {raw!r}.", {"setting": name}
+        ) from None
+    return raw
+
+
+def setting_fields() -> list[tuple[str, Any, str]]:
+    """(name, default, help) of every setting, for the CLI and the README table."""
+    return [(f.name, f.default, f.metadata.get("help", "")) for f in fields(Settings)]
