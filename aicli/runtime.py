@@ -59,7 +59,7 @@ class Runtime:
         self.notifier = Notifier()
         self.census = ProcessCensus()
         self.metrics = Metrics(store.task_status_counts, lambda: len(self.census))
-        self.owner_prefix = _owner_prefix(store.database_url)
+        self.owner_prefix = owner_prefix(store.database_url)
         self.context = ActorContext(
             store=store,
             notifier=self.notifier,
@@ -361,7 +361,7 @@ class Runtime:
         ]
 
 
-def _owner_prefix(database_url: str) -> str:
+def owner_prefix(database_url: str) -> str:
     """A mark shared by every run on one database, so a new run can find an old one's children."""
     return f"aicli-{hashlib.sha256(database_url.encode()).hexdigest()[:12]}/"
 

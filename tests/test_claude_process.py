@@ -14,6 +14,7 @@ import pytest
 from aicli.actors import process_tree
 from aicli.actors.claude_process import ClaudeProcess, ProcessExit
 from aicli.models import SessionSettings
+from aicli.testing.processes import marked_running
 from aicli.testing.waiting import wait_for
 
 
@@ -60,12 +61,9 @@ class Driver:
                 return value
 
 
-def sleepers() -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if "sleep 600" in " ".join(proc.info["cmdline"] or []):
-            found.append(proc)
-    return found
+def sleepers(d: Driver) -> list[psutil.Process]:
+    """The tool `sleep` processes that carry our mark."""
+    return marked_running(d.process.mark, "sleep 600")
 
 
 @pytest.fixture
@@ -111,13 +109,13 @@ def test_resume_continues_the_conversation(driver, fake_api):
 def test_interrupt_stops_a_running_bash_tool(driver):
     d = driver()
     d.process.send_prompt("[[bash: echo started; sleep 600]]")
-    wait_for(sleepers, timeout=20, what="the tool's sleep to start")
+    wait_for(lambda: sleepers(d), timeout=20, what="the tool's sleep to start")
     asked = time.monotonic()
     d.process.interrupt()
     result = d.result(timeout=2)
     assert time.monotonic() - asked < 2
     assert result["is_error"] is True
-    wait_for(lambda: not sleepers(), timeout=5, what="the sleep to end")
+    wait_for(lambda: not sleepers(d), timeout=5, what="the sleep to end")
     assert d.ask("[[say: still here]]")["result"] == "still here"
     assert d.process.alive
 
@@ -125,23 +123,23 @@ def test_interrupt_stops_a_running_bash_tool(driver):
 def test_stop_leaves_nothing_behind(driver):
     d = driver()
     d.process.send_prompt("[[bash: echo started; sleep 600]]")
-    wait_for(sleepers, timeout=20, what="the tool's sleep to start")
+    wait_for(lambda: sleepers(d), timeout=20, what="the tool's sleep to start")
     d.process.stop(grace=2)
     assert d.exit().requested
     assert not process_tree.marked_processes(d.process.mark)
-    assert not sleepers()
+    assert not sleepers(d)
 
 
 def test_sigkill_mid_turn_is_reported_and_tools_are_reaped(driver):
     d = driver()
     d.process.send_prompt("[[bash: echo started; sleep 600]]")
-    wait_for(sleepers, timeout=20, what="the tool's sleep to start")
+    wait_for(lambda: sleepers(d), timeout=20, what="the tool's sleep to start")
     os.kill(d.process.pid, signal.SIGKILL)
     exit_ = d.exit()
     assert not exit_.requested
     assert exit_.returncode == -signal.SIGKILL
     assert "exited unexpectedly with code -9" in exit_.describe()
-    assert not sleepers()
+    assert not sleepers(d)
     assert not process_tree.marked_processes(d.process.mark)
 
 

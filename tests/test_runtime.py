@@ -13,6 +13,7 @@ import pytest
 from aicli import Runtime
 from aicli.actors import process_tree
 from aicli.models import CANCELLED, COMPLETED, FAILED, PENDING
+from aicli.testing.processes import marked_running
 from aicli.testing.waiting import wait_for
 
 
@@ -35,12 +36,9 @@ def rt(make_runtime) -> Runtime:
     return make_runtime()
 
 
-def sleepers() -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "sleep 600" in " ".join(p.info["cmdline"] or [])
-    ]
+def sleepers(rt: Runtime) -> list[psutil.Process]:
+    """The tool `sleep` processes that carry our mark."""
+    return marked_running(rt.context.owner, "sleep 600")
 
 
 def claude_processes(rt: Runtime) -> list[psutil.Process]:
@@ -146,11 +144,11 @@ def test_cancel_pending_drops_it(rt, workdir, fake_api):
 def test_cancel_running_interrupts_the_tool(rt, workdir):
     session = rt.open_session(workdir=workdir, allowed_tools=["Bash"])
     task = rt.submit(session.id, "[[bash: echo started; sleep 600]]")
-    wait_for(sleepers, timeout=30, what="the tool's sleep")
+    wait_for(lambda: sleepers(rt), timeout=30, what="the tool's sleep")
     cancelled = rt.cancel(task.id)
     assert cancelled.status == CANCELLED
     assert "interrupted" in cancelled.error
-    wait_for(lambda: not sleepers(), timeout=10, what="the sleep to end")
+    wait_for(lambda: not sleepers(rt), timeout=10, what="the sleep to end")
     nxt = rt.submit(session.id, "[[say: next]]")
     assert rt.wait(nxt.id, timeout=60).output == "next"
 
@@ -169,7 +167,7 @@ def test_timeout_fails_the_task(rt, workdir):
     done = rt.wait(task.id, timeout=60)
     assert done.status == FAILED
     assert "Timed out after 1.5 s" in done.error
-    wait_for(lambda: not sleepers(), timeout=10, what="the sleep to end")
+    wait_for(lambda: not sleepers(rt), timeout=10, what="the sleep to end")
     nxt = rt.submit(session.id, "[[say: next]]")
     assert rt.wait(nxt.id, timeout=60).output == "next"
 
@@ -179,13 +177,13 @@ def test_process_crash_fails_the_task_and_the_session_carries_on(rt, workdir, fa
     first = rt.submit(session.id, "[[say: remember me]]")
     assert rt.wait(first.id, timeout=60).status == COMPLETED
     task = rt.submit(session.id, "[[bash: echo started; sleep 600]]")
-    wait_for(sleepers, timeout=30, what="the tool's sleep")
+    wait_for(lambda: sleepers(rt), timeout=30, what="the tool's sleep")
     [cli] = claude_processes(rt)
     cli.kill()
     done = rt.wait(task.id, timeout=30)
     assert done.status == FAILED
     assert "exited unexpectedly with code -9" in done.error
-    wait_for(lambda: not sleepers(), timeout=10, what="the orphaned sleep to be ended")
+    wait_for(lambda: not sleepers(rt), timeout=10, what="the orphaned sleep to be ended")
     nxt = rt.submit(session.id, "[[say: next]]")
     assert rt.wait(nxt.id, timeout=60).output == "next"
     assert "[[say: remember me]]" in fake_api.requests_with_prompt("[[say: next]]")[-1].user_texts()
@@ -279,12 +277,12 @@ def test_closing_a_session_cancels_its_work_and_stops_its_process(rt, workdir):
     session = rt.open_session(workdir=workdir, allowed_tools=["Bash"])
     running = rt.submit(session.id, "[[bash: echo started; sleep 600]]")
     pending = rt.submit(session.id, "[[say: never]]")
-    wait_for(sleepers, timeout=30, what="the tool's sleep")
+    wait_for(lambda: sleepers(rt), timeout=30, what="the tool's sleep")
     closed = rt.close_session(session.id)
     assert closed.status == "closed"
     assert rt.get_task(running.id).status == CANCELLED
     assert rt.get_task(pending.id).status == CANCELLED
-    wait_for(lambda: not claude_processes(rt) and not sleepers(), 15, "every process to end")
+    wait_for(lambda: not claude_processes(rt) and not sleepers(rt), 15, "every process to end")
     with pytest.raises(SessionClosed):
         rt.submit(session.id, "more")
     assert rt.close_session(session.id).status == "closed"
@@ -294,8 +292,8 @@ def test_stop_leaves_no_process_behind(make_runtime, workdir):
     rt = make_runtime()
     session = rt.open_session(workdir=workdir, allowed_tools=["Bash"])
     rt.submit(session.id, "[[bash: echo started; sleep 600]]")
-    wait_for(sleepers, timeout=30, what="the tool's sleep")
+    wait_for(lambda: sleepers(rt), timeout=30, what="the tool's sleep")
     owner = rt.context.owner
     rt.stop()
     assert not process_tree.marked_processes(owner, prefix=True)
-    assert not sleepers()
+    assert not sleepers(rt)

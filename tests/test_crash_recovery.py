@@ -1,0 +1,121 @@
+"""Surviving crashes: real ``aicli serve`` processes killed and restarted on one database."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import psutil
+import pytest
+import requests
+
+from aicli.actors import process_tree
+from aicli.runtime import owner_prefix
+from aicli.testing.processes import marked_running
+from aicli.testing.waiting import wait_for
+from tests.serve_process import ServeProcess
+
+
+@pytest.fixture
+def database_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path}/aicli.db"
+
+
+@pytest.fixture
+def serve(tmp_path, database_url, claude_bin, claude_env):
+    servers: list[ServeProcess] = []
+    env = {**claude_env, "AICLI_CLAUDE_BIN": claude_bin}
+
+    def start(*args: str) -> ServeProcess:
+        servers.append(ServeProcess(database_url, env, tmp_path / "serve.log", *args))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def sleepers(database_url: str) -> list[psutil.Process]:
+    """The tool `sleep` processes that carry our mark."""
+    return marked_running(owner_prefix(database_url), "sleep 600")
+
+
+def aicli_children(database_url: str) -> list[psutil.Process]:
+    """Processes started by any run on this database (other tests' servers use others)."""
+    return process_tree.marked_processes(owner_prefix(database_url), prefix=True)
+
+
+def open_session(url: str, workdir: str) -> str:
+    response = requests.post(
+        f"{url}/sessions", json={"workdir": workdir, "allowed_tools": ["Bash"]}, timeout=10
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def submit(url: str, session_id: str, command: str) -> str:
+    response = requests.post(
+        f"{url}/sessions/{session_id}/tasks", json={"command": command}, timeout=10
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def task(url: str, task_id: str, wait: float = 0) -> dict:
+    response = requests.get(f"{url}/tasks/{task_id}", params={"wait": wait}, timeout=wait + 10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_sigkill_of_the_server_then_restart(serve, database_url, workdir, fake_api):
+    server = serve()
+    session_id = open_session(server.url, workdir)
+    before = submit(server.url, session_id, "[[say: done before the crash]]")
+    assert task(server.url, before, wait=30)["status"] == "completed"
+    running = submit(server.url, session_id, "[[bash: echo started; sleep 600]]")
+    waiting = [submit(server.url, session_id, f"[[say: after {n}]]") for n in range(3)]
+    wait_for(lambda: sleepers(database_url), timeout=30, what="the tool's sleep")
+    old_children = {p.pid for p in aicli_children(database_url)}
+    assert old_children
+
+    server.signal(signal.SIGKILL)
+    server.wait(10)
+    assert sleepers(database_url), (
+        "the orphaned tool outlives a SIGKILLed server until the next start"
+    )
+
+    server = serve()
+    crashed = task(server.url, running)
+    assert crashed["status"] == "failed"
+    assert "server stopped while this task was running" in crashed["error"]
+    finished = [task(server.url, t, wait=60) for t in waiting]
+    assert [t["status"] for t in finished] == ["completed"] * 3
+    assert [t["output"] for t in finished] == [f"after {n}" for n in range(3)]
+    starts = [t["started_at"] for t in finished]
+    assert starts == sorted(starts)
+    assert len(fake_api.requests_with_prompt("[[say: done before the crash]]")) == 1
+    assert not sleepers(database_url)
+    assert not old_children & {p.pid for p in psutil.process_iter()}
+    last = fake_api.requests_with_prompt("[[say: after 2]]")[-1]
+    assert "[[say: done before the crash]]" in last.user_texts()
+
+
+def test_sigterm_stops_cleanly_and_keeps_pending_work(serve, database_url, workdir):
+    server = serve("--shutdown-grace", "1")
+    session_id = open_session(server.url, workdir)
+    running = submit(server.url, session_id, "[[bash: echo started; sleep 600]]")
+    pending = submit(server.url, session_id, "[[say: later]]")
+    wait_for(lambda: sleepers(database_url), timeout=30, what="the tool's sleep")
+
+    asked = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait(30) == 0
+    assert time.monotonic() - asked < 1 + 10
+    assert not sleepers(database_url)
+    assert not aicli_children(database_url)
+
+    server = serve()
+    stopped = task(server.url, running)
+    assert stopped["status"] == "cancelled"
+    assert "shut down" in stopped["error"]
+    assert task(server.url, pending, wait=60)["output"] == "later"
