@@ -256,7 +256,7 @@ class Runtime:
         try:
             self.store.ping()
         except StorageError as exc:
-            raise Unavailable(f"The database does not answer: {exc.message}") from exc
+            raise Unavailable(f"The database does not answer: {exc.message.rstrip('.')}.") from exc
         if not self.accepting:
             raise Unavailable("The server is shutting down.")
         return {"database": "ok", "claude": claude_version(self.claude_bin)}

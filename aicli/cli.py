@@ -1,0 +1,147 @@
+"""``aicli serve``: the runtime behind Waitress, stopped cleanly by SIGTERM or SIGINT.
+
+The flags are generated from ``Settings`` so the command line, ``AICLI_*``
+variables and ``Runtime.start`` can never disagree; a flag left out is None,
+which lets ``Settings.resolve`` fall back to the environment, then the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from importlib import metadata
+from types import FrameType
+from typing import Any
+
+from aicli.errors import AicliError, InvalidRequest
+from aicli.settings import Settings, setting_fields
+
+log = logging.getLogger("aicli")
+
+# Secrets stay off the command line (visible in `ps`): use AICLI_API_TOKEN or --api-token-file.
+SECRET_SETTINGS = frozenset({"api_token"})
+
+
+def version() -> str:
+    try:
+        return metadata.version("aicli")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aicli", description="Run tasks inside Claude Code sessions over HTTP."
+    )
+    parser.add_argument("--version", action="version", version=f"aicli {version()}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="Serve the HTTP API.",
+        description="Serve the HTTP API. Every flag also reads AICLI_<NAME> from the environment.",
+    )
+    for name, default, help_text in setting_fields():
+        if name in SECRET_SETTINGS:
+            continue
+        kind = type(default) if default is not None else str
+        serve.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind,
+            default=None,
+            metavar=name.upper(),
+            help=f"{help_text} (env AICLI_{name.upper()}; default: {default})",
+        )
+    return parser
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(overrides: dict[str, Any]) -> int:
+    # Imported here so `aicli --version` stays fast and works without a database.
+    from aicli.http import Server, create_app
+    from aicli.runtime import Runtime
+
+    settings = Settings.resolve(overrides)
+    if not isinstance(logging.getLevelName(settings.log_level.upper()), int):
+        raise InvalidRequest(
+            f"Unknown log level {settings.log_level!r}; use DEBUG, INFO, WARNING or ERROR."
+        )
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not is_loopback(settings.host) and not settings.api_token:
+        print(
+            f"WARNING: aicli is listening on {settings.host} with no API token: anyone who "
+            "can reach this port can run commands on this machine. Set AICLI_API_TOKEN or "
+            "--api-token-file.",
+            file=sys.stderr,
+        )
+    runtime = Runtime.start(**overrides)
+    try:
+        server = Server(
+            create_app(runtime),
+            host=runtime.settings.host,
+            port=runtime.settings.port,
+            threads=runtime.settings.threads,
+        )
+    except BaseException:
+        runtime.stop()
+        raise
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        server.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("aicli %s serving on %s", version(), server.url)
+    server.run()
+
+    log.info(
+        "stopping: no new connections; running tasks get %gs to finish",
+        runtime.settings.shutdown_grace,
+    )
+    stopper = threading.Thread(target=_wind_down, args=(runtime,), name="aicli-stop")
+    stopper.start()
+    server.drain(while_running=stopper.is_alive)
+    stopper.join()
+    server.close()
+    log.info("stopped")
+    return 0
+
+
+def _wind_down(runtime: Any) -> None:
+    try:
+        runtime.shutdown()
+    finally:
+        runtime.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {key: value for key, value in vars(args).items() if key != "command"}
+    try:
+        return serve(overrides)
+    except AicliError as ex:
+        print(f"aicli: {ex.message}", file=sys.stderr)
+        return 2
+    except OSError as ex:
+        print(f"aicli: {ex}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The WSGI application: routes, middleware and error handlers around one runtime."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import falcon
+
+from aicli.http import errors
+from aicli.http.events import KEEPALIVE_S, EventsResource
+from aicli.http.metrics import HttpMetrics
+from aicli.http.middleware import BearerAuth, BodyLimits, RequestLog, ShutdownGate
+from aicli.http.openapi import OpenApiResource
+from aicli.http.service import HealthResource, MetricsResource, ReadyResource
+from aicli.http.sessions import SessionResource, SessionsResource, SessionTasksResource
+from aicli.http.slots import Slots
+from aicli.http.tasks import TaskResource, TasksResource
+
+if TYPE_CHECKING:
+    from aicli.runtime import Runtime
+
+
+def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.App:
+    """A new app serving ``runtime``; ``keepalive_s`` spaces SSE comment lines."""
+    settings = runtime.settings
+    app = falcon.App(
+        media_type=errors.JSON_TYPE,
+        middleware=[
+            RequestLog(HttpMetrics.for_registry(runtime.metrics_registry)),
+            BearerAuth(settings.api_token),
+            BodyLimits(settings.max_body_bytes),
+            ShutdownGate(runtime),
+        ],
+    )
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.install(app)
+
+    slots = Slots(settings.stream_limit)
+    app.add_route("/sessions", SessionsResource(runtime))
+    app.add_route("/sessions/{session_id}", SessionResource(runtime))
+    app.add_route("/sessions/{session_id}/tasks", SessionTasksResource(runtime))
+    app.add_route("/tasks", TasksResource(runtime))
+    app.add_route("/tasks/{task_id}", TaskResource(runtime, slots))
+    app.add_route(
+        "/tasks/{task_id}/events", EventsResource(runtime, slots, keepalive_s=keepalive_s)
+    )
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadyResource(runtime))
+    app.add_route("/metrics", MetricsResource(runtime))
+    app.add_route("/openapi.json", OpenApiResource(settings))
+    return app

@@ -1,0 +1,101 @@
+"""The one place where failures become HTTP statuses and the one error body.
+
+Domain exceptions (``aicli.errors``), Falcon's own HTTP errors (unknown route,
+wrong method, ...) and anything unexpected all leave through here, so every
+error a client sees has the same shape and no traceback ever leaves the process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+
+from aicli import errors
+
+log = logging.getLogger(__name__)
+
+JSON_TYPE = "application/json; charset=utf-8"
+
+# Most specific class first: the first match wins.
+_DOMAIN_STATUS: tuple[tuple[type[errors.AicliError], str], ...] = (
+    (errors.InvalidRequest, falcon.HTTP_400),
+    (errors.NotFound, falcon.HTTP_404),
+    (errors.Conflict, falcon.HTTP_409),
+    (errors.LimitExceeded, falcon.HTTP_429),
+    (errors.Unavailable, falcon.HTTP_503),
+)
+
+# Falcon raises these itself (routing, method, our middleware): status -> code.
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _write(resp: falcon.Response, status: str, body: dict[str, Any]) -> None:
+    resp.status = status
+    resp.media = body
+    resp.content_type = JSON_TYPE
+
+
+def _retry_after(resp: falcon.Response, seconds: int | float | None) -> None:
+    if seconds is not None:
+        resp.set_header("Retry-After", str(max(1, round(seconds))))
+
+
+def handle_domain_error(
+    req: falcon.Request, resp: falcon.Response, ex: errors.AicliError, params: dict[str, Any]
+) -> None:
+    for kind, status in _DOMAIN_STATUS:
+        if isinstance(ex, kind):
+            _write(resp, status, error_body(ex.code, ex.message, ex.details))
+            _retry_after(resp, getattr(ex, "retry_after", None))
+            return
+    # StorageError, IllegalTransition: our fault, not the client's.
+    handle_unexpected(req, resp, ex, params)
+
+
+def handle_http_error(
+    req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict[str, Any]
+) -> None:
+    code = _HTTP_CODES.get(ex.status_code, "internal_error" if ex.status_code >= 500 else "error")
+    message = ex.description or f"{ex.title}."
+    if isinstance(ex, falcon.HTTPNotFound) and not ex.description:
+        message = f"No route matches {req.method} {req.path}."
+    elif isinstance(ex, falcon.HTTPMethodNotAllowed):
+        allowed = (ex.headers or {}).get("Allow", "")
+        message = f"Method {req.method} is not allowed on {req.path}; allowed: {allowed}."
+    _write(resp, ex.status, error_body(code, message))
+    for name, value in (ex.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def handle_unexpected(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+) -> None:
+    log.error("Unhandled error on %s %s", req.method, req.path, exc_info=ex)
+    _write(
+        resp,
+        falcon.HTTP_500,
+        error_body("internal_error", "The server failed to handle the request; see its log."),
+    )
+
+
+def install(app: falcon.App) -> None:
+    """Register the handlers; Falcon picks the most specific class for each error."""
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(falcon.HTTPError, handle_http_error)
+    app.add_error_handler(errors.AicliError, handle_domain_error)

@@ -1,0 +1,167 @@
+"""A task's event log, as JSON or as a live Server-Sent Events stream.
+
+New events reach a stream by notification: it blocks in
+``Runtime.wait_for_events``, which the runtime wakes when it records an event.
+Each open stream pins one Waitress worker thread, so streams take a slot (see
+``slots``) and give it back when the stream ends, whichever way it ends.
+
+Nothing wakes a blocked stream when its client hangs up, so the wait is cut
+into slices of ``CLIENT_CHECK_S`` after which the stream asks Waitress whether
+the client is still there; a vanished client's slot is free within that time
+instead of at the next keep-alive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import falcon
+
+from aicli.errors import AicliError
+from aicli.http.query import params
+from aicli.http.slots import Slot, Slots
+from aicli.models import TERMINAL_STATUSES, Event
+from aicli.validation import parse_after
+
+if TYPE_CHECKING:
+    from aicli.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SSE_TYPE = "text/event-stream"
+JSON_TYPE = "application/json"
+KEEPALIVE_S = 15.0
+CLIENT_CHECK_S = 2.0
+KEEPALIVE_FRAME = b": keep-alive\n\n"
+OPEN_FRAME = b": stream open\n\n"
+
+
+def is_terminal_event(event: Event) -> bool:
+    return event.type == "status" and event.data.get("status") in TERMINAL_STATUSES
+
+
+def sse_frame(event: Event) -> bytes:
+    data = json.dumps(event.to_json(), ensure_ascii=False, separators=(",", ":"))
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+class EventStream:
+    """The SSE body: an iterable Waitress closes when the client goes away.
+
+    Waitress calls ``close`` when the response ends or the client disconnects;
+    the slot is released there. If the body is dropped without ever being
+    iterated or closed, the finalizer still releases the slot.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        task_id: str,
+        after: int,
+        replay: list[Event],
+        slot: Slot,
+        *,
+        keepalive_s: float,
+        client_gone: Callable[[], bool],
+    ) -> None:
+        self._runtime = runtime
+        self._task_id = task_id
+        self._after = after
+        self._replay = replay
+        self._slot = slot
+        self._keepalive_s = keepalive_s
+        self._client_gone = client_gone
+        self._frames = self._generate()
+        self._finalizer = weakref.finalize(self, slot.release)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._frames
+
+    def close(self) -> None:
+        try:
+            self._frames.close()
+        finally:
+            self._slot.release()
+
+    def _generate(self) -> Iterator[bytes]:
+        try:
+            yield OPEN_FRAME
+            yield from self._follow()
+        except AicliError as ex:
+            log.info("Event stream of task %s ended early: %s", self._task_id, ex.message)
+        except Exception:
+            log.exception("Event stream of task %s failed", self._task_id)
+        finally:
+            self._slot.release()
+
+    def _follow(self) -> Iterator[bytes]:
+        after = self._after
+        for event in self._replay:
+            yield sse_frame(event)
+            after = event.seq
+            if is_terminal_event(event):
+                return
+        next_ping = time.monotonic() + self._keepalive_s
+        check_task = True
+        while not self._client_gone():
+            if check_task and self._runtime.get_task(self._task_id).is_terminal:
+                # Its terminal event is recorded by now: send what is left and end.
+                for event in self._runtime.events(self._task_id, after):
+                    yield sse_frame(event)
+                return
+            timeout = min(next_ping - time.monotonic(), CLIENT_CHECK_S)
+            started = time.monotonic()
+            events = self._runtime.wait_for_events(self._task_id, after, max(timeout, 0.0))
+            if not events and timeout > 0.2 and time.monotonic() - started < timeout / 2:
+                return  # woken with nothing to send: the runtime is stopping
+            for event in events:
+                yield sse_frame(event)
+                after = event.seq
+                if is_terminal_event(event):
+                    return
+            check_task = False
+            if time.monotonic() >= next_ping:
+                yield KEEPALIVE_FRAME
+                next_ping = time.monotonic() + self._keepalive_s
+                check_task = True  # a safety net should a terminal event never come
+
+
+class EventsResource:
+    def __init__(self, runtime: Runtime, slots: Slots, *, keepalive_s: float = KEEPALIVE_S) -> None:
+        self._runtime = runtime
+        self._slots = slots
+        self._keepalive_s = keepalive_s
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        given = params(req, ("after",))
+        after = parse_after(given.get("after"))
+        streaming = req.client_prefers([JSON_TYPE, SSE_TYPE]) == SSE_TYPE
+        if streaming and req.get_header("Last-Event-ID") is not None:
+            after = parse_after(req.get_header("Last-Event-ID"), "Last-Event-ID")
+        events = self._runtime.events(task_id, after)
+        if not streaming:
+            resp.media = {"data": [event.to_json() for event in events]}
+            return
+        slot = self._slots.acquire()
+        try:
+            stream = EventStream(
+                self._runtime,
+                task_id,
+                after,
+                events,
+                slot,
+                keepalive_s=self._keepalive_s,
+                client_gone=req.env.get("waitress.client_disconnected", lambda: False),
+            )
+        except BaseException:
+            slot.release()
+            raise
+        resp.content_type = SSE_TYPE
+        resp.set_header("Cache-Control", "no-cache")
+        resp.set_header("X-Accel-Buffering", "no")
+        resp.stream = stream

@@ -1,0 +1,71 @@
+"""Waitress around the app, with a stop that works from a signal handler or another thread.
+
+Waitress's own ``run`` only ends on an exception; we drive its event loop
+ourselves so that shutdown can happen in steps: stop accepting connections,
+keep flushing the responses in flight while the runtime winds down, then close.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from waitress import create_server, wasyncore
+from waitress.server import BaseWSGIServer
+
+LOOP_TIMEOUT_S = 0.25
+DISPATCHER_SHUTDOWN_S = 5.0
+
+
+class Server:
+    def __init__(self, app: Any, *, host: str, port: int, threads: int) -> None:
+        self._map: dict[int, Any] = {}
+        self._stop = threading.Event()
+        self._waitress = create_server(
+            app,
+            map=self._map,
+            host=host,
+            port=port,
+            threads=threads,
+            ident="aicli",
+            # Read ahead on busy connections so a client that hangs up on an
+            # event stream is noticed (waitress.client_disconnected) at once.
+            channel_request_lookahead=1,
+            clear_untrusted_proxy_headers=True,
+        )
+        first = self._listeners()[0]
+        self.host, self.port = first.effective_host, first.effective_port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in str(self.host) else self.host
+        return f"http://{host}:{self.port}"
+
+    def _listeners(self) -> list[BaseWSGIServer]:
+        return [item for item in self._map.values() if isinstance(item, BaseWSGIServer)]
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Serve until ``request_stop`` (or until ``until()`` is true)."""
+        while self._map and not self._stop.is_set() and not (until and until()):
+            wasyncore.loop(timeout=LOOP_TIMEOUT_S, map=self._map, count=1)
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler: only sets a flag the loop checks every 0.25 s."""
+        self._stop.set()
+
+    def stop_accepting(self) -> None:
+        for listener in self._listeners():
+            listener.close()
+
+    def close(self) -> None:
+        """Close every connection and stop the worker threads (daemons, waited on briefly)."""
+        self.stop_accepting()
+        wasyncore.close_all(self._map)
+        self._waitress.task_dispatcher.shutdown(timeout=DISPATCHER_SHUTDOWN_S)
+
+    def drain(self, while_running: Callable[[], bool]) -> None:
+        """Keep flushing responses in flight while ``while_running()``; new connections refused."""
+        self._stop.clear()
+        self.stop_accepting()
+        self.run(until=lambda: not while_running())

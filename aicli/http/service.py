@@ -1,0 +1,37 @@
+"""Routes for operators and orchestrators rather than clients: health, readiness, metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import falcon
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:
+    from aicli.runtime import Runtime
+
+
+class HealthResource:
+    """Liveness only: answers while the process serves, whatever the database does."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": "ok"}
+
+
+class ReadyResource:
+    """Readiness: ``Runtime.readiness`` raises ``Unavailable`` (503) with the reason."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": "ready", **self._runtime.readiness()}
+
+
+class MetricsResource:
+    def __init__(self, runtime: Runtime) -> None:
+        self._registry = runtime.metrics_registry
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = generate_latest(self._registry)

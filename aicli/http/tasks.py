@@ -1,0 +1,53 @@
+"""Tasks across sessions: list, fetch (optionally long-polled) and cancel."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import falcon
+
+from aicli.errors import TaskNotCancellable
+from aicli.http.query import PAGE_PARAMS, page_body, params
+from aicli.http.sessions import TASK_LIST_FILTERS, task_list_filters
+from aicli.http.slots import Slots
+from aicli.models import CANCELLED
+from aicli.validation import parse_wait
+
+if TYPE_CHECKING:
+    from aicli.runtime import Runtime
+
+
+class TasksResource:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        given = params(req, ("session_id", *TASK_LIST_FILTERS, *PAGE_PARAMS))
+        page = self._runtime.list_tasks(
+            session_id=given.get("session_id"), **task_list_filters(given)
+        )
+        resp.media = page_body(page)
+
+
+class TaskResource:
+    def __init__(self, runtime: Runtime, slots: Slots) -> None:
+        self._runtime = runtime
+        self._slots = slots
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        wait = parse_wait(params(req, ("wait",)).get("wait"))
+        if wait > 0:
+            # A long-poll pins a worker thread like a stream does, so it takes a slot.
+            with self._slots.acquire():
+                task = self._runtime.wait(task_id, wait)
+        else:
+            task = self._runtime.get_task(task_id)
+        resp.media = task.to_json()
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        params(req, ())
+        task = self._runtime.cancel(task_id)
+        # The runtime hands back a task that had already ended as it is.
+        if task.status != CANCELLED:
+            raise TaskNotCancellable(task.id, task.status)
+        resp.media = task.to_json()
