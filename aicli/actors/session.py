@@ -47,7 +47,6 @@ from aicli.metrics import Metrics
 from aicli.models import (
     CANCELLED,
     FAILED,
-    RUNNING,
     SESSION_BUSY,
     SESSION_CLOSED,
     SESSION_IDLE,
@@ -175,7 +174,7 @@ class SessionActor(pykka.ThreadingActor):
             idempotency_key=idempotency_key,
         )
         if created:
-            self._event(task.id, "status", {"status": task.status})
+            self._status_event(task, command_chars=len(command))
             self.queue.append(task.id)
             self._advance()
         return task, created
@@ -363,7 +362,7 @@ class SessionActor(pykka.ThreadingActor):
             task_id=task_id, started=time.monotonic(), timeout_s=task.timeout_s
         )
         self.idle_token += 1
-        self._event(task_id, "status", {"status": RUNNING})
+        self._status_event(task)
         self.ctx.store.update_session(self.session_id, status=SESSION_BUSY, last_active_at=utcnow())
         self.supervisor.tell(ProcessBusy(self.session_id))
         self.process.send_prompt(task.command)
@@ -411,7 +410,7 @@ class SessionActor(pykka.ThreadingActor):
         self.ctx.metrics.task_duration.labels(status).observe(time.monotonic() - current.started)
         if outcome.cost_usd:
             self.ctx.metrics.cost.inc(outcome.cost_usd)
-        self._event(task.id, "status", _status_data(task))
+        self._status_event(task, duration_ms=task.duration_ms, cost_usd=task.cost_usd)
         self.ctx.store.update_session(
             self.session_id,
             status=SESSION_CLOSED if self.closed else SESSION_IDLE,
@@ -425,7 +424,7 @@ class SessionActor(pykka.ThreadingActor):
         if status != CANCELLED:
             self.ctx.store.start_task(task_id, started_at=utcnow())
         task = self.ctx.store.finish_task(task_id, status, error=error, completed_at=utcnow())
-        self._event(task_id, "status", _status_data(task))
+        self._status_event(task)
         self.ctx.notifier.forget(task_id)
 
     def _death_outcome(self, exit_: ProcessExit) -> Outcome:
@@ -483,13 +482,18 @@ class SessionActor(pykka.ThreadingActor):
                 self.session_id, claude_session_id=claude_session_id
             )
 
+    def _status_event(self, task: Task, **details: Any) -> None:
+        """Record a status change in the task's event log and in one log line (never the prompt)."""
+        data: dict[str, Any] = {"status": task.status}
+        if task.error:
+            data["error"] = task.error
+        self._event(task.id, "status", data)
+        log.info(
+            "task %s",
+            task.status,
+            extra={"task_id": task.id, "session_id": task.session_id, **data, **details},
+        )
+
     def _event(self, task_id: str, kind: str, data: dict[str, Any]) -> None:
         self.ctx.store.append_events(task_id, [(kind, data)])
         self.ctx.notifier.announce(task_id)
-
-
-def _status_data(task: Task) -> dict[str, Any]:
-    data: dict[str, Any] = {"status": task.status}
-    if task.error:
-        data["error"] = task.error
-    return data
