@@ -1,0 +1,203 @@
+"""Schema versions, applied in order and recorded in ``schema_migrations``.
+
+A migration is never edited once released: it describes the database that
+release created, which is why migration 1 declares its own copy of the first
+tables instead of using ``schema``. A later release appends a migration; opening
+an older database applies the missing ones, each in its own transaction together
+with its row in ``schema_migrations`` (DDL is transactional on both backends),
+so a failed upgrade leaves the previous version intact.
+
+Two processes starting at once are serialised: SQLite by ``BEGIN IMMEDIATE``,
+PostgreSQL by a transaction-scoped advisory lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from peewee import (
+    SQL,
+    BigAutoField,
+    BigIntegerField,
+    CharField,
+    Database,
+    DoubleField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+from playhouse.migrate import SchemaMigrator
+
+from aicli.errors import StorageError
+from aicli.models import utcnow
+from aicli.storage.engine import Engine
+from aicli.storage.fields import JsonTextField, UtcDateTimeField
+from aicli.storage.schema import status_check
+
+# Any constant will do; it keeps aicli's migrations from running twice at once.
+_PG_MIGRATION_LOCK = 0x41_49_43_4C_49
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Database], None]
+
+
+def _migration_table(db: Database) -> type[Model]:
+    class SchemaMigration(Model):
+        version = IntegerField(primary_key=True)
+        name = TextField()
+        applied_at = UtcDateTimeField()
+
+        class Meta:
+            database = db
+            table_name = "schema_migrations"
+
+    return SchemaMigration
+
+
+def _initial_schema(db: Database) -> None:
+    class Base(Model):
+        class Meta:
+            database = db
+
+    class Session(Base):
+        id = CharField(max_length=64, primary_key=True)
+        status = CharField(max_length=16, constraints=[status_check(("idle", "busy", "closed"))])
+        workdir = TextField()
+        model = TextField(null=True)
+        permission_mode = CharField(max_length=32, null=True)
+        allowed_tools = JsonTextField()
+        disallowed_tools = JsonTextField()
+        append_system_prompt = TextField(null=True)
+        max_turns = IntegerField(null=True)
+        metadata = JsonTextField()
+        claude_session_id = TextField(null=True)
+        created_at = UtcDateTimeField()
+        updated_at = UtcDateTimeField()
+        last_active_at = UtcDateTimeField(null=True)
+        n_pending = IntegerField(constraints=[SQL("DEFAULT 0")])
+        n_running = IntegerField(constraints=[SQL("DEFAULT 0")])
+        n_completed = IntegerField(constraints=[SQL("DEFAULT 0")])
+        n_failed = IntegerField(constraints=[SQL("DEFAULT 0")])
+        n_cancelled = IntegerField(constraints=[SQL("DEFAULT 0")])
+        total_cost_usd = DoubleField(constraints=[SQL("DEFAULT 0")])
+
+        class Meta:
+            table_name = "sessions"
+            indexes = (
+                (("created_at", "id"), False),
+                (("status", "created_at", "id"), False),
+            )
+
+    class Task(Base):
+        id = CharField(max_length=64, primary_key=True)
+        session = ForeignKeyField(Session, column_name="session_id", backref="+", index=False)
+        command = TextField()
+        status = CharField(
+            max_length=16,
+            constraints=[status_check(("pending", "running", "completed", "failed", "cancelled"))],
+        )
+        output = TextField(null=True)
+        error = TextField(null=True)
+        created_at = UtcDateTimeField()
+        started_at = UtcDateTimeField(null=True)
+        completed_at = UtcDateTimeField(null=True)
+        timeout_s = DoubleField(null=True)
+        cost_usd = DoubleField(null=True)
+        num_turns = IntegerField(null=True)
+        duration_ms = BigIntegerField(null=True)
+        usage = JsonTextField(null=True)
+        metadata = JsonTextField()
+        idempotency_key = TextField(null=True)
+
+        class Meta:
+            table_name = "tasks"
+            indexes = (
+                (("created_at", "id"), False),
+                (("session_id", "created_at", "id"), False),
+                (("status", "created_at", "id"), False),
+                (("session_id", "status", "created_at", "id"), False),
+                (("session_id", "idempotency_key"), True),
+            )
+
+    class TaskEvent(Base):
+        id = BigAutoField()
+        task = ForeignKeyField(Task, column_name="task_id", backref="+", index=False)
+        seq = IntegerField()
+        type = CharField(max_length=64)
+        created_at = UtcDateTimeField()
+        data = JsonTextField()
+
+        class Meta:
+            table_name = "task_events"
+            indexes = ((("task_id", "seq"), True),)
+
+    class Process(Base):
+        pid = IntegerField()
+        start_time = DoubleField()
+        owner = TextField()
+        kind = TextField()
+        created_at = UtcDateTimeField()
+
+        class Meta:
+            table_name = "processes"
+            indexes = ((("pid", "start_time"), False),)
+
+    db.create_tables([Session, Task, TaskEvent, Process])
+
+
+def _task_updated_at(db: Database) -> None:
+    """When a task last changed, for operators and for "what changed since" queries."""
+    migrator = SchemaMigrator.from_database(db)
+    migrator.add_column("tasks", "updated_at", UtcDateTimeField(null=True)).run()
+    db.execute_sql("UPDATE tasks SET updated_at = COALESCE(completed_at, started_at, created_at)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "sessions, tasks, task events, processes", _initial_schema),
+    Migration(2, "tasks.updated_at", _task_updated_at),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def applied_versions(engine: Engine) -> list[int]:
+    def read() -> list[int]:
+        table = _migration_table(engine.db)
+        if not table.table_exists():
+            return []
+        return [row.version for row in table.select(table.version).order_by(table.version)]
+
+    return engine.read(read, snapshot=True)
+
+
+def migrate(engine: Engine, target: int = LATEST_VERSION) -> int:
+    """Bring the database to ``target`` and return the version it is at."""
+    for migration in MIGRATIONS:
+        if migration.version <= target:
+            engine.write(lambda migration=migration: _apply(engine, migration))
+    versions = applied_versions(engine)
+    current = max(versions, default=0)
+    if current > LATEST_VERSION:
+        raise StorageError(
+            f"The database schema is at version {current}, newer than this aicli knows "
+            f"({LATEST_VERSION}); run a newer aicli.",
+            {"schema_version": current},
+        )
+    return current
+
+
+def _apply(engine: Engine, migration: Migration) -> None:
+    db = engine.db
+    if engine.is_postgres:
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))
+    table = _migration_table(db)
+    table.create_table(safe=True)
+    if table.select().where(table.version == migration.version).exists():
+        return
+    migration.apply(db)
+    table.insert(version=migration.version, name=migration.name, applied_at=utcnow()).execute()

@@ -1,0 +1,122 @@
+"""Keyset pagination over ``(created_at, id)`` and its opaque cursor.
+
+A cursor is the urlsafe base64 (unpadded) of ``v1|<created_at>|<id>`` for the
+last row of a page: a *position*, not a query. It does not record the order it
+was made for, so it is valid with either order: the next page holds the rows
+strictly after the position in the order asked for (``desc``: older, ``asc``:
+newer). Filters are not encoded either; a client that changes them mid-walk gets
+the new filter applied from that position on. Because a row's position never
+changes, a cursor stays valid while rows are inserted: rows are never skipped or
+repeated, and rows inserted behind the position are simply not reached.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import operator
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from peewee import Expression, Model, Ordering, Tuple
+
+from aicli.errors import InvalidRequest
+from aicli.storage.fields import to_db_time
+
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+ORDERS = ("asc", "desc")
+
+_CURSOR_VERSION = "v1"
+_CURSOR_ALPHABET = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Position:
+    created_at: datetime
+    id: str
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    limit: int
+    order: str
+    after: Position | None
+
+
+def page_request(limit: int, cursor: str | None, order: str) -> PageRequest:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequest(
+            f"'limit' must be an integer from 1 to {MAX_LIMIT}, not {limit!r}.", {"field": "limit"}
+        )
+    if order not in ORDERS:
+        raise InvalidRequest(f"'order' must be 'asc' or 'desc', not {order!r}.", {"field": "order"})
+    return PageRequest(limit, order, None if cursor is None else decode_cursor(cursor))
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    text = f"{_CURSOR_VERSION}|{created_at.astimezone(UTC).isoformat()}|{row_id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Position:
+    bad = InvalidRequest(
+        "'cursor' is not a cursor this service issued; pass a next_cursor back unchanged.",
+        {"field": "cursor"},
+    )
+    if not isinstance(cursor, str) or not _CURSOR_ALPHABET.fullmatch(cursor):
+        raise bad
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        text = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+        version, when, row_id = text.split("|")
+        created_at = datetime.fromisoformat(when)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad from None
+    if version != _CURSOR_VERSION or created_at.tzinfo is None or not _ID.fullmatch(row_id):
+        raise bad
+    return Position(created_at.astimezone(UTC), row_id)
+
+
+def window(
+    model: type[Model],
+    request: PageRequest,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> Expression | None:
+    """Rows past the cursor in the requested order and inside the time window.
+
+    Of the cursor and the window's bound on the same side, only the tighter one
+    is emitted (it implies the other). SQLite scans an index range from one
+    bound per side, so two overlapping ones could make it scan from the looser.
+    """
+    position = request.after
+    lower, upper = created_after, created_before
+    keyset = None
+    if position is not None:
+        key = Tuple(model.created_at, model.id)
+        at = Tuple(to_db_time(position.created_at), position.id)
+        if request.order == "desc" and (upper is None or position.created_at < upper):
+            keyset, upper = key < at, None
+        elif request.order == "asc" and (lower is None or position.created_at > lower):
+            keyset, lower = key > at, None
+    return all_of(
+        keyset,
+        None if lower is None else model.created_at > lower,
+        None if upper is None else model.created_at < upper,
+    )
+
+
+def all_of(*conditions: Expression | None) -> Expression | None:
+    """The conjunction of the conditions given (``None`` ones left out), or ``None``."""
+    present = [condition for condition in conditions if condition is not None]
+    return functools.reduce(operator.and_, present) if present else None
+
+
+def ordering(model: type[Model], order: str) -> tuple[Ordering, Ordering]:
+    if order == "desc":
+        return model.created_at.desc(), model.id.desc()
+    return model.created_at.asc(), model.id.asc()

@@ -1,0 +1,138 @@
+"""The tables as the current schema version has them (see ``migrations`` for how they got so).
+
+Model classes are built per database rather than bound globally, so that two
+stores (a test on SQLite and one on PostgreSQL, or an old and a new file during
+an upgrade) never share Peewee's class-level database binding.
+
+Indexes follow the list queries: every keyset page is one range scan of an
+index ending in ``(created_at, id)``, after equality on the filtered columns.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from peewee import (
+    SQL,
+    BigAutoField,
+    BigIntegerField,
+    CharField,
+    Check,
+    Database,
+    DoubleField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from aicli.models import SESSION_STATUSES, TASK_STATUSES
+from aicli.storage.fields import JsonTextField, UtcDateTimeField
+
+
+def count_column(status: str) -> str:
+    """The ``sessions`` column counting the session's tasks in ``status``."""
+    return f"n_{status}"
+
+
+def status_check(statuses: tuple[str, ...]) -> Check:
+    return Check(f"status IN ({', '.join(repr(status) for status in statuses)})")
+
+
+class Tables(NamedTuple):
+    sessions: type[Model]
+    tasks: type[Model]
+    events: type[Model]
+    processes: type[Model]
+
+
+def bind_tables(db: Database) -> Tables:
+    class Base(Model):
+        class Meta:
+            database = db
+
+    class SessionRow(Base):
+        id = CharField(max_length=64, primary_key=True)
+        status = CharField(max_length=16, constraints=[status_check(SESSION_STATUSES)])
+        workdir = TextField()
+        model = TextField(null=True)
+        permission_mode = CharField(max_length=32, null=True)
+        allowed_tools = JsonTextField()
+        disallowed_tools = JsonTextField()
+        append_system_prompt = TextField(null=True)
+        max_turns = IntegerField(null=True)
+        metadata = JsonTextField()
+        claude_session_id = TextField(null=True)
+        created_at = UtcDateTimeField()
+        updated_at = UtcDateTimeField()
+        last_active_at = UtcDateTimeField(null=True)
+        # Kept by the store in the transaction that changes a task, so that reading
+        # a session never aggregates its tasks.
+        n_pending = IntegerField(constraints=[SQL("DEFAULT 0")])
+        n_running = IntegerField(constraints=[SQL("DEFAULT 0")])
+        n_completed = IntegerField(constraints=[SQL("DEFAULT 0")])
+        n_failed = IntegerField(constraints=[SQL("DEFAULT 0")])
+        n_cancelled = IntegerField(constraints=[SQL("DEFAULT 0")])
+        total_cost_usd = DoubleField(constraints=[SQL("DEFAULT 0")])
+
+        class Meta:
+            table_name = "sessions"
+            indexes = (
+                (("created_at", "id"), False),
+                (("status", "created_at", "id"), False),
+            )
+
+    class TaskRow(Base):
+        id = CharField(max_length=64, primary_key=True)
+        session = ForeignKeyField(SessionRow, column_name="session_id", backref="+", index=False)
+        command = TextField()
+        status = CharField(max_length=16, constraints=[status_check(TASK_STATUSES)])
+        output = TextField(null=True)
+        error = TextField(null=True)
+        created_at = UtcDateTimeField()
+        started_at = UtcDateTimeField(null=True)
+        completed_at = UtcDateTimeField(null=True)
+        timeout_s = DoubleField(null=True)
+        cost_usd = DoubleField(null=True)
+        num_turns = IntegerField(null=True)
+        duration_ms = BigIntegerField(null=True)
+        usage = JsonTextField(null=True)
+        metadata = JsonTextField()
+        idempotency_key = TextField(null=True)
+        # Added by migration 2; the store sets it on every write.
+        updated_at = UtcDateTimeField(null=True)
+
+        class Meta:
+            table_name = "tasks"
+            indexes = (
+                (("created_at", "id"), False),
+                (("session_id", "created_at", "id"), False),
+                (("status", "created_at", "id"), False),
+                (("session_id", "status", "created_at", "id"), False),
+                (("session_id", "idempotency_key"), True),
+            )
+
+    class EventRow(Base):
+        id = BigAutoField()
+        task = ForeignKeyField(TaskRow, column_name="task_id", backref="+", index=False)
+        seq = IntegerField()
+        type = CharField(max_length=64)
+        created_at = UtcDateTimeField()
+        data = JsonTextField()
+
+        class Meta:
+            table_name = "task_events"
+            indexes = ((("task_id", "seq"), True),)
+
+    class ProcessRow(Base):
+        pid = IntegerField()
+        start_time = DoubleField()
+        owner = TextField()
+        kind = TextField()
+        created_at = UtcDateTimeField()
+
+        class Meta:
+            table_name = "processes"
+            indexes = ((("pid", "start_time"), False),)
+
+    return Tables(SessionRow, TaskRow, EventRow, ProcessRow)

@@ -1,0 +1,846 @@
+"""The store on SQLite and on PostgreSQL: the same tests, one fixture parametrised over both."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from peewee import OperationalError
+
+from aicli.errors import (
+    IllegalTransition,
+    InvalidRequest,
+    SessionClosed,
+    SessionNotFound,
+    StorageError,
+    TaskNotFound,
+)
+from aicli.models import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    TASK_STATUSES,
+    TERMINAL_STATUSES,
+    Event,
+    Page,
+    Session,
+    Task,
+)
+from aicli.storage import DEFAULT_DATABASE_URL, Store, migrations, open_store, resolve_database_url
+from aicli.storage import database as storage_database
+from aicli.storage.engine import Engine
+from aicli.storage.fields import to_db_time
+from aicli.storage.paging import encode_cursor
+from aicli.storage.schema import bind_tables
+from aicli.storage.testing import (
+    PostgresUnavailable,
+    captured_queries,
+    fresh_schema_url,
+    postgres_required,
+    temporary_postgres_database,
+)
+from aicli.storage.transitions import PREDECESSORS
+
+# fixtures: each test runs once on a SQLite file and once on a PostgreSQL schema
+
+
+@pytest.fixture(scope="module")
+def postgres_database() -> Iterator[str]:
+    try:
+        with temporary_postgres_database() as url:
+            yield url
+    except PostgresUnavailable as exc:
+        if postgres_required():
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'aicli.db'}"
+    return fresh_schema_url(request.getfixturevalue("postgres_database"))
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    opened = open_store(database_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def session(store: Store, tmp_path: Path) -> Session:
+    return store.create_session(workdir=str(tmp_path))
+
+
+def _tasks(store: Store, session_id: str, count: int) -> list[Task]:
+    return [store.create_task(session_id=session_id, command=f"c{i}")[0] for i in range(count)]
+
+
+def _walk(store: Store, order: str, limit: int, **filters: object) -> list[Task]:
+    seen: list[Task] = []
+    cursor = None
+    while True:
+        page = store.list_tasks(limit=limit, cursor=cursor, order=order, **filters)
+        assert len(page.items) <= limit
+        seen.extend(page.items)
+        if not page.has_more:
+            assert page.next_cursor is None
+            return seen
+        assert len(page.items) == limit
+        cursor = page.next_cursor
+
+
+def _key(item: Task | Session) -> tuple[datetime, str]:
+    assert item.created_at is not None
+    return (item.created_at, item.id)
+
+
+# sessions
+
+
+def test_session_round_trips_every_field(store: Store, tmp_path: Path) -> None:
+    created = store.create_session(
+        workdir=str(tmp_path),
+        model="claude-sonnet-4-5",
+        permission_mode="acceptEdits",
+        allowed_tools=["Bash", "Read"],
+        disallowed_tools=("WebFetch",),
+        append_system_prompt="Be brief. ünïcode ✓",
+        max_turns=3,
+        metadata={"team": "core", "ticket": "A-1"},
+    )
+    got = store.get_session(created.id)
+    assert isinstance(got, Session)
+    assert got == created
+    assert got.status == "idle"
+    assert got.allowed_tools == ("Bash", "Read")
+    assert got.disallowed_tools == ("WebFetch",)
+    assert got.metadata == {"team": "core", "ticket": "A-1"}
+    assert got.claude_session_id is None
+    assert got.last_active_at is None
+    assert got.created_at is not None and got.created_at.tzinfo is UTC
+    assert got.updated_at == got.created_at
+    assert got.task_counts == dict.fromkeys(TASK_STATUSES, 0)
+    assert got.total_cost_usd == 0.0
+
+
+def test_unknown_ids_raise_not_found(store: Store) -> None:
+    with pytest.raises(SessionNotFound):
+        store.get_session("nope")
+    with pytest.raises(SessionNotFound):
+        store.update_session("nope", status="busy")
+    with pytest.raises(SessionNotFound):
+        store.create_task(session_id="nope", command="x")
+    for call in (
+        lambda: store.get_task("nope"),
+        lambda: store.start_task("nope"),
+        lambda: store.finish_task("nope", CANCELLED),
+        lambda: store.append_events("nope", [("x", {})]),
+        lambda: store.list_events("nope"),
+        lambda: store.last_event_seq("nope"),
+    ):
+        with pytest.raises(TaskNotFound):
+            call()
+    assert store.get_tasks(["nope"]) == {}
+
+
+def test_invalid_session_arguments_are_refused(store: Store, session: Session) -> None:
+    with pytest.raises(InvalidRequest, match="permission_mode"):
+        store.create_session(workdir="/", permission_mode="yolo")
+    with pytest.raises(InvalidRequest, match="workdir"):
+        store.update_session(session.id, workdir="/elsewhere")
+    with pytest.raises(InvalidRequest, match="status"):
+        store.update_session(session.id, status="sleeping")
+    with pytest.raises(InvalidRequest, match="last_active_at"):
+        store.update_session(session.id, last_active_at=datetime(2026, 1, 1))
+
+
+def test_update_session_sets_fields_and_bumps_updated_at(store: Store, session: Session) -> None:
+    active = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    updated = store.update_session(
+        session.id, status="busy", claude_session_id="claude-1", last_active_at=active
+    )
+    assert updated.status == "busy"
+    assert updated.claude_session_id == "claude-1"
+    assert updated.last_active_at == active
+    assert updated.last_active_at.tzinfo is UTC
+    assert updated.updated_at > session.updated_at
+    assert store.update_session(session.id).updated_at > updated.updated_at
+
+
+def test_a_closed_session_stays_closed(store: Store, session: Session) -> None:
+    store.update_session(session.id, status="closed")
+    assert store.update_session(session.id, status="closed").status == "closed"
+    assert store.update_session(session.id, claude_session_id="c").claude_session_id == "c"
+    for status in ("idle", "busy"):
+        with pytest.raises(IllegalTransition, match="closed"):
+            store.update_session(session.id, status=status)
+    assert store.get_session(session.id).status == "closed"
+
+
+def test_session_counts_costs_and_status_queries(store: Store, tmp_path: Path) -> None:
+    first = store.create_session(workdir=str(tmp_path))
+    second = store.create_session(workdir=str(tmp_path))
+    closed = store.create_session(workdir=str(tmp_path))
+    store.update_session(second.id, status="busy")
+    store.update_session(closed.id, status="closed")
+    done, failed, pending = _tasks(store, first.id, 3)
+    store.start_task(done.id)
+    store.finish_task(done.id, COMPLETED, cost_usd=0.25)
+    store.start_task(failed.id)
+    store.finish_task(failed.id, FAILED, error="boom", cost_usd=0.5)
+    got = store.get_session(first.id)
+    assert got.task_counts == {
+        PENDING: 1,
+        RUNNING: 0,
+        COMPLETED: 1,
+        FAILED: 1,
+        CANCELLED: 0,
+    }
+    assert got.total_cost_usd == pytest.approx(0.75)
+    assert store.open_session_count() == 2
+    assert [s.id for s in store.sessions_with_status(["idle", "busy"])] == [first.id, second.id]
+    assert [s.id for s in store.sessions_with_status({"closed"})] == [closed.id]
+    listed = {s.id: s for s in store.list_sessions(limit=10).items}
+    assert listed[first.id] == got
+    assert [s.id for s in store.list_sessions(statuses=["busy"]).items] == [second.id]
+    assert [s.id for s in store.list_sessions(statuses=["idle", "closed"], order="asc").items] == [
+        first.id,
+        closed.id,
+    ]
+    with pytest.raises(InvalidRequest, match="status"):
+        store.list_sessions(statuses=["asleep"])
+
+
+def test_session_pages_walk_both_orders(store: Store, tmp_path: Path) -> None:
+    made = [store.create_session(workdir=str(tmp_path)) for _ in range(7)]
+    for order, expected in (("asc", made), ("desc", made[::-1])):
+        seen: list[Session] = []
+        cursor = None
+        while True:
+            page = store.list_sessions(limit=3, cursor=cursor, order=order)
+            seen.extend(page.items)
+            if not page.has_more:
+                break
+            cursor = page.next_cursor
+        assert [s.id for s in seen] == [s.id for s in expected]
+
+
+# tasks
+
+
+def test_task_round_trips_and_idempotency(store: Store, session: Session, tmp_path: Path) -> None:
+    command = "x" * 100_000
+    task, created = store.create_task(
+        session_id=session.id,
+        command=command,
+        timeout_s=2.5,
+        metadata={"k": "v"},
+        idempotency_key="key-1",
+    )
+    assert created
+    assert isinstance(task, Task)
+    assert store.get_task(task.id) == task
+    assert task.status == PENDING
+    assert task.command == command
+    assert task.timeout_s == 2.5
+    assert task.metadata == {"k": "v"}
+    assert task.queue_position is None
+    assert task.started_at is None and task.completed_at is None
+    again, created_again = store.create_task(
+        session_id=session.id, command="different", idempotency_key="key-1"
+    )
+    assert (again, created_again) == (task, False)
+    assert store.task_for_idempotency_key(session.id, "key-1") == task
+    assert store.task_for_idempotency_key(session.id, "key-2") is None
+    other = store.create_session(workdir=str(tmp_path))
+    elsewhere, created_elsewhere = store.create_task(
+        session_id=other.id, command="c", idempotency_key="key-1"
+    )
+    assert created_elsewhere and elsewhere.id != task.id
+    plain = [store.create_task(session_id=session.id, command="c") for _ in range(2)]
+    assert all(created for _, created in plain)
+    assert store.get_tasks([task.id, plain[0][0].id, "nope"]) == {
+        task.id: task,
+        plain[0][0].id: plain[0][0],
+    }
+
+
+def test_closed_sessions_take_no_tasks_but_replay_idempotent_ones(
+    store: Store, session: Session
+) -> None:
+    first, _ = store.create_task(session_id=session.id, command="c", idempotency_key="k")
+    store.update_session(session.id, status="closed")
+    with pytest.raises(SessionClosed):
+        store.create_task(session_id=session.id, command="c")
+    assert store.create_task(session_id=session.id, command="c", idempotency_key="k") == (
+        first,
+        False,
+    )
+
+
+def test_task_life_stores_every_result_field(store: Store, session: Session) -> None:
+    task, _ = store.create_task(session_id=session.id, command="c")
+    started_at = datetime(2026, 3, 1, 10, 0, 0, 5, tzinfo=UTC)
+    running = store.start_task(task.id, started_at=started_at)
+    assert running.status == RUNNING
+    assert running.started_at == started_at
+    assert store.running_tasks() == [running]
+    completed_at = datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC)
+    done = store.finish_task(
+        task.id,
+        COMPLETED,
+        output="the answer",
+        cost_usd=0.0123,
+        num_turns=4,
+        duration_ms=1234,
+        usage={"input_tokens": 10, "output_tokens": 20},
+        completed_at=completed_at,
+    )
+    assert done == store.get_task(task.id)
+    assert (done.status, done.output, done.error) == (COMPLETED, "the answer", None)
+    assert (done.cost_usd, done.num_turns, done.duration_ms) == (0.0123, 4, 1234)
+    assert done.usage == {"input_tokens": 10, "output_tokens": 20}
+    assert done.completed_at == completed_at
+    assert done.started_at == started_at
+    assert store.running_tasks() == []
+
+
+TRANSITIONS = list(itertools.product(TASK_STATUSES, TASK_STATUSES))
+
+
+def _task_in(store: Store, session_id: str, status: str) -> Task:
+    task, _ = store.create_task(session_id=session_id, command="c")
+    if status == PENDING:
+        return task
+    if status == CANCELLED:
+        return store.finish_task(task.id, CANCELLED)
+    store.start_task(task.id)
+    return store.get_task(task.id) if status == RUNNING else store.finish_task(task.id, status)
+
+
+@pytest.mark.parametrize(("before", "after"), TRANSITIONS, ids=[f"{a}-{b}" for a, b in TRANSITIONS])
+def test_only_the_state_machine_edges_are_allowed(
+    store: Store, session: Session, before: str, after: str
+) -> None:
+    task = _task_in(store, session.id, before)
+    assert task.status == before
+
+    def move() -> Task:
+        if after == RUNNING:
+            return store.start_task(task.id)
+        return store.finish_task(task.id, after, output="o", error="e")
+
+    if before in PREDECESSORS.get(after, ()):
+        assert move().status == after
+    else:
+        with pytest.raises(IllegalTransition):
+            move()
+        assert store.get_task(task.id) == task
+
+
+def test_terminal_tasks_never_change(store: Store, session: Session) -> None:
+    for status in TERMINAL_STATUSES:
+        task = _task_in(store, session.id, status)
+        for target in TASK_STATUSES:
+            expected = "terminal" if target == PENDING else status
+            with pytest.raises(IllegalTransition, match=expected):
+                if target == RUNNING:
+                    store.start_task(task.id)
+                else:
+                    store.finish_task(task.id, target, output="late")
+        assert store.get_task(task.id) == task
+
+
+def test_pending_running_and_counts(store: Store, tmp_path: Path) -> None:
+    one = store.create_session(workdir=str(tmp_path))
+    two = store.create_session(workdir=str(tmp_path))
+    a1, a2, a3 = _tasks(store, one.id, 3)
+    b1, b2 = _tasks(store, two.id, 2)
+    store.start_task(a1.id)
+    store.finish_task(b2.id, CANCELLED)
+    assert [t.id for t in store.pending_tasks()] == [a2.id, a3.id, b1.id]
+    assert [t.id for t in store.pending_tasks(one.id)] == [a2.id, a3.id]
+    assert [t.id for t in store.running_tasks()] == [a1.id]
+    assert store.count_tasks(session_id=one.id, statuses=[PENDING]) == 2
+    assert store.count_tasks(session_id=one.id, statuses=[PENDING, RUNNING]) == 3
+    assert store.count_tasks(session_id=None, statuses=TASK_STATUSES) == 5
+    assert store.task_status_counts() == {
+        PENDING: 3,
+        RUNNING: 1,
+        COMPLETED: 0,
+        FAILED: 0,
+        CANCELLED: 1,
+    }
+
+
+# events
+
+
+def test_events_get_consecutive_sequence_numbers(store: Store, session: Session) -> None:
+    task, _ = store.create_task(session_id=session.id, command="c")
+    assert store.last_event_seq(task.id) == 0
+    assert store.list_events(task.id) == []
+    assert store.append_events(task.id, []) == []
+    first = store.append_events(task.id, [("status", {"status": "running"})])
+    more = store.append_events(
+        task.id, [("assistant", {"text": "hé", "nested": [1, {"a": None}]}), ("result", {})]
+    )
+    assert [e.seq for e in first + more] == [1, 2, 3]
+    assert all(isinstance(e, Event) and e.task_id == task.id for e in first + more)
+    assert store.list_events(task.id) == first + more
+    assert store.list_events(task.id, after=1) == more
+    assert store.list_events(task.id, after=1, limit=1) == more[:1]
+    assert store.list_events(task.id, after=3) == []
+    assert store.last_event_seq(task.id) == 3
+    assert more[0].data == {"text": "hé", "nested": [1, {"a": None}]}
+    assert more[0].created_at.tzinfo is UTC
+    for bad in ([("x",)], [("", {})], [("x" * 65, {})], [("x", [])], ["x"]):
+        with pytest.raises(InvalidRequest, match="event") as caught:
+            store.append_events(task.id, bad)
+        assert caught.value.details == {"field": "events"}
+    with pytest.raises(InvalidRequest, match="after"):
+        store.list_events(task.id, after=-1)
+    with pytest.raises(InvalidRequest, match="limit"):
+        store.list_events(task.id, limit=0)
+
+
+# processes
+
+
+def test_processes_are_remembered_until_forgotten(store: Store) -> None:
+    assert store.recorded_processes() == []
+    store.record_process(4242, 1764000000.123456, "session-1", "claude")
+    store.record_process(4243, 1764000001.5, "server", "mcp")
+    assert store.recorded_processes() == [
+        (4242, 1764000000.123456, "session-1", "claude"),
+        (4243, 1764000001.5, "server", "mcp"),
+    ]
+    store.forget_process(4242, 1764000000.0)
+    assert len(store.recorded_processes()) == 2
+    store.forget_process(4242, 1764000000.123456)
+    assert store.recorded_processes() == [(4243, 1764000001.5, "server", "mcp")]
+
+
+# pagination
+
+
+def test_pages_walk_every_row_once_in_both_orders(store: Store, session: Session) -> None:
+    made = _tasks(store, session.id, 23)
+    for limit in (1, 5, 23, 200):
+        assert _walk(store, "asc", limit) == made
+        assert _walk(store, "desc", limit) == made[::-1]
+    page = store.list_tasks(limit=23)
+    assert page == Page(items=made[::-1], has_more=False, next_cursor=None)
+    page = store.list_tasks(limit=22)
+    assert page.has_more and page.next_cursor == encode_cursor(made[1].created_at, made[1].id)
+
+
+def test_filters_combine_with_pagination(store: Store, tmp_path: Path) -> None:
+    one = store.create_session(workdir=str(tmp_path))
+    two = store.create_session(workdir=str(tmp_path))
+    made = [
+        store.create_task(session_id=(one if i % 2 else two).id, command=str(i))[0]
+        for i in range(30)
+    ]
+    for task in made[::3]:
+        store.finish_task(task.id, CANCELLED)
+    for task in made[1::3]:
+        store.start_task(task.id)
+    current = {t.id: t for t in store.get_tasks(t.id for t in made).values()}
+    ordered = [current[t.id] for t in made]
+
+    def expect(predicate: object) -> list[Task]:
+        return [t for t in ordered if predicate(t)]  # type: ignore[operator]
+
+    cases = [
+        ({"session_id": one.id}, lambda t: t.session_id == one.id),
+        ({"statuses": [CANCELLED]}, lambda t: t.status == CANCELLED),
+        ({"statuses": {PENDING, RUNNING}}, lambda t: t.status in (PENDING, RUNNING)),
+        ({"statuses": TASK_STATUSES}, lambda t: True),
+        (
+            {"session_id": two.id, "statuses": [RUNNING, CANCELLED]},
+            lambda t: t.session_id == two.id and t.status in (RUNNING, CANCELLED),
+        ),
+        (
+            {"created_after": made[4].created_at, "created_before": made[20].created_at},
+            lambda t: made[4].created_at < t.created_at < made[20].created_at,
+        ),
+        (
+            {"statuses": [PENDING, CANCELLED], "created_after": made[10].created_at},
+            lambda t: t.status in (PENDING, CANCELLED) and t.created_at > made[10].created_at,
+        ),
+    ]
+    for filters, predicate in cases:
+        wanted = expect(predicate)
+        assert wanted, filters
+        for limit in (1, 4, 50):
+            assert _walk(store, "asc", limit, **filters) == wanted, filters
+            assert _walk(store, "desc", limit, **filters) == wanted[::-1], filters
+    assert _walk(store, "asc", 10, created_after=made[-1].created_at) == []
+
+
+def test_time_bounds_are_exclusive_and_need_an_offset(store: Store, session: Session) -> None:
+    made = _tasks(store, session.id, 3)
+    middle = made[1].created_at
+    assert [t.id for t in _walk(store, "asc", 10, created_after=middle)] == [made[2].id]
+    assert [t.id for t in _walk(store, "asc", 10, created_before=middle)] == [made[0].id]
+    in_paris = middle.astimezone(timezone(timedelta(hours=1)))
+    assert [t.id for t in _walk(store, "asc", 10, created_before=in_paris)] == [made[0].id]
+    for field in ("created_after", "created_before"):
+        with pytest.raises(InvalidRequest, match=field):
+            store.list_tasks(**{field: middle.replace(tzinfo=None)})
+
+
+def test_a_cursor_is_a_position_valid_in_either_order(store: Store, session: Session) -> None:
+    made = _tasks(store, session.id, 6)
+    page = store.list_tasks(limit=3, order="asc")
+    assert page.items == made[:3]
+    back = store.list_tasks(limit=10, order="desc", cursor=page.next_cursor)
+    assert back.items == made[:2][::-1]
+    assert not back.has_more
+
+
+def test_rows_sharing_a_timestamp_page_by_id(store: Store, session: Session) -> None:
+    tasks_table = bind_tables(store._engine.db).tasks
+    same = datetime(2026, 1, 1, tzinfo=UTC)
+    ids = [f"{i:032x}" for i in range(7)]
+    store._engine.write(
+        lambda: tasks_table.insert_many(
+            [
+                {
+                    "id": task_id,
+                    "session": session.id,
+                    "command": "c",
+                    "status": PENDING,
+                    "created_at": same,
+                    "updated_at": same,
+                    "metadata": {},
+                }
+                for task_id in ids
+            ]
+        ).execute()
+    )
+    assert [t.id for t in _walk(store, "asc", 2)] == ids
+    assert [t.id for t in _walk(store, "desc", 3)] == ids[::-1]
+    assert store.get_task(ids[0]).created_at == same
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "",
+        "!!!",
+        "abc",
+        "a" * 500,
+        "8J+Ygg",
+        _b64("v1|2026-01-01T00:00:00Z"),
+        _b64("v1|not a time|abc"),
+        _b64("v1|2026-01-01T00:00:00|abc"),
+        _b64("v2|2026-01-01T00:00:00+00:00|abc"),
+        _b64("v1|2026-01-01T00:00:00+00:00|a b"),
+        _b64("v1|2026-01-01T00:00:00+00:00|"),
+        base64.urlsafe_b64encode(b"\xff\xfe|x|y").decode(),
+        12,
+    ],
+)
+def test_garbage_cursors_are_refused_by_name(store: Store, cursor: object) -> None:
+    for call in (store.list_tasks, store.list_sessions):
+        with pytest.raises(InvalidRequest, match="'cursor'") as caught:
+            call(cursor=cursor)  # type: ignore[operator]
+        assert caught.value.details == {"field": "cursor"}
+
+
+@pytest.mark.parametrize("limit", [0, 201, -1, 1.5, "10", True, None])
+def test_limits_outside_1_to_200_are_refused(store: Store, limit: object) -> None:
+    with pytest.raises(InvalidRequest, match="'limit'"):
+        store.list_tasks(limit=limit)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match="'limit'"):
+        store.list_sessions(limit=limit)  # type: ignore[arg-type]
+
+
+def test_unknown_orders_and_statuses_are_refused(store: Store) -> None:
+    with pytest.raises(InvalidRequest, match="'order'"):
+        store.list_tasks(order="newest")
+    with pytest.raises(InvalidRequest, match="'status'"):
+        store.list_tasks(statuses=["done"])
+    with pytest.raises(InvalidRequest, match="'status'"):
+        store.list_tasks(statuses=[])
+
+
+# the list queries use their indexes
+
+
+def _plans(store: Store, calls: list) -> list[str]:
+    db = store._engine.db
+    with captured_queries(store) as queries:
+        for call in calls:
+            call()
+    selects = [q for q in queries if q.sql.startswith("SELECT") and "LIMIT" in q.sql]
+    assert len(selects) >= len(calls)
+    plans = []
+    for query in selects:
+        if store.is_postgres:
+            with db.atomic():
+                # Tiny tables make a scan and a sort cheapest; forbid them to see
+                # whether an ordered index path exists at all.
+                for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+                    db.execute_sql(f"SET LOCAL {setting} = off")
+                rows = db.execute_sql("EXPLAIN " + query.sql, query.params).fetchall()
+            plans.append("\n".join(row[0] for row in rows))
+        else:
+            rows = db.execute_sql("EXPLAIN QUERY PLAN " + query.sql, query.params).fetchall()
+            plans.append("\n".join(row[-1] for row in rows))
+    return plans
+
+
+def test_list_queries_are_index_range_scans_without_a_sort(store: Store, session: Session) -> None:
+    made = _tasks(store, session.id, 3)
+    cursor = encode_cursor(made[1].created_at, made[1].id)
+    after = made[0].created_at
+    calls = [
+        lambda: store.list_tasks(),
+        lambda: store.list_tasks(order="asc", cursor=cursor),
+        lambda: store.list_tasks(session_id=session.id, cursor=cursor),
+        lambda: store.list_tasks(statuses=[PENDING], cursor=cursor, order="asc"),
+        lambda: store.list_tasks(statuses=[PENDING, RUNNING], cursor=cursor),
+        lambda: store.list_tasks(session_id=session.id, statuses=[PENDING], cursor=cursor),
+        lambda: store.list_tasks(created_after=after, cursor=cursor),
+        lambda: store.list_sessions(cursor=cursor),
+        lambda: store.list_sessions(statuses=["idle"], cursor=cursor),
+    ]
+    for plan in _plans(store, calls):
+        if store.is_postgres:
+            assert "Index" in plan and "Seq Scan" not in plan, plan
+            assert "Sort" not in plan, plan
+        else:
+            assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+
+
+# migrations
+
+
+def test_a_database_made_by_the_first_schema_upgrades_without_loss(database_url: str) -> None:
+    engine = Engine(storage_database.connect(database_url), database_url)
+    assert migrations.migrate(engine, target=1) == 1
+    created = datetime(2026, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+    started = created + timedelta(seconds=1)
+    created_text, started_text = to_db_time(created), to_db_time(started)
+    db = engine.db
+    p = "%s" if engine.is_postgres else "?"
+
+    def insert_v1_rows() -> None:
+        db.execute_sql(
+            "INSERT INTO sessions (id, status, workdir, allowed_tools, disallowed_tools,"
+            " metadata, created_at, updated_at, n_running, n_pending)"
+            f" VALUES ({', '.join([p] * 10)})",
+            ("s1", "busy", "/w", '["Bash"]', "[]", '{"a": "b"}', created_text, created_text, 1, 1),
+        )
+        for task_id, status, start in (("t1", "running", started_text), ("t2", "pending", None)):
+            db.execute_sql(
+                "INSERT INTO tasks (id, session_id, command, status, created_at, started_at,"
+                f" metadata, timeout_s) VALUES ({', '.join([p] * 8)})",
+                (task_id, "s1", "do it", status, created_text, start, "{}", 30.0),
+            )
+        db.execute_sql(
+            "INSERT INTO task_events (task_id, seq, type, created_at, data)"
+            f" VALUES ({', '.join([p] * 5)})",
+            ("t1", 1, "status", created_text, '{"status": "running"}'),
+        )
+
+    engine.write(insert_v1_rows)
+    assert "updated_at" not in {c.name for c in engine.read(lambda: db.get_columns("tasks"))}
+    engine.close()
+
+    store = open_store(database_url)
+    try:
+        assert store.schema_version() == migrations.LATEST_VERSION == 2
+        session = store.get_session("s1")
+        assert (session.status, session.allowed_tools, session.metadata) == (
+            "busy",
+            ("Bash",),
+            {"a": "b"},
+        )
+        assert session.created_at == created
+        assert session.task_counts == {**dict.fromkeys(TASK_STATUSES, 0), RUNNING: 1, PENDING: 1}
+        running = store.get_task("t1")
+        assert (running.status, running.started_at, running.command) == (RUNNING, started, "do it")
+        assert running.timeout_s == 30.0
+        assert store.list_events("t1")[0].data == {"status": "running"}
+        tasks_table = bind_tables(store._engine.db).tasks
+        backfilled = store._engine.read(
+            lambda: dict(tasks_table.select(tasks_table.id, tasks_table.updated_at).tuples())
+        )
+        assert backfilled == {"t1": started, "t2": created}
+        # The upgraded database works like a new one.
+        store.finish_task("t1", FAILED, error="The server restarted while the task ran.")
+        assert [t.id for t in store.pending_tasks("s1")] == ["t2"]
+        assert store.get_session("s1").task_counts[FAILED] == 1
+        assert store.get_session("s1").total_cost_usd == 0.0
+    finally:
+        store.close()
+    reopened = open_store(database_url)
+    assert reopened.schema_version() == 2
+    reopened.close()
+
+
+def test_migrated_tables_match_the_current_models(store: Store) -> None:
+    db = store._engine.db
+    for model in bind_tables(db):
+        table = model._meta.table_name
+        columns = {c.name for c in store._engine.read(lambda t=table: db.get_columns(t))}
+        assert columns == {f.column_name for f in model._meta.sorted_fields}, table
+
+
+def test_a_newer_schema_is_refused(database_url: str) -> None:
+    open_store(database_url).close()
+    engine = Engine(storage_database.connect(database_url), database_url)
+    p = "%s" if engine.is_postgres else "?"
+    engine.write(
+        lambda: engine.db.execute_sql(
+            f"INSERT INTO schema_migrations (version, name, applied_at) VALUES ({p}, {p}, {p})",
+            (99, "from the future", "2030-01-01 00:00:00.000000"),
+        )
+    )
+    engine.close()
+    with pytest.raises(StorageError, match="newer"):
+        open_store(database_url)
+
+
+# connections, URLs and failures
+
+
+def test_database_url_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AICLI_DATABASE_URL", raising=False)
+    assert resolve_database_url() == DEFAULT_DATABASE_URL == "sqlite:///aicli.db"
+    monkeypatch.setenv("AICLI_DATABASE_URL", "sqlite:///from-env.db")
+    assert resolve_database_url() == "sqlite:///from-env.db"
+    assert resolve_database_url("sqlite:///flag.db") == "sqlite:///flag.db"
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://h/db", "sqlite://", "sqlite:///:memory:", "postgresql://host", "nonsense"]
+)
+def test_unusable_urls_are_refused_by_name(url: str) -> None:
+    with pytest.raises(InvalidRequest, match="database_url"):
+        open_store(url)
+
+
+def test_the_default_url_is_a_wal_file_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AICLI_DATABASE_URL", raising=False)
+    store = open_store()
+    try:
+        db = store._engine.db
+        pragmas = store._engine.read(
+            lambda: [
+                db.execute_sql(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+            ]
+        )
+        assert pragmas == ["wal", 1, 10_000, 2]  # synchronous=FULL
+        assert (tmp_path / "aicli.db").exists()
+    finally:
+        store.close()
+
+
+def test_passwords_stay_out_of_messages() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        open_store("mysql://user:s3cret@host/db")
+    assert "s3cret" not in caught.value.message
+
+
+def test_an_unreachable_server_is_a_storage_error() -> None:
+    with pytest.raises(StorageError, match="failed"):
+        open_store("postgresql://postgres@127.0.0.1:1/none")
+
+
+def test_ping_and_close(store: Store) -> None:
+    store.ping()
+    store.close()
+    with pytest.raises(StorageError, match="closed"):
+        store.ping()
+    with pytest.raises(StorageError, match="closed"):
+        store.get_task("x")
+
+
+class _SerializationFailure(Exception):
+    pgcode = "40001"
+
+
+def _transient(store: Store) -> OperationalError:
+    if store.is_postgres:
+        return OperationalError(_SerializationFailure("could not serialize access"))
+    return OperationalError(sqlite3.OperationalError("database is locked"))
+
+
+def test_transient_failures_are_retried_whole(store: Store, session: Session) -> None:
+    attempts = []
+
+    def flaky() -> str:
+        attempts.append(store.create_task(session_id=session.id, command="c")[0].id)
+        if len(attempts) < 3:
+            raise _transient(store)
+        return "ok"
+
+    assert store._engine.write(flaky) == "ok"
+    assert len(attempts) == 3
+    # The first two attempts rolled back with their transactions.
+    assert [t.id for t in store.pending_tasks(session.id)] == attempts[2:]
+
+
+def test_retries_are_bounded_and_end_in_a_storage_error(store: Store) -> None:
+    attempts = itertools.count()
+
+    def always_busy() -> None:
+        next(attempts)
+        raise _transient(store)
+
+    with pytest.raises(StorageError):
+        store._engine.write(always_busy)
+    assert next(attempts) == 8
+
+    def broken() -> None:
+        next(attempts)
+        raise OperationalError("no such table: nowhere")
+
+    with pytest.raises(StorageError, match="nowhere"):
+        store._engine.read(broken)
+    assert next(attempts) == 10
+
+
+def test_a_writer_waits_for_another_process_lock_instead_of_failing(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    store = open_store(f"sqlite:///{path}")
+    session = store.create_session(workdir=str(tmp_path))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    result: list[Task] = []
+    writer = threading.Thread(
+        target=lambda: result.append(store.create_task(session_id=session.id, command="c")[0])
+    )
+    writer.start()
+    writer.join(timeout=0.3)
+    assert writer.is_alive() and not result, "the writer should wait on busy_timeout"
+    other.execute("COMMIT")
+    other.close()
+    writer.join(timeout=10)
+    assert [t.id for t in store.pending_tasks()] == [result[0].id]
+    store.close()

@@ -1,0 +1,416 @@
+"""The store under many threads, on SQLite and on PostgreSQL: nothing lost, nothing torn."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from aicli.errors import AicliError, IllegalTransition
+from aicli.models import CANCELLED, COMPLETED, PENDING, RUNNING, TASK_STATUSES, Session, Task
+from aicli.storage import Store, open_store
+from aicli.storage.testing import (
+    PostgresUnavailable,
+    fresh_schema_url,
+    postgres_required,
+    temporary_postgres_database,
+)
+
+T = TypeVar("T")
+
+WRITERS = 8
+WRITES_PER_WRITER = 500
+
+
+@pytest.fixture(scope="module")
+def postgres_database() -> Iterator[str]:
+    try:
+        with temporary_postgres_database() as url:
+            yield url
+    except PostgresUnavailable as exc:
+        if postgres_required():
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'aicli.db'}"
+    return fresh_schema_url(request.getfixturevalue("postgres_database"))
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    opened = open_store(database_url)
+    yield opened
+    opened.close()
+
+
+class Crew:
+    """Threads that start together and whose failures fail the test."""
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException] = []
+        self._threads: list[threading.Thread] = []
+
+    def spawn(self, target: Callable[[], Any]) -> None:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # noqa: BLE001 - reported by join()
+                self.errors.append(exc)
+
+        self._threads.append(threading.Thread(target=run, daemon=True))
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def run(self, timeout: float = 60) -> None:
+        self.start()
+        self.join(timeout)
+
+    def join(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        assert not any(thread.is_alive() for thread in self._threads), "threads hung"
+        if self.errors:
+            raise self.errors[0]
+
+
+def _check_task_page(items: list[Task], previous: tuple | None, order: str) -> tuple | None:
+    """A page is ordered past the previous one and holds only whole, coherent tasks."""
+    for task in items:
+        key = (task.created_at, task.id)
+        if previous is not None:
+            assert key < previous if order == "desc" else key > previous
+        previous = key
+        assert task.status in TASK_STATUSES
+        if task.status == PENDING:
+            assert task.started_at is None and task.completed_at is None
+        if task.status == RUNNING:
+            assert task.started_at is not None and task.completed_at is None
+        if task.status == COMPLETED:
+            assert task.started_at and task.completed_at and task.output == f"out {task.command}"
+    return previous
+
+
+def _assert_counters_match_tasks(store: Store, session_id: str) -> None:
+    counted = {
+        status: store.count_tasks(session_id=session_id, statuses=[status])
+        for status in TASK_STATUSES
+    }
+    assert store.get_session(session_id).task_counts == counted
+
+
+def _walk_all(store: Store, order: str, limit: int, **filters: Any) -> list[Task]:
+    seen: list[Task] = []
+    previous = None
+    cursor = None
+    while True:
+        page = store.list_tasks(limit=limit, cursor=cursor, order=order, **filters)
+        previous = _check_task_page(page.items, previous, order)
+        seen.extend(page.items)
+        if not page.has_more:
+            assert page.next_cursor is None
+            return seen
+        assert len(page.items) == limit and page.next_cursor
+        cursor = page.next_cursor
+
+
+def test_many_writers_and_paged_readers_lose_nothing(
+    store: Store, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    sessions = [store.create_session(workdir=str(tmp_path)) for _ in range(2)]
+    hot, _ = store.create_task(session_id=sessions[0].id, command="hot")
+    done = threading.Event()
+    # Readers walk again once the writers have made this many rounds of progress,
+    # so that they sample the whole run without starving the writers of the GIL.
+    progress = threading.Condition()
+    rounds = [0]
+    created: dict[int, list[str]] = {}
+    reads = Counter[str]()
+    writers, readers = Crew(), Crew()
+    start = threading.Barrier(WRITERS + 3 + 1)
+
+    def writer(number: int) -> None:
+        # Five writes per round: create, start, an event on a shared task,
+        # an event on its own task, finish.
+        mine = created.setdefault(number, [])
+        session = sessions[number % 2]
+        start.wait()
+        for round_ in range(WRITES_PER_WRITER // 5):
+            task, was_created = store.create_task(
+                session_id=session.id, command=f"w{number}r{round_}"
+            )
+            assert was_created
+            mine.append(task.id)
+            store.start_task(task.id)
+            store.append_events(hot.id, [("tick", {"writer": number, "round": round_})])
+            store.append_events(task.id, [("status", {"status": "running"})])
+            store.finish_task(task.id, COMPLETED, output=f"out {task.command}", cost_usd=0.01)
+            with progress:
+                rounds[0] += 1
+                progress.notify_all()
+
+    def next_sample(previous: int) -> int | None:
+        with progress:
+            progress.wait_for(lambda: done.is_set() or rounds[0] >= previous + 40)
+            return None if done.is_set() else rounds[0]
+
+    def task_reader() -> None:
+        start.wait()
+        sample: int | None = 0
+        while sample is not None:
+            _walk_all(store, "desc", 50)
+            rows = _walk_all(store, "asc", 37, session_id=sessions[1].id, statuses=[RUNNING])
+            assert all(t.status == RUNNING and t.session_id == sessions[1].id for t in rows)
+            reads["walks"] += 2
+            sample = next_sample(sample)
+
+    def session_reader() -> None:
+        start.wait()
+        last_total = 0
+        sample: int | None = 0
+        while sample is not None:
+            seqs = [event.seq for event in store.list_events(hot.id)]
+            assert seqs == list(range(1, len(seqs) + 1))
+            counts = store.get_session(sessions[0].id).task_counts
+            total = sum(counts.values())
+            assert total >= last_total
+            last_total = total
+            reads["snapshots"] += 1
+            sample = next_sample(sample)
+
+    for number in range(WRITERS):
+        writers.spawn(lambda number=number: writer(number))
+    for reader in (task_reader, task_reader, session_reader):
+        readers.spawn(reader)
+    readers.start()
+    writers.start()
+    start.wait()
+    started = time.perf_counter()
+    try:
+        writers.join()
+    finally:
+        elapsed = time.perf_counter() - started
+        with progress:
+            done.set()
+            progress.notify_all()
+        readers.join()
+
+    writes = WRITERS * WRITES_PER_WRITER
+    backend = request.node.callspec.params["database_url"]
+    rate = writes / elapsed
+    print(f"\n{backend}: {writes} writes in {elapsed:.2f}s ({rate:.0f}/s) while reading {reads}")
+    assert reads["walks"] > 0 and reads["snapshots"] > 0
+    every_id = [task_id for ids in created.values() for task_id in ids]
+    assert len(every_id) == len(set(every_id)) == WRITERS * WRITES_PER_WRITER // 5
+    stored = store.get_tasks(every_id)
+    assert len(stored) == len(every_id)
+    assert all(t.status == COMPLETED and t.output == f"out {t.command}" for t in stored.values())
+    assert all(store.last_event_seq(task_id) == 1 for task_id in every_id[:50])
+    hot_events = store.list_events(hot.id)
+    assert [e.seq for e in hot_events] == list(range(1, len(every_id) + 1))
+    assert Counter(e.data["writer"] for e in hot_events) == dict.fromkeys(
+        range(WRITERS), WRITES_PER_WRITER // 5
+    )
+    assert store.task_status_counts()[COMPLETED] == len(every_id)
+    assert len(_walk_all(store, "asc", 200)) == len(every_id) + 1
+    first = store.get_session(sessions[0].id)
+    assert first.total_cost_usd == pytest.approx(0.01 * first.task_counts[COMPLETED])
+    for session in sessions:
+        _assert_counters_match_tasks(store, session.id)
+
+
+def test_pagination_walks_every_row_once_while_rows_are_inserted(
+    store: Store, tmp_path: Path
+) -> None:
+    NEW_ROWS = 100
+    session = store.create_session(workdir=str(tmp_path))
+    before = [store.create_task(session_id=session.id, command="old")[0].id for _ in range(120)]
+    inserted: list[str] = []
+    progress = threading.Condition()
+    first_page_read = threading.Event()
+    crew = Crew()
+
+    def inserter() -> None:
+        first_page_read.wait(10)
+        for _ in range(NEW_ROWS):
+            task, _ = store.create_task(session_id=session.id, command="new")
+            with progress:
+                inserted.append(task.id)
+                progress.notify_all()
+
+    def walk(order: str) -> list[str]:
+        """Page through, letting at least two inserts land between pages."""
+        seen: list[str] = []
+        previous = None
+        cursor = None
+        while True:
+            page = store.list_tasks(limit=7, cursor=cursor, order=order, session_id=session.id)
+            first_page_read.set()
+            previous = _check_task_page(page.items, previous, order)
+            seen.extend(task.id for task in page.items)
+            if not page.has_more:
+                return seen
+            cursor = page.next_cursor
+            with progress:
+                target = len(inserted) + 2
+                progress.wait_for(lambda t=target: len(inserted) >= min(t, NEW_ROWS), timeout=10)
+
+    crew.spawn(inserter)
+    crew.start()
+    try:
+        newest_first = walk("desc")
+        oldest_first = walk("asc")
+    finally:
+        crew.join()
+    assert inserted
+    # Newer rows are ahead of a descending walk: it sees exactly the rows it started with.
+    assert newest_first == before[::-1]
+    # An ascending walk reaches the new rows too, without a gap or a repeat: one inserter
+    # commits in key order, so what the walk saw is a prefix of everything, in order.
+    assert oldest_first == (before + inserted)[: len(oldest_first)]
+    assert len(oldest_first) > len(before)
+
+
+def _race(count: int, action: Callable[[int], T]) -> list[T | AicliError]:
+    """Run ``action(0..count-1)`` in threads released at once; each result or refusal."""
+    gate = threading.Barrier(count)
+    results: list[T | AicliError] = []
+    crew = Crew()
+
+    def run(number: int) -> None:
+        gate.wait()
+        try:
+            results.append(action(number))
+        except AicliError as exc:
+            results.append(exc)
+
+    for number in range(count):
+        crew.spawn(functools.partial(run, number))
+    crew.run()
+    return results
+
+
+def _race_one_task(store: Store, session: Session) -> None:
+    task, _ = store.create_task(session_id=session.id, command="c")
+    starts = _race(WRITERS, lambda _: store.start_task(task.id))
+    assert sum(isinstance(result, Task) for result in starts) == 1
+    assert sum(isinstance(result, IllegalTransition) for result in starts) == WRITERS - 1
+
+    def finish(number: int) -> Task:
+        status = (CANCELLED, COMPLETED)[number % 2]
+        return store.finish_task(task.id, status, output=status)
+
+    finishes = _race(WRITERS, finish)
+    winners = [result for result in finishes if isinstance(result, Task)]
+    assert len(winners) == 1
+    assert sum(isinstance(result, IllegalTransition) for result in finishes) == WRITERS - 1
+    final = store.get_task(task.id)
+    assert final == winners[0]
+    assert final.output == final.status
+
+
+def test_racing_transitions_have_exactly_one_winner(store: Store, tmp_path: Path) -> None:
+    session = store.create_session(workdir=str(tmp_path))
+    for _ in range(5):
+        _race_one_task(store, session)
+    _assert_counters_match_tasks(store, session.id)
+
+
+def _race_one_key(store: Store, session: Session, key: str) -> None:
+    results = _race(
+        WRITERS,
+        lambda _: store.create_task(session_id=session.id, command="c", idempotency_key=key),
+    )
+    assert all(isinstance(result, tuple) for result in results), results
+    assert sorted(created for _, created in results) == [False] * (WRITERS - 1) + [True]
+    assert len({task.id for task, _ in results}) == 1
+
+
+def test_racing_submits_with_one_idempotency_key_create_one_task(
+    store: Store, tmp_path: Path
+) -> None:
+    session = store.create_session(workdir=str(tmp_path))
+    for attempt in range(5):
+        _race_one_key(store, session, f"key-{attempt}")
+    assert store.count_tasks(session_id=session.id, statuses=[PENDING]) == 5
+    _assert_counters_match_tasks(store, session.id)
+
+
+def test_two_stores_on_one_sqlite_file_never_see_a_locked_database(tmp_path: Path) -> None:
+    """Two stores stand for two processes: only SQLite's own locking is between them."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    stores = [open_store(url), open_store(url)]
+    session = stores[0].create_session(workdir=str(tmp_path))
+    gate = threading.Barrier(8)
+    crew = Crew()
+    made: list[str] = []
+
+    def writer(store: Store) -> None:
+        gate.wait()
+        for _ in range(100):
+            task, _ = store.create_task(session_id=session.id, command="c")
+            store.append_events(task.id, [("status", {"status": "pending"})])
+            made.append(task.id)
+
+    for number in range(8):
+        crew.spawn(lambda store=stores[number % 2]: writer(store))
+    try:
+        crew.run()
+        assert len(stores[1].get_tasks(made)) == len(made) == 800
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_sessions_from_many_threads(store: Store, tmp_path: Path) -> None:
+    made: list[Session] = []
+    gate = threading.Barrier(WRITERS)
+    crew = Crew()
+
+    def opener() -> None:
+        gate.wait()
+        for _ in range(10):
+            session = store.create_session(workdir=str(tmp_path))
+            store.update_session(session.id, status="busy", claude_session_id=session.id)
+            made.append(store.update_session(session.id, status="idle"))
+
+    for _ in range(WRITERS):
+        crew.spawn(opener)
+    crew.run()
+    listed = []
+    cursor = None
+    while True:
+        page = store.list_sessions(limit=33, cursor=cursor, order="asc")
+        listed.extend(page.items)
+        if not page.has_more:
+            break
+        cursor = page.next_cursor
+    assert sorted(s.id for s in listed) == sorted(s.id for s in made)
+    assert all(s.status == "idle" and s.claude_session_id == s.id for s in listed)
+    assert store.open_session_count() == WRITERS * 10
+
+
+def test_stores_opening_a_new_database_at_once_migrate_it_once(database_url: str) -> None:
+    """Several servers starting together on an empty database."""
+    opened = _race(WRITERS, lambda _: open_store(database_url))
+    try:
+        assert all(isinstance(store, Store) for store in opened), opened
+        assert {store.schema_version() for store in opened} == {2}
+        session = opened[0].create_session(workdir="/")
+        assert opened[-1].get_session(session.id) == session
+    finally:
+        for store in opened:
+            if isinstance(store, Store):
+                store.close()
