@@ -47,6 +47,11 @@ class IdleTimeout:
 
 
 @dataclass(frozen=True)
+class Advance:
+    """Start the next task if none runs: sent to itself so a submit answers first."""
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """The server is stopping: interrupt the running task, keep pending ones for the next start."""
 

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +26,7 @@ import pykka
 from aicli.actors.census import CENSUS_KEY, ProcessCensus
 from aicli.actors.claude_process import ClaudeProcess, ProcessExit
 from aicli.actors.messages import (
+    Advance,
     Evict,
     EvictRefused,
     IdleTimeout,
@@ -116,7 +117,7 @@ class SessionActor(pykka.ThreadingActor):
         self.session = session
         self.ctx = context
         self.supervisor = supervisor
-        self.queue: deque[str] = deque()
+        self.queue: OrderedDict[str, Task] = OrderedDict()  # pending tasks, oldest first
         self.current: RunningTask | None = None
         self.process: ClaudeProcess | None = None
         self.generation = 0
@@ -130,7 +131,7 @@ class SessionActor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         if not self.closed:
-            self.queue.extend(task.id for task in self.ctx.store.pending_tasks(self.session_id))
+            self.queue.update((t.id, t) for t in self.ctx.store.pending_tasks(self.session_id))
         self._advance()
 
     def on_stop(self) -> None:
@@ -166,23 +167,31 @@ class SessionActor(pykka.ThreadingActor):
                 retry_after=max(1, len(self.queue) // 10),
                 details={"max_pending_per_session": limit},
             )
-        task, created = self.ctx.store.create_task(
-            session_id=self.session_id,
-            command=command,
-            timeout_s=timeout_s,
-            metadata=metadata,
-            idempotency_key=idempotency_key,
-        )
+        store = self.ctx.store
+
+        def record() -> tuple[Task, bool]:
+            task, created = store.create_task(
+                session_id=self.session_id,
+                command=command,
+                timeout_s=timeout_s,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+            )
+            if created:
+                store.append_events(task.id, [("status", status_data(task))])
+            return task, created
+
+        task, created = store.atomically(record)
         if created:
-            self._status_event(task, command_chars=len(command))
-            self.queue.append(task.id)
-            self._advance()
+            self._announce(task, command_chars=len(command))
+            self.queue[task.id] = task
+            self.actor_ref.tell(Advance())
         return task, created
 
     def cancel(self, task_id: str) -> None:
         """Start cancelling; the runtime waits for the terminal status on the notifier."""
         if task_id in self.queue:
-            self.queue.remove(task_id)
+            del self.queue[task_id]
             self._finish_pending(task_id, CANCELLED_PENDING)
             self._advance()
         elif self.current is not None and self.current.task_id == task_id:
@@ -194,7 +203,7 @@ class SessionActor(pykka.ThreadingActor):
             return None
         self.closed = True
         while self.queue:
-            self._finish_pending(self.queue.popleft(), SESSION_CLOSED_PENDING)
+            self._finish_pending(self.queue.popitem(last=False)[0], SESSION_CLOSED_PENDING)
         running = self.current.task_id if self.current is not None else None
         if running is not None:
             self._end_running(CANCELLED, SESSION_CLOSED_RUNNING)
@@ -227,15 +236,16 @@ class SessionActor(pykka.ThreadingActor):
         if self.current is None:
             return
         event = event_of(data)
-        if event is not None:
-            self._event(self.current.task_id, *event)
         if data.get("type") == "result":
             self._learn_claude_session(data.get("session_id"))
             outcome = outcome_of(data, self.process_cost)
             total = data.get("total_cost_usd")
             if total is not None:
                 self.process_cost = float(total)
-            self._finish_running(outcome)
+            self._finish_running(outcome, [event] if event else [])
+        elif event is not None:
+            self.ctx.store.append_events(self.current.task_id, [event])
+            self.ctx.notifier.announce(self.current.task_id)
 
     def _on_exit(self, message: ProcessExited) -> None:
         if message.generation != self.generation:
@@ -281,6 +291,9 @@ class SessionActor(pykka.ThreadingActor):
             log.info("session %s: stopping its idle Claude process", self.session_id)
             self._stop_process()
 
+    def _on_advance(self, _: Advance) -> None:
+        self._advance()
+
     def _on_shutdown(self, _: Shutdown) -> None:
         self.shutting_down = True
         self.queue.clear()
@@ -296,6 +309,7 @@ class SessionActor(pykka.ThreadingActor):
         TaskDeadline: _on_deadline,
         IdleTimeout: _on_idle,
         Shutdown: _on_shutdown,
+        Advance: _on_advance,
     }
 
     # Running tasks
@@ -315,7 +329,7 @@ class SessionActor(pykka.ThreadingActor):
                 return
             if not self._spawn():
                 return
-        self._run(self.queue.popleft())
+        self._run(self.queue.popitem(last=False)[1])
 
     def _spawn(self) -> bool:
         self.generation += 1
@@ -342,7 +356,9 @@ class SessionActor(pykka.ThreadingActor):
         except OSError as exc:
             log.error("session %s: cannot start Claude: %s", self.session_id, exc)
             self._finish_pending(
-                self.queue.popleft(), f"The Claude process could not be started: {exc}.", FAILED
+                self.queue.popitem(last=False)[0],
+                f"The Claude process could not be started: {exc}.",
+                FAILED,
             )
             self._release_slot()
             self._advance()
@@ -355,20 +371,29 @@ class SessionActor(pykka.ThreadingActor):
         )
         return True
 
-    def _run(self, task_id: str) -> None:
+    def _run(self, pending: Task) -> None:
+        """Send the prompt first, then record that it runs, while Claude is already thinking."""
         assert self.process is not None
-        task = self.ctx.store.start_task(task_id, started_at=utcnow())
+        self.process.send_prompt(pending.command)
+        store = self.ctx.store
+
+        def record() -> Task:
+            now = utcnow()
+            task = store.start_task(pending.id, started_at=now)
+            store.append_events(pending.id, [("status", status_data(task))])
+            store.update_session(self.session_id, status=SESSION_BUSY, last_active_at=now)
+            return task
+
+        task = store.atomically(record)
         self.current = RunningTask(
-            task_id=task_id, started=time.monotonic(), timeout_s=task.timeout_s
+            task_id=task.id, started=time.monotonic(), timeout_s=task.timeout_s
         )
         self.idle_token += 1
-        self._status_event(task)
-        self.ctx.store.update_session(self.session_id, status=SESSION_BUSY, last_active_at=utcnow())
+        self._announce(task)
         self.supervisor.tell(ProcessBusy(self.session_id))
-        self.process.send_prompt(task.command)
         if task.timeout_s:
             self.current.timers.append(
-                tell_later(self.actor_ref, task.timeout_s, TaskDeadline(task_id, "timeout"))
+                tell_later(self.actor_ref, task.timeout_s, TaskDeadline(task.id, "timeout"))
             )
 
     def _end_running(self, status: str, error: str) -> None:
@@ -388,7 +413,10 @@ class SessionActor(pykka.ThreadingActor):
                 )
             )
 
-    def _finish_running(self, outcome: Outcome) -> None:
+    def _finish_running(
+        self, outcome: Outcome, events: list[tuple[str, dict[str, Any]]] = ()
+    ) -> None:
+        """Store the outcome, the events that carried it and the final status in one commit."""
         current = self.current
         assert current is not None
         self.current = None
@@ -396,35 +424,48 @@ class SessionActor(pykka.ThreadingActor):
         status, error, output = outcome.status, outcome.error, outcome.output
         if current.end is not None and outcome.status != "completed":
             status, error, output = current.end[0], current.end[1], None
-        task = self.ctx.store.finish_task(
-            current.task_id,
-            status,
-            output=output,
-            error=error,
-            cost_usd=outcome.cost_usd,
-            num_turns=outcome.num_turns,
-            duration_ms=outcome.duration_ms,
-            usage=outcome.usage,
-            completed_at=utcnow(),
-        )
+        store = self.ctx.store
+
+        def record() -> Task:
+            now = utcnow()
+            if events:
+                store.append_events(current.task_id, list(events))
+            task = store.finish_task(
+                current.task_id,
+                status,
+                output=output,
+                error=error,
+                cost_usd=outcome.cost_usd,
+                num_turns=outcome.num_turns,
+                duration_ms=outcome.duration_ms,
+                usage=outcome.usage,
+                completed_at=now,
+            )
+            store.append_events(task.id, [("status", status_data(task))])
+            if not self.closed:
+                store.update_session(self.session_id, status=SESSION_IDLE, last_active_at=now)
+            return task
+
+        task = store.atomically(record)
         self.ctx.metrics.task_duration.labels(status).observe(time.monotonic() - current.started)
         if outcome.cost_usd:
             self.ctx.metrics.cost.inc(outcome.cost_usd)
-        self._status_event(task, duration_ms=task.duration_ms, cost_usd=task.cost_usd)
-        self.ctx.store.update_session(
-            self.session_id,
-            status=SESSION_CLOSED if self.closed else SESSION_IDLE,
-            last_active_at=utcnow(),
-        )
+        self._announce(task, duration_ms=task.duration_ms, cost_usd=task.cost_usd)
         self.ctx.notifier.forget(task.id)
         self._became_idle()
         self._advance()
 
     def _finish_pending(self, task_id: str, error: str, status: str = CANCELLED) -> None:
-        if status != CANCELLED:
-            self.ctx.store.start_task(task_id, started_at=utcnow())
-        task = self.ctx.store.finish_task(task_id, status, error=error, completed_at=utcnow())
-        self._status_event(task)
+        store = self.ctx.store
+
+        def record() -> Task:
+            if status != CANCELLED:
+                store.start_task(task_id, started_at=utcnow())
+            task = store.finish_task(task_id, status, error=error, completed_at=utcnow())
+            store.append_events(task_id, [("status", status_data(task))])
+            return task
+
+        self._announce(store.atomically(record))
         self.ctx.notifier.forget(task_id)
 
     def _death_outcome(self, exit_: ProcessExit) -> Outcome:
@@ -482,18 +523,24 @@ class SessionActor(pykka.ThreadingActor):
                 self.session_id, claude_session_id=claude_session_id
             )
 
-    def _status_event(self, task: Task, **details: Any) -> None:
-        """Record a status change in the task's event log and in one log line (never the prompt)."""
-        data: dict[str, Any] = {"status": task.status}
-        if task.error:
-            data["error"] = task.error
-        self._event(task.id, "status", data)
+    def _announce(self, task: Task, **details: Any) -> None:
+        """Wake the task's waiters and log the change in one line (never the prompt itself)."""
+        self.ctx.notifier.announce(task.id)
         log.info(
             "task %s",
             task.status,
-            extra={"task_id": task.id, "session_id": task.session_id, **data, **details},
+            extra={
+                "task_id": task.id,
+                "session_id": task.session_id,
+                **status_data(task),
+                **details,
+            },
         )
 
-    def _event(self, task_id: str, kind: str, data: dict[str, Any]) -> None:
-        self.ctx.store.append_events(task_id, [(kind, data)])
-        self.ctx.notifier.announce(task_id)
+
+def status_data(task: Task) -> dict[str, Any]:
+    """The data of a ``status`` event: the new status, and the error when there is one."""
+    data: dict[str, Any] = {"status": task.status}
+    if task.error:
+        data["error"] = task.error
+    return data

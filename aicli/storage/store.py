@@ -16,9 +16,9 @@ with ``created_at > created_after`` and ``created_before`` rows with
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from peewee import Expression, IntegrityError, Model, fn
 
@@ -100,6 +100,8 @@ def _aware(value: datetime | None, field: str) -> datetime | None:
     return value
 
 
+T = TypeVar("T")
+
 class Store:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -112,6 +114,16 @@ class Store:
 
     def close(self) -> None:
         self._engine.close()
+
+    def atomically(self, work: Callable[[], T]) -> T:
+        """Run several store calls made by ``work`` as one transaction: one commit, one fsync.
+
+        The session actor records a status change, its event and the session's
+        new state together, so a reader never sees one without the others, and
+        a task costs a few commits instead of a dozen. On a transient failure
+        ``work`` runs again from the start, so it must only call the store.
+        """
+        return self._engine.write(work)
 
     def ping(self) -> None:
         self._engine.ping()

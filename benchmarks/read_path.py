@@ -1,0 +1,205 @@
+"""The read path: GET /tasks/{id} and GET /tasks beside a bare Falcon app, then over 1M tasks.
+
+Reads are what dashboards and pollers hammer; they must not cost much more than
+the web stack itself, nor grow with the size of the table.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aicli.models import format_time, new_id
+from aicli.storage.fields import to_db_time
+from benchmarks.fake import FakeApi
+from benchmarks.load import hammer
+from benchmarks.server import DEFAULT_SETTINGS, AicliServer, Client, free_port
+from benchmarks.stats import summary
+
+BIG_TASKS = 1_000_000
+BIG_SESSIONS = 100
+FAILED_EVERY = 1000
+PER_QUERY_REQUESTS = 100
+PER_QUERY_SECONDS = 10.0
+
+
+@contextmanager
+def _bare_falcon(payloads: dict[str, Any]) -> Iterator[str]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+        json.dump(payloads, file)
+        file.flush()
+        port = free_port()
+        argv = [sys.executable, "-m", "benchmarks.bare_falcon", str(port)]
+        process = subprocess.Popen([*argv, DEFAULT_SETTINGS["AICLI_THREADS"], file.name])
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise RuntimeError("the bare Falcon app did not start") from None
+                    time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def _against_bare(fake: FakeApi, seconds: float, rounds: int) -> dict[str, Any]:
+    """Bare, then aicli, ``rounds`` times alternating; the best round of each counts."""
+    with AicliServer(fake) as server:
+        client = server.client()
+        session_id = client.open_session()["id"]
+        tasks = [client.submit(session_id, f"filler {i} [[say: ok]]") for i in range(60)]
+        client.wait(tasks[-1]["id"])
+        task_id = tasks[0]["id"]
+        payloads = {"task": client.get_task(task_id), "list": client.list_tasks(limit=50)}
+        paths = {"task": f"/tasks/{task_id}", "list": "/tasks?limit=50"}
+        shown = {"task": "/tasks/{id}", "list": "/tasks?limit=50"}
+        with _bare_falcon(payloads) as bare_url:
+            result = {}
+            for name, path in paths.items():
+                runs: dict[str, list[dict[str, Any]]] = {"bare": [], "aicli": []}
+                for _ in range(rounds):
+                    runs["bare"].append(hammer(f"{bare_url}{path}", seconds))
+                    runs["aicli"].append(hammer(f"{server.url}{path}", seconds))
+                bare, aicli = (max(runs[side], key=lambda run: run["rps"]) for side in runs)
+                result[name] = {
+                    "path": shown[name],
+                    "aicli": aicli,
+                    "bare": bare,
+                    "ratio_aicli_over_bare": aicli["rps"] / bare["rps"],
+                }
+    return result
+
+
+def _fill(database: Path, rows: int) -> None:
+    """Raw SQL bulk insert, cloning rows aicli itself wrote so the format is exactly its own."""
+    con = sqlite3.connect(database)
+    con.row_factory = sqlite3.Row
+    # Filler needs no durability; a big page cache keeps the five task indexes in memory.
+    con.execute("PRAGMA synchronous = OFF")
+    con.execute("PRAGMA cache_size = -262144")
+    task = dict(con.execute("SELECT * FROM tasks WHERE status = 'completed' LIMIT 1").fetchone())
+    session = dict(
+        con.execute("SELECT * FROM sessions WHERE id = ?", (task["session_id"],)).fetchone()
+    )
+    session_ids = [new_id() for _ in range(BIG_SESSIONS)]
+    columns = ", ".join(session)
+    marks = ", ".join("?" for _ in session)
+    with con:
+        con.executemany(
+            f"INSERT INTO sessions ({columns}) VALUES ({marks})",
+            [tuple({**session, "id": sid}.values()) for sid in session_ids],
+        )
+    start = datetime.now(UTC) - timedelta(milliseconds=rows)
+    columns = ", ".join(task)
+    marks = ", ".join("?" for _ in task)
+
+    def clones() -> Iterator[tuple[Any, ...]]:
+        for index in range(rows):
+            stamp = to_db_time(start + timedelta(milliseconds=index))
+            failed = index % FAILED_EVERY == 0
+            yield tuple(
+                {
+                    **task,
+                    "id": new_id(),
+                    "session_id": session_ids[index % BIG_SESSIONS],
+                    "command": f"filler {index}",
+                    "status": "failed" if failed else "completed",
+                    "output": None if failed else task["output"],
+                    "error": "Filler failure." if failed else None,
+                    "created_at": stamp,
+                    "started_at": stamp,
+                    "completed_at": stamp,
+                    "updated_at": stamp,
+                }.values()
+            )
+
+    with con:
+        con.executemany(f"INSERT INTO tasks ({columns}) VALUES ({marks})", clones())
+    con.close()
+
+
+def _timed_gets(client: Client, next_path: Callable[[Any], str]) -> dict[str, Any]:
+    """Sequential GETs; ``next_path`` picks each path from the previous body (None at first)."""
+    samples = []
+    body = None
+    deadline = time.monotonic() + PER_QUERY_SECONDS
+    while len(samples) < PER_QUERY_REQUESTS and time.monotonic() < deadline:
+        path = next_path(body)
+        started = time.perf_counter()
+        response = client.http.get(f"{client.url}{path}", timeout=60)
+        samples.append(time.perf_counter() - started)
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:300]}")
+        body = response.json()
+    return summary(samples)
+
+
+def _cursor_walk(body: Any) -> str:
+    """Page after page from the newest, as a client exporting everything would."""
+    if body is None:
+        return "/tasks?limit=50"
+    return f"/tasks?limit=50&cursor={body['next_cursor']}"
+
+
+def _over_big_table(fake: FakeApi) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="aicli-bench-big-") as tmp:
+        database = Path(tmp) / "big.db"
+        with AicliServer(fake, database=database) as server:
+            client = server.client()
+            client.run(client.open_session()["id"], "template [[say: ok]]")
+        started = time.perf_counter()
+        _fill(database, BIG_TASKS)
+        fill_s = time.perf_counter() - started
+        with AicliServer(fake, database=database) as server:
+            client = server.client()
+            session_id = client.http.get(f"{server.url}/sessions?limit=1").json()["data"][0]["id"]
+            middle = datetime.now(UTC) - timedelta(milliseconds=BIG_TASKS // 2)
+            window = (
+                f"created_after={format_time(middle)}"
+                f"&created_before={format_time(middle + timedelta(seconds=5))}"
+            )
+            queries = {
+                "newest page": "/tasks?limit=50",
+                "oldest page": "/tasks?limit=50&order=asc",
+                "one session": f"/tasks?session_id={session_id}&limit=50",
+                "rare status (0.1%)": "/tasks?status=failed&limit=50",
+                "session + status": f"/sessions/{session_id}/tasks?status=failed&limit=50",
+                "time window": f"/tasks?{window}&limit=50",
+                "one session object": f"/sessions/{session_id}",
+                "session list": "/sessions?limit=50",
+            }
+            result: dict[str, Any] = {"tasks": BIG_TASKS, "sessions": BIG_SESSIONS}
+            result["fill_s"] = fill_s
+            result["queries"] = {
+                name: {"path": path, **_timed_gets(client, lambda _, path=path: path)}
+                for name, path in queries.items()
+            }
+            result["queries"]["cursor walk"] = {
+                "path": "/tasks?limit=50&cursor=...",
+                **_timed_gets(client, _cursor_walk),
+            }
+    return result
+
+
+def measure(fake: FakeApi, quick: bool) -> dict[str, Any]:
+    result = _against_bare(fake, *((3, 1) if quick else (4, 2)))
+    if quick:
+        result["big_table_skipped"] = "--quick: the 1,000,000-task table takes a minute to fill"
+    else:
+        result["big_table"] = _over_big_table(fake)
+    return result

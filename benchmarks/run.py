@@ -1,0 +1,117 @@
+"""One command for the whole comparison: ``python -m benchmarks.run [--quick] [--only ...]``.
+
+Each benchmark runs against its own fresh aicli server and database. Where the
+server is unavailable, the aicli side is skipped with the reason and the rest
+still runs, so that the SDK and spawn-per-task numbers never depend on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aicli.actors.claude_bin import find_claude
+from benchmarks import fanout, latency, longpoll, memory, read_path, report, throughput
+from benchmarks.fake import FakeApi, measure_floor
+from benchmarks.server import DEFAULT_SETTINGS, ServerUnavailable
+
+HERE = Path(__file__).resolve().parent
+
+SECTIONS: dict[str, Callable[[FakeApi, bool], dict[str, Any]]] = {
+    "fake": measure_floor,
+    "latency": latency.measure,
+    "longpoll": longpoll.measure,
+    "throughput": throughput.measure,
+    "read": read_path.measure,
+    "sse": fanout.measure,
+    "memory": memory.measure,
+}
+
+
+def _sections(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(SECTIONS)}"
+        )
+    return names
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="aicli's overhead over Claude Code itself, side by side (see README.md).",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer samples; skip the 1,000,000-task table"
+    )
+    parser.add_argument(
+        "--only",
+        type=_sections,
+        default=list(SECTIONS),
+        metavar="NAMES",
+        help=f"comma list of benchmarks to run, from: {','.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results", help="where latest.json and the plot go"
+    )
+    return parser.parse_args(argv)
+
+
+def _claude_version() -> str:
+    done = subprocess.run([find_claude(), "--version"], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results: dict[str, Any] = {
+        "meta": {
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "mode": "quick" if args.quick else "full",
+            "sections": args.only,
+            "cores": os.cpu_count(),
+            # Other work on the machine shows here; it makes every number noisier.
+            "load_average_at_start": os.getloadavg()[0],
+            "python": sys.version.split()[0],
+            "claude_version": _claude_version(),
+            "server_settings": ", ".join(f"{k}={v}" for k, v in DEFAULT_SETTINGS.items()),
+        },
+        "skipped": {},
+        "failed": {},
+    }
+    with FakeApi() as fake:
+        for name in args.only:
+            print(f"== {name}", flush=True)
+            started = time.perf_counter()
+            try:
+                results[name] = SECTIONS[name](fake, args.quick)
+            except ServerUnavailable as exc:
+                results["skipped"][name] = f"aicli server unavailable: {exc}"
+            except Exception as exc:  # one broken benchmark must not lose the others' numbers
+                traceback.print_exc()
+                results["failed"][name] = f"{type(exc).__name__}: {exc}"
+            print(f"   {time.perf_counter() - started:.1f} s", flush=True)
+    results["meta"]["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["meta"]["load_average_at_end"] = os.getloadavg()[0]
+    results["goals"] = report.goal_checks(results)
+    print()
+    report.print_table(results)
+    # Only a full run that completed may replace the committed RESULTS.md and plot.
+    full = not args.quick and args.only == list(SECTIONS) and not results["failed"]
+    for path in report.write(results, args.out, HERE if full else None):
+        print(f"wrote {path}")
+    return 1 if results["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
