@@ -51,12 +51,16 @@ def utcnow() -> datetime:
 
 
 def format_time(value: datetime | None) -> str | None:
-    """RFC 3339, UTC, microseconds, ``Z``: the one time format of the API."""
+    """RFC 3339, UTC, microseconds, ``Z``: the one time format of the API.
+
+    ``isoformat`` rather than ``strftime``: a page of 50 tasks formats 150
+    times, and ``strftime`` made that a fifth of the request.
+    """
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
 
 
 def _shallow(value: Any) -> dict[str, Any]:

@@ -170,7 +170,7 @@ class Runtime:
                 )
             except pykka.ActorDeadError:
                 continue  # closed between lookup and ask; the next lookup says so
-            return self._with_queue_positions([task])[0], created
+            return (task if created else self._with_queue_positions([task])[0]), created
         raise SessionClosed(session_id)
 
     def submit(self, session_id: str, command: str, **options: Any) -> Task:

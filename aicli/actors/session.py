@@ -13,6 +13,7 @@ announced on the notifier, so a waiter that wakes reads what happened.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -186,6 +187,7 @@ class SessionActor(pykka.ThreadingActor):
             self._announce(task, command_chars=len(command))
             self.queue[task.id] = task
             self.actor_ref.tell(Advance())
+            task = dataclasses.replace(task, queue_position=len(self.queue) - 1)
         return task, created
 
     def cancel(self, task_id: str) -> None:
