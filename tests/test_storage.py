@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import gc
 import itertools
 import sqlite3
 import threading
@@ -10,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg2
 import pytest
 from peewee import OperationalError
 
@@ -382,6 +385,58 @@ def test_pending_running_and_counts(store: Store, tmp_path: Path) -> None:
         FAILED: 0,
         CANCELLED: 1,
     }
+
+
+def test_pending_task_ids_are_the_queue_in_acceptance_order(store: Store, tmp_path: Path) -> None:
+    one = store.create_session(workdir=str(tmp_path))
+    other = store.create_session(workdir=str(tmp_path))
+    a1, a2, a3, a4 = _tasks(store, one.id, 4)
+    _tasks(store, other.id, 1)
+    store.start_task(a1.id)
+    store.finish_task(a3.id, CANCELLED)
+    assert store.pending_task_ids(one.id) == [a2.id, a4.id]
+    assert store.pending_task_ids(one.id) == [t.id for t in store.pending_tasks(one.id)]
+    assert store.pending_task_ids("nope") == []
+
+
+def test_values_read_back_have_every_field(store: Store, session: Session) -> None:
+    """Rows fill the frozen values directly, so a field the row code forgot would go unseen."""
+    task, _ = store.create_task(session_id=session.id, command="c")
+    (event,) = store.append_events(task.id, [("x", {})])
+    for value in (
+        store.get_task(task.id),
+        store.get_session(session.id),
+        store.list_events(task.id)[0],
+        store.start_task(task.id),
+        store.update_session(session.id, status="busy"),
+        event,
+    ):
+        assert set(vars(value)) == {f.name for f in dataclasses.fields(value)}
+
+
+def test_hot_calls_run_few_statements(store: Store, session: Session) -> None:
+    """What each call costs is mostly its statements: keep them few (BEGIN/COMMIT not shown)."""
+    task, _ = store.create_task(session_id=session.id, command="c")
+    calls = {
+        "create_task": (lambda: store.create_task(session_id=session.id, command="c"), 2),
+        "get_task": (lambda: store.get_task(task.id), 1),
+        "get_session": (lambda: store.get_session(session.id), 1),
+        "update_session": (lambda: store.update_session(session.id, status="busy"), 1),
+        "start_task": (lambda: store.start_task(task.id), 2),
+        "append_events": (
+            lambda: store.append_events(task.id, [("a", {}), ("b", {})]),
+            3 if store.is_postgres else 2,
+        ),
+        "list_events": (lambda: store.list_events(task.id), 1),
+        "finish_task": (lambda: store.finish_task(task.id, COMPLETED, cost_usd=0.5), 2),
+        "pending_task_ids": (lambda: store.pending_task_ids(session.id), 1),
+        "list_tasks": (lambda: store.list_tasks(limit=50), 1),
+    }
+    for name, (call, statements) in calls.items():
+        with captured_queries(store) as queries:
+            call()
+        assert len(queries) == statements, (name, [q.sql for q in queries])
+    assert store.get_session(session.id).task_counts[COMPLETED] == 1
 
 
 # events
@@ -757,6 +812,60 @@ def test_the_default_url_is_a_wal_file_in_the_working_directory(
         )
         assert pragmas == ["wal", 1, 10_000, 2]  # synchronous=FULL
         assert (tmp_path / "aicli.db").exists()
+    finally:
+        store.close()
+
+
+def test_sqlite_connections_live_as_long_as_their_threads(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'threads.db'}")
+    held = store._engine._held
+    session = store.create_session(workdir=str(tmp_path))
+    for _ in range(3):
+        worker = threading.Thread(target=lambda: store.get_session(session.id))
+        worker.start()
+        worker.join()
+    gc.collect()
+    assert len(held) == 1  # this thread's; each worker's closed as it ended
+    started, release = threading.Event(), threading.Event()
+
+    def lingering() -> None:
+        store.get_session(session.id)
+        started.set()
+        release.wait(10)
+
+    worker = threading.Thread(target=lingering)
+    worker.start()
+    started.wait(10)
+    conns = [h.conn for h in held]
+    store.close()
+    release.set()
+    worker.join()
+    for conn in conns:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+
+
+@pytest.mark.postgres
+def test_dropped_postgres_connections_are_replaced(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked when idle past ``PG_TRUST_S``; a connection back more recently is trusted."""
+    if not database_url.startswith("postgres"):
+        pytest.skip("PostgreSQL only")
+    store = open_store(database_url)
+    try:
+        session = store.create_session(workdir="/")
+        admin = psycopg2.connect(database_url)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        admin.close()
+        # As if the pooled connection had been idle past the trust window.
+        monkeypatch.setattr(storage_database, "PG_TRUST_S", 0.0)
+        assert store.get_session(session.id) == session
     finally:
         store.close()
 

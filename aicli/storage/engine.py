@@ -2,9 +2,13 @@
 
 The concurrency story:
 
-* A call checks a pooled connection out for its duration (Peewee keeps it in
-  thread-local state), so any thread may call the store and no connection is
-  ever shared by two threads at once.
+* Peewee keeps connections in thread-local state, so any thread may call the
+  store and no connection is ever shared by two threads at once. On PostgreSQL
+  a call checks a pooled connection out for its duration; on SQLite each thread
+  keeps its own (see ``database``).
+* A read that is one statement runs without an explicit transaction: the
+  statement is its own snapshot, and ``BEGIN``/``COMMIT`` would add two round
+  trips to it.
 * Writes are short transactions, never held across I/O or user code.
 * SQLite allows one writer at a time. A process-local lock admits one writing
   thread at a time, and each write transaction starts with ``BEGIN IMMEDIATE``
@@ -27,7 +31,8 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from peewee import (
@@ -51,12 +56,28 @@ _SQLITE_LOCKED = 6
 _PG_TRANSIENT = frozenset({"40001", "40P01", "55P03"})
 
 
+class _Held:
+    """A thread's SQLite connection, for ``Engine.close`` to find (connections take no weakrefs)."""
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+
 class Engine:
     def __init__(self, db: Database, url: str) -> None:
         self.db = db
         self.url = url
         self.is_postgres = isinstance(db, PostgresqlDatabase)
         self._write_lock = contextlib.nullcontext() if self.is_postgres else threading.Lock()
+        self._write_begin: dict[str, Any] = {} if self.is_postgres else {"lock_type": "IMMEDIATE"}
+        self._snapshot_begin: dict[str, Any] = (
+            {"isolation_level": "REPEATABLE READ"} if self.is_postgres else {}
+        )
+        # What a thread holds dies with it, and so does its connection.
+        self._local = threading.local()
+        self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._closed = False
 
     def read(self, work: Callable[[], T], *, snapshot: bool = False) -> T:
@@ -67,12 +88,26 @@ class Engine:
         """Run ``work`` in one write transaction; it may run again after a transient failure."""
         return self._run(work, write=True, snapshot=True)
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement written with ``?`` placeholders; the driver's cursor.
+
+        Through Peewee, so its error wrapping and query hooks still apply.
+        """
+        if self.is_postgres:
+            sql = sql.replace("?", "%s")
+        return self.db.execute_sql(sql, params)
+
     def ping(self) -> None:
         self.read(lambda: self.db.execute_sql("SELECT 1").fetchone())
 
     def close(self) -> None:
         self._closed = True
-        self.db.close_all()
+        if self.is_postgres:
+            self.db.close_all()
+            return
+        self.db.close()
+        for held in list(self._held):
+            held.conn.close()
 
     def _run(self, work: Callable[[], T], *, write: bool, snapshot: bool) -> T:
         if self.db.in_transaction():
@@ -81,8 +116,7 @@ class Engine:
             if self._closed:
                 raise StorageError("The store is closed.")
             try:
-                with self.db.connection_context(), self._transaction(write, snapshot):
-                    return work()
+                return self._once(work, write, snapshot)
             except IntegrityError:
                 raise
             except OperationalError as exc:
@@ -93,18 +127,29 @@ class Engine:
             time.sleep(min(0.2, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
 
-    @contextlib.contextmanager
-    def _transaction(self, write: bool, snapshot: bool) -> Iterator[None]:
+    def _once(self, work: Callable[[], T], write: bool, snapshot: bool) -> T:
+        db = self.db
+        if not self.is_postgres:
+            if db.is_closed():
+                db.connect()
+                self._local.held = held = _Held(db.connection())
+                self._held.add(held)
+            return self._transaction(work, write, snapshot)
+        if db.is_closed():
+            db.connect()
+        try:
+            return self._transaction(work, write, snapshot)
+        finally:
+            db.close()
+
+    def _transaction(self, work: Callable[[], T], write: bool, snapshot: bool) -> T:
         if write:
-            begin: dict[str, Any] = {} if self.is_postgres else {"lock_type": "IMMEDIATE"}
-            with self._write_lock, self.db.atomic(**begin):
-                yield
-        elif snapshot:
-            begin = {"isolation_level": "REPEATABLE READ"} if self.is_postgres else {}
-            with self.db.atomic(**begin):
-                yield
-        else:
-            yield
+            with self._write_lock, self.db.atomic(**self._write_begin):
+                return work()
+        if snapshot:
+            with self.db.atomic(**self._snapshot_begin):
+                return work()
+        return work()
 
     def _is_transient(self, exc: Exception) -> bool:
         cause = getattr(exc, "orig", exc)  # Peewee keeps the driver's exception there.

@@ -16,19 +16,38 @@ from typing import Any
 
 from peewee import Field, TextField
 
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+# Built once: ``json.dumps`` with options builds a new encoder on every call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def to_db_time(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: aicli stores aware UTC times only")
-    return value.astimezone(UTC).strftime(TIME_FORMAT)
+    # ``isoformat`` is twice as fast as ``strftime``; the slice drops "+00:00".
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
 def from_db_time(value: str | datetime) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+    """An aware UTC time from what a driver returns for a stored one.
+
+    SQLite returns the stored text; appending the offset lets ``fromisoformat``
+    make it aware, several times faster than ``.replace(tzinfo=UTC)`` after it.
+    PostgreSQL's connections already return aware times (see ``database``).
+    """
+    if value.__class__ is str:
+        return datetime.fromisoformat(value + "+00:00")
+    if value.tzinfo is UTC:
+        return value
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def to_json_text(value: Any) -> str:
+    return _encode(value)
+
+
+def from_json_text(text: str) -> Any:
+    # Most metadata is empty, and even ``json.loads("{}")`` costs a microsecond.
+    return {} if text == "{}" else json.loads(text)
 
 
 class UtcDateTimeField(Field):
@@ -45,7 +64,7 @@ class JsonTextField(TextField):
     def db_value(self, value: Any) -> str | None:
         if value is None:
             return None
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return to_json_text(value)
 
     def python_value(self, value: str | None) -> Any:
-        return None if value is None else json.loads(value)
+        return None if value is None else from_json_text(value)

@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
-import operator
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from peewee import Expression, Model, Ordering, Tuple
 
 from aicli.errors import InvalidRequest
 from aicli.storage.fields import to_db_time
@@ -82,12 +78,11 @@ def decode_cursor(cursor: str) -> Position:
 
 
 def window(
-    model: type[Model],
     request: PageRequest,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
-) -> Expression | None:
-    """Rows past the cursor in the requested order and inside the time window.
+) -> tuple[list[str], list[str]]:
+    """SQL conditions (and their parameters) for rows past the cursor and inside the time window.
 
     Of the cursor and the window's bound on the same side, only the tighter one
     is emitted (it implies the other). SQLite scans an index range from one
@@ -95,28 +90,27 @@ def window(
     """
     position = request.after
     lower, upper = created_after, created_before
-    keyset = None
+    conditions: list[str] = []
+    params: list[str] = []
     if position is not None:
-        key = Tuple(model.created_at, model.id)
-        at = Tuple(to_db_time(position.created_at), position.id)
+        at = [to_db_time(position.created_at), position.id]
         if request.order == "desc" and (upper is None or position.created_at < upper):
-            keyset, upper = key < at, None
+            conditions.append("(created_at, id) < (?, ?)")
+            params += at
+            upper = None
         elif request.order == "asc" and (lower is None or position.created_at > lower):
-            keyset, lower = key > at, None
-    return all_of(
-        keyset,
-        None if lower is None else model.created_at > lower,
-        None if upper is None else model.created_at < upper,
-    )
+            conditions.append("(created_at, id) > (?, ?)")
+            params += at
+            lower = None
+    if lower is not None:
+        conditions.append("created_at > ?")
+        params.append(to_db_time(lower))
+    if upper is not None:
+        conditions.append("created_at < ?")
+        params.append(to_db_time(upper))
+    return conditions, params
 
 
-def all_of(*conditions: Expression | None) -> Expression | None:
-    """The conjunction of the conditions given (``None`` ones left out), or ``None``."""
-    present = [condition for condition in conditions if condition is not None]
-    return functools.reduce(operator.and_, present) if present else None
-
-
-def ordering(model: type[Model], order: str) -> tuple[Ordering, Ordering]:
-    if order == "desc":
-        return model.created_at.desc(), model.id.desc()
-    return model.created_at.asc(), model.id.asc()
+def ordering(order: str) -> str:
+    """The ``ORDER BY`` list of a page: the keyset, both columns the same way."""
+    return "created_at DESC, id DESC" if order == "desc" else "created_at, id"

@@ -8,6 +8,15 @@ A session row carries its task counts per status and its total cost, updated
 in the transaction that creates or moves a task, so that reading or listing
 sessions costs the same whether they ran ten tasks or a million.
 
+The hot calls (a handful per task, one per read request) are SQL written out
+by hand in the column orders of ``rows``: building a statement through Peewee's
+query objects and instantiating its row models cost several times the database
+work. Peewee still runs every statement (errors, hooks, transactions), and
+keeps the schema and the migrations. Writes use as few statements as their
+guarantees allow: a transition is one ``UPDATE ... RETURNING`` plus the
+counters' ``UPDATE``, and ``RETURNING`` hands back the row a caller gets
+(SQLite has it since 3.35).
+
 Times go in and come out as aware UTC datetimes. ``list_tasks`` time filters
 are exclusive at both ends, as their names read: ``created_after`` keeps rows
 with ``created_at > created_after`` and ``created_before`` rows with
@@ -16,11 +25,11 @@ with ``created_at > created_after`` and ``created_before`` rows with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from peewee import Expression, IntegrityError, Model, fn
+from peewee import IntegrityError
 
 from aicli.errors import (
     IllegalTransition,
@@ -48,8 +57,16 @@ from aicli.models import (
 )
 from aicli.storage import database, migrations, paging, transitions
 from aicli.storage.engine import Engine
-from aicli.storage.rows import event_from_row, session_from_row, task_from_row
-from aicli.storage.schema import bind_tables, count_column
+from aicli.storage.fields import to_db_time, to_json_text
+from aicli.storage.rows import (
+    EVENT_COLUMNS,
+    SESSION_COLUMNS,
+    TASK_COLUMNS,
+    event_from_row,
+    session_from_row,
+    task_from_row,
+)
+from aicli.storage.schema import count_column
 
 _SESSION_UPDATABLE = frozenset({"status", "claude_session_id", "last_active_at"})
 _IN_CHUNK = 500
@@ -69,8 +86,12 @@ def open_store(url: str | None = None) -> Store:
     return Store(engine)
 
 
-def _where(query: Any, condition: Expression | None) -> Any:
-    return query if condition is None else query.where(condition)
+def _where(conditions: Sequence[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
 
 
 def _status_set(
@@ -102,10 +123,51 @@ def _aware(value: datetime | None, field: str) -> datetime | None:
 
 T = TypeVar("T")
 
+_GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"
+_SESSION_STATUS = "SELECT status FROM sessions WHERE id = ?"
+_INSERT_SESSION = (
+    "INSERT INTO sessions (id, status, workdir, model, permission_mode, allowed_tools,"
+    " disallowed_tools, append_system_prompt, max_turns, metadata, created_at, updated_at,"
+    " n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd)"
+    f" VALUES ({_marks(12)}, 0, 0, 0, 0, 0, 0)"
+)
+# Takes the session's row lock on PostgreSQL, so a close waits for the new task.
+_COUNT_NEW_TASK = (
+    f"UPDATE sessions SET {count_column(PENDING)} = {count_column(PENDING)} + 1"
+    f" WHERE id = ? AND status <> '{SESSION_CLOSED}'"
+)
+_INSERT_TASK = (
+    "INSERT INTO tasks (id, session_id, command, status, created_at, updated_at, timeout_s,"
+    f" metadata, idempotency_key) VALUES ({_marks(9)})"
+)
+_GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
+_TASK_BY_KEY = f"SELECT {TASK_COLUMNS} FROM tasks WHERE session_id = ? AND idempotency_key = ?"
+_TASK_STATUS = "SELECT status FROM tasks WHERE id = ?"
+_TASK_EXISTS = "SELECT 1 FROM tasks WHERE id = ?"
+_PENDING_IDS = (
+    f"SELECT id FROM tasks WHERE session_id = ? AND status = '{PENDING}'"
+    f" ORDER BY {paging.ordering('asc')}"
+)
+_LAST_SEQ = "SELECT MAX(seq) FROM task_events WHERE task_id = ?"
+# One statement where the write lock already serialises appenders (SQLite). On
+# PostgreSQL the row lock comes first and the maximum in a statement after it:
+# a statement that waited for a lock still reads with the snapshot it began with.
+_TASK_LAST_SEQ = f"SELECT ({_LAST_SEQ.replace('?', 'tasks.id')}) FROM tasks WHERE id = ?"
+_EVENTS_AFTER = (
+    f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq"
+)
+_INSERT_EVENTS = "INSERT INTO task_events (task_id, seq, type, created_at, data) VALUES "
+_EVENT_MARKS = f"({_marks(5)})"
+
+
 class Store:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._t = bind_tables(engine.db)
+        self._execute = engine.execute
+        self._for_update = " FOR UPDATE" if engine.is_postgres else ""
+        self._session_updates: dict[tuple[tuple[str, ...], bool], str] = {}
+        self._task_updates: dict[tuple[tuple[str, ...], str], str] = {}
+        self._count_moves: dict[tuple[str, str, bool], str] = {}
         self.database_url = engine.url
 
     @property
@@ -150,26 +212,38 @@ class Store:
                 f"'permission_mode' must be among {', '.join(PERMISSION_MODES)}.",
                 {"field": "permission_mode"},
             )
-        sessions = self._t.sessions
         now = utcnow()
-        values = {
-            "id": new_id(),
-            "status": SESSION_IDLE,
-            "workdir": workdir,
-            "model": model,
-            "permission_mode": permission_mode,
-            "allowed_tools": list(allowed_tools),
-            "disallowed_tools": list(disallowed_tools),
-            "append_system_prompt": append_system_prompt,
-            "max_turns": max_turns,
-            "metadata": dict(metadata or {}),
-            "created_at": now,
-            "updated_at": now,
-            **{count_column(status): 0 for status in TASK_STATUSES},
-            "total_cost_usd": 0.0,
-        }
-        self._engine.write(lambda: sessions.insert(**values).execute())
-        return session_from_row(sessions(**values))
+        session = Session(
+            id=new_id(),
+            status=SESSION_IDLE,
+            workdir=workdir,
+            model=model,
+            permission_mode=permission_mode,
+            allowed_tools=tuple(allowed_tools),
+            disallowed_tools=tuple(disallowed_tools),
+            append_system_prompt=append_system_prompt,
+            max_turns=max_turns,
+            metadata=dict(metadata or {}),
+            created_at=now,
+            updated_at=now,
+        )
+        stored_now = to_db_time(now)
+        params = (
+            session.id,
+            session.status,
+            workdir,
+            model,
+            permission_mode,
+            to_json_text(list(session.allowed_tools)),
+            to_json_text(list(session.disallowed_tools)),
+            append_system_prompt,
+            max_turns,
+            to_json_text(session.metadata),
+            stored_now,
+            stored_now,
+        )
+        self._engine.write(lambda: self._execute(_INSERT_SESSION, params))
+        return session
 
     def get_session(self, session_id: str) -> Session:
         return self._engine.read(lambda: self._session(session_id))
@@ -184,13 +258,13 @@ class Store:
     ) -> Page:
         request = paging.page_request(limit, cursor, order)
         chosen = _status_set(statuses, SESSION_STATUSES)
-
-        def read() -> Page:
-            condition = paging.window(self._t.sessions, request)
-            rows, has_more = self._page(self._t.sessions, condition, chosen, request)
-            return self._finish_page([session_from_row(row) for row in rows], has_more)
-
-        return self._engine.read(read, snapshot=_merges(chosen))
+        conditions, params = paging.window(request)
+        return self._engine.read(
+            lambda: self._page(
+                "sessions", SESSION_COLUMNS, session_from_row, conditions, params, chosen, request
+            ),
+            snapshot=_merges(chosen),
+        )
 
     def update_session(self, session_id: str, **fields: Any) -> Session:
         """Set ``status``, ``claude_session_id`` or ``last_active_at``; bumps ``updated_at``.
@@ -207,41 +281,42 @@ class Store:
         status = fields.get("status")
         if "status" in fields and status not in SESSION_STATUSES:
             raise InvalidRequest(f"No session status {status!r}.", {"field": "status"})
-        _aware(fields.get("last_active_at"), "last_active_at")
-        sessions = self._t.sessions
+        last_active_at = _aware(fields.get("last_active_at"), "last_active_at")
+        if last_active_at is not None:
+            fields["last_active_at"] = to_db_time(last_active_at)
+        names = tuple(sorted(fields))
+        stays_open = "status" in fields and status != SESSION_CLOSED
+        sql = self._session_update(names, stays_open)
 
         def write() -> Session:
-            values = {getattr(sessions, name): value for name, value in fields.items()}
-            values[sessions.updated_at] = utcnow()
-            condition = sessions.id == session_id
-            if "status" in fields and status != SESSION_CLOSED:
-                condition &= sessions.status != SESSION_CLOSED
-            if sessions.update(values).where(condition).execute() == 0:
+            params = [*(fields[name] for name in names), to_db_time(utcnow()), session_id]
+            row = self._execute(sql, params).fetchone()
+            if row is None:
                 current = self._session(session_id)
                 raise IllegalTransition(
                     f"Session '{session_id}' is {current.status} and cannot become {status}.",
                     {"session_id": session_id, "from": current.status, "to": status},
                 )
-            return self._session(session_id)
+            return session_from_row(row)
 
         return self._engine.write(write)
 
     def open_session_count(self) -> int:
-        sessions = self._t.sessions
-        return self._engine.read(
-            lambda: sessions.select().where(sessions.status != SESSION_CLOSED).count()
-        )
+        sql = f"SELECT COUNT(*) FROM sessions WHERE status <> '{SESSION_CLOSED}'"
+        return self._engine.read(lambda: self._execute(sql).fetchone()[0])
 
     def sessions_with_status(self, statuses: Iterable[str]) -> list[Session]:
         """Matching sessions in creation order."""
         chosen = _status_set(statuses, SESSION_STATUSES)
-        sessions = self._t.sessions
-
-        query = _where(
-            sessions.select().order_by(*paging.ordering(sessions, "asc")),
-            None if chosen is None else sessions.status.in_(sorted(chosen)),
+        conditions = [] if chosen is None else [f"status IN ({_marks(len(chosen))})"]
+        sql = (
+            f"SELECT {SESSION_COLUMNS} FROM sessions{_where(conditions)}"
+            f" ORDER BY {paging.ordering('asc')}"
         )
-        return self._engine.read(lambda: [session_from_row(row) for row in query])
+        params = () if chosen is None else sorted(chosen)
+        return self._engine.read(
+            lambda: [session_from_row(row) for row in self._execute(sql, params).fetchall()]
+        )
 
     # tasks
 
@@ -262,34 +337,48 @@ class Store:
         transaction (and a lock on the session row), so no task slips into a
         session after its close has cancelled the pending ones.
         """
-        sessions, tasks = self._t.sessions, self._t.tasks
+        metadata = dict(metadata or {})
+        stored_metadata = to_json_text(metadata)
+        lock_session = _SESSION_STATUS + self._for_update
 
         def write() -> tuple[Task, bool]:
-            query = sessions.select(sessions.status).where(sessions.id == session_id)
-            session = self._locked(query).first()
-            if session is None:
-                raise SessionNotFound(session_id)
             if idempotency_key is not None:
+                # Lock before looking, so that racers with one key take turns.
+                if self._execute(lock_session, (session_id,)).fetchone() is None:
+                    raise SessionNotFound(session_id)
                 existing = self._by_idempotency_key(session_id, idempotency_key)
                 if existing is not None:
                     return existing, False
-            if session.status == SESSION_CLOSED:
+            if self._execute(_COUNT_NEW_TASK, (session_id,)).rowcount == 0:
+                if self._execute(_SESSION_STATUS, (session_id,)).fetchone() is None:
+                    raise SessionNotFound(session_id)
                 raise SessionClosed(session_id)
             now = utcnow()
-            values = {
-                "id": new_id(),
-                "session": session_id,
-                "command": command,
-                "status": PENDING,
-                "created_at": now,
-                "updated_at": now,
-                "timeout_s": timeout_s,
-                "metadata": dict(metadata or {}),
-                "idempotency_key": idempotency_key,
-            }
-            tasks.insert(**values).execute()
-            self._count(session_id, {PENDING: 1})
-            return task_from_row(tasks(**values)), True
+            task = Task(
+                id=new_id(),
+                session_id=session_id,
+                command=command,
+                status=PENDING,
+                created_at=now,
+                timeout_s=timeout_s,
+                metadata=metadata,
+            )
+            stored_now = to_db_time(now)
+            self._execute(
+                _INSERT_TASK,
+                (
+                    task.id,
+                    session_id,
+                    command,
+                    PENDING,
+                    stored_now,
+                    stored_now,
+                    timeout_s,
+                    stored_metadata,
+                    idempotency_key,
+                ),
+            )
+            return task, True
 
         try:
             return self._engine.write(write)
@@ -308,10 +397,9 @@ class Store:
 
     def get_task(self, task_id: str) -> Task:
         """The task; ``queue_position`` is left ``None`` (the session actor knows it)."""
-        tasks = self._t.tasks
 
         def read() -> Task:
-            row = tasks.get_or_none(tasks.id == task_id)
+            row = self._execute(_GET_TASK, (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
             return task_from_row(row)
@@ -320,15 +408,16 @@ class Store:
 
     def get_tasks(self, task_ids: Iterable[str]) -> dict[str, Task]:
         """The tasks that exist among ``task_ids``, by id."""
-        tasks = self._t.tasks
         wanted = sorted(set(task_ids))
 
         def read() -> dict[str, Task]:
             found: dict[str, Task] = {}
             for start in range(0, len(wanted), _IN_CHUNK):
                 chunk = wanted[start : start + _IN_CHUNK]
-                for row in tasks.select().where(tasks.id.in_(chunk)):
-                    found[row.id] = task_from_row(row)
+                sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({_marks(len(chunk))})"
+                for row in self._execute(sql, chunk).fetchall():
+                    task = task_from_row(row)
+                    found[task.id] = task
             return found
 
         return self._engine.read(read, snapshot=len(wanted) > _IN_CHUNK)
@@ -347,26 +436,25 @@ class Store:
         """A page of tasks; see the module docstring for the time window."""
         request = paging.page_request(limit, cursor, order)
         chosen = _status_set(statuses, TASK_STATUSES)
-        _aware(created_after, "created_after")
-        _aware(created_before, "created_before")
-        tasks = self._t.tasks
-        condition = paging.all_of(
-            None if session_id is None else tasks.session == session_id,
-            paging.window(tasks, request, created_after, created_before),
+        conditions, params = paging.window(
+            request,
+            _aware(created_after, "created_after"),
+            _aware(created_before, "created_before"),
         )
-
-        def read() -> Page:
-            rows, has_more = self._page(tasks, condition, chosen, request)
-            return self._finish_page([task_from_row(row) for row in rows], has_more)
-
-        return self._engine.read(read, snapshot=_merges(chosen))
+        if session_id is not None:
+            conditions.insert(0, "session_id = ?")
+            params.insert(0, session_id)
+        return self._engine.read(
+            lambda: self._page(
+                "tasks", TASK_COLUMNS, task_from_row, conditions, params, chosen, request
+            ),
+            snapshot=_merges(chosen),
+        )
 
     def start_task(self, task_id: str, *, started_at: datetime | None = None) -> Task:
         """pending -> running."""
-        tasks = self._t.tasks
-        return self._transition(
-            task_id, RUNNING, {tasks.started_at: _aware(started_at, "started_at") or utcnow()}
-        )
+        started_at = _aware(started_at, "started_at") or utcnow()
+        return self._transition(task_id, RUNNING, {"started_at": to_db_time(started_at)})
 
     def finish_task(
         self,
@@ -389,43 +477,51 @@ class Store:
             raise IllegalTransition(
                 f"'{status}' is not a terminal task status.", {"task_id": task_id, "to": status}
             )
-        tasks = self._t.tasks
         given = {
-            tasks.output: output,
-            tasks.error: error,
-            tasks.cost_usd: cost_usd,
-            tasks.num_turns: num_turns,
-            tasks.duration_ms: duration_ms,
-            tasks.usage: usage,
+            "output": output,
+            "error": error,
+            "cost_usd": cost_usd,
+            "num_turns": num_turns,
+            "duration_ms": duration_ms,
+            "usage": None if usage is None else to_json_text(usage),
         }
         values = {column: value for column, value in given.items() if value is not None}
-        values[tasks.completed_at] = _aware(completed_at, "completed_at") or utcnow()
-        return self._transition(task_id, status, values)
+        values["completed_at"] = to_db_time(_aware(completed_at, "completed_at") or utcnow())
+        return self._transition(task_id, status, values, cost_usd)
 
     def pending_tasks(self, session_id: str | None = None) -> list[Task]:
         """Pending tasks in acceptance order, ``(created_at, id)`` ascending."""
         return self._tasks_with_status(PENDING, session_id)
+
+    def pending_task_ids(self, session_id: str) -> list[str]:
+        """The ids of the session's pending tasks in acceptance order: queue positions, cheaply."""
+        return self._engine.read(
+            lambda: [row[0] for row in self._execute(_PENDING_IDS, (session_id,)).fetchall()]
+        )
 
     def running_tasks(self) -> list[Task]:
         return self._tasks_with_status(RUNNING, None)
 
     def count_tasks(self, *, session_id: str | None, statuses: Iterable[str]) -> int:
         chosen = _status_set(statuses, TASK_STATUSES)
-        tasks = self._t.tasks
-        condition = paging.all_of(
-            None if session_id is None else tasks.session == session_id,
-            None if chosen is None else tasks.status.in_(sorted(chosen)),
-        )
-        return self._engine.read(lambda: _where(tasks.select(), condition).count())
+        conditions: list[str] = []
+        params: list[str] = []
+        if session_id is not None:
+            conditions.append("session_id = ?")
+            params.append(session_id)
+        if chosen is not None:
+            conditions.append(f"status IN ({_marks(len(chosen))})")
+            params += sorted(chosen)
+        sql = f"SELECT COUNT(*) FROM tasks{_where(conditions)}"
+        return self._engine.read(lambda: self._execute(sql, params).fetchone()[0])
 
     def task_status_counts(self) -> dict[str, int]:
         """Tasks per status, every status present (for metrics)."""
-        tasks = self._t.tasks
 
         def read() -> dict[str, int]:
             counts = dict.fromkeys(TASK_STATUSES, 0)
-            query = tasks.select(tasks.status, fn.COUNT(tasks.id)).group_by(tasks.status)
-            counts.update(dict(query.tuples()))
+            sql = "SELECT status, COUNT(*) FROM tasks GROUP BY status"
+            counts.update(dict(self._execute(sql).fetchall()))
             return counts
 
         return self._engine.read(read)
@@ -455,30 +551,31 @@ class Store:
                     f" not {entry!r}.",
                     {"field": "events"},
                 )
-        tasks, table = self._t.tasks, self._t.events
+        stored = [(kind, to_json_text(data)) for kind, data in entries]
 
         def write() -> list[Event]:
-            if self._locked(tasks.select(tasks.id).where(tasks.id == task_id)).first() is None:
-                raise TaskNotFound(task_id)
-            last = table.select(fn.MAX(table.seq)).where(table.task == task_id).scalar() or 0
+            if self.is_postgres:
+                if self._execute(_TASK_EXISTS + self._for_update, (task_id,)).fetchone() is None:
+                    raise TaskNotFound(task_id)
+                last = self._execute(_LAST_SEQ, (task_id,)).fetchone()[0]
+            else:
+                row = self._execute(_TASK_LAST_SEQ, (task_id,)).fetchone()
+                if row is None:
+                    raise TaskNotFound(task_id)
+                last = row[0]
+            last = last or 0
             now = utcnow()
+            stored_now = to_db_time(now)
             appended = [
                 Event(task_id=task_id, seq=last + offset, type=kind, created_at=now, data=data)
                 for offset, (kind, data) in enumerate(entries, start=1)
             ]
-            if appended:
-                table.insert_many(
-                    [
-                        {
-                            "task": task_id,
-                            "seq": event.seq,
-                            "type": event.type,
-                            "created_at": now,
-                            "data": event.data,
-                        }
-                        for event in appended
-                    ]
-                ).execute()
+            for start in range(0, len(stored), _IN_CHUNK):
+                chunk = stored[start : start + _IN_CHUNK]
+                params: list[Any] = []
+                for offset, (kind, data) in enumerate(chunk, start=last + start + 1):
+                    params += (task_id, offset, kind, stored_now, data)
+                self._execute(_INSERT_EVENTS + ", ".join([_EVENT_MARKS] * len(chunk)), params)
             return appended
 
         return self._engine.write(write)
@@ -491,17 +588,13 @@ class Store:
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         ):
             raise InvalidRequest("'limit' must be a positive integer.", {"field": "limit"})
-        table = self._t.events
+        sql, params = _EVENTS_AFTER, [task_id, after]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
 
         def read() -> list[Event]:
-            query = (
-                table.select()
-                .where((table.task == task_id) & (table.seq > after))
-                .order_by(table.seq)
-            )
-            if limit is not None:
-                query = query.limit(limit)
-            found = [event_from_row(row) for row in query]
+            found = [event_from_row(task_id, row) for row in self._execute(sql, params).fetchall()]
             if not found:
                 self._require_task(task_id)
             return found
@@ -510,10 +603,9 @@ class Store:
 
     def last_event_seq(self, task_id: str) -> int:
         """The highest ``seq`` of the task's events, 0 when it has none."""
-        table = self._t.events
 
         def read() -> int:
-            last = table.select(fn.MAX(table.seq)).where(table.task == task_id).scalar()
+            last = self._execute(_LAST_SEQ, (task_id,)).fetchone()[0]
             if last is None:
                 self._require_task(task_id)
             return last or 0
@@ -524,126 +616,147 @@ class Store:
 
     def record_process(self, pid: int, start_time: float, owner: str, kind: str) -> None:
         """Remember a child process, so that a restarted server can find it if it outlives us."""
-        table = self._t.processes
-        self._engine.write(
-            lambda: table.insert(
-                pid=pid, start_time=start_time, owner=owner, kind=kind, created_at=utcnow()
-            ).execute()
+        sql = (
+            f"INSERT INTO processes (pid, start_time, owner, kind, created_at) VALUES ({_marks(5)})"
         )
+        params = (pid, start_time, owner, kind, to_db_time(utcnow()))
+        self._engine.write(lambda: self._execute(sql, params))
 
     def forget_process(self, pid: int, start_time: float) -> None:
-        table = self._t.processes
-        self._engine.write(
-            lambda: (
-                table.delete()
-                .where((table.pid == pid) & (table.start_time == start_time))
-                .execute()
-            )
-        )
+        sql = "DELETE FROM processes WHERE pid = ? AND start_time = ?"
+        self._engine.write(lambda: self._execute(sql, (pid, start_time)))
 
     def recorded_processes(self) -> list[tuple[int, float, str, str]]:
         """``(pid, start_time, owner, kind)`` of every remembered process, oldest first."""
-        table = self._t.processes
-        query = table.select(table.pid, table.start_time, table.owner, table.kind).order_by(
-            table.id
-        )
-        return self._engine.read(lambda: [tuple(row) for row in query.tuples()])
+        sql = "SELECT pid, start_time, owner, kind FROM processes ORDER BY id"
+        return self._engine.read(lambda: [tuple(row) for row in self._execute(sql).fetchall()])
 
     # helpers: each runs inside a transaction opened by a public method
 
-    def _locked(self, query: Any, mode: str = "FOR UPDATE") -> Any:
-        """``query`` with a row lock on PostgreSQL; on SQLite the write lock excludes others."""
-        return query.for_update(mode) if self._engine.is_postgres else query
-
     def _session(self, session_id: str) -> Session:
-        sessions = self._t.sessions
-        row = sessions.get_or_none(sessions.id == session_id)
+        row = self._execute(_GET_SESSION, (session_id,)).fetchone()
         if row is None:
             raise SessionNotFound(session_id)
         return session_from_row(row)
 
-    def _count(self, session_id: str, changes: dict[str, int], cost: float | None = None) -> None:
-        """Move the session's task counters (and cost) along with a task change."""
-        sessions = self._t.sessions
-        values = {}
-        for status, delta in changes.items():
-            column = getattr(sessions, count_column(status))
-            values[column] = column + delta
-        if cost:
-            values[sessions.total_cost_usd] = sessions.total_cost_usd + cost
-        sessions.update(values).where(sessions.id == session_id).execute()
+    def _session_update(self, names: tuple[str, ...], stays_open: bool) -> str:
+        key = (names, stays_open)
+        sql = self._session_updates.get(key)
+        if sql is None:
+            assignments = ", ".join(f"{name} = ?" for name in (*names, "updated_at"))
+            condition = f" AND status <> '{SESSION_CLOSED}'" if stays_open else ""
+            sql = (
+                f"UPDATE sessions SET {assignments} WHERE id = ?{condition}"
+                f" RETURNING {SESSION_COLUMNS}"
+            )
+            self._session_updates[key] = sql
+        return sql
 
     def _by_idempotency_key(self, session_id: str, key: str) -> Task | None:
-        tasks = self._t.tasks
-        row = tasks.get_or_none((tasks.session == session_id) & (tasks.idempotency_key == key))
+        row = self._execute(_TASK_BY_KEY, (session_id, key)).fetchone()
         return None if row is None else task_from_row(row)
 
     def _require_task(self, task_id: str) -> None:
-        tasks = self._t.tasks
-        if not tasks.select(tasks.id).where(tasks.id == task_id).exists():
+        if self._execute(_TASK_EXISTS, (task_id,)).fetchone() is None:
             raise TaskNotFound(task_id)
 
     def _tasks_with_status(self, status: str, session_id: str | None) -> list[Task]:
-        tasks = self._t.tasks
-        condition = paging.all_of(
-            tasks.status == status,
-            None if session_id is None else tasks.session == session_id,
+        conditions, params = ["status = ?"], [status]
+        if session_id is not None:
+            conditions.append("session_id = ?")
+            params.append(session_id)
+        sql = (
+            f"SELECT {TASK_COLUMNS} FROM tasks{_where(conditions)}"
+            f" ORDER BY {paging.ordering('asc')}"
         )
-        query = tasks.select().where(condition).order_by(*paging.ordering(tasks, "asc"))
-        return self._engine.read(lambda: [task_from_row(row) for row in query])
+        return self._engine.read(
+            lambda: [task_from_row(row) for row in self._execute(sql, params).fetchall()]
+        )
 
-    def _transition(self, task_id: str, target: str, values: dict[Any, Any]) -> Task:
-        tasks = self._t.tasks
-        allowed = sorted(transitions.predecessors(target))
+    def _transition(
+        self, task_id: str, target: str, values: dict[str, Any], cost: float | None = None
+    ) -> Task:
+        """Move the task to ``target`` (see ``transitions``) and the session's counters with it."""
+        allowed = transitions.predecessors(target)
+        names = tuple(values)
 
         def write() -> Task:
-            query = tasks.select(tasks.status, tasks.session).where(tasks.id == task_id)
-            current = self._locked(query).first()
-            if current is None:
-                raise TaskNotFound(task_id)
-            changes = {tasks.status: target, tasks.updated_at: utcnow(), **values}
-            updated = (
-                tasks.update(changes)
-                .where((tasks.id == task_id) & tasks.status.in_(allowed))
-                .execute()
-            )
-            if updated == 0:
-                raise transitions.illegal(task_id, current.status, target)
-            self._count(
-                current.session_id, {current.status: -1, target: 1}, values.get(tasks.cost_usd)
-            )
-            return task_from_row(tasks.get_by_id(task_id))
+            params = [target, to_db_time(utcnow()), *values.values(), task_id]
+            for previous in allowed:
+                row = self._execute(self._task_update(names, previous), params).fetchone()
+                if row is not None:
+                    break
+            else:
+                current = self._execute(_TASK_STATUS, (task_id,)).fetchone()
+                if current is None:
+                    raise TaskNotFound(task_id)
+                raise transitions.illegal(task_id, current[0], target)
+            task = task_from_row(row)
+            count_params: list[Any] = [task.session_id] if not cost else [cost, task.session_id]
+            self._execute(self._count_move(previous, target, bool(cost)), count_params)
+            return task
 
         return self._engine.write(write)
 
+    def _task_update(self, names: tuple[str, ...], previous: str) -> str:
+        key = (names, previous)
+        sql = self._task_updates.get(key)
+        if sql is None:
+            assignments = ", ".join(f"{name} = ?" for name in ("status", "updated_at", *names))
+            sql = (
+                f"UPDATE tasks SET {assignments} WHERE id = ? AND status = '{previous}'"
+                f" RETURNING {TASK_COLUMNS}"
+            )
+            self._task_updates[key] = sql
+        return sql
+
+    def _count_move(self, previous: str, target: str, with_cost: bool) -> str:
+        key = (previous, target, with_cost)
+        sql = self._count_moves.get(key)
+        if sql is None:
+            leaving, entering = count_column(previous), count_column(target)
+            cost = ", total_cost_usd = total_cost_usd + ?" if with_cost else ""
+            sql = (
+                f"UPDATE sessions SET {leaving} = {leaving} - 1, {entering} = {entering} + 1"
+                f"{cost} WHERE id = ?"
+            )
+            self._count_moves[key] = sql
+        return sql
+
     def _page(
         self,
-        model: type[Model],
-        condition: Expression | None,
+        table: str,
+        columns: str,
+        from_row: Callable[[Sequence[Any]], Any],
+        conditions: list[str],
+        params: list[Any],
         statuses: frozenset[str] | None,
         request: paging.PageRequest,
-    ) -> tuple[list[Model], bool]:
-        """One page of rows (``condition`` includes the cursor) and whether more follow.
+    ) -> Page:
+        """One page (``conditions`` include the cursor's) and whether more follow.
 
         With several statuses, each is read from its own ``(status, created_at,
         id)`` index range and the results merged, so no query has to sort every
         matching row (which an ``IN`` list over the index would).
         """
-        order = paging.ordering(model, request.order)
+        tail = f" ORDER BY {paging.ordering(request.order)} LIMIT ?"
 
-        def fetch(status_condition: Expression | None) -> list[Model]:
-            query = model.select().order_by(*order).limit(request.limit + 1)
-            return list(_where(query, paging.all_of(condition, status_condition)))
+        def fetch(status: str | None) -> list[Any]:
+            where = conditions if status is None else [*conditions, "status = ?"]
+            values = params if status is None else [*params, status]
+            sql = f"SELECT {columns} FROM {table}{_where(where)}{tail}"
+            return [from_row(row) for row in self._execute(sql, [*values, request.limit + 1])]
 
         if statuses is None:
-            rows = fetch(None)
+            items = fetch(None)
         else:
-            rows = [row for status in sorted(statuses) for row in fetch(model.status == status)]
+            items = [item for status in sorted(statuses) for item in fetch(status)]
             if _merges(statuses):
-                rows.sort(key=lambda row: (row.created_at, row.id), reverse=request.order == "desc")
-        return rows[: request.limit], len(rows) > request.limit
-
-    def _finish_page(self, items: list[Any], has_more: bool) -> Page:
-        last = items[-1] if items and has_more else None
+                items.sort(
+                    key=lambda item: (item.created_at, item.id), reverse=request.order == "desc"
+                )
+        has_more = len(items) > request.limit
+        items = items[: request.limit]
+        last = items[-1] if has_more else None
         cursor = None if last is None else paging.encode_cursor(last.created_at, last.id)
         return Page(items=items, has_more=has_more, next_cursor=cursor)

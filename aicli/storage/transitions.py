@@ -6,12 +6,13 @@
        │           ├──────> failed
        └───────────┴──────> cancelled
 
-The store applies a transition as ``UPDATE ... WHERE id = ? AND status IN
-(predecessors)`` and checks the row count, so the check and the write are one
-statement and two writers cannot both win. In the same transaction it first
-locks the task row (PostgreSQL ``FOR UPDATE``; on SQLite the write lock holds
-everything) to learn which predecessor the task leaves, for the session's
-per-status counters.
+The store applies a transition as ``UPDATE ... WHERE id = ? AND status = ?
+RETURNING ...`` for one predecessor at a time, in the order listed, and checks
+that a row came back: the check and the write are one statement, two writers
+cannot both win, and the predecessor that matched is the status the session's
+per-status counters move from, in the same transaction. Tasks only move forward
+along this order, so once every attempt has failed, the status then read is one
+the target cannot follow.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from __future__ import annotations
 from aicli.errors import IllegalTransition
 from aicli.models import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
 
-PREDECESSORS: dict[str, frozenset[str]] = {
-    RUNNING: frozenset({PENDING}),
-    COMPLETED: frozenset({RUNNING}),
-    FAILED: frozenset({RUNNING}),
-    CANCELLED: frozenset({PENDING, RUNNING}),
+PREDECESSORS: dict[str, tuple[str, ...]] = {
+    RUNNING: (PENDING,),
+    COMPLETED: (RUNNING,),
+    FAILED: (RUNNING,),
+    CANCELLED: (PENDING, RUNNING),
 }
 
 
-def predecessors(target: str) -> frozenset[str]:
+def predecessors(target: str) -> tuple[str, ...]:
+    """The statuses ``target`` may follow, earliest first."""
     try:
         return PREDECESSORS[target]
     except KeyError:
