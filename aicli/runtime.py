@@ -353,8 +353,8 @@ class Runtime:
             return tasks
         positions: dict[str, int] = {}
         for session_id in sessions:
-            for index, pending in enumerate(self.store.pending_tasks(session_id)):
-                positions[pending.id] = index
+            for index, task_id in enumerate(self.store.pending_task_ids(session_id)):
+                positions[task_id] = index
         return [
             dataclasses.replace(t, queue_position=positions.get(t.id)) if t.status == PENDING else t
             for t in tasks
