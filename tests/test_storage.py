@@ -8,7 +8,6 @@ import gc
 import itertools
 import sqlite3
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -44,40 +43,13 @@ from aicli.storage.fields import to_db_time
 from aicli.storage.paging import encode_cursor
 from aicli.storage.schema import bind_tables
 from aicli.storage.testing import (
-    PostgresUnavailable,
     captured_queries,
-    fresh_schema_url,
-    postgres_required,
-    temporary_postgres_database,
 )
 from aicli.storage.transitions import PREDECESSORS
 
-# fixtures: each test runs once on a SQLite file and once on a PostgreSQL schema
+# fixtures (tests.storage_fixtures): each test runs on a SQLite file and on a PostgreSQL schema
 
-
-@pytest.fixture(scope="module")
-def postgres_database() -> Iterator[str]:
-    try:
-        with temporary_postgres_database() as url:
-            yield url
-    except PostgresUnavailable as exc:
-        if postgres_required():
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'aicli.db'}"
-    return fresh_schema_url(request.getfixturevalue("postgres_database"))
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
+pytest_plugins = ("tests.storage_fixtures",)
 
 
 @pytest.fixture

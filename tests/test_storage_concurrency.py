@@ -6,7 +6,7 @@ import functools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,12 +15,6 @@ import pytest
 from aicli.errors import AicliError, IllegalTransition
 from aicli.models import CANCELLED, COMPLETED, PENDING, RUNNING, TASK_STATUSES, Session, Task
 from aicli.storage import Store, open_store
-from aicli.storage.testing import (
-    PostgresUnavailable,
-    fresh_schema_url,
-    postgres_required,
-    temporary_postgres_database,
-)
 
 T = TypeVar("T")
 
@@ -28,29 +22,7 @@ WRITERS = 8
 WRITES_PER_WRITER = 500
 
 
-@pytest.fixture(scope="module")
-def postgres_database() -> Iterator[str]:
-    try:
-        with temporary_postgres_database() as url:
-            yield url
-    except PostgresUnavailable as exc:
-        if postgres_required():
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'aicli.db'}"
-    return fresh_schema_url(request.getfixturevalue("postgres_database"))
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = open_store(database_url)
-    yield opened
-    opened.close()
+pytest_plugins = ("tests.storage_fixtures",)
 
 
 class Crew:
