@@ -19,6 +19,7 @@ from types import FrameType
 from typing import Any
 
 from aicli.errors import AicliError, InvalidRequest
+from aicli.log import configure as configure_logging
 from aicli.settings import Settings, setting_fields
 
 log = logging.getLogger("aicli")
@@ -69,25 +70,29 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_token(settings: Settings) -> None:
+    """Refuse a token that was asked for but is unusable: no auth must never be an accident."""
+    if settings.api_token_file and not settings.api_token:
+        raise InvalidRequest(f"The API token file {settings.api_token_file!r} is empty.")
+    token = settings.api_token
+    if token is not None and (not token.strip() or token != token.strip()):
+        raise InvalidRequest("The API token must not be blank or start or end with whitespace.")
+
+
 def serve(overrides: dict[str, Any]) -> int:
     # Imported here so `aicli --version` stays fast and works without a database.
     from aicli.http import Server, create_app
     from aicli.runtime import Runtime
 
     settings = Settings.resolve(overrides)
-    if not isinstance(logging.getLevelName(settings.log_level.upper()), int):
-        raise InvalidRequest(
-            f"Unknown log level {settings.log_level!r}; use DEBUG, INFO, WARNING or ERROR."
-        )
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
+    check_token(settings)
     if not is_loopback(settings.host) and not settings.api_token:
+        banner = "!" * 78
         print(
-            f"WARNING: aicli is listening on {settings.host} with no API token: anyone who "
-            "can reach this port can run commands on this machine. Set AICLI_API_TOKEN or "
-            "--api-token-file.",
+            f"{banner}\nWARNING: aicli is listening on {settings.host} with no API token: anyone "
+            "who can reach this port can run commands on this machine. Set AICLI_API_TOKEN or "
+            f"--api-token-file.\n{banner}",
             file=sys.stderr,
         )
     runtime = Runtime.start(**overrides)

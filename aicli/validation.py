@@ -28,6 +28,13 @@ from aicli.models import PERMISSION_MODES
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 MAX_WAIT_S = 60.0
+# Both fit the database's 32-bit integer columns; larger numbers are refused, not stored.
+MAX_TURNS = 10_000
+MAX_SEQ = 2**31 - 1
+# A week: far beyond any real turn, and far below what a timer thread can wait.
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+# One command-line argument of the CLI; Linux refuses more than 128 KiB (E2BIG).
+MAX_ARGUMENT_BYTES = 100_000
 ORDERS = ("desc", "asc")
 
 SESSION_FIELDS = (
@@ -49,7 +56,8 @@ _RFC3339 = re.compile(
     r"(?P<zone>[Zz]|[+\- ]\d{2}:\d{2})"
 )
 _INT = re.compile(r"[0-9]+")
-_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# What clients send for a JSON Schema number: decimals, with an exponent if they like.
+_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def _invalid(field: str, message: str, **details: Any) -> InvalidRequest:
@@ -72,6 +80,41 @@ def type_name(value: Any) -> str:
     return type(value).__name__
 
 
+def unstorable(text: str) -> str | None:
+    """What in ``text`` no database column or process argument can carry, or None.
+
+    PostgreSQL text and ``execve`` arguments refuse NUL; UTF-8 refuses unpaired
+    surrogates (which JSON's ``\\udXXX`` escapes can produce).
+    """
+    if "\x00" in text:
+        return "a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "an unpaired surrogate"
+    return None
+
+
+def _text(field: str, value: str, *, shown: str | None = None, **details: Any) -> str:
+    """``value`` if storable; ``shown`` names the part of ``field`` it is, like ``tools[2]``."""
+    problem = unstorable(value)
+    if problem is not None:
+        raise _invalid(field, f"'{shown or field}' must not contain {problem}.", **details)
+    return value
+
+
+def _argument(name: str, value: str) -> str:
+    """A string passed to the CLI as one argument: storable, and short enough for ``execve``."""
+    size = len(_text(name, value).encode("utf-8"))
+    if size > MAX_ARGUMENT_BYTES:
+        raise _invalid(
+            name,
+            f"'{name}' has {size} bytes in UTF-8; the most allowed is {MAX_ARGUMENT_BYTES}.",
+            max_bytes=MAX_ARGUMENT_BYTES,
+        )
+    return value
+
+
 def reject_unknown(fields: Mapping[str, Any], known: Sequence[str], what: str) -> None:
     unknown = sorted(str(name) for name in fields if name not in known)
     if unknown:
@@ -83,7 +126,7 @@ def reject_unknown(fields: Mapping[str, Any], known: Sequence[str], what: str) -
         )
 
 
-def _optional_string(fields: Mapping[str, Any], name: str, *, non_empty: bool) -> str | None:
+def _optional_argument(fields: Mapping[str, Any], name: str, *, non_empty: bool) -> str | None:
     value = fields.get(name)
     if value is None:
         return None
@@ -91,7 +134,7 @@ def _optional_string(fields: Mapping[str, Any], name: str, *, non_empty: bool) -
         raise _invalid(name, f"'{name}' must be a string, not {type_name(value)}.")
     if non_empty and not value.strip():
         raise _invalid(name, f"'{name}' must not be empty.")
-    return value
+    return _argument(name, value)
 
 
 def _string_list(fields: Mapping[str, Any], name: str) -> tuple[str, ...]:
@@ -107,6 +150,9 @@ def _string_list(fields: Mapping[str, Any], name: str) -> tuple[str, ...]:
             )
         if not item.strip():
             raise _invalid(name, f"'{name}[{index}]' must not be empty.", index=index)
+        _text(name, item, shown=f"{name}[{index}]", index=index)
+    # The CLI gets the list as one comma-joined argument.
+    _argument(name, ",".join(value))
     return tuple(value)
 
 
@@ -125,6 +171,8 @@ def _metadata(fields: Mapping[str, Any]) -> dict[str, str]:
                 f"'metadata.{key}' must be a string, not {type_name(item)}.",
                 key=str(key),
             )
+        _text("metadata", key, key=key)
+        _text("metadata", item, shown=f"metadata.{key}", key=key)
     return dict(value)
 
 
@@ -134,17 +182,19 @@ def _workdir(fields: Mapping[str, Any], workspace_root: str | None) -> str:
         raise _invalid("workdir", "'workdir' is required.")
     if not isinstance(value, str):
         raise _invalid("workdir", f"'workdir' must be a string, not {type_name(value)}.")
-    if not value.strip() or "\x00" in value:
+    if not value.strip():
         raise _invalid("workdir", "'workdir' must be a directory path.")
+    _text("workdir", value)
     path = os.path.realpath(value)
-    if not os.path.isdir(path):
-        raise _invalid("workdir", f"'workdir' {value!r} is not an existing directory.")
+    # Confinement first, so that clients cannot probe which paths exist outside the root.
     if workspace_root is not None:
         root = os.path.realpath(workspace_root)
         if os.path.commonpath([root, path]) != root:
             raise _invalid(
                 "workdir", f"'workdir' {value!r} lies outside the workspace root {root!r}."
             )
+    if not os.path.isdir(path):
+        raise _invalid("workdir", f"'workdir' {value!r} is not an existing directory.")
     return path
 
 
@@ -166,16 +216,21 @@ def session_fields(fields: Mapping[str, Any], *, workspace_root: str | None) -> 
         )
     max_turns = fields.get("max_turns")
     if max_turns is not None and (
-        isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1
+        isinstance(max_turns, bool)
+        or not isinstance(max_turns, int)
+        or not 1 <= max_turns <= MAX_TURNS
     ):
-        raise _invalid("max_turns", f"'max_turns' must be an integer >= 1, not {max_turns!r}.")
+        raise _invalid(
+            "max_turns",
+            f"'max_turns' must be an integer >= 1 and <= {MAX_TURNS}, not {max_turns!r}.",
+        )
     return {
         "workdir": _workdir(fields, workspace_root),
-        "model": _optional_string(fields, "model", non_empty=True),
+        "model": _optional_argument(fields, "model", non_empty=True),
         "permission_mode": permission_mode,
         "allowed_tools": _string_list(fields, "allowed_tools"),
         "disallowed_tools": _string_list(fields, "disallowed_tools"),
-        "append_system_prompt": _optional_string(fields, "append_system_prompt", non_empty=False),
+        "append_system_prompt": _optional_argument(fields, "append_system_prompt", non_empty=False),
         "max_turns": max_turns,
         "metadata": _metadata(fields),
     }
@@ -193,6 +248,7 @@ def task_fields(fields: Mapping[str, Any], *, max_command_chars: int) -> dict[st
         raise _invalid("command", f"'command' must be a string, not {type_name(command)}.")
     if not command.strip():
         raise _invalid("command", "'command' must not be empty or only whitespace.")
+    _text("command", command)
     if len(command) > max_command_chars:
         raise _invalid(
             "command",
@@ -205,10 +261,12 @@ def task_fields(fields: Mapping[str, Any], *, max_command_chars: int) -> dict[st
             isinstance(timeout_s, bool)
             or not isinstance(timeout_s, int | float)
             or not math.isfinite(timeout_s)
-            or timeout_s <= 0
+            or not 0 < timeout_s <= MAX_TIMEOUT_S
         ):
             raise _invalid(
-                "timeout_s", f"'timeout_s' must be a number of seconds > 0, not {timeout_s!r}."
+                "timeout_s",
+                f"'timeout_s' must be a number of seconds > 0 and <= {MAX_TIMEOUT_S:g}, "
+                f"not {timeout_s!r}.",
             )
         timeout_s = float(timeout_s)
     return {"command": command, "timeout_s": timeout_s, "metadata": _metadata(fields)}
@@ -228,9 +286,10 @@ def parse_time(value: str, name: str) -> datetime:
     frac = (match["frac"] or "0")[:6].ljust(6, "0")
     try:
         parsed = datetime.fromisoformat(f"{match['date']}T{match['time']}.{frac}{zone}")
-    except ValueError:
+        # An offset can push year 1 or 9999 out of range once moved to UTC.
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise _invalid(name, f"'{name}' is not a valid date and time: {value!r}.") from None
-    return parsed.astimezone(UTC)
 
 
 def parse_statuses(value: str, allowed: Sequence[str], name: str) -> list[str]:
@@ -248,12 +307,24 @@ def parse_statuses(value: str, allowed: Sequence[str], name: str) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def _bounded_int(text: str, low: int, high: int) -> int | None:
+    """The number ``text`` spells if it is in [low, high], else None.
+
+    Too many digits are refused before ``int()``, which raises past 4300 of them.
+    """
+    if not _INT.fullmatch(text) or len(text.lstrip("0")) > len(str(high)):
+        return None
+    number = int(text)
+    return number if low <= number <= high else None
+
+
 def parse_limit(value: str | None, name: str = "limit") -> int:
     if value is None:
         return DEFAULT_LIMIT
-    if not _INT.fullmatch(value) or not 1 <= int(value) <= MAX_LIMIT:
+    number = _bounded_int(value, 1, MAX_LIMIT)
+    if number is None:
         raise _invalid(name, f"'{name}' must be an integer from 1 to {MAX_LIMIT}, not {value!r}.")
-    return int(value)
+    return number
 
 
 def parse_order(value: str | None, name: str = "order") -> str:
@@ -279,6 +350,7 @@ def parse_after(value: str | None, name: str = "after") -> int:
     """An event sequence number; events with a greater ``seq`` are wanted."""
     if value is None:
         return 0
-    if not _INT.fullmatch(value.strip()):
-        raise _invalid(name, f"'{name}' must be an integer >= 0, not {value!r}.")
-    return int(value)
+    number = _bounded_int(value.strip(), 0, MAX_SEQ)
+    if number is None:
+        raise _invalid(name, f"'{name}' must be an integer >= 0 and <= {MAX_SEQ}, not {value!r}.")
+    return number

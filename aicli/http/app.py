@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import falcon
+from falcon.routing import CompiledRouter
 
 from aicli.http import errors
 from aicli.http.events import KEEPALIVE_S, EventsResource
 from aicli.http.metrics import HttpMetrics
-from aicli.http.middleware import BearerAuth, BodyLimits, RequestLog, ShutdownGate
+from aicli.http.middleware import (
+    BearerAuth,
+    BodyLimits,
+    ImpossibleIds,
+    RequestLog,
+    ShutdownGate,
+)
 from aicli.http.openapi import OpenApiResource
 from aicli.http.service import HealthResource, MetricsResource, ReadyResource
 from aicli.http.sessions import SessionResource, SessionsResource, SessionTasksResource
@@ -23,13 +30,16 @@ if TYPE_CHECKING:
 def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.App:
     """A new app serving ``runtime``; ``keepalive_s`` spaces SSE comment lines."""
     settings = runtime.settings
+    router = CompiledRouter()
     app = falcon.App(
         media_type=errors.JSON_TYPE,
+        router=router,
         middleware=[
-            RequestLog(HttpMetrics.for_registry(runtime.metrics_registry)),
+            RequestLog(HttpMetrics.for_registry(runtime.metrics_registry), router),
             BearerAuth(settings.api_token),
             BodyLimits(settings.max_body_bytes),
             ShutdownGate(runtime),
+            ImpossibleIds(),
         ],
     )
     app.req_options.strip_url_path_trailing_slash = True

@@ -141,8 +141,13 @@ class EventsResource:
         given = params(req, ("after",))
         after = parse_after(given.get("after"))
         streaming = req.client_prefers([JSON_TYPE, SSE_TYPE]) == SSE_TYPE
-        if streaming and req.get_header("Last-Event-ID") is not None:
-            after = parse_after(req.get_header("Last-Event-ID"), "Last-Event-ID")
+        last_event_id = req.get_header("Last-Event-ID")
+        if last_event_id is not None:
+            # Checked in either form so that a malformed one is never silently ignored;
+            # only a stream resumes from it.
+            resumed = parse_after(last_event_id, "Last-Event-ID")
+            if streaming:
+                after = resumed
         events = self._runtime.events(task_id, after)
         if not streaming:
             resp.media = {"data": [event.to_json() for event in events]}

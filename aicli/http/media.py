@@ -1,4 +1,4 @@
-"""Reading request bodies: size-capped, JSON only, objects only.
+"""Reading request bodies: size-capped, JSON objects only, valid Unicode throughout.
 
 We read the body ourselves rather than through ``req.media`` so that the bytes
 actually read are capped whatever ``Content-Length`` claims, and so that every
@@ -54,10 +54,20 @@ def read_json_object(req: falcon.Request, max_bytes: int) -> dict[str, Any]:
         raise InvalidRequest("The request body is empty; it must be a JSON object.")
     try:
         body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        # A lone \udXXX escape leaves half a surrogate pair: text that can be
+        # neither stored, nor passed to Claude, nor even echoed in an error.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequest("The request body is not valid UTF-8.") from None
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "The request body has an unpaired surrogate escape (like \\udcff); "
+            "its text must be valid Unicode."
+        ) from None
     except ValueError as ex:
         raise InvalidRequest(f"The request body is not valid JSON: {ex}.") from None
+    except RecursionError:
+        raise InvalidRequest("The request body nests JSON arrays or objects too deeply.") from None
     if not isinstance(body, dict):
         raise InvalidRequest(f"The request body must be a JSON object, not {type_name(body)}.")
     return body

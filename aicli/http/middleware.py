@@ -1,45 +1,83 @@
 """Cross-cutting request checks that every route shares, in the order they run.
 
-1. ``RequestLog``: one log line and the HTTP metrics per request.
+1. ``RequestLog``: a request id, one log line and the HTTP metrics per request.
 2. ``BearerAuth``: the API token, before anything else can be learnt.
 3. ``BodyLimits``: a declared body too large (413), or not JSON (415).
 4. ``ShutdownGate``: no new work while the runtime shuts down (503).
+5. ``ImpossibleIds``: an id no store can hold is unknown (404) without asking the store.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 from typing import Any
+from uuid import uuid4
 
 import falcon
 
-from aicli.errors import Unavailable
+from aicli.errors import SessionNotFound, TaskNotFound, Unavailable
 from aicli.http.media import is_json_type, too_large
 from aicli.http.metrics import HttpMetrics
+from aicli.validation import unstorable
 
 log = logging.getLogger("aicli.http.access")
 
 PUBLIC_PATHS = frozenset({"/healthz"})
+LOGGED_PARAMS = frozenset({"session_id", "task_id"})
+# A client's own request id is kept if it is short and plain; otherwise we make one.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MUTATING_METHODS = BODY_METHODS | {"DELETE"}
 
 
 class RequestLog:
-    def __init__(self, metrics: HttpMetrics) -> None:
+    """One access line and the HTTP metrics per request, labelled by route template.
+
+    A request refused before routing (401, 413) is still matched against the
+    router here, so its line and metrics name the route and ids it aimed at.
+    The query string is left out: filters are noise, and ids are in the path.
+    """
+
+    def __init__(self, metrics: HttpMetrics, router: Any) -> None:
         self._metrics = metrics
+        self._router = router
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.monotonic()
+        given = req.get_header("X-Request-ID")
+        req.context.request_id = given if given and REQUEST_ID.fullmatch(given) else uuid4().hex
+        resp.set_header("X-Request-ID", req.context.request_id)
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+    ) -> None:
+        req.context.params = params
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
         elapsed = time.monotonic() - req.context.get("started", time.monotonic())
-        route = req.uri_template or "unmatched"
+        route, params = req.uri_template, req.context.get("params")
+        if route is None:
+            found = self._router.find(req.path)
+            route, params = (found[3], found[2]) if found else ("unmatched", None)
         self._metrics.observe(req.method, route, resp.status_code, elapsed)
-        log.info("%s %s %s %.1fms", req.method, req.relative_uri, resp.status_code, elapsed * 1e3)
+        ids = {key: value for key, value in (params or {}).items() if key in LOGGED_PARAMS}
+        log.info(
+            "request",
+            extra={
+                "method": req.method,
+                "route": route,
+                "status": resp.status_code,
+                "duration_ms": round(elapsed * 1e3, 1),
+                "request_id": req.context.get("request_id"),
+                "client": req.remote_addr,
+                **ids,
+            },
+        )
 
 
 class BearerAuth:
@@ -105,3 +143,16 @@ class ShutdownGate:
     ) -> None:
         if resource is not None and req.method in MUTATING_METHODS and not self._runtime.accepting:
             raise Unavailable("The server is shutting down and accepts no new work.")
+
+
+class ImpossibleIds:
+    """A path id with a NUL or an unpaired surrogate cannot exist; PostgreSQL would choke on it."""
+
+    NOT_FOUND = {"session_id": SessionNotFound, "task_id": TaskNotFound}
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+    ) -> None:
+        for name, value in params.items():
+            if name in self.NOT_FOUND and unstorable(value) is not None:
+                raise self.NOT_FOUND[name](value)

@@ -8,14 +8,23 @@ validate real responses against these schemas.
 from __future__ import annotations
 
 import copy
+import os
 from importlib import metadata
 from typing import Any
 
 import falcon
 
+from aicli.http.sessions import IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY
 from aicli.models import PERMISSION_MODES, SESSION_STATUSES, TASK_STATUSES
 from aicli.settings import Settings
-from aicli.validation import MAX_LIMIT, MAX_WAIT_S, SESSION_FIELDS
+from aicli.validation import (
+    MAX_LIMIT,
+    MAX_SEQ,
+    MAX_TIMEOUT_S,
+    MAX_TURNS,
+    MAX_WAIT_S,
+    SESSION_FIELDS,
+)
 
 JSON = "application/json"
 ERROR_CODES = (
@@ -100,7 +109,7 @@ SCHEMAS: dict[str, Any] = {
             "allowed_tools": _nullable(TOOLS),
             "disallowed_tools": _nullable(TOOLS),
             "append_system_prompt": _nullable({"type": "string"}),
-            "max_turns": _nullable({"type": "integer", "minimum": 1}),
+            "max_turns": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_TURNS}),
             "metadata": _nullable(STRING_MAP),
         },
     },
@@ -128,7 +137,7 @@ SCHEMAS: dict[str, Any] = {
             "allowed_tools": {"type": "array", "items": {"type": "string"}},
             "disallowed_tools": {"type": "array", "items": {"type": "string"}},
             "append_system_prompt": _nullable({"type": "string"}),
-            "max_turns": _nullable({"type": "integer", "minimum": 1}),
+            "max_turns": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_TURNS}),
             "metadata": STRING_MAP,
             "claude_session_id": _nullable({"type": "string"}),
             "process_alive": {"type": "boolean"},
@@ -152,7 +161,9 @@ SCHEMAS: dict[str, Any] = {
         "rejected.",
         "properties": {
             "command": {"type": "string", "minLength": 1},
-            "timeout_s": _nullable({"type": "number", "exclusiveMinimum": 0}),
+            "timeout_s": _nullable(
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S}
+            ),
             "metadata": _nullable(STRING_MAP),
         },
     },
@@ -255,7 +266,9 @@ for _name, _item in (("SessionList", "Session"), ("TaskList", "Task")):
 
 ERROR_MEANINGS = {
     "400": "Invalid request: a bad body, field, query parameter or header "
-    "(code invalid_request). Unknown query parameters are rejected.",
+    "(code invalid_request). Unknown query parameters are rejected. A request that is "
+    "not valid HTTP (say, a malformed Content-Length) gets a plain-text 400 from the "
+    "HTTP server itself.",
     "401": "Missing or wrong bearer token (code unauthorized); sent only when the "
     "server has an API token.",
     "404": "Unknown id (code session_not_found or task_not_found).",
@@ -284,6 +297,9 @@ def _error_response(status: str) -> dict[str, Any]:
         "description": ERROR_MEANINGS[status],
         "content": {JSON: {"schema": _ref("Error")}},
     }
+    if status == "400":
+        # Waitress answers requests it cannot parse as HTTP before the app sees them.
+        response["content"]["text/plain"] = {"schema": {"type": "string"}}
     if status == "429":
         response["headers"] = {"Retry-After": {**RETRY_AFTER, "required": True}}
     if status == "503":
@@ -432,7 +448,12 @@ PATHS: dict[str, Any] = {
                 _param(
                     "Idempotency-Key",
                     "header",
-                    {"type": "string", "minLength": 1, "maxLength": 255},
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_IDEMPOTENCY_KEY,
+                        "pattern": f"^{IDEMPOTENCY_KEY}$",
+                    },
                     "A retried submit with the same key returns the first task (200).",
                 )
             ],
@@ -511,14 +532,15 @@ PATHS: dict[str, Any] = {
                 _param(
                     "after",
                     "query",
-                    {"type": "integer", "minimum": 0, "default": 0},
+                    {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0},
                     "Only events with a greater seq.",
                 ),
                 _param(
                     "Last-Event-ID",
                     "header",
                     {"type": "string", "pattern": r"^\s*[0-9]+\s*$"},
-                    "SSE only: resume after this seq; takes precedence over `after`.",
+                    "SSE: resume after this seq; takes precedence over `after`. Ignored by the "
+                    "JSON form, but a malformed value is 400 in both.",
                 ),
             ],
         ),
@@ -561,22 +583,62 @@ PATHS: dict[str, Any] = {
     },
 }
 
+OPERATION_IDS = {
+    ("/sessions", "post"): "openSession",
+    ("/sessions", "get"): "listSessions",
+    ("/sessions/{session_id}", "get"): "getSession",
+    ("/sessions/{session_id}", "delete"): "closeSession",
+    ("/sessions/{session_id}/tasks", "post"): "submitTask",
+    ("/sessions/{session_id}/tasks", "get"): "listSessionTasks",
+    ("/tasks", "get"): "listTasks",
+    ("/tasks/{task_id}", "get"): "getTask",
+    ("/tasks/{task_id}", "delete"): "cancelTask",
+    ("/tasks/{task_id}/events", "get"): "getTaskEvents",
+    ("/healthz", "get"): "health",
+    ("/readyz", "get"): "readiness",
+    ("/metrics", "get"): "metrics",
+    ("/openapi.json", "get"): "openapi",
+}
+for (_path, _method), _operation_id in OPERATION_IDS.items():
+    PATHS[_path][_method]["operationId"] = _operation_id
+
+# Links say which id in an answer feeds which call, for clients and for
+# fuzzers that chain calls (schemathesis' stateful phase).
+_SESSION_CALLS = ("getSession", "closeSession", "submitTask", "listSessionTasks")
+_TASK_CALLS = ("getTask", "cancelTask", "getTaskEvents")
+for _path, _status, _param_name, _targets in (
+    ("/sessions", "201", "session_id", _SESSION_CALLS),
+    ("/sessions/{session_id}/tasks", "202", "task_id", _TASK_CALLS),
+    ("/sessions/{session_id}/tasks", "200", "task_id", _TASK_CALLS),
+):
+    PATHS[_path]["post"]["responses"][_status]["links"] = {
+        _target: {"operationId": _target, "parameters": {_param_name: "$response.body#/id"}}
+        for _target in _targets
+    }
+
 DESCRIPTION = """Run tasks (prompts) inside Claude Code sessions.
 
 Every error has the body `{"error": {"code", "message", "details"}}`. Unknown
 routes get 404 `not_found`; a method a route does not have gets 405
 `method_not_allowed` with an `Allow` header. Responses are
 `application/json; charset=utf-8` unless stated otherwise. Times are RFC 3339
-in UTC with microseconds and `Z`. Lists are keyset-paginated.
+in UTC with microseconds and `Z`. Lists are keyset-paginated. Every response
+carries `X-Request-ID`, also found in the server's log line for the request:
+the client's own if it sent one of 1 to 128 characters of `A-Z a-z 0-9 . _ : -`,
+else a new one.
 """
 
 
 def build_document(settings: Settings) -> dict[str, Any]:
-    """The document for a server with these settings (token, command length)."""
+    """The document for a server with these settings (token, command length, workspace)."""
     token_required = bool(settings.api_token)
     paths = copy.deepcopy(PATHS)
     schemas = copy.deepcopy(SCHEMAS)
     schemas["TaskCreate"]["properties"]["command"]["maxLength"] = settings.max_command_chars
+    if settings.workspace_root:
+        # A workdir that is accepted, so that clients and fuzzers have one to start from.
+        workdir = schemas["SessionCreate"]["properties"]["workdir"]
+        workdir["examples"] = [os.path.realpath(settings.workspace_root)]
     if not token_required:
         for item in paths.values():
             for operation in item.values():

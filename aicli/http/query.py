@@ -12,7 +12,7 @@ from typing import Any
 import falcon
 
 from aicli.errors import InvalidRequest
-from aicli.validation import parse_limit, parse_order, parse_statuses, parse_time
+from aicli.validation import parse_limit, parse_order, parse_statuses, parse_time, unstorable
 
 PAGE_PARAMS = ("limit", "cursor", "order")
 
@@ -32,6 +32,11 @@ def params(req: falcon.Request, allowed: Sequence[str]) -> dict[str, str]:
         if isinstance(value, list):
             raise InvalidRequest(
                 f"Query parameter '{name}' is given more than once.", {"field": name}
+            )
+        problem = unstorable(value)
+        if problem is not None:
+            raise InvalidRequest(
+                f"Query parameter '{name}' must not contain {problem}.", {"field": name}
             )
     return dict(found)
 

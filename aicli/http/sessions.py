@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import falcon
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from aicli.runtime import Runtime
 
 MAX_IDEMPOTENCY_KEY = 255
+# Visible ASCII, spaces only inside: what a UUID or any key a client mints looks like.
+IDEMPOTENCY_KEY = r"[!-~](?:[ -~]*[!-~])?"
 TASK_LIST_FILTERS = ("status", "created_after", "created_before")
 
 
@@ -32,9 +35,10 @@ def idempotency_key(req: falcon.Request) -> str | None:
     key = req.get_header("Idempotency-Key")
     if key is None:
         return None
-    if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+    if len(key) > MAX_IDEMPOTENCY_KEY or not re.fullmatch(IDEMPOTENCY_KEY, key):
         raise InvalidRequest(
-            f"The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters.",
+            f"The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII "
+            "characters (inner spaces allowed).",
             {"field": "Idempotency-Key"},
         )
     return key
