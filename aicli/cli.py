@@ -18,7 +18,7 @@ from importlib import metadata
 from types import FrameType
 from typing import Any
 
-from aicli.errors import AicliError, InvalidRequest
+from aicli.errors import AicliError
 from aicli.log import configure as configure_logging
 from aicli.settings import Settings, setting_fields
 
@@ -70,23 +70,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_token(settings: Settings) -> None:
-    """Refuse a token that was asked for but is unusable: no auth must never be an accident."""
-    if settings.api_token_file and not settings.api_token:
-        raise InvalidRequest(f"The API token file {settings.api_token_file!r} is empty.")
-    token = settings.api_token
-    if token is not None and (not token.strip() or token != token.strip()):
-        raise InvalidRequest("The API token must not be blank or start or end with whitespace.")
-
-
 def serve(overrides: dict[str, Any]) -> int:
     # Imported here so `aicli --version` stays fast and works without a database.
     from aicli.http import Server, create_app
     from aicli.runtime import Runtime
 
     settings = Settings.resolve(overrides)
-    configure_logging(settings.log_level)
-    check_token(settings)
+    configure_logging(settings.log_level, settings.log_format)
     if not is_loopback(settings.host) and not settings.api_token:
         banner = "!" * 78
         print(

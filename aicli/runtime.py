@@ -107,6 +107,11 @@ class Runtime:
         self.stop()
 
     @property
+    def stopped(self) -> bool:
+        """True once ``stop`` has begun: waits return at once and streams should end."""
+        return self._stopped.is_set()
+
+    @property
     def metrics_registry(self) -> Any:
         return self.metrics.registry
 

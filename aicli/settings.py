@@ -78,12 +78,20 @@ class Settings:
         default=100_000, metadata={"help": "Longest task command (400)."}
     )
     log_level: str = field(default="INFO", metadata={"help": "Log level."})
+    log_format: str = field(
+        default="logfmt", metadata={"help": "Log lines as logfmt (key=value) or json."}
+    )
 
     @classmethod
     def resolve(
         cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
     ) -> Settings:
-        """Defaults, then ``AICLI_<NAME>`` variables, then explicit values (not None)."""
+        """Defaults, then ``AICLI_<NAME>`` variables, then explicit values (not None).
+
+        A token that was asked for but cannot work (an empty token file, a blank
+        or space-padded token) is an error here, so that running without auth is
+        never an accident, for ``aicli serve`` and embedders alike.
+        """
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         known = {f.name: f for f in fields(cls)}
@@ -96,11 +104,21 @@ class Settings:
                 raise TypeError(f"Unknown setting {name!r}")
             if value is not None:
                 values[name] = value
-        settings = cls(**values)
-        if settings.api_token is None and settings.api_token_file:
-            token = Path(settings.api_token_file).read_text().strip().splitlines()
-            settings = cls(**{**values, "api_token": token[0] if token else None})
-        return settings
+        if values.get("api_token") is None and values.get("api_token_file"):
+            lines = Path(values["api_token_file"]).read_text().strip().splitlines()
+            if not lines:
+                raise InvalidRequest(
+                    f"The API token file {values['api_token_file']!r} is empty.",
+                    {"setting": "api_token_file"},
+                )
+            values["api_token"] = lines[0]
+        token = values.get("api_token")
+        if token is not None and (not token.strip() or token != token.strip()):
+            raise InvalidRequest(
+                "The API token must not be blank or start or end with whitespace.",
+                {"setting": "api_token"},
+            )
+        return cls(**values)
 
     @property
     def stream_limit(self) -> int:

@@ -21,7 +21,6 @@ import pytest
 import requests
 
 from aicli.actors.process_tree import MARK_VARIABLE
-from aicli.cli import check_token
 from aicli.errors import InvalidRequest
 from aicli.http.middleware import BearerAuth
 from aicli.settings import Settings
@@ -86,7 +85,7 @@ def test_serve_refuses_a_token_it_was_given_but_cannot_use(tmp_path, file_text, 
         (tmp_path / "token").write_text(file_text)
         overrides["api_token_file"] = str(tmp_path / "token")
     with pytest.raises(InvalidRequest, match=words):
-        check_token(Settings.resolve(overrides, environ=environ))
+        Settings.resolve(overrides, environ=environ)
 
 
 @pytest.fixture

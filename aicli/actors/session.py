@@ -103,7 +103,7 @@ def tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:
 
 def tell_later(ref: pykka.ActorRef[Any], seconds: float, message: object) -> threading.Timer:
     """Deliver ``message`` to ``ref`` after ``seconds``, unless cancelled first."""
-    timer = threading.Timer(seconds, tell_quietly, (ref, message))
+    timer = threading.Timer(min(seconds, threading.TIMEOUT_MAX), tell_quietly, (ref, message))
     timer.daemon = True
     timer.start()
     return timer
@@ -355,7 +355,7 @@ class SessionActor(pykka.ThreadingActor):
         )
         try:
             process.start()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in an argument
             log.error("session %s: cannot start Claude: %s", self.session_id, exc)
             self._finish_pending(
                 self.queue.popitem(last=False)[0],

@@ -115,10 +115,9 @@ class EventStream:
                     yield sse_frame(event)
                 return
             timeout = min(next_ping - time.monotonic(), CLIENT_CHECK_S)
-            started = time.monotonic()
             events = self._runtime.wait_for_events(self._task_id, after, max(timeout, 0.0))
-            if not events and timeout > 0.2 and time.monotonic() - started < timeout / 2:
-                return  # woken with nothing to send: the runtime is stopping
+            if not events and self._runtime.stopped:
+                return
             for event in events:
                 yield sse_frame(event)
                 after = event.seq
