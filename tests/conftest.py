@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from aicli import Runtime
 from aicli.actors.claude_bin import find_claude
 from aicli.testing.fake_anthropic import FakeAnthropic
 
@@ -32,3 +34,25 @@ def claude_env(fake_api: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("work"))
+
+
+@pytest.fixture
+def make_runtime(tmp_path, claude_bin, claude_env) -> Iterator[Callable[..., Runtime]]:
+    """Starts runtimes on one file database (so a restart sees the earlier data)."""
+    started: list[Runtime] = []
+
+    def start(**settings: Any) -> Runtime:
+        settings.setdefault("database_url", f"sqlite:///{tmp_path}/aicli.db")
+        settings.setdefault("threads", 12)
+        settings.setdefault("max_streams", 3)
+        started.append(Runtime.start(claude_bin=claude_bin, claude_env=claude_env, **settings))
+        return started[-1]
+
+    yield start
+    for runtime in started:
+        runtime.stop()
+
+
+@pytest.fixture
+def runtime(make_runtime) -> Runtime:
+    return make_runtime()

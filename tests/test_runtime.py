@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import textwrap
 import threading
-from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -15,20 +14,6 @@ from aicli.actors import process_tree
 from aicli.models import CANCELLED, COMPLETED, FAILED, PENDING
 from aicli.testing.processes import marked_running
 from aicli.testing.waiting import wait_for
-
-
-@pytest.fixture
-def make_runtime(tmp_path, claude_bin, claude_env) -> Iterator:
-    runtimes: list[Runtime] = []
-
-    def make(**settings) -> Runtime:
-        settings.setdefault("database_url", f"sqlite:///{tmp_path}/aicli.db")
-        runtimes.append(Runtime.start(claude_bin=claude_bin, claude_env=claude_env, **settings))
-        return runtimes[-1]
-
-    yield make
-    for runtime in runtimes:
-        runtime.stop()
 
 
 @pytest.fixture

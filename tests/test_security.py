@@ -25,15 +25,12 @@ from aicli.errors import InvalidRequest
 from aicli.http.middleware import BearerAuth
 from aicli.settings import Settings
 from aicli.storage.testing import (
-    PostgresUnavailable,
     fresh_schema_url,
-    postgres_required,
-    temporary_postgres_database,
 )
 from tests.http_server import Client, error_of, serving
 from tests.serve_process import ServeProcess
 
-pytest_plugins = ("tests.http_fixtures",)
+pytest_plugins = ("tests.http_fixtures", "tests.storage_fixtures")
 
 TOKEN = "t0ken-that-must-stay-secret"
 
@@ -168,23 +165,12 @@ def test_a_wrong_content_type_is_415_even_with_a_valid_body(client, workdir):
     assert "'text/json'" in error_of(response, 415, "unsupported_media_type")
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    try:
-        with temporary_postgres_database() as url:
-            yield url
-    except PostgresUnavailable as exc:
-        if postgres_required():
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def hostile_target(request, make_runtime, workdir) -> Iterator[tuple[str, str]]:
     """A server, on each database, and the id of one of its sessions."""
     options = {}
     if request.param == "postgres":
-        options["database_url"] = fresh_schema_url(request.getfixturevalue("postgres_url"))
+        options["database_url"] = fresh_schema_url(request.getfixturevalue("postgres_database"))
     with serving(make_runtime(**options)) as url:
         yield url, Client(url).open_session(workdir)["id"]
 
