@@ -9,13 +9,14 @@ never by polling.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -140,9 +141,8 @@ class Runtime:
         session = self.store.get_session(session_id)
         if session.status != "closed":
             try:
-                ref = self._ask(self._proxy().session_actor(session_id))
-                running = self._ask(ref.proxy().close())
-            except (SessionClosed, pykka.ActorDeadError):
+                running = self._on_session(session_id, lambda actor: actor.close())
+            except SessionClosed:
                 running = None
             if running is not None:
                 self.wait(running, timeout=self.settings.cancel_grace + 10)
@@ -167,16 +167,10 @@ class Runtime:
         if metadata is not None:
             fields["metadata"] = metadata
         clean = validation.task_fields(fields, max_command_chars=self.settings.max_command_chars)
-        for _ in range(2):
-            ref = self._ask(self._proxy().session_actor(session_id))
-            try:
-                task, created = self._ask(
-                    ref.proxy().submit(idempotency_key=idempotency_key, **clean)
-                )
-            except pykka.ActorDeadError:
-                continue  # closed between lookup and ask; the next lookup says so
-            return (task if created else self._with_queue_positions([task])[0]), created
-        raise SessionClosed(session_id)
+        task, created = self._on_session(
+            session_id, lambda actor: actor.submit(idempotency_key=idempotency_key, **clean)
+        )
+        return (task if created else self._with_queue_positions([task])[0]), created
 
     def submit(self, session_id: str, command: str, **options: Any) -> Task:
         return self.submit_task(session_id, command, **options)[0]
@@ -217,11 +211,8 @@ class Runtime:
         task = self.store.get_task(task_id)
         if task.is_terminal:
             return task
-        try:
-            ref = self._ask(self._proxy().session_actor(task.session_id))
-            self._ask(ref.proxy().cancel(task_id))
-        except (SessionClosed, pykka.ActorDeadError):
-            pass  # closing the session cancels the task anyway
+        with contextlib.suppress(SessionClosed):  # closing the session cancels it anyway
+            self._on_session(task.session_id, lambda actor: actor.cancel(task_id))
         task = self.wait(task_id, timeout=CANCEL_TIMEOUT)
         if not task.is_terminal:
             raise Unavailable(
@@ -338,6 +329,20 @@ class Runtime:
         if self._supervisor is None or self._stopped.is_set():
             raise Unavailable("The runtime is stopped.")
         return self._supervisor.proxy()
+
+    def _on_session(self, session_id: str, call: Callable[[Any], pykka.Future[Any]]) -> Any:
+        """Ask the session's actor; if it stopped in between (closed, or idle), look again.
+
+        The supervisor starts a new actor for an idle session, and says
+        ``SessionClosed`` for a closed one, so a second look settles it.
+        """
+        for _ in range(3):
+            ref = self._ask(self._proxy().session_actor(session_id))
+            try:
+                return self._ask(call(ref.proxy()))
+            except pykka.ActorDeadError:
+                continue
+        raise Unavailable(f"Session '{session_id}' did not answer; try again.", 1)
 
     def _ask(self, future: pykka.Future[Any]) -> Any:
         try:

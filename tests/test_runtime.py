@@ -7,10 +7,12 @@ import textwrap
 import threading
 
 import psutil
+import pykka
 import pytest
 
 from aicli import Runtime
 from aicli.actors import process_tree
+from aicli.actors.session import SessionActor
 from aicli.models import CANCELLED, COMPLETED, FAILED, PENDING
 from aicli.testing.processes import marked_running
 from aicli.testing.waiting import wait_for
@@ -24,6 +26,10 @@ def rt(make_runtime) -> Runtime:
 def sleepers(rt: Runtime) -> list[psutil.Process]:
     """The tool `sleep` processes that carry our mark."""
     return marked_running(rt.context.owner, "sleep 600")
+
+
+def session_actors() -> list:
+    return pykka.ActorRegistry.get_by_class(SessionActor)
 
 
 def claude_processes(rt: Runtime) -> list[psutil.Process]:
@@ -234,6 +240,7 @@ def test_idle_processes_are_stopped_and_resumed(make_runtime, workdir, fake_api)
     first = rt.submit(session.id, "[[say: one]]")
     assert rt.wait(first.id, timeout=60).status == COMPLETED
     wait_for(lambda: not rt.get_session(session.id).process_alive, 10, "the idle stop")
+    wait_for(lambda: not session_actors(), 10, "the idle session's actor to stop")
     second = rt.submit(session.id, "[[say: two]]")
     assert rt.wait(second.id, timeout=60).status == COMPLETED
     assert fake_api.requests_with_prompt("[[say: two]]")[-1].user_texts() == [

@@ -85,4 +85,7 @@ class EvictRefused:
 
 @dataclass(frozen=True)
 class SessionStopped:
+    """A session actor ended; ``actor_urn`` tells it apart from a newer actor of that session."""
+
     session_id: str
+    actor_urn: str

@@ -125,6 +125,7 @@ class SessionActor(pykka.ThreadingActor):
         self.slot = "none"  # none -> requested -> held -> none
         self.closed = session.status == SESSION_CLOSED
         self.shutting_down = False
+        self.passivating = False
         self.process_cost = 0.0
         self.idle_token = 0
 
@@ -134,6 +135,7 @@ class SessionActor(pykka.ThreadingActor):
         if not self.closed:
             self.queue.update((t.id, t) for t in self.ctx.store.pending_tasks(self.session_id))
         self._advance()
+        self._became_idle()
 
     def on_stop(self) -> None:
         if self.current is not None:
@@ -141,7 +143,7 @@ class SessionActor(pykka.ThreadingActor):
         if self.process is not None and self.process.alive:
             self.process.kill()
             self._forget_process(self.process)
-        self.supervisor.tell(SessionStopped(self.session_id))
+        self.supervisor.tell(SessionStopped(self.session_id, self.actor_urn))
 
     # Asks from the runtime
 
@@ -154,6 +156,7 @@ class SessionActor(pykka.ThreadingActor):
     ) -> tuple[Task, bool]:
         if self.closed:
             raise SessionClosed(self.session_id)
+        self.passivating = False
         if self.shutting_down:
             raise Unavailable("The server is shutting down and takes no new tasks.", 5)
         if idempotency_key is not None:
@@ -260,6 +263,8 @@ class SessionActor(pykka.ThreadingActor):
         self._release_slot()
         self._stop_if_done()
         self._advance()
+        if self.actor_ref.is_alive():
+            self._became_idle()
 
     def _on_slot_granted(self, _: SlotGranted) -> None:
         self.slot = "held"
@@ -289,9 +294,14 @@ class SessionActor(pykka.ThreadingActor):
             threading.Thread(target=self.process.kill, daemon=True).start()
 
     def _on_idle(self, message: IdleTimeout) -> None:
-        if message.token == self.idle_token and self.current is None and self.process:
+        """Idle for the whole timeout: stop the process, then this actor, until needed again."""
+        if message.token != self.idle_token or self.current is not None or self.queue:
+            return
+        self.passivating = True
+        if self.process is not None:
             log.info("session %s: stopping its idle Claude process", self.session_id)
             self._stop_process()
+        self._stop_if_done()
 
     def _on_advance(self, _: Advance) -> None:
         self._advance()
@@ -488,10 +498,12 @@ class SessionActor(pykka.ThreadingActor):
     # Process and slot bookkeeping
 
     def _became_idle(self) -> None:
-        if self.process is None or self.queue:
+        """Nothing left to run: start the idle clock (process stop, then passivation)."""
+        if self.queue or self.current is not None:
             return
         self.idle_token += 1
-        self.supervisor.tell(ProcessIdle(self.session_id, time.monotonic()))
+        if self.process is not None:
+            self.supervisor.tell(ProcessIdle(self.session_id, time.monotonic()))
         timeout = self.ctx.settings.idle_process_timeout
         if timeout > 0:
             tell_later(self.actor_ref, timeout, IdleTimeout(self.idle_token))
@@ -514,8 +526,13 @@ class SessionActor(pykka.ThreadingActor):
             self.supervisor.tell(SlotReleased(self.session_id))
 
     def _stop_if_done(self) -> None:
-        """A closed session's actor goes away once its process has."""
-        if self.closed and self.process is None and self.current is None:
+        """A closed or long-idle session's actor goes away once its process has.
+
+        An idle one costs a thread and a database connection; the supervisor
+        starts a new actor for the session when it is needed again.
+        """
+        done = self.process is None and self.current is None and not self.queue
+        if done and (self.closed or self.passivating):
             self._release_slot()
             self.stop()
 

@@ -70,6 +70,7 @@ class Supervisor(pykka.ThreadingActor):
         return failed
 
     def open_session(self, fields: dict[str, Any]) -> Session:
+        """Store a new session; its actor starts with its first task, not before."""
         limit = self.ctx.settings.max_sessions
         if self.ctx.store.open_session_count() >= limit:
             raise LimitExceeded(
@@ -77,9 +78,7 @@ class Supervisor(pykka.ThreadingActor):
                 retry_after=60,
                 details={"max_sessions": limit},
             )
-        session = self.ctx.store.create_session(**fields)
-        self._actor_for(session)
-        return session
+        return self.ctx.store.create_session(**fields)
 
     def session_actor(self, session_id: str) -> pykka.ActorRef[SessionActor]:
         """The actor of an open session, started if need be; SessionNotFound, SessionClosed."""
@@ -134,8 +133,9 @@ class Supervisor(pykka.ThreadingActor):
             self._serve_waiting()
         elif isinstance(message, SessionStopped):
             ref = self.sessions.get(message.session_id)
-            if ref is not None and not ref.is_alive():
-                del self.sessions[message.session_id]
+            if ref is None or ref.actor_urn != message.actor_urn:
+                return  # a newer actor of the session holds whatever is recorded now
+            del self.sessions[message.session_id]
             self._release(message.session_id)
             if message.session_id in self.waiting:
                 self.waiting.remove(message.session_id)
