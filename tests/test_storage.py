@@ -44,6 +44,7 @@ from aicli.storage.paging import encode_cursor
 from aicli.storage.schema import bind_tables
 from aicli.storage.testing import (
     captured_queries,
+    fresh_schema_url,
 )
 from aicli.storage.transitions import PREDECESSORS
 
@@ -819,11 +820,10 @@ def test_sqlite_connections_live_as_long_as_their_threads(tmp_path: Path) -> Non
 
 @pytest.mark.postgres
 def test_dropped_postgres_connections_are_replaced(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Checked when idle past ``PG_TRUST_S``; a connection back more recently is trusted."""
-    if not database_url.startswith("postgres"):
-        pytest.skip("PostgreSQL only")
+    database_url = fresh_schema_url(postgres_database)
     store = open_store(database_url)
     try:
         session = store.create_session(workdir="/")
