@@ -272,9 +272,10 @@ class Runtime:
         }
         for pid, start_time, *_ in self.store.recorded_processes():
             process = _recorded_process(pid, start_time)
-            mark = process_tree.mark_of(pid) or "" if process else ""
-            if process and mark.startswith(self.owner_prefix) and not mark.startswith(this_run):
-                leftovers[pid] = process
+            if process is not None:
+                mark = process_tree.mark_of(pid) or ""
+                if mark.startswith(self.owner_prefix) and not mark.startswith(this_run):
+                    leftovers[pid] = process
             self.store.forget_process(pid, start_time)
         if leftovers:
             log.warning("ending %d processes left by an earlier run", len(leftovers))
@@ -317,9 +318,8 @@ class Runtime:
             except pykka.Timeout:
                 log.warning("session actors did not stop in time")
             self._supervisor.stop(timeout=10)
-        for pid in self.census.pids():
-            process_tree.kill_all(process_tree.descendants(pid))
-        process_tree.kill_all(process_tree.marked_processes(self.context.owner))
+        # Session actors end their own trees; this catches whatever escaped them.
+        process_tree.kill_all(process_tree.marked_processes(self.context.owner, prefix=True))
         self.notifier.close()
         self.store.close()
 

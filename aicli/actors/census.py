@@ -15,24 +15,20 @@ CENSUS_KEY = "census"  # the notifier key announced whenever a process ends
 class ProcessCensus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pids: dict[str, int] = {}
+        self._sessions: set[str] = set()
 
-    def add(self, session_id: str, pid: int) -> None:
+    def add(self, session_id: str) -> None:
         with self._lock:
-            self._pids[session_id] = pid
+            self._sessions.add(session_id)
 
     def discard(self, session_id: str) -> None:
         with self._lock:
-            self._pids.pop(session_id, None)
+            self._sessions.discard(session_id)
 
     def alive(self, session_id: str) -> bool:
         with self._lock:
-            return session_id in self._pids
-
-    def pids(self) -> list[int]:
-        with self._lock:
-            return list(self._pids.values())
+            return session_id in self._sessions
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._pids)
+            return len(self._sessions)

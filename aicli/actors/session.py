@@ -377,7 +377,7 @@ class SessionActor(pykka.ThreadingActor):
             return False
         self.process = process
         self.process_cost = 0.0
-        self.ctx.census.add(self.session_id, process.pid)
+        self.ctx.census.add(self.session_id)
         self.ctx.store.record_process(
             process.pid, process.start_time or 0.0, process.mark, "claude"
         )
