@@ -204,3 +204,11 @@ class Page:
     items: list[Any]
     has_more: bool
     next_cursor: str | None
+
+
+def status_data(task: Task) -> dict[str, Any]:
+    """The data of a ``status`` event: the new status, and the error when there is one."""
+    data: dict[str, Any] = {"status": task.status}
+    if task.error:
+        data["error"] = task.error
+    return data

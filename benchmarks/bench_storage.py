@@ -47,6 +47,7 @@ TASK_COLUMNS = (
     "cost_usd",
     "usage",
     "metadata",
+    "seq",
 )
 
 
@@ -56,14 +57,18 @@ def _task_rows(count: int, session_ids: list[str], start: datetime) -> Iterator[
     weights = list(STATUS_WEIGHTS.values())
     usage = json.dumps({"input_tokens": 1200, "output_tokens": 300})
     step = timedelta(days=30) / count
+    # Each session's place numbers, handed out in creation order as the store does.
+    last_seq = dict.fromkeys(session_ids, 0)
     for number in range(count):
         created = start + step * number
         status = rng.choices(statuses, weights)[0]
+        session_id = rng.choice(session_ids)
+        last_seq[session_id] += 1
         began = None if status == "pending" else created + timedelta(seconds=1)
         ended = created + timedelta(seconds=20) if status in ("completed", "failed") else None
         yield (
             new_id(),
-            rng.choice(session_ids),
+            session_id,
             f"Summarise change #{number} in two sentences.",
             status,
             "Done." if status == "completed" else None,
@@ -74,6 +79,7 @@ def _task_rows(count: int, session_ids: list[str], start: datetime) -> Iterator[
             0.0123 if ended else None,
             usage if ended else None,
             "{}",
+            last_seq[session_id],
         )
 
 
@@ -109,9 +115,11 @@ def load(store: Store, rows: int, sessions: int) -> None:
         for status in TASK_STATUSES
     )
     cost = "(SELECT SUM(cost_usd) FROM tasks WHERE tasks.session_id = sessions.id)"
+    last_seq = "(SELECT MAX(seq) FROM tasks WHERE tasks.session_id = sessions.id)"
     engine.write(
         lambda: engine.db.execute_sql(
-            f"UPDATE sessions SET {counts}, total_cost_usd = COALESCE({cost}, 0)"
+            f"UPDATE sessions SET {counts}, total_cost_usd = COALESCE({cost}, 0),"
+            f" last_seq = COALESCE({last_seq}, 0)"
         )
     )
     if engine.is_postgres:
@@ -200,6 +208,8 @@ def run(store: Store, samples: int, budget_ms: float) -> bool:
         "sessions": lambda: store.list_sessions(),
         "sessions, status=idle": lambda: store.list_sessions(statuses=["idle"]),
         "pending_tasks()": lambda: store.pending_tasks(pick()[1]),
+        "pending_task_ids()": lambda: store.pending_task_ids(pick()[1]),
+        "has_pending()": lambda: store.has_pending(pick()[1]),
         "get_session()": lambda: store.get_session(pick()[1]),
     }
     ok = True

@@ -43,12 +43,23 @@ def _timed(
 
 def run(store: Store, rounds: int) -> dict[str, list[tuple[float, float]]]:
     session = store.create_session(workdir="/tmp", metadata={"team": "bench"})
+    # The store runs a session's tasks in order, so the ones left waiting wait elsewhere.
+    backlog = store.create_session(workdir="/tmp", metadata={"team": "bench"})
     for number in range(PRELOAD):
+        if number % 4 == 0:
+            store.create_task(session_id=backlog.id, command=f"preload {number}")
+            continue
         task, _ = store.create_task(session_id=session.id, command=f"preload {number}")
-        if number % 4:
-            store.start_task(task.id)
-            store.append_events(task.id, [("status", {"status": "running"})])
-            store.finish_task(task.id, COMPLETED, output="done", cost_usd=0.01, num_turns=1)
+        started = store.start_next_task(session.id)
+        assert started is not None and started.id == task.id
+        store.finish_task(
+            task.id,
+            COMPLETED,
+            output="done",
+            cost_usd=0.01,
+            num_turns=1,
+            events=[("result", {"text": "done"})],
+        )
     samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for number in range(rounds):
         task, _ = _timed(
@@ -60,8 +71,14 @@ def run(store: Store, rounds: int) -> dict[str, list[tuple[float, float]]]:
         )
         _timed(samples, "pending_tasks", lambda: store.pending_tasks(session.id))
         _timed(samples, "pending_task_ids", lambda: store.pending_task_ids(session.id))
-        _timed(samples, "start_task", lambda t=task: store.start_task(t.id))
-        _timed(samples, "update_session", lambda: store.update_session(session.id, status="busy"))
+        started = _timed(samples, "start_next_task", lambda: store.start_next_task(session.id))
+        assert started is not None and started.id == task.id
+        _timed(samples, "start_next_task (runs)", lambda: store.start_next_task(session.id))
+        _timed(
+            samples,
+            "update_session",
+            lambda n=number: store.update_session(session.id, claude_session_id=f"claude-{n}"),
+        )
         events = [("assistant", {"text": "Working on it.", "turn": number})]
         _timed(samples, "append_events", lambda t=task, e=events: store.append_events(t.id, e))
         _timed(samples, "list_events", lambda t=task: store.list_events(t.id))
@@ -76,6 +93,7 @@ def run(store: Store, rounds: int) -> dict[str, list[tuple[float, float]]]:
                 num_turns=1,
                 duration_ms=900,
                 usage={"input_tokens": 1200, "output_tokens": 300},
+                events=[("result", {"text": "The answer.", "is_error": False})],
             ),
         )
         _timed(samples, "get_task", lambda t=task: store.get_task(t.id))
@@ -85,9 +103,15 @@ def run(store: Store, rounds: int) -> dict[str, list[tuple[float, float]]]:
 
         def grouped(t: Any = task) -> None:
             store.get_task(t.id)
-            store.update_session(session.id, status="idle")
+            store.update_session(session.id, last_active_at=t.created_at)
 
         _timed(samples, "atomically(2 calls)", lambda g=grouped: store.atomically(g))
+        cancelled, _ = store.create_task(session_id=session.id, command=f"cancelled {number}")
+        _timed(
+            samples,
+            "cancel_pending",
+            lambda t=cancelled: store.cancel_pending(t.id, "The client cancelled the task."),
+        )
     return samples
 
 

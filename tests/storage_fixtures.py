@@ -3,16 +3,19 @@
 Loaded with ``pytest_plugins = ("tests.storage_fixtures",)``. With
 ``AICLI_TEST_POSTGRES_URL`` set (as CI does) a missing server fails the run;
 without it, the PostgreSQL half is skipped when no server answers.
+
+Also a look at the queue columns no value carries (``tasks.seq``, ``sessions.last_seq``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from aicli.storage import Store, open_store
+from aicli.storage.engine import Engine
 from aicli.storage.testing import (
     PostgresUnavailable,
     fresh_schema_url,
@@ -44,3 +47,30 @@ def store(database_url: str) -> Iterator[Store]:
     opened = open_store(database_url)
     yield opened
     opened.close()
+
+
+def _queue_numbers(store: Store | Engine, session_id: str) -> dict[str, int | None]:
+    """``{task id: seq}`` of the session's tasks: their places in its queue."""
+    engine = store._engine if isinstance(store, Store) else store
+    sql = "SELECT id, seq FROM tasks WHERE session_id = ?"
+    return engine.read(lambda: dict(engine.execute(sql, (session_id,)).fetchall()))
+
+
+def _last_seq(store: Store | Engine, session_id: str) -> int:
+    """The ``seq`` the session handed its newest task (0 before its first)."""
+    engine = store._engine if isinstance(store, Store) else store
+    sql = "SELECT last_seq FROM sessions WHERE id = ?"
+    return engine.read(lambda: engine.execute(sql, (session_id,)).fetchone()[0])
+
+
+# As fixtures, so that test modules need not import this plugin (and defeat its loading).
+
+
+@pytest.fixture
+def queue_numbers() -> Callable[[Store | Engine, str], dict[str, int | None]]:
+    return _queue_numbers
+
+
+@pytest.fixture
+def last_seq() -> Callable[[Store | Engine, str], int]:
+    return _last_seq

@@ -8,6 +8,7 @@ import gc
 import itertools
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def session(store: Store, tmp_path: Path) -> Session:
 
 
 def _tasks(store: Store, session_id: str, count: int) -> list[Task]:
-    return [store.create_task(session_id=session_id, command=f"c{i}")[0] for i in range(count)]
+    """New tasks as reads return them: without the ``queue_position`` only ``create_task`` sets."""
+    made = [store.create_task(session_id=session_id, command=f"c{i}")[0] for i in range(count)]
+    return [dataclasses.replace(task, queue_position=None) for task in made]
 
 
 def _walk(store: Store, order: str, limit: int, **filters: object) -> list[Task]:
@@ -115,12 +118,18 @@ def test_unknown_ids_raise_not_found(store: Store) -> None:
         store.get_session("nope")
     with pytest.raises(SessionNotFound):
         store.update_session("nope", status="busy")
-    with pytest.raises(SessionNotFound):
-        store.create_task(session_id="nope", command="x")
+    for call in (
+        lambda: store.create_task(session_id="nope", command="x"),
+        lambda: store.start_next_task("nope"),
+        lambda: store.close_session("nope", "closed"),
+    ):
+        with pytest.raises(SessionNotFound):
+            call()
     for call in (
         lambda: store.get_task("nope"),
-        lambda: store.start_task("nope"),
         lambda: store.finish_task("nope", CANCELLED),
+        lambda: store.finish_task("nope", COMPLETED, events=[("x", {})]),
+        lambda: store.cancel_pending("nope", "gone"),
         lambda: store.append_events("nope", [("x", {})]),
         lambda: store.list_events("nope"),
         lambda: store.last_event_seq("nope"),
@@ -128,6 +137,7 @@ def test_unknown_ids_raise_not_found(store: Store) -> None:
         with pytest.raises(TaskNotFound):
             call()
     assert store.get_tasks(["nope"]) == {}
+    assert not store.has_pending("nope")
 
 
 def test_invalid_session_arguments_are_refused(store: Store, session: Session) -> None:
@@ -171,9 +181,9 @@ def test_session_counts_costs_and_status_queries(store: Store, tmp_path: Path) -
     store.update_session(second.id, status="busy")
     store.update_session(closed.id, status="closed")
     done, failed, pending = _tasks(store, first.id, 3)
-    store.start_task(done.id)
+    assert store.start_next_task(first.id).id == done.id
     store.finish_task(done.id, COMPLETED, cost_usd=0.25)
-    store.start_task(failed.id)
+    assert store.start_next_task(first.id).id == failed.id
     store.finish_task(failed.id, FAILED, error="boom", cost_usd=0.5)
     got = store.get_session(first.id)
     assert got.task_counts == {
@@ -226,18 +236,20 @@ def test_task_round_trips_and_idempotency(store: Store, session: Session, tmp_pa
     )
     assert created
     assert isinstance(task, Task)
-    assert store.get_task(task.id) == task
+    # A new task knows its place in the queue; a task read back leaves that to the actor.
+    assert task.queue_position == 0
+    stored = store.get_task(task.id)
+    assert stored == dataclasses.replace(task, queue_position=None)
     assert task.status == PENDING
     assert task.command == command
     assert task.timeout_s == 2.5
     assert task.metadata == {"k": "v"}
-    assert task.queue_position is None
     assert task.started_at is None and task.completed_at is None
     again, created_again = store.create_task(
         session_id=session.id, command="different", idempotency_key="key-1"
     )
-    assert (again, created_again) == (task, False)
-    assert store.task_for_idempotency_key(session.id, "key-1") == task
+    assert (again, created_again) == (stored, False)
+    assert store.task_for_idempotency_key(session.id, "key-1") == stored
     assert store.task_for_idempotency_key(session.id, "key-2") is None
     other = store.create_session(workdir=str(tmp_path))
     elsewhere, created_elsewhere = store.create_task(
@@ -246,9 +258,10 @@ def test_task_round_trips_and_idempotency(store: Store, session: Session, tmp_pa
     assert created_elsewhere and elsewhere.id != task.id
     plain = [store.create_task(session_id=session.id, command="c") for _ in range(2)]
     assert all(created for _, created in plain)
+    assert [t.queue_position for t, _ in plain] == [1, 2]
     assert store.get_tasks([task.id, plain[0][0].id, "nope"]) == {
-        task.id: task,
-        plain[0][0].id: plain[0][0],
+        task.id: stored,
+        plain[0][0].id: dataclasses.replace(plain[0][0], queue_position=None),
     }
 
 
@@ -259,20 +272,23 @@ def test_closed_sessions_take_no_tasks_but_replay_idempotent_ones(
     store.update_session(session.id, status="closed")
     with pytest.raises(SessionClosed):
         store.create_task(session_id=session.id, command="c")
+    with pytest.raises(SessionClosed):
+        store.create_task(session_id=session.id, command="c", idempotency_key="other")
     assert store.create_task(session_id=session.id, command="c", idempotency_key="k") == (
-        first,
+        dataclasses.replace(first, queue_position=None),
         False,
     )
 
 
 def test_task_life_stores_every_result_field(store: Store, session: Session) -> None:
     task, _ = store.create_task(session_id=session.id, command="c")
-    started_at = datetime(2026, 3, 1, 10, 0, 0, 5, tzinfo=UTC)
-    running = store.start_task(task.id, started_at=started_at)
+    before = datetime.now(UTC)
+    running = store.start_next_task(session.id)
+    assert running is not None and running.id == task.id
     assert running.status == RUNNING
-    assert running.started_at == started_at
+    assert running.started_at is not None and before <= running.started_at <= datetime.now(UTC)
+    assert running.started_at.tzinfo is UTC
     assert store.running_tasks() == [running]
-    completed_at = datetime(2026, 3, 1, 10, 0, 1, tzinfo=UTC)
     done = store.finish_task(
         task.id,
         COMPLETED,
@@ -281,60 +297,81 @@ def test_task_life_stores_every_result_field(store: Store, session: Session) -> 
         num_turns=4,
         duration_ms=1234,
         usage={"input_tokens": 10, "output_tokens": 20},
-        completed_at=completed_at,
+        events=[("result", {"text": "the answer"})],
     )
     assert done == store.get_task(task.id)
     assert (done.status, done.output, done.error) == (COMPLETED, "the answer", None)
     assert (done.cost_usd, done.num_turns, done.duration_ms) == (0.0123, 4, 1234)
     assert done.usage == {"input_tokens": 10, "output_tokens": 20}
-    assert done.completed_at == completed_at
-    assert done.started_at == started_at
+    assert done.started_at == running.started_at
+    assert done.completed_at is not None and running.started_at <= done.completed_at
+    assert done.completed_at <= datetime.now(UTC)
     assert store.running_tasks() == []
+    # The life in events: accepted, started, the outcome's events, then the terminal status.
+    assert [(e.seq, e.type, e.data) for e in store.list_events(task.id)] == [
+        (1, "status", {"status": PENDING}),
+        (2, "status", {"status": RUNNING}),
+        (3, "result", {"text": "the answer"}),
+        (4, "status", {"status": COMPLETED}),
+    ]
 
 
 TRANSITIONS = list(itertools.product(TASK_STATUSES, TASK_STATUSES))
 
 
-def _task_in(store: Store, session_id: str, status: str) -> Task:
-    task, _ = store.create_task(session_id=session_id, command="c")
-    if status == PENDING:
-        return task
+def _task_in(store: Store, workdir: str, status: str) -> Task:
+    """A task in ``status``, alone in a session of its own (so that it is the one to start)."""
+    session = store.create_session(workdir=workdir)
+    task, _ = store.create_task(session_id=session.id, command="c")
     if status == CANCELLED:
-        return store.finish_task(task.id, CANCELLED)
-    store.start_task(task.id)
-    return store.get_task(task.id) if status == RUNNING else store.finish_task(task.id, status)
+        store.finish_task(task.id, CANCELLED)
+    elif status != PENDING:
+        started = store.start_next_task(session.id)
+        assert started is not None and started.id == task.id
+        if status != RUNNING:
+            store.finish_task(task.id, status)
+    return store.get_task(task.id)
 
 
 @pytest.mark.parametrize(("before", "after"), TRANSITIONS, ids=[f"{a}-{b}" for a, b in TRANSITIONS])
 def test_only_the_state_machine_edges_are_allowed(
-    store: Store, session: Session, before: str, after: str
+    store: Store, tmp_path: Path, before: str, after: str
 ) -> None:
-    task = _task_in(store, session.id, before)
+    task = _task_in(store, str(tmp_path), before)
     assert task.status == before
+    events_before = store.list_events(task.id)
 
-    def move() -> Task:
-        if after == RUNNING:
-            return store.start_task(task.id)
-        return store.finish_task(task.id, after, output="o", error="e")
-
+    if after == RUNNING:
+        # Only the queue starts tasks: the session's next one, or nothing.
+        started = store.start_next_task(task.session_id)
+        if before == PENDING:
+            assert started is not None and started.id == task.id and started.status == RUNNING
+        else:
+            assert started is None
+            assert store.get_task(task.id) == task
+        return
     if before in PREDECESSORS.get(after, ()):
-        assert move().status == after
+        moved = store.finish_task(task.id, after, output="o", error="e")
+        assert moved.status == after
+        assert store.list_events(task.id)[-1].data == {"status": after, "error": "e"}
     else:
         with pytest.raises(IllegalTransition):
-            move()
+            store.finish_task(task.id, after, output="o", error="e", events=[("late", {})])
         assert store.get_task(task.id) == task
+        assert store.list_events(task.id) == events_before
 
 
-def test_terminal_tasks_never_change(store: Store, session: Session) -> None:
+def test_terminal_tasks_never_change(store: Store, tmp_path: Path) -> None:
     for status in TERMINAL_STATUSES:
-        task = _task_in(store, session.id, status)
+        task = _task_in(store, str(tmp_path), status)
         for target in TASK_STATUSES:
+            if target == RUNNING:
+                assert store.start_next_task(task.session_id) is None
+                continue
             expected = "terminal" if target == PENDING else status
             with pytest.raises(IllegalTransition, match=expected):
-                if target == RUNNING:
-                    store.start_task(task.id)
-                else:
-                    store.finish_task(task.id, target, output="late")
+                store.finish_task(task.id, target, output="late")
+        assert store.cancel_pending(task.id, "late") is None
         assert store.get_task(task.id) == task
 
 
@@ -343,7 +380,7 @@ def test_pending_running_and_counts(store: Store, tmp_path: Path) -> None:
     two = store.create_session(workdir=str(tmp_path))
     a1, a2, a3 = _tasks(store, one.id, 3)
     b1, b2 = _tasks(store, two.id, 2)
-    store.start_task(a1.id)
+    assert store.start_next_task(one.id).id == a1.id
     store.finish_task(b2.id, CANCELLED)
     assert [t.id for t in store.pending_tasks()] == [a2.id, a3.id, b1.id]
     assert [t.id for t in store.pending_tasks(one.id)] == [a2.id, a3.id]
@@ -365,7 +402,7 @@ def test_pending_task_ids_are_the_queue_in_acceptance_order(store: Store, tmp_pa
     other = store.create_session(workdir=str(tmp_path))
     a1, a2, a3, a4 = _tasks(store, one.id, 4)
     _tasks(store, other.id, 1)
-    store.start_task(a1.id)
+    assert store.start_next_task(one.id).id == a1.id
     store.finish_task(a3.id, CANCELLED)
     assert store.pending_task_ids(one.id) == [a2.id, a4.id]
     assert store.pending_task_ids(one.id) == [t.id for t in store.pending_tasks(one.id)]
@@ -380,8 +417,11 @@ def test_values_read_back_have_every_field(store: Store, session: Session) -> No
         store.get_task(task.id),
         store.get_session(session.id),
         store.list_events(task.id)[0],
-        store.start_task(task.id),
+        task,
+        store.start_next_task(session.id),
         store.update_session(session.id, status="busy"),
+        store.finish_task(task.id, COMPLETED, events=[("y", {})]),
+        store.cancel_pending(store.create_task(session_id=session.id, command="c")[0].id, "e"),
         event,
     ):
         assert set(vars(value)) == {f.name for f in dataclasses.fields(value)}
@@ -390,19 +430,27 @@ def test_values_read_back_have_every_field(store: Store, session: Session) -> No
 def test_hot_calls_run_few_statements(store: Store, session: Session) -> None:
     """What each call costs is mostly its statements: keep them few (BEGIN/COMMIT not shown)."""
     task, _ = store.create_task(session_id=session.id, command="c")
+    # An append costs one statement more on PostgreSQL: the task's row lock comes first.
+    append = 3 if store.is_postgres else 2
     calls = {
-        "create_task": (lambda: store.create_task(session_id=session.id, command="c"), 2),
+        # count (and number) it in the session, insert it, insert its pending event
+        "create_task": (lambda: store.create_task(session_id=session.id, command="c"), 3),
         "get_task": (lambda: store.get_task(task.id), 1),
         "get_session": (lambda: store.get_session(session.id), 1),
-        "update_session": (lambda: store.update_session(session.id, status="busy"), 1),
-        "start_task": (lambda: store.start_task(task.id), 2),
-        "append_events": (
-            lambda: store.append_events(task.id, [("a", {}), ("b", {})]),
-            3 if store.is_postgres else 2,
-        ),
+        "update_session": (lambda: store.update_session(session.id, claude_session_id="x"), 1),
+        # lock the session, claim the next task, counters, session busy, its status event
+        "start_next_task": (lambda: store.start_next_task(session.id), 4 + append),
+        "start_next_task (one runs)": (lambda: store.start_next_task(session.id), 2),
+        "append_events": (lambda: store.append_events(task.id, [("a", {}), ("b", {})]), append),
         "list_events": (lambda: store.list_events(task.id), 1),
-        "finish_task": (lambda: store.finish_task(task.id, COMPLETED, cost_usd=0.5), 2),
+        # (PostgreSQL: the session's lock,) its events, the move, counters, its status event,
+        # session idle
+        "finish_task": (
+            lambda: store.finish_task(task.id, COMPLETED, cost_usd=0.5, events=[("r", {})]),
+            (4 if store.is_postgres else 3) + 2 * append,
+        ),
         "pending_task_ids": (lambda: store.pending_task_ids(session.id), 1),
+        "has_pending": (lambda: store.has_pending(session.id), 1),
         "list_tasks": (lambda: store.list_tasks(limit=50), 1),
     }
     for name, (call, statements) in calls.items():
@@ -417,20 +465,24 @@ def test_hot_calls_run_few_statements(store: Store, session: Session) -> None:
 
 def test_events_get_consecutive_sequence_numbers(store: Store, session: Session) -> None:
     task, _ = store.create_task(session_id=session.id, command="c")
-    assert store.last_event_seq(task.id) == 0
-    assert store.list_events(task.id) == []
+    # A task is born with its first event, in the transaction that accepts it.
+    (accepted,) = store.list_events(task.id)
+    assert (accepted.seq, accepted.type, accepted.data) == (1, "status", {"status": PENDING})
+    assert accepted.created_at == task.created_at
+    assert store.last_event_seq(task.id) == 1
+    assert store.list_events(task.id, after=1) == []
     assert store.append_events(task.id, []) == []
-    first = store.append_events(task.id, [("status", {"status": "running"})])
+    first = store.append_events(task.id, [("progress", {"step": 1})])
     more = store.append_events(
         task.id, [("assistant", {"text": "hé", "nested": [1, {"a": None}]}), ("result", {})]
     )
-    assert [e.seq for e in first + more] == [1, 2, 3]
+    assert [e.seq for e in first + more] == [2, 3, 4]
     assert all(isinstance(e, Event) and e.task_id == task.id for e in first + more)
-    assert store.list_events(task.id) == first + more
-    assert store.list_events(task.id, after=1) == more
-    assert store.list_events(task.id, after=1, limit=1) == more[:1]
-    assert store.list_events(task.id, after=3) == []
-    assert store.last_event_seq(task.id) == 3
+    assert store.list_events(task.id) == [accepted, *first, *more]
+    assert store.list_events(task.id, after=2) == more
+    assert store.list_events(task.id, after=2, limit=1) == more[:1]
+    assert store.list_events(task.id, after=4) == []
+    assert store.last_event_seq(task.id) == 4
     assert more[0].data == {"text": "hé", "nested": [1, {"a": None}]}
     assert more[0].created_at.tzinfo is UTC
     for bad in ([("x",)], [("", {})], [("x" * 65, {})], [("x", [])], ["x"]):
@@ -475,18 +527,24 @@ def test_pages_walk_every_row_once_in_both_orders(store: Store, session: Session
 
 
 def test_filters_combine_with_pagination(store: Store, tmp_path: Path) -> None:
-    one = store.create_session(workdir=str(tmp_path))
-    two = store.create_session(workdir=str(tmp_path))
+    sessions = [store.create_session(workdir=str(tmp_path)) for _ in range(5)]
+    one, two = sessions[1], sessions[2]
     made = [
-        store.create_task(session_id=(one if i % 2 else two).id, command=str(i))[0]
+        store.create_task(session_id=sessions[i % len(sessions)].id, command=str(i))[0]
         for i in range(30)
     ]
     for task in made[::3]:
         store.finish_task(task.id, CANCELLED)
-    for task in made[1::3]:
-        store.start_task(task.id)
+    # One task runs in each session: its first that is still pending.
+    for session in sessions:
+        started = store.start_next_task(session.id)
+        assert started is not None
+        assert started.id == next(
+            t.id for i, t in enumerate(made) if t.session_id == session.id and i % 3
+        )
     current = {t.id: t for t in store.get_tasks(t.id for t in made).values()}
     ordered = [current[t.id] for t in made]
+    assert {t.status for t in ordered if t.session_id == two.id} == {PENDING, RUNNING, CANCELLED}
 
     def expect(predicate: object) -> list[Task]:
         return [t for t in ordered if predicate(t)]  # type: ignore[operator]
@@ -663,7 +721,11 @@ def test_list_queries_are_index_range_scans_without_a_sort(store: Store, session
 # migrations
 
 
-def test_a_database_made_by_the_first_schema_upgrades_without_loss(database_url: str) -> None:
+def test_a_database_made_by_the_first_schema_upgrades_without_loss(
+    database_url: str,
+    queue_numbers: Callable[[Store, str], dict[str, int | None]],
+    last_seq: Callable[[Store, str], int],
+) -> None:
     engine = Engine(storage_database.connect(database_url), database_url)
     assert migrations.migrate(engine, target=1) == 1
     created = datetime(2026, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
@@ -697,7 +759,7 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(database_url:
 
     store = open_store(database_url)
     try:
-        assert store.schema_version() == migrations.LATEST_VERSION == 2
+        assert store.schema_version() == migrations.LATEST_VERSION == 3
         session = store.get_session("s1")
         assert (session.status, session.allowed_tools, session.metadata) == (
             "busy",
@@ -715,15 +777,27 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(database_url:
             lambda: dict(tasks_table.select(tasks_table.id, tasks_table.updated_at).tuples())
         )
         assert backfilled == {"t1": started, "t2": created}
+        # Tasks created at one instant take their queue places in id order.
+        assert queue_numbers(store, "s1") == {"t1": 1, "t2": 2}
+        assert last_seq(store, "s1") == 2
         # The upgraded database works like a new one.
         store.finish_task("t1", FAILED, error="The server restarted while the task ran.")
+        assert [e.data for e in store.list_events("t1")] == [
+            {"status": "running"},
+            {"status": FAILED, "error": "The server restarted while the task ran."},
+        ]
         assert [t.id for t in store.pending_tasks("s1")] == ["t2"]
         assert store.get_session("s1").task_counts[FAILED] == 1
         assert store.get_session("s1").total_cost_usd == 0.0
+        assert store.get_session("s1").status == "idle"
+        assert store.start_next_task("s1").id == "t2"
+        newer, _ = store.create_task(session_id="s1", command="next")
+        assert newer.queue_position == 0
+        assert queue_numbers(store, "s1")[newer.id] == 3
     finally:
         store.close()
     reopened = open_store(database_url)
-    assert reopened.schema_version() == 2
+    assert reopened.schema_version() == 3
     reopened.close()
 
 

@@ -101,8 +101,10 @@ def _walk_all(store: Store, order: str, limit: int, **filters: Any) -> list[Task
 def test_many_writers_and_paged_readers_lose_nothing(
     store: Store, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    sessions = [store.create_session(workdir=str(tmp_path)) for _ in range(2)]
-    hot, _ = store.create_task(session_id=sessions[0].id, command="hot")
+    # A session per writer: the store runs one task of a session at a time, in order.
+    sessions = [store.create_session(workdir=str(tmp_path)) for _ in range(WRITERS)]
+    hot_session = store.create_session(workdir=str(tmp_path))
+    hot, _ = store.create_task(session_id=hot_session.id, command="hot")
     done = threading.Event()
     # Readers walk again once the writers have made this many rounds of progress,
     # so that they sample the whole run without starving the writers of the GIL.
@@ -117,17 +119,18 @@ def test_many_writers_and_paged_readers_lose_nothing(
         # Five writes per round: create, start, an event on a shared task,
         # an event on its own task, finish.
         mine = created.setdefault(number, [])
-        session = sessions[number % 2]
+        session = sessions[number]
         start.wait()
         for round_ in range(WRITES_PER_WRITER // 5):
             task, was_created = store.create_task(
                 session_id=session.id, command=f"w{number}r{round_}"
             )
-            assert was_created
+            assert was_created and task.queue_position == 0
             mine.append(task.id)
-            store.start_task(task.id)
+            started = store.start_next_task(session.id)
+            assert started is not None and started.id == task.id
             store.append_events(hot.id, [("tick", {"writer": number, "round": round_})])
-            store.append_events(task.id, [("status", {"status": "running"})])
+            store.append_events(task.id, [("assistant", {"text": "working"})])
             store.finish_task(task.id, COMPLETED, output=f"out {task.command}", cost_usd=0.01)
             with progress:
                 rounds[0] += 1
@@ -145,6 +148,7 @@ def test_many_writers_and_paged_readers_lose_nothing(
             _walk_all(store, "desc", 50)
             rows = _walk_all(store, "asc", 37, session_id=sessions[1].id, statuses=[RUNNING])
             assert all(t.status == RUNNING and t.session_id == sessions[1].id for t in rows)
+            assert len(rows) <= 1  # one task of a session runs at a time
             reads["walks"] += 2
             sample = next_sample(sample)
 
@@ -156,6 +160,7 @@ def test_many_writers_and_paged_readers_lose_nothing(
             seqs = [event.seq for event in store.list_events(hot.id)]
             assert seqs == list(range(1, len(seqs) + 1))
             counts = store.get_session(sessions[0].id).task_counts
+            assert counts[RUNNING] <= 1
             total = sum(counts.values())
             assert total >= last_total
             last_total = total
@@ -189,18 +194,26 @@ def test_many_writers_and_paged_readers_lose_nothing(
     stored = store.get_tasks(every_id)
     assert len(stored) == len(every_id)
     assert all(t.status == COMPLETED and t.output == f"out {t.command}" for t in stored.values())
-    assert all(store.last_event_seq(task_id) == 1 for task_id in every_id[:50])
-    hot_events = store.list_events(hot.id)
-    assert [e.seq for e in hot_events] == list(range(1, len(every_id) + 1))
+    # pending, running, the writer's event, completed
+    assert all(
+        [e.type for e in store.list_events(task_id)] == ["status", "status", "assistant", "status"]
+        for task_id in every_id[:50]
+    )
+    pending_event, *hot_events = store.list_events(hot.id)
+    assert pending_event.data == {"status": PENDING}
+    assert [e.seq for e in hot_events] == list(range(2, len(every_id) + 2))
     assert Counter(e.data["writer"] for e in hot_events) == dict.fromkeys(
         range(WRITERS), WRITES_PER_WRITER // 5
     )
     assert store.task_status_counts()[COMPLETED] == len(every_id)
     assert len(_walk_all(store, "asc", 200)) == len(every_id) + 1
-    first = store.get_session(sessions[0].id)
-    assert first.total_cost_usd == pytest.approx(0.01 * first.task_counts[COMPLETED])
     for session in sessions:
+        got = store.get_session(session.id)
+        assert got.status == "idle"
+        assert got.task_counts[COMPLETED] == WRITES_PER_WRITER // 5
+        assert got.total_cost_usd == pytest.approx(0.01 * got.task_counts[COMPLETED])
         _assert_counters_match_tasks(store, session.id)
+    _assert_counters_match_tasks(store, hot_session.id)
 
 
 def test_pagination_walks_every_row_once_while_rows_are_inserted(
@@ -276,9 +289,16 @@ def _race(count: int, action: Callable[[int], T]) -> list[T | AicliError]:
 
 def _race_one_task(store: Store, session: Session) -> None:
     task, _ = store.create_task(session_id=session.id, command="c")
-    starts = _race(WRITERS, lambda _: store.start_task(task.id))
-    assert sum(isinstance(result, Task) for result in starts) == 1
-    assert sum(isinstance(result, IllegalTransition) for result in starts) == WRITERS - 1
+    starts = _race(WRITERS, lambda _: store.start_next_task(session.id))
+    winners = [result for result in starts if isinstance(result, Task)]
+    assert [t.id for t in winners] == [task.id]
+    assert sum(result is None for result in starts) == WRITERS - 1, starts
+    assert store.get_session(session.id).status == "busy"
+    # One running status event: the losers wrote nothing.
+    assert [e.data for e in store.list_events(task.id)] == [
+        {"status": PENDING},
+        {"status": RUNNING},
+    ]
 
     def finish(number: int) -> Task:
         status = (CANCELLED, COMPLETED)[number % 2]
@@ -291,12 +311,76 @@ def _race_one_task(store: Store, session: Session) -> None:
     final = store.get_task(task.id)
     assert final == winners[0]
     assert final.output == final.status
+    assert [e.data["status"] for e in store.list_events(task.id)] == [
+        PENDING,
+        RUNNING,
+        final.status,
+    ]
+    assert store.get_session(session.id).status == "idle"
 
 
 def test_racing_transitions_have_exactly_one_winner(store: Store, tmp_path: Path) -> None:
     session = store.create_session(workdir=str(tmp_path))
     for _ in range(5):
         _race_one_task(store, session)
+    _assert_counters_match_tasks(store, session.id)
+
+
+def test_racing_starters_run_one_task_at_a_time_in_queue_order(
+    store: Store, tmp_path: Path
+) -> None:
+    """Threads that all keep asking for a session's next task, while more are submitted."""
+    STARTERS, UPFRONT, LATER = WRITERS, 20, 20
+    session = store.create_session(workdir=str(tmp_path))
+    accepted = [store.create_task(session_id=session.id, command="c")[0].id for _ in range(UPFRONT)]
+    log = threading.Lock()
+    started: list[str] = []
+    unfinished: list[str] = []  # started and not yet handed to finish_task
+    overlaps: list[tuple[str, list[str]]] = []
+    submitted = threading.Event()
+    gate = threading.Barrier(STARTERS + 1)
+    crew = Crew()
+
+    def submitter() -> None:
+        gate.wait()
+        for _ in range(LATER):
+            accepted.append(store.create_task(session_id=session.id, command="c")[0].id)
+            time.sleep(0.001)
+        submitted.set()
+
+    def starter(number: int) -> None:
+        gate.wait()
+        while True:
+            task = store.start_next_task(session.id)
+            if task is None:
+                with log:
+                    if submitted.is_set() and len(started) == UPFRONT + LATER:
+                        return
+                time.sleep(0.0005)
+                continue
+            with log:
+                if unfinished:
+                    overlaps.append((task.id, list(unfinished)))
+                started.append(task.id)
+                unfinished.append(task.id)
+            # While it runs, the store holds it as the session's only running task.
+            assert store.count_tasks(session_id=session.id, statuses=[RUNNING]) == 1
+            assert store.get_session(session.id).task_counts[RUNNING] == 1
+            assert store.start_next_task(session.id) is None
+            store.append_events(task.id, [("by", {"starter": number})])
+            with log:
+                unfinished.remove(task.id)
+            store.finish_task(task.id, COMPLETED, output="done")
+
+    for number in range(STARTERS):
+        crew.spawn(functools.partial(starter, number))
+    crew.spawn(submitter)
+    crew.run(timeout=120)
+    assert overlaps == [], "a task started while another had not been finished"
+    # Started in the order the session accepted them, each once.
+    assert started == accepted
+    assert store.count_tasks(session_id=session.id, statuses=[COMPLETED]) == UPFRONT + LATER
+    assert store.get_session(session.id).status == "idle"
     _assert_counters_match_tasks(store, session.id)
 
 
@@ -333,7 +417,7 @@ def test_two_stores_on_one_sqlite_file_never_see_a_locked_database(tmp_path: Pat
         gate.wait()
         for _ in range(100):
             task, _ = store.create_task(session_id=session.id, command="c")
-            store.append_events(task.id, [("status", {"status": "pending"})])
+            store.append_events(task.id, [("progress", {"step": 1})])
             made.append(task.id)
 
     for number in range(8):
@@ -341,6 +425,7 @@ def test_two_stores_on_one_sqlite_file_never_see_a_locked_database(tmp_path: Pat
     try:
         crew.run()
         assert len(stores[1].get_tasks(made)) == len(made) == 800
+        assert all(stores[1].last_event_seq(task_id) == 2 for task_id in made[::50])
     finally:
         for store in stores:
             store.close()
@@ -379,7 +464,7 @@ def test_stores_opening_a_new_database_at_once_migrate_it_once(database_url: str
     opened = _race(WRITERS, lambda _: open_store(database_url))
     try:
         assert all(isinstance(store, Store) for store in opened), opened
-        assert {store.schema_version() for store in opened} == {2}
+        assert {store.schema_version() for store in opened} == {3}
         session = opened[0].create_session(workdir="/")
         assert opened[-1].get_session(session.id) == session
     finally:

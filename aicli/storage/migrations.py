@@ -158,9 +158,33 @@ def _task_updated_at(db: Database) -> None:
     db.execute_sql("UPDATE tasks SET updated_at = COALESCE(completed_at, started_at, created_at)")
 
 
+def _queue_order(db: Database) -> None:
+    """Each session's queue order as a number the store hands out, not a clock reading.
+
+    Existing tasks are numbered in the order they were accepted, ``(created_at, id)``.
+    """
+    migrator = SchemaMigrator.from_database(db)
+    migrator.add_column("tasks", "seq", BigIntegerField(null=True)).run()
+    # Written out: Peewee adds a NOT NULL column to SQLite by rebuilding the table, and
+    # dropping ``sessions`` inside the migration's transaction breaks the tasks' keys.
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN last_seq BIGINT NOT NULL DEFAULT 0")
+    db.execute_sql(
+        "UPDATE tasks SET seq = numbered.n FROM (SELECT id, ROW_NUMBER() OVER"
+        " (PARTITION BY session_id ORDER BY created_at, id) AS n FROM tasks) AS numbered"
+        " WHERE tasks.id = numbered.id"
+    )
+    db.execute_sql(
+        "UPDATE sessions SET last_seq = COALESCE("
+        "(SELECT MAX(seq) FROM tasks WHERE tasks.session_id = sessions.id), 0)"
+    )
+    db.execute_sql("CREATE UNIQUE INDEX tasks_session_id_seq ON tasks (session_id, seq)")
+    db.execute_sql("CREATE INDEX tasks_session_id_status_seq ON tasks (session_id, status, seq)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, tasks, task events, processes", _initial_schema),
     Migration(2, "tasks.updated_at", _task_updated_at),
+    Migration(3, "tasks.seq and sessions.last_seq: the queue order", _queue_order),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

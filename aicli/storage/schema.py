@@ -74,6 +74,8 @@ def bind_tables(db: Database) -> Tables:
         n_failed = IntegerField(constraints=[SQL("DEFAULT 0")])
         n_cancelled = IntegerField(constraints=[SQL("DEFAULT 0")])
         total_cost_usd = DoubleField(constraints=[SQL("DEFAULT 0")])
+        # Added by migration 3: the seq the session's newest task took.
+        last_seq = BigIntegerField(constraints=[SQL("DEFAULT 0")])
 
         class Meta:
             table_name = "sessions"
@@ -101,6 +103,8 @@ def bind_tables(db: Database) -> Tables:
         idempotency_key = TextField(null=True)
         # Added by migration 2; the store sets it on every write.
         updated_at = UtcDateTimeField(null=True)
+        # Added by migration 3: the task's place in its session's queue.
+        seq = BigIntegerField(null=True)
 
         class Meta:
             table_name = "tasks"
@@ -110,6 +114,8 @@ def bind_tables(db: Database) -> Tables:
                 (("status", "created_at", "id"), False),
                 (("session_id", "status", "created_at", "id"), False),
                 (("session_id", "idempotency_key"), True),
+                (("session_id", "seq"), True),
+                (("session_id", "status", "seq"), False),
             )
 
     class EventRow(Base):

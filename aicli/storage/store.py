@@ -34,15 +34,19 @@ from peewee import IntegrityError
 from aicli.errors import (
     IllegalTransition,
     InvalidRequest,
+    LimitExceeded,
     SessionClosed,
     SessionNotFound,
     StorageError,
     TaskNotFound,
 )
 from aicli.models import (
+    CANCELLED,
+    FAILED,
     PENDING,
     PERMISSION_MODES,
     RUNNING,
+    SESSION_BUSY,
     SESSION_CLOSED,
     SESSION_IDLE,
     SESSION_STATUSES,
@@ -53,6 +57,7 @@ from aicli.models import (
     Session,
     Task,
     new_id,
+    status_data,
     utcnow,
 )
 from aicli.storage import database, migrations, paging, transitions
@@ -69,6 +74,8 @@ from aicli.storage.rows import (
 from aicli.storage.schema import count_column
 
 _SESSION_UPDATABLE = frozenset({"status", "claude_session_id", "last_active_at"})
+_UNLIMITED = 2**62
+_PENDING_EVENT = '{"status":"pending"}'
 _IN_CHUNK = 500
 _MAX_EVENT_TYPE = 64  # the width of task_events.type
 
@@ -131,23 +138,72 @@ _INSERT_SESSION = (
     " n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd)"
     f" VALUES ({_marks(12)}, 0, 0, 0, 0, 0, 0)"
 )
-# Takes the session's row lock on PostgreSQL, so a close waits for the new task.
+# Takes the session's row lock on PostgreSQL, so a close waits for the new task, and
+# hands out the task's place in the session's queue (``seq``): the order tasks run in.
 _COUNT_NEW_TASK = (
-    f"UPDATE sessions SET {count_column(PENDING)} = {count_column(PENDING)} + 1"
-    f" WHERE id = ? AND status <> '{SESSION_CLOSED}'"
+    f"UPDATE sessions SET {count_column(PENDING)} = {count_column(PENDING)} + 1,"
+    " last_seq = last_seq + 1"
+    f" WHERE id = ? AND status <> '{SESSION_CLOSED}' AND {count_column(PENDING)} < ?"
+    f" RETURNING last_seq, {count_column(PENDING)}"
 )
+_SESSION_FULLNESS = f"SELECT status, {count_column(PENDING)} FROM sessions WHERE id = ?"
 _INSERT_TASK = (
     "INSERT INTO tasks (id, session_id, command, status, created_at, updated_at, timeout_s,"
-    f" metadata, idempotency_key) VALUES ({_marks(9)})"
+    f" metadata, idempotency_key, seq) VALUES ({_marks(10)})"
+)
+_INSERT_FIRST_EVENT = (
+    "INSERT INTO task_events (task_id, seq, type, created_at, data) VALUES (?, 1, 'status', ?, ?)"
+)
+# The queue: the session's pending task with the lowest seq, and only while none of
+# its tasks runs. One statement, so the choice and the claim cannot drift apart.
+_START_NEXT = (
+    f"UPDATE tasks SET status = '{RUNNING}', started_at = ?, updated_at = ?"
+    " WHERE id = (SELECT id FROM tasks WHERE session_id = ? AND status = 'pending'"
+    " ORDER BY seq LIMIT 1)"
+    f" AND status = '{PENDING}' AND NOT EXISTS"
+    f" (SELECT 1 FROM tasks AS other WHERE other.session_id = ? AND other.status = '{RUNNING}')"
+    f" RETURNING {TASK_COLUMNS}"
+)
+_SESSION_BUSY = (
+    f"UPDATE sessions SET status = '{SESSION_BUSY}', last_active_at = ?, updated_at = ?"
+    f" WHERE id = ? AND status <> '{SESSION_CLOSED}'"
+)
+_SESSION_IDLE = (
+    f"UPDATE sessions SET status = '{SESSION_IDLE}', last_active_at = ?, updated_at = ?"
+    f" WHERE id = ? AND status = '{SESSION_BUSY}'"
+)
+_CLOSE_SESSION = (
+    f"UPDATE sessions SET status = '{SESSION_CLOSED}', updated_at = ?"
+    f" WHERE id = ? AND status <> '{SESSION_CLOSED}' RETURNING id"
+)
+_CANCEL_PENDING_OF_SESSION = (
+    f"UPDATE tasks SET status = '{CANCELLED}', error = ?, completed_at = ?, updated_at = ?"
+    f" WHERE session_id = ? AND status = '{PENDING}' RETURNING id"
+)
+_CLOSED_COUNTS = (
+    f"UPDATE sessions SET {count_column(PENDING)} = {count_column(PENDING)} - ?,"
+    f" {count_column(CANCELLED)} = {count_column(CANCELLED)} + ? WHERE id = ?"
+)
+# Every call that moves a task locks its session's row first, as a start and a close
+# do: one lock order, so PostgreSQL never has two of them wait on each other.
+_LOCK_SESSION_OF_TASK = (
+    "SELECT id FROM sessions WHERE id = (SELECT session_id FROM tasks WHERE id = ?) FOR UPDATE"
+)
+_RUNNING_OF_SESSION = f"SELECT id FROM tasks WHERE session_id = ? AND status = '{RUNNING}'"
+_HAS_PENDING = f"SELECT 1 FROM tasks WHERE session_id = ? AND status = '{PENDING}' LIMIT 1"
+_SESSIONS_WITH_PENDING = (
+    f"SELECT DISTINCT session_id FROM tasks WHERE status = '{PENDING}' ORDER BY session_id"
+)
+_IDLE_WITHOUT_RUNNING = (
+    f"UPDATE sessions SET status = '{SESSION_IDLE}' WHERE status = '{SESSION_BUSY}'"
+    f" AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.session_id = sessions.id"
+    f" AND tasks.status = '{RUNNING}')"
 )
 _GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
 _TASK_BY_KEY = f"SELECT {TASK_COLUMNS} FROM tasks WHERE session_id = ? AND idempotency_key = ?"
 _TASK_STATUS = "SELECT status FROM tasks WHERE id = ?"
 _TASK_EXISTS = "SELECT 1 FROM tasks WHERE id = ?"
-_PENDING_IDS = (
-    f"SELECT id FROM tasks WHERE session_id = ? AND status = '{PENDING}'"
-    f" ORDER BY {paging.ordering('asc')}"
-)
+_PENDING_IDS = f"SELECT id FROM tasks WHERE session_id = ? AND status = '{PENDING}' ORDER BY seq"
 _LAST_SEQ = "SELECT MAX(seq) FROM task_events WHERE task_id = ?"
 # One statement where the write lock already serialises appenders (SQLite). On
 # PostgreSQL the row lock comes first and the maximum in a statement after it:
@@ -328,18 +384,22 @@ class Store:
         timeout_s: float | None = None,
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
+        max_pending: int | None = None,
     ) -> tuple[Task, bool]:
-        """Accept a task; ``(task, created)``.
+        """Accept a task into the session's queue, with its ``pending`` event; ``(task, created)``.
 
         With an ``idempotency_key`` already used in the session, returns the first
         task and ``False``, even if that session has closed since. Otherwise a
-        closed session raises ``SessionClosed``: the check and the insert share a
-        transaction (and a lock on the session row), so no task slips into a
-        session after its close has cancelled the pending ones.
+        closed session raises ``SessionClosed`` and a session holding
+        ``max_pending`` pending tasks ``LimitExceeded``: the checks, the place in
+        the queue and the insert share a transaction (and a lock on the session
+        row), so no task slips into a session after its close has cancelled the
+        pending ones. The returned task carries its ``queue_position``.
         """
         metadata = dict(metadata or {})
         stored_metadata = to_json_text(metadata)
         lock_session = _SESSION_STATUS + self._for_update
+        limit = _UNLIMITED if max_pending is None else max_pending
 
         def write() -> tuple[Task, bool]:
             if idempotency_key is not None:
@@ -349,10 +409,10 @@ class Store:
                 existing = self._by_idempotency_key(session_id, idempotency_key)
                 if existing is not None:
                     return existing, False
-            if self._execute(_COUNT_NEW_TASK, (session_id,)).rowcount == 0:
-                if self._execute(_SESSION_STATUS, (session_id,)).fetchone() is None:
-                    raise SessionNotFound(session_id)
-                raise SessionClosed(session_id)
+            counted = self._execute(_COUNT_NEW_TASK, (session_id, limit)).fetchone()
+            if counted is None:
+                raise self._refusal(session_id, limit)
+            seq, pending = counted
             now = utcnow()
             task = Task(
                 id=new_id(),
@@ -360,6 +420,7 @@ class Store:
                 command=command,
                 status=PENDING,
                 created_at=now,
+                queue_position=pending - 1,
                 timeout_s=timeout_s,
                 metadata=metadata,
             )
@@ -376,8 +437,10 @@ class Store:
                     timeout_s,
                     stored_metadata,
                     idempotency_key,
+                    seq,
                 ),
             )
+            self._execute(_INSERT_FIRST_EVENT, (task.id, stored_now, _PENDING_EVENT))
             return task, True
 
         try:
@@ -390,6 +453,19 @@ class Store:
             if existing is None:
                 raise StorageError(f"The task could not be stored: {exc}") from exc
             return existing, False
+
+    def _refusal(self, session_id: str, limit: int) -> Exception:
+        """Why ``_COUNT_NEW_TASK`` matched no row: no session, a closed one, or a full queue."""
+        row = self._execute(_SESSION_FULLNESS, (session_id,)).fetchone()
+        if row is None:
+            return SessionNotFound(session_id)
+        if row[0] == SESSION_CLOSED:
+            return SessionClosed(session_id)
+        return LimitExceeded(
+            f"Session '{session_id}' already has {limit} pending tasks; retry when some have run.",
+            retry_after=max(1, limit // 10),
+            details={"max_pending_per_session": limit},
+        )
 
     def task_for_idempotency_key(self, session_id: str, idempotency_key: str) -> Task | None:
         """The task the session accepted under ``idempotency_key``, if any."""
@@ -451,10 +527,34 @@ class Store:
             snapshot=_merges(chosen),
         )
 
-    def start_task(self, task_id: str, *, started_at: datetime | None = None) -> Task:
-        """pending -> running."""
-        started_at = _aware(started_at, "started_at") or utcnow()
-        return self._transition(task_id, RUNNING, {"started_at": to_db_time(started_at)})
+    def start_next_task(self, session_id: str) -> Task | None:
+        """Take the session's next task: pending -> running, committed, with its event.
+
+        The store decides what runs next: the pending task with the lowest
+        ``seq``, and nothing while another task of the session runs or once the
+        session is closed. ``None`` when there is nothing to start. The session
+        row is locked first, so two callers can never both start a task of
+        one session.
+        """
+        lock_session = _SESSION_STATUS + self._for_update
+
+        def write() -> Task | None:
+            row = self._execute(lock_session, (session_id,)).fetchone()
+            if row is None:
+                raise SessionNotFound(session_id)
+            if row[0] == SESSION_CLOSED:
+                return None
+            now = to_db_time(utcnow())
+            started = self._execute(_START_NEXT, (now, now, session_id, session_id)).fetchone()
+            if started is None:
+                return None
+            task = task_from_row(started)
+            self._execute(self._count_move(PENDING, RUNNING, False), (session_id,))
+            self._execute(_SESSION_BUSY, (now, now, session_id))
+            self._append(task.id, [("status", status_data(task))])
+            return task
+
+        return self._engine.write(write)
 
     def finish_task(
         self,
@@ -467,31 +567,103 @@ class Store:
         num_turns: int | None = None,
         duration_ms: int | None = None,
         usage: dict[str, int] | None = None,
-        completed_at: datetime | None = None,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
     ) -> Task:
-        """running -> completed | failed | cancelled, or pending -> cancelled.
+        """running -> completed | failed | cancelled, or pending -> cancelled, in one commit.
 
-        Arguments left ``None`` keep what the task holds.
+        Writes ``events`` (what carried the outcome), the move, its ``status``
+        event, and the session's return to ``idle`` together, so no reader sees
+        one without the others. Arguments left ``None`` keep what the task holds.
         """
         if status not in TERMINAL_STATUSES:
             raise IllegalTransition(
                 f"'{status}' is not a terminal task status.", {"task_id": task_id, "to": status}
             )
-        given = {
-            "output": output,
-            "error": error,
-            "cost_usd": cost_usd,
-            "num_turns": num_turns,
-            "duration_ms": duration_ms,
-            "usage": None if usage is None else to_json_text(usage),
-        }
-        values = {column: value for column, value in given.items() if value is not None}
-        values["completed_at"] = to_db_time(_aware(completed_at, "completed_at") or utcnow())
-        return self._transition(task_id, status, values, cost_usd)
+        values = self._finish_values(output, error, cost_usd, num_turns, duration_ms, usage)
+        entries = self._checked_events(events)
+        predecessors = transitions.predecessors(status)
+
+        def write() -> Task:
+            self._lock_session_of(task_id)
+            if entries:
+                self._append(task_id, entries)
+            task = self._finish(task_id, status, values, cost_usd, predecessors)
+            if task is None:
+                raise self._illegal(task_id, status)
+            return task
+
+        return self._engine.write(write)
+
+    def cancel_pending(self, task_id: str, error: str) -> Task | None:
+        """pending -> cancelled with its event; ``None`` if the task was no longer pending."""
+        values = self._finish_values(None, error, None, None, None, None)
+
+        def write() -> Task | None:
+            self._lock_session_of(task_id)
+            task = self._finish(task_id, CANCELLED, values, None, (PENDING,))
+            if task is None:
+                self._require_task(task_id)
+            return task
+
+        return self._engine.write(write)
+
+    def close_session(self, session_id: str, pending_error: str) -> tuple[list[str], str | None]:
+        """Close the session and cancel its pending tasks, in one commit.
+
+        Returns the ids of the tasks it cancelled and of the task still running,
+        which its session actor must interrupt. Closing a closed session changes
+        nothing and returns no ids.
+        """
+
+        def write() -> tuple[list[str], str | None]:
+            now = to_db_time(utcnow())
+            if self._execute(_CLOSE_SESSION, (now, session_id)).fetchone() is None:
+                self._session(session_id)  # SessionNotFound, or it was closed already
+                return [], None
+            params = (pending_error, now, now, session_id)
+            cancelled = [row[0] for row in self._execute(_CANCEL_PENDING_OF_SESSION, params)]
+            if cancelled:
+                count = len(cancelled)
+                self._execute(_CLOSED_COUNTS, (count, count, session_id))
+                data = {"status": CANCELLED, "error": pending_error}
+                for task_id in cancelled:
+                    self._append(task_id, [("status", data)])
+            running = self._execute(_RUNNING_OF_SESSION, (session_id,)).fetchone()
+            return cancelled, None if running is None else running[0]
+
+        return self._engine.write(write)
+
+    def fail_running_tasks(self, error: str) -> list[str]:
+        """After a restart: every running task fails (it is never run again); their ids.
+
+        Sessions left ``busy`` with nothing running become ``idle`` in the same commit.
+        """
+        values = self._finish_values(None, error, None, None, None, None)
+        sql = f"SELECT id FROM tasks WHERE status = '{RUNNING}' ORDER BY seq"
+
+        def write() -> list[str]:
+            failed = [row[0] for row in self._execute(sql).fetchall()]
+            for task_id in failed:
+                self._finish(task_id, FAILED, values, None, (RUNNING,))
+            self._execute(_IDLE_WITHOUT_RUNNING)
+            return failed
+
+        return self._engine.write(write)
+
+    def has_pending(self, session_id: str) -> bool:
+        return self._engine.read(
+            lambda: self._execute(_HAS_PENDING, (session_id,)).fetchone() is not None
+        )
+
+    def sessions_with_pending(self) -> list[str]:
+        """Sessions whose queue holds work (to start their actors after a restart)."""
+        return self._engine.read(
+            lambda: [row[0] for row in self._execute(_SESSIONS_WITH_PENDING).fetchall()]
+        )
 
     def pending_tasks(self, session_id: str | None = None) -> list[Task]:
-        """Pending tasks in acceptance order, ``(created_at, id)`` ascending."""
-        return self._tasks_with_status(PENDING, session_id)
+        """Pending tasks, each session's in queue order (sessions in the order they opened)."""
+        return self._tasks_with_status(PENDING, session_id, "session_id, seq")
 
     def pending_task_ids(self, session_id: str) -> list[str]:
         """The ids of the session's pending tasks in acceptance order: queue positions, cheaply."""
@@ -537,48 +709,8 @@ class Store:
         PostgreSQL: a row lock on the task), so sequence numbers never collide
         and never leave gaps.
         """
-        entries = list(events)
-        for entry in entries:
-            if (
-                not isinstance(entry, tuple)
-                or len(entry) != 2
-                or not isinstance(entry[0], str)
-                or not 1 <= len(entry[0]) <= _MAX_EVENT_TYPE
-                or not isinstance(entry[1], dict)
-            ):
-                raise InvalidRequest(
-                    f"An event is a (type of 1-{_MAX_EVENT_TYPE} characters, data dict) pair,"
-                    f" not {entry!r}.",
-                    {"field": "events"},
-                )
-        stored = [(kind, to_json_text(data)) for kind, data in entries]
-
-        def write() -> list[Event]:
-            if self.is_postgres:
-                if self._execute(_TASK_EXISTS + self._for_update, (task_id,)).fetchone() is None:
-                    raise TaskNotFound(task_id)
-                last = self._execute(_LAST_SEQ, (task_id,)).fetchone()[0]
-            else:
-                row = self._execute(_TASK_LAST_SEQ, (task_id,)).fetchone()
-                if row is None:
-                    raise TaskNotFound(task_id)
-                last = row[0]
-            last = last or 0
-            now = utcnow()
-            stored_now = to_db_time(now)
-            appended = [
-                Event(task_id=task_id, seq=last + offset, type=kind, created_at=now, data=data)
-                for offset, (kind, data) in enumerate(entries, start=1)
-            ]
-            for start in range(0, len(stored), _IN_CHUNK):
-                chunk = stored[start : start + _IN_CHUNK]
-                params: list[Any] = []
-                for offset, (kind, data) in enumerate(chunk, start=last + start + 1):
-                    params += (task_id, offset, kind, stored_now, data)
-                self._execute(_INSERT_EVENTS + ", ".join([_EVENT_MARKS] * len(chunk)), params)
-            return appended
-
-        return self._engine.write(write)
+        entries = self._checked_events(events)
+        return self._engine.write(lambda: self._append(task_id, entries))
 
     def list_events(self, task_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
         """Events with ``seq > after``, ascending; at most ``limit`` of them."""
@@ -660,43 +792,125 @@ class Store:
         if self._execute(_TASK_EXISTS, (task_id,)).fetchone() is None:
             raise TaskNotFound(task_id)
 
-    def _tasks_with_status(self, status: str, session_id: str | None) -> list[Task]:
+    def _tasks_with_status(
+        self, status: str, session_id: str | None, order: str = paging.ordering("asc")
+    ) -> list[Task]:
         conditions, params = ["status = ?"], [status]
         if session_id is not None:
             conditions.append("session_id = ?")
             params.append(session_id)
-        sql = (
-            f"SELECT {TASK_COLUMNS} FROM tasks{_where(conditions)}"
-            f" ORDER BY {paging.ordering('asc')}"
-        )
+        sql = f"SELECT {TASK_COLUMNS} FROM tasks{_where(conditions)} ORDER BY {order}"
         return self._engine.read(
             lambda: [task_from_row(row) for row in self._execute(sql, params).fetchall()]
         )
 
-    def _transition(
-        self, task_id: str, target: str, values: dict[str, Any], cost: float | None = None
-    ) -> Task:
-        """Move the task to ``target`` (see ``transitions``) and the session's counters with it."""
-        allowed = transitions.predecessors(target)
+    @staticmethod
+    def _checked_events(
+        events: Iterable[tuple[str, dict[str, Any]]],
+    ) -> list[tuple[str, dict[str, Any]]]:
+        entries = list(events)
+        for entry in entries:
+            if (
+                not isinstance(entry, tuple)
+                or len(entry) != 2
+                or not isinstance(entry[0], str)
+                or not 1 <= len(entry[0]) <= _MAX_EVENT_TYPE
+                or not isinstance(entry[1], dict)
+            ):
+                raise InvalidRequest(
+                    f"An event is a (type of 1-{_MAX_EVENT_TYPE} characters, data dict) pair,"
+                    f" not {entry!r}.",
+                    {"field": "events"},
+                )
+        return entries
+
+    def _append(self, task_id: str, entries: list[tuple[str, dict[str, Any]]]) -> list[Event]:
+        if self.is_postgres:
+            if self._execute(_TASK_EXISTS + self._for_update, (task_id,)).fetchone() is None:
+                raise TaskNotFound(task_id)
+            last = self._execute(_LAST_SEQ, (task_id,)).fetchone()[0]
+        else:
+            row = self._execute(_TASK_LAST_SEQ, (task_id,)).fetchone()
+            if row is None:
+                raise TaskNotFound(task_id)
+            last = row[0]
+        last = last or 0
+        now = utcnow()
+        stored_now = to_db_time(now)
+        stored = [(kind, to_json_text(data)) for kind, data in entries]
+        for start in range(0, len(stored), _IN_CHUNK):
+            chunk = stored[start : start + _IN_CHUNK]
+            params: list[Any] = []
+            for offset, (kind, data) in enumerate(chunk, start=last + start + 1):
+                params += (task_id, offset, kind, stored_now, data)
+            self._execute(_INSERT_EVENTS + ", ".join([_EVENT_MARKS] * len(chunk)), params)
+        return [
+            Event(task_id=task_id, seq=last + offset, type=kind, created_at=now, data=data)
+            for offset, (kind, data) in enumerate(entries, start=1)
+        ]
+
+    @staticmethod
+    def _finish_values(
+        output: str | None,
+        error: str | None,
+        cost_usd: float | None,
+        num_turns: int | None,
+        duration_ms: int | None,
+        usage: dict[str, int] | None,
+    ) -> dict[str, Any]:
+        given = {
+            "output": output,
+            "error": error,
+            "cost_usd": cost_usd,
+            "num_turns": num_turns,
+            "duration_ms": duration_ms,
+            "usage": None if usage is None else to_json_text(usage),
+        }
+        return {column: value for column, value in given.items() if value is not None}
+
+    def _finish(
+        self,
+        task_id: str,
+        target: str,
+        values: dict[str, Any],
+        cost: float | None,
+        predecessors: tuple[str, ...],
+    ) -> Task | None:
+        """Move the task to the terminal ``target`` from one of ``predecessors``, with all
+        that goes with it (counters, ``status`` event, the session back to idle); ``None``
+        when it was in none of them.
+
+        Each attempt is ``UPDATE ... WHERE status = ?``: the check and the write are one
+        statement, so two writers cannot both win, and the predecessor that matched is
+        the status the session's counters move from.
+        """
+        now = to_db_time(utcnow())
+        values = {**values, "completed_at": now}
         names = tuple(values)
+        params = [target, now, *values.values(), task_id]
+        for previous in predecessors:
+            row = self._execute(self._task_update(names, previous), params).fetchone()
+            if row is not None:
+                break
+        else:
+            return None
+        task = task_from_row(row)
+        count_params: list[Any] = [task.session_id] if not cost else [cost, task.session_id]
+        self._execute(self._count_move(previous, target, bool(cost)), count_params)
+        self._append(task.id, [("status", status_data(task))])
+        if previous == RUNNING:
+            self._execute(_SESSION_IDLE, (now, now, task.session_id))
+        return task
 
-        def write() -> Task:
-            params = [target, to_db_time(utcnow()), *values.values(), task_id]
-            for previous in allowed:
-                row = self._execute(self._task_update(names, previous), params).fetchone()
-                if row is not None:
-                    break
-            else:
-                current = self._execute(_TASK_STATUS, (task_id,)).fetchone()
-                if current is None:
-                    raise TaskNotFound(task_id)
-                raise transitions.illegal(task_id, current[0], target)
-            task = task_from_row(row)
-            count_params: list[Any] = [task.session_id] if not cost else [cost, task.session_id]
-            self._execute(self._count_move(previous, target, bool(cost)), count_params)
-            return task
+    def _lock_session_of(self, task_id: str) -> None:
+        if self.is_postgres:  # SQLite's one write lock already orders every writer
+            self._execute(_LOCK_SESSION_OF_TASK, (task_id,))
 
-        return self._engine.write(write)
+    def _illegal(self, task_id: str, target: str) -> Exception:
+        current = self._execute(_TASK_STATUS, (task_id,)).fetchone()
+        if current is None:
+            return TaskNotFound(task_id)
+        return transitions.illegal(task_id, current[0], target)
 
     def _task_update(self, names: tuple[str, ...], previous: str) -> str:
         key = (names, previous)
