@@ -102,3 +102,20 @@ class StorageError(AicliError):
 
 class IllegalTransition(AicliError):
     """A bug: code tried to move a task along an edge the state machine does not have."""
+
+
+class DatabaseUnavailable(Unavailable, StorageError):
+    """The connection to the database was lost and a fresh one did not cure it.
+
+    An outage, not a bug: clients get 503 and ``Retry-After``. Still a
+    ``StorageError``, so code that handles a failing database handles this too.
+    """
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, 1, details)
+
+
+class AlreadyServing(AicliError):
+    """Another live aicli server uses this database; two would reap each other's work."""
+
+    code = "already_serving"

@@ -3,6 +3,10 @@
 Domain exceptions (``aicli.errors``), Falcon's own HTTP errors (unknown route,
 wrong method, ...) and anything unexpected all leave through here, so every
 error a client sees has the same shape and no traceback ever leaves the process.
+
+Only a server fault (500) logs its traceback. A 4xx is the client's business
+and logs nothing here (the access line has its status); a database outage
+(503) logs one line without a traceback, as the cause is outside the process.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ def handle_domain_error(
 ) -> None:
     for kind, status in _DOMAIN_STATUS:
         if isinstance(ex, kind):
+            if isinstance(ex, errors.StorageError):
+                log.warning("%s %s: %s", req.method, req.path, ex.message)
             _write(resp, status, error_body(ex.code, ex.message, ex.details))
             _retry_after(resp, getattr(ex, "retry_after", None))
             return

@@ -13,7 +13,9 @@ PostgreSQL server allows about 100 connections). Its connections return
 several times cheaper than making psycopg2's naive ones aware. A connection
 back from the pool within ``PG_TRUST_S`` is reused without the round trip
 Peewee's pool makes to check it is alive; that check cost as much as the
-store's own query. One idle longer is checked as before.
+store's own query. One idle longer is checked as before. One that died in
+that window shows up as a failing statement; the engine then runs the call on
+a fresh connection and has the idle ones checked (``distrust_idle``).
 
 SQLite connections cost nothing to hold, so each thread opens one lazily (with
 the pragmas below) and keeps it while it lives; the engine closes them all when
@@ -42,6 +44,7 @@ from psycopg2 import extensions as pg_extensions
 
 from aicli.errors import InvalidRequest
 
+SQLITE, POSTGRES = "sqlite", "postgres"
 DATABASE_URL_ENV = "AICLI_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///aicli.db"
 
@@ -62,6 +65,8 @@ _SQLITE_DEFAULTS: dict[str, Any] = {
 }
 # Pool settings in a URL mean nothing to per-thread SQLite connections.
 _POOL_ONLY = ("max_connections", "stale_timeout")
+# What PostgreSQL's parameters hold for the pool rather than the driver.
+POOL_SETTINGS = (*_POOL_ONLY, "timeout")
 
 _POSTGRES_DEFAULTS: dict[str, Any] = {
     "max_connections": 20,
@@ -106,6 +111,10 @@ class PostgresPool(PooledPostgresqlDatabase):
         if not conn.closed:
             self._returned_at[id(conn)] = time.monotonic()
 
+    def distrust_idle(self) -> None:
+        """Check every idle connection before its next use: one died, the rest may have too."""
+        self._returned_at.clear()
+
 
 def resolve_database_url(explicit: str | None = None) -> str:
     """``--database-url`` wins over ``AICLI_DATABASE_URL``, which wins over the default."""
@@ -127,26 +136,34 @@ def redact_url(url: str) -> str:
     return parsed._replace(netloc=netloc).geturl()
 
 
-def connect(url: str) -> Database:
-    """A Peewee database for ``url``; no connection is opened yet."""
+def parse(url: str) -> tuple[str, dict[str, Any]]:
+    """Which kind of database ``url`` names (``"sqlite"`` or ``"postgres"``), and how to open it.
+
+    The parameters are the Peewee database's: for SQLite an absolute file
+    path; for PostgreSQL the driver's, plus the ``POOL_SETTINGS``.
+    """
     scheme = urlparse(url).scheme.lower().removesuffix("+pool")
     if scheme == "sqlite":
-        database_class: type[Database] = SqliteDatabase
-        defaults = _SQLITE_DEFAULTS
+        kind, defaults = SQLITE, _SQLITE_DEFAULTS
     elif scheme in ("postgres", "postgresql"):
-        database_class = PostgresPool
-        defaults = _POSTGRES_DEFAULTS
+        kind, defaults = POSTGRES, _POSTGRES_DEFAULTS
     else:
         raise _invalid(url, "use sqlite:///path or postgresql://host/name")
     params = {**defaults, **db_url.parse(url, unquote_password=True, unquote_user=True)}
     name = params.get("database")
     if not name:
         raise _invalid(url, "it names no database")
-    if scheme == "sqlite":
+    if kind == SQLITE:
         if name == ":memory:" or "mode=memory" in url:
             raise _invalid(url, "an in-memory SQLite database is private to one connection")
         # Connections open lazily: pin the file now, whatever the working directory becomes.
         params["database"] = os.path.abspath(name)
         for setting in _POOL_ONLY:
             params.pop(setting, None)
-    return database_class(**params)
+    return kind, params
+
+
+def connect(url: str) -> Database:
+    """A Peewee database for ``url``; no connection is opened yet."""
+    kind, params = parse(url)
+    return SqliteDatabase(**params) if kind == SQLITE else PostgresPool(**params)

@@ -23,11 +23,20 @@ The concurrency story:
   jittered backoff, a bounded number of times; a whole transaction is retried,
   never half of one. What remains is raised as ``StorageError``, so no
   "database is locked" reaches a client as such.
+* A PostgreSQL connection can die under us (the server restarted, an admin
+  terminated it); the pool learns of it only when a statement fails. That
+  connection is thrown away, the idle ones are checked before their next use
+  (they likely died with it), and the call runs once more on a fresh one:
+  always for a read, and for a write whenever it cannot have committed. A
+  write whose COMMIT itself got no answer may or may not have been saved, so
+  it is never run twice. What a fresh connection does not cure is raised as
+  ``DatabaseUnavailable`` (HTTP 503, retry later), never as a server fault.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import threading
 import time
@@ -45,15 +54,19 @@ from peewee import (
 )
 from playhouse.pool import MaxConnectionsExceeded
 
-from aicli.errors import StorageError
+from aicli.errors import DatabaseUnavailable, StorageError
 from aicli.storage.database import redact_url
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _PG_TRANSIENT = frozenset({"40001", "40P01", "55P03"})
+# admin_shutdown, crash_shutdown, cannot_connect_now; class 08 is connection_exception.
+_PG_GONE = frozenset({"57P01", "57P02", "57P03"})
 
 
 class _Held:
@@ -63,6 +76,30 @@ class _Held:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+
+
+class _Attempt:
+    """Runs ``work`` once and remembers whether it returned: then only COMMIT was left."""
+
+    __slots__ = ("work", "returned")
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        self.work = work
+        self.returned = False
+
+    def run(self) -> Any:
+        result = self.work()
+        self.returned = True
+        return result
+
+
+class _ConnectionLost(Exception):
+    """Inside the engine only: the attempt's connection died, ``error`` says how."""
+
+    def __init__(self, error: Exception, *, at_commit: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.at_commit = at_commit
 
 
 class Engine:
@@ -85,7 +122,10 @@ class Engine:
         return self._run(work, write=False, snapshot=snapshot)
 
     def write(self, work: Callable[[], T]) -> T:
-        """Run ``work`` in one write transaction; it may run again after a transient failure."""
+        """Run ``work`` in one write transaction; it may run again after a transient failure.
+
+        Or after its connection died before COMMIT; never once COMMIT was sent.
+        """
         return self._run(work, write=True, snapshot=True)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -112,11 +152,17 @@ class Engine:
     def _run(self, work: Callable[[], T], *, write: bool, snapshot: bool) -> T:
         if self.db.in_transaction():
             return work()
+        reconnected = False
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if self._closed:
                 raise StorageError("The store is closed.")
             try:
                 return self._once(work, write, snapshot)
+            except _ConnectionLost as lost:
+                if lost.at_commit or reconnected:
+                    raise self._unavailable(lost.error, at_commit=lost.at_commit) from lost.error
+                reconnected = True
+                continue
             except IntegrityError:
                 raise
             except OperationalError as exc:
@@ -136,9 +182,21 @@ class Engine:
                 self._held.add(held)
             return self._transaction(work, write, snapshot)
         if db.is_closed():
-            db.connect()
+            try:
+                db.connect()
+            except (OperationalError, InterfaceError) as exc:
+                raise self._unavailable(exc) from exc
+        conn = db.connection()
+        attempt = _Attempt(work)
         try:
-            return self._transaction(work, write, snapshot)
+            return self._transaction(attempt.run, write, snapshot)
+        except (DatabaseError, InterfaceError) as exc:
+            if not (conn.closed or _says_gone(exc)):
+                raise
+            log.warning("lost a connection to the database: %s", _detail(exc))
+            db.manual_close()  # never back into the pool
+            db.distrust_idle()
+            raise _ConnectionLost(exc, at_commit=write and attempt.returned) from exc
         finally:
             db.close()
 
@@ -162,9 +220,32 @@ class Engine:
         return "locked" in message or "busy" in message
 
     def _storage_error(self, exc: Exception) -> StorageError:
-        text = str(getattr(exc, "orig", exc)).strip()
-        detail = text.splitlines()[0] if text else type(exc).__name__
         return StorageError(
-            f"The database at {redact_url(self.url)} failed: {detail}",
+            f"The database at {redact_url(self.url)} failed: {_detail(exc)}",
             {"error": type(exc).__name__},
         )
+
+    def _unavailable(self, exc: Exception, *, at_commit: bool = False) -> DatabaseUnavailable:
+        where, detail = redact_url(self.url), _detail(exc).rstrip(".")
+        if at_commit:
+            return DatabaseUnavailable(
+                f"The connection to the database at {where} failed during COMMIT, so the"
+                f" change may or may not have been saved: {detail}.",
+                {"error": type(exc).__name__, "committed": "unknown"},
+            )
+        return DatabaseUnavailable(
+            f"The connection to the database at {where} failed: {detail}.",
+            {"error": type(exc).__name__},
+        )
+
+
+def _detail(exc: Exception) -> str:
+    """The driver's first line: psycopg2 adds lines of guesses after it."""
+    text = str(getattr(exc, "orig", exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _says_gone(exc: Exception) -> bool:
+    """Whether PostgreSQL said it ended the session, even if the driver has not noticed yet."""
+    code = getattr(getattr(exc, "orig", exc), "pgcode", None) or ""
+    return code.startswith("08") or code in _PG_GONE
