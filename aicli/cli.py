@@ -73,6 +73,7 @@ def is_loopback(host: str) -> bool:
 def serve(overrides: dict[str, Any]) -> int:
     # Imported here so `aicli --version` stays fast and works without a database.
     from aicli.http import Server, create_app
+    from aicli.http.server import raise_open_file_limit
     from aicli.runtime import Runtime
 
     settings = Settings.resolve(overrides)
@@ -85,6 +86,7 @@ def serve(overrides: dict[str, Any]) -> int:
             f"--api-token-file.\n{banner}",
             file=sys.stderr,
         )
+    raise_open_file_limit(settings.connection_limit)
     runtime = Runtime.start(**overrides)
     try:
         server = Server(
@@ -92,6 +94,8 @@ def serve(overrides: dict[str, Any]) -> int:
             host=runtime.settings.host,
             port=runtime.settings.port,
             threads=runtime.settings.threads,
+            connection_limit=runtime.settings.connection_limit,
+            channel_timeout=runtime.settings.channel_timeout,
         )
     except BaseException:
         runtime.stop()

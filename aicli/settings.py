@@ -30,6 +30,22 @@ class Settings:
             "Always at most threads - 8, so streams never starve ordinary requests."
         },
     )
+    connection_limit: int = field(
+        default=1000,
+        metadata={
+            "help": "Client connections open at once; past it, new ones wait to be accepted. "
+            "Each is a file descriptor: aicli serve raises its open-file limit to fit."
+        },
+    )
+    channel_timeout: int = field(
+        default=60,
+        metadata={
+            "help": "Seconds a connection may go without traffic while no request is being "
+            "served (idle keep-alive, or a request half-sent) before it is closed: long enough "
+            "to reuse a keep-alive connection, short enough that stalled clients soon give "
+            "theirs back. Streams and long-polls are never cut."
+        },
+    )
     database_url: str = field(
         default="sqlite:///aicli.db",
         metadata={"help": "sqlite:///path or postgresql://user@host:port/db."},

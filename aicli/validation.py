@@ -27,6 +27,8 @@ from aicli.models import PERMISSION_MODES
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+# A page of an event log: events are small and read in order, so pages can be long.
+MAX_EVENT_LIMIT = 1000
 MAX_WAIT_S = 60.0
 # Both fit the database's 32-bit integer columns; larger numbers are refused, not stored.
 MAX_TURNS = 10_000
@@ -318,12 +320,18 @@ def _bounded_int(text: str, low: int, high: int) -> int | None:
     return number if low <= number <= high else None
 
 
-def parse_limit(value: str | None, name: str = "limit") -> int:
+def parse_limit(
+    value: str | None,
+    name: str = "limit",
+    *,
+    default: int = DEFAULT_LIMIT,
+    maximum: int = MAX_LIMIT,
+) -> int:
     if value is None:
-        return DEFAULT_LIMIT
-    number = _bounded_int(value, 1, MAX_LIMIT)
+        return default
+    number = _bounded_int(value, 1, maximum)
     if number is None:
-        raise _invalid(name, f"'{name}' must be an integer from 1 to {MAX_LIMIT}, not {value!r}.")
+        raise _invalid(name, f"'{name}' must be an integer from 1 to {maximum}, not {value!r}.")
     return number
 
 

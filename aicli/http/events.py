@@ -9,6 +9,9 @@ Nothing wakes a blocked stream when its client hangs up, so the wait is cut
 into slices of ``CLIENT_CHECK_S`` after which the stream asks Waitress whether
 the client is still there; a vanished client's slot is free within that time
 instead of at the next keep-alive.
+
+A log can be long, so neither form reads it whole: JSON answers a page
+(``limit``, continued with ``after``), and a stream replays page by page.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from aicli.errors import AicliError
 from aicli.http.query import params
 from aicli.http.slots import Slot, Slots
 from aicli.models import TERMINAL_STATUSES, Event
-from aicli.validation import parse_after
+from aicli.validation import MAX_EVENT_LIMIT, parse_after, parse_limit
 
 if TYPE_CHECKING:
     from aicli.runtime import Runtime
@@ -39,6 +42,8 @@ KEEPALIVE_S = 15.0
 CLIENT_CHECK_S = 2.0
 KEEPALIVE_FRAME = b": keep-alive\n\n"
 OPEN_FRAME = b": stream open\n\n"
+# Events a stream reads from the store at once.
+STREAM_PAGE = 200
 
 
 def is_terminal_event(event: Event) -> bool:
@@ -55,7 +60,8 @@ class EventStream:
 
     Waitress calls ``close`` when the response ends or the client disconnects;
     the slot is released there. If the body is dropped without ever being
-    iterated or closed, the finalizer still releases the slot.
+    iterated or closed, the finalizer still releases the slot. ``replay`` is the
+    first page of the log after ``after``; the stream reads the rest itself.
     """
 
     def __init__(
@@ -72,7 +78,7 @@ class EventStream:
         self._runtime = runtime
         self._task_id = task_id
         self._after = after
-        self._replay = replay
+        self._first_page = replay
         self._slot = slot
         self._keepalive_s = keepalive_s
         self._client_gone = client_gone
@@ -99,9 +105,17 @@ class EventStream:
         finally:
             self._slot.release()
 
+    def _pages(self, page: list[Event]) -> Iterator[Event]:
+        """``page`` and the pages after it, until a short one: the log so far, a page in memory."""
+        while True:
+            yield from page
+            if len(page) < STREAM_PAGE:
+                return
+            page = self._runtime.events(self._task_id, page[-1].seq, STREAM_PAGE)
+
     def _follow(self) -> Iterator[bytes]:
         after = self._after
-        for event in self._replay:
+        for event in self._pages(self._first_page):
             yield sse_frame(event)
             after = event.seq
             if is_terminal_event(event):
@@ -111,11 +125,14 @@ class EventStream:
         while not self._client_gone():
             if check_task and self._runtime.get_task(self._task_id).is_terminal:
                 # Its terminal event is recorded by now: send what is left and end.
-                for event in self._runtime.events(self._task_id, after):
+                rest = self._runtime.events(self._task_id, after, STREAM_PAGE)
+                for event in self._pages(rest):
                     yield sse_frame(event)
                 return
             timeout = min(next_ping - time.monotonic(), CLIENT_CHECK_S)
-            events = self._runtime.wait_for_events(self._task_id, after, max(timeout, 0.0))
+            events = self._runtime.wait_for_events(
+                self._task_id, after, max(timeout, 0.0), STREAM_PAGE
+            )
             if not events and self._runtime.stopped:
                 return
             for event in events:
@@ -137,8 +154,10 @@ class EventsResource:
         self._keepalive_s = keepalive_s
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
-        given = params(req, ("after",))
+        given = params(req, ("after", "limit"))
         after = parse_after(given.get("after"))
+        # Checked in either form, like Last-Event-ID; only the JSON form pages by it.
+        limit = parse_limit(given.get("limit"), default=MAX_EVENT_LIMIT, maximum=MAX_EVENT_LIMIT)
         streaming = req.client_prefers([JSON_TYPE, SSE_TYPE]) == SSE_TYPE
         last_event_id = req.get_header("Last-Event-ID")
         if last_event_id is not None:
@@ -147,17 +166,23 @@ class EventsResource:
             resumed = parse_after(last_event_id, "Last-Event-ID")
             if streaming:
                 after = resumed
-        events = self._runtime.events(task_id, after)
         if not streaming:
-            resp.media = {"data": [event.to_json() for event in events]}
+            # One more than asked tells whether there are more.
+            events = self._runtime.events(task_id, after, limit + 1)
+            resp.media = {
+                "data": [event.to_json() for event in events[:limit]],
+                "has_more": len(events) > limit,
+            }
             return
+        # Read before the stream starts, so that an unknown task is a 404, not an empty stream.
+        first_page = self._runtime.events(task_id, after, STREAM_PAGE)
         slot = self._slots.acquire()
         try:
             stream = EventStream(
                 self._runtime,
                 task_id,
                 after,
-                events,
+                first_page,
                 slot,
                 keepalive_s=self._keepalive_s,
                 client_gone=req.env.get("waitress.client_disconnected", lambda: False),

@@ -18,6 +18,7 @@ from aicli.http.sessions import IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY
 from aicli.models import PERMISSION_MODES, SESSION_STATUSES, TASK_STATUSES
 from aicli.settings import Settings
 from aicli.validation import (
+    MAX_EVENT_LIMIT,
     MAX_LIMIT,
     MAX_SEQ,
     MAX_TIMEOUT_S,
@@ -231,8 +232,14 @@ SCHEMAS: dict[str, Any] = {
     "EventList": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["data"],
-        "properties": {"data": {"type": "array", "items": _ref("Event")}},
+        "required": ["data", "has_more"],
+        "properties": {
+            "data": {"type": "array", "items": _ref("Event")},
+            "has_more": {
+                "type": "boolean",
+                "description": "More events follow: ask again with `after` the last seq.",
+            },
+        },
     },
     "Health": {
         "type": "object",
@@ -515,7 +522,8 @@ PATHS: dict[str, Any] = {
             "The task's event log, as JSON or (Accept: text/event-stream) a live SSE stream",
             {
                 "200": {
-                    "description": "JSON: the events after `after`. SSE: each event as "
+                    "description": "JSON: a page of the events after `after`, at most "
+                    "`limit`, oldest first. SSE: each event as "
                     "`id: <seq>`, `event: <type>`, `data: <Event JSON>`; replays events after "
                     "Last-Event-ID (else `after`), follows live, sends comment lines "
                     "(`: keep-alive`) at least every 15 s and ends after the task's terminal "
@@ -534,6 +542,18 @@ PATHS: dict[str, Any] = {
                     "query",
                     {"type": "integer", "minimum": 0, "maximum": MAX_SEQ, "default": 0},
                     "Only events with a greater seq.",
+                ),
+                _param(
+                    "limit",
+                    "query",
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_EVENT_LIMIT,
+                        "default": MAX_EVENT_LIMIT,
+                    },
+                    f"JSON: page size, 1 to {MAX_EVENT_LIMIT}. Ignored by the SSE form, "
+                    "but an invalid value is 400 in both.",
                 ),
                 _param(
                     "Last-Event-ID",

@@ -70,11 +70,13 @@ def decode_cursor(cursor: str) -> Position:
         text = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
         version, when, row_id = text.split("|")
         created_at = datetime.fromisoformat(when)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        # An offset can move year 1 or 9999 out of range on the way to UTC.
+        in_utc = created_at.astimezone(UTC) if created_at.tzinfo is not None else None
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise bad from None
-    if version != _CURSOR_VERSION or created_at.tzinfo is None or not _ID.fullmatch(row_id):
+    if version != _CURSOR_VERSION or in_utc is None or not _ID.fullmatch(row_id):
         raise bad
-    return Position(created_at.astimezone(UTC), row_id)
+    return Position(in_utc, row_id)
 
 
 def window(
