@@ -59,9 +59,7 @@ def logfmt_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     text = value if isinstance(value, str) else str(value)
-    if _BARE.fullmatch(text) or (
-        text and text.isprintable() and not _NEEDS_QUOTES.search(text)
-    ):
+    if _BARE.fullmatch(text) or (text and text.isprintable() and not _NEEDS_QUOTES.search(text)):
         return text
     # JSON escapes quotes, backslashes and control characters; ASCII-only
     # escaping also catches the other line breaks (U+2028, NEL) when present.

@@ -2,9 +2,12 @@
 
 ``Runtime`` starts the parts in dependency order (store, notifier, supervisor,
 which starts session actors) and stops them in reverse. Callers live on their
-own threads (HTTP workers, an app's threads); they ask actors with a timeout,
-read the store directly (it is the source of truth), and wait on the notifier,
-never by polling.
+own threads (HTTP workers, an app's threads). The store is the source of
+truth and each session's queue: a submit, a cancel of a pending task and a
+close are written there directly, in one transaction each, and the session's
+actor is then told (through the supervisor) to look. Callers read the store,
+wait on the notifier (never by polling), and ask actors only to open a session
+or shut down, always with a timeout.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,18 +30,24 @@ from aicli import validation
 from aicli.actors import process_tree
 from aicli.actors.census import CENSUS_KEY, ProcessCensus
 from aicli.actors.claude_bin import claude_version, find_claude
+from aicli.actors.claude_process import ClaudeProcess
+from aicli.actors.faults import Faults
+from aicli.actors.messages import CancelRunning, CloseSession, Wake
 from aicli.actors.notifier import Notifier
-from aicli.actors.session import ActorContext
-from aicli.actors.supervisor import Supervisor
-from aicli.errors import (
-    SessionClosed,
-    StorageError,
-    Unavailable,
+from aicli.actors.scheduler import Scheduler
+from aicli.actors.session import (
+    CANCELLED_PENDING,
+    SESSION_CLOSED_PENDING,
+    ActorContext,
+    ProcessFactory,
+    announce,
 )
+from aicli.actors.supervisor import Supervisor
+from aicli.errors import StorageError, Unavailable
 from aicli.metrics import Metrics
 from aicli.models import PENDING, Event, Page, Session, Task
 from aicli.settings import Settings
-from aicli.storage import Store, open_store
+from aicli.storage import Store, open_store, server_lock
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +62,16 @@ class Runtime:
         store: Store,
         claude_bin: str,
         claude_env: Mapping[str, str] | None = None,
+        *,
+        process_factory: ProcessFactory = ClaudeProcess,
+        faults: Faults | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.claude_bin = claude_bin
         self.notifier = Notifier()
         self.census = ProcessCensus()
+        self.scheduler = Scheduler()
         self.metrics = Metrics(store.task_status_counts, lambda: len(self.census))
         self.owner_prefix = owner_prefix(store.database_url)
         self.context = ActorContext(
@@ -67,30 +80,53 @@ class Runtime:
             census=self.census,
             metrics=self.metrics,
             settings=settings,
+            scheduler=self.scheduler,
+            faults=Faults.from_environment() if faults is None else faults,
             claude_bin=claude_bin,
             claude_env=dict(claude_env or {}),
             owner=f"{self.owner_prefix}{uuid.uuid4().hex[:12]}",
+            process_factory=process_factory,
         )
         self.accepting = False
+        self._server_lock: server_lock.ServerLock | None = None  # taken by ``start``
         self._supervisor: pykka.ActorRef[Supervisor] | None = None
         self._stopped = threading.Event()
 
     @classmethod
-    def start(cls, *, claude_env: Mapping[str, str] | None = None, **overrides: Any) -> Runtime:
+    def start(
+        cls,
+        *,
+        claude_env: Mapping[str, str] | None = None,
+        process_factory: ProcessFactory = ClaudeProcess,
+        faults: Faults | None = None,
+        **overrides: Any,
+    ) -> Runtime:
         """Open the store, end what a crashed run left behind, and start the actors.
 
         Takes the settings of ``aicli serve`` as keyword arguments (defaults from
         ``AICLI_*``); ``claude_env`` is added to the environment of every CLI.
+        ``process_factory`` makes the Claude processes (a test passes a stand-in)
+        and ``faults`` arms crash seams (default: from ``AICLI_FAULTS``).
         """
         settings = Settings.resolve(overrides)
-        claude_bin = find_claude(settings.claude_bin)
-        store = open_store(settings.database_url)
-        runtime = cls(settings, store, claude_bin, claude_env)
-        try:
+        with contextlib.ExitStack() as undo:
+            # Before anything touches the database: a second server must leave the first alone.
+            lock = server_lock.acquire(settings.database_url)
+            undo.callback(lock.release)
+            claude_bin = find_claude(settings.claude_bin)
+            store = open_store(settings.database_url)
+            undo.callback(store.close)
+            runtime = cls(
+                settings,
+                store,
+                claude_bin,
+                claude_env,
+                process_factory=process_factory,
+                faults=faults,
+            )
+            runtime._server_lock = lock
             runtime._start()
-        except BaseException:
-            store.close()
-            raise
+            undo.pop_all()
         return runtime
 
     def _start(self) -> None:
@@ -138,14 +174,15 @@ class Runtime:
         return dataclasses.replace(page, items=[self._with_process_state(s) for s in page.items])
 
     def close_session(self, session_id: str) -> Session:
-        session = self.store.get_session(session_id)
-        if session.status != "closed":
-            try:
-                running = self._on_session(session_id, lambda actor: actor.close())
-            except SessionClosed:
-                running = None
-            if running is not None:
-                self.wait(running, timeout=self.settings.cancel_grace + 10)
+        """Close: its pending tasks are cancelled at once, a running one is interrupted."""
+        cancelled, running = self.store.close_session(session_id, SESSION_CLOSED_PENDING)
+        for task_id in cancelled:
+            self.notifier.announce(task_id)
+            self.notifier.forget(task_id)
+        self.notifier.announce(session_id)
+        self._tell(CloseSession(session_id))
+        if running is not None:
+            self.wait(running, timeout=self.settings.cancel_grace + 10)
         return self.get_session(session_id)
 
     # Tasks
@@ -159,7 +196,11 @@ class Runtime:
         metadata: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> tuple[Task, bool]:
-        """Accept a task; the bool is False when ``idempotency_key`` matched an earlier one."""
+        """Accept a task; the bool is False when ``idempotency_key`` matched an earlier one.
+
+        The task is in the session's queue once this returns (committed, so it
+        survives a crash); the session's actor is told to look at the queue.
+        """
         self._check_accepting()
         fields: dict[str, Any] = {"command": command}
         if timeout_s is not None:
@@ -167,10 +208,17 @@ class Runtime:
         if metadata is not None:
             fields["metadata"] = metadata
         clean = validation.task_fields(fields, max_command_chars=self.settings.max_command_chars)
-        task, created = self._on_session(
-            session_id, lambda actor: actor.submit(idempotency_key=idempotency_key, **clean)
+        task, created = self.store.create_task(
+            session_id=session_id,
+            idempotency_key=idempotency_key,
+            max_pending=self.settings.max_pending_per_session,
+            **clean,
         )
-        return (task if created else self._with_queue_positions([task])[0]), created
+        if not created:
+            return self._with_queue_positions([task])[0], False
+        announce(self.context, task, command_chars=len(command))
+        self._tell(Wake(session_id))
+        return task, True
 
     def submit(self, session_id: str, command: str, **options: Any) -> Task:
         return self.submit_task(session_id, command, **options)[0]
@@ -211,8 +259,12 @@ class Runtime:
         task = self.store.get_task(task_id)
         if task.is_terminal:
             return task
-        with contextlib.suppress(SessionClosed):  # closing the session cancels it anyway
-            self._on_session(task.session_id, lambda actor: actor.cancel(task_id))
+        cancelled = self.store.cancel_pending(task_id, CANCELLED_PENDING)
+        if cancelled is not None:
+            announce(self.context, cancelled)
+            self.notifier.forget(task_id)
+            return cancelled
+        self._tell(CancelRunning(task.session_id, task_id))
         task = self.wait(task_id, timeout=CANCEL_TIMEOUT)
         if not task.is_terminal:
             raise Unavailable(
@@ -231,16 +283,19 @@ class Runtime:
                 return task
             self.notifier.wait(task_id, seen, remaining)
 
-    def events(self, task_id: str, after: int = 0) -> list[Event]:
+    def events(self, task_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        """Events with ``seq > after``, at most ``limit``: a long log is read a page at a time."""
         self.store.get_task(task_id)
-        return self.store.list_events(task_id, after=after)
+        return self.store.list_events(task_id, after=after, limit=limit)
 
-    def wait_for_events(self, task_id: str, after: int, timeout: float) -> list[Event]:
-        """Events with ``seq > after``, waiting up to ``timeout`` for the first of them."""
+    def wait_for_events(
+        self, task_id: str, after: int, timeout: float, limit: int | None = None
+    ) -> list[Event]:
+        """Events with ``seq > after`` (at most ``limit``), waiting up to ``timeout`` for one."""
         deadline = time.monotonic() + timeout
         while True:
             seen = self.notifier.version(task_id)
-            events = self.store.list_events(task_id, after=after)
+            events = self.store.list_events(task_id, after=after, limit=limit)
             remaining = deadline - time.monotonic()
             if events or remaining <= 0 or self.notifier.closed:
                 return events
@@ -320,8 +375,12 @@ class Runtime:
             self._supervisor.stop(timeout=10)
         # Session actors end their own trees; this catches whatever escaped them.
         process_tree.kill_all(process_tree.marked_processes(self.context.owner, prefix=True))
+        self.scheduler.stop()
         self.notifier.close()
         self.store.close()
+        # Last, so the next server starts only once this one has let go of everything.
+        if self._server_lock is not None:
+            self._server_lock.release()
 
     # Helpers
 
@@ -330,25 +389,22 @@ class Runtime:
             raise Unavailable("The runtime is stopped.")
         return self._supervisor.proxy()
 
-    def _on_session(self, session_id: str, call: Callable[[Any], pykka.Future[Any]]) -> Any:
-        """Ask the session's actor; if it stopped in between (closed, or idle), look again.
-
-        The supervisor starts a new actor for an idle session, and says
-        ``SessionClosed`` for a closed one, so a second look settles it.
-        """
-        for _ in range(3):
-            ref = self._ask(self._proxy().session_actor(session_id))
-            try:
-                return self._ask(call(ref.proxy()))
-            except pykka.ActorDeadError:
-                continue
-        raise Unavailable(f"Session '{session_id}' did not answer; try again.", 1)
+    def _tell(self, message: object) -> None:
+        """News for the supervisor; it is never asked, so this never waits."""
+        if self._supervisor is None or self._stopped.is_set():
+            raise Unavailable("The runtime is stopped.")
+        self._supervisor.tell(message)
 
     def _ask(self, future: pykka.Future[Any]) -> Any:
         try:
             return future.get(timeout=ASK_TIMEOUT)
         except pykka.Timeout:
-            raise Unavailable("The service is busy; an actor did not answer in time.", 1) from None
+            raise Unavailable(
+                f"An actor did not answer within {ASK_TIMEOUT:g} s, so the outcome is unknown: "
+                "the request may still take effect. Retry with an Idempotency-Key where the "
+                "route takes one, so that a retry cannot act twice.",
+                1,
+            ) from None
 
     def _check_accepting(self) -> None:
         if not self.accepting:

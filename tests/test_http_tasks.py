@@ -104,6 +104,18 @@ def test_an_idempotency_key_returns_the_first_task(client, workdir):
     assert len(client.walk(path)) == 2
 
 
+def test_an_idempotent_retry_after_the_session_closed_returns_the_first_task(client, workdir):
+    session = client.open_session(workdir)
+    path = f"/sessions/{session['id']}/tasks"
+    first = client.post(path, json={"command": "[[say: once]]"}, headers={"Idempotency-Key": "k"})
+    assert client.delete(f"/sessions/{session['id']}").status_code == 200
+    retry = client.post(path, json={"command": "[[say: once]]"}, headers={"Idempotency-Key": "k"})
+    assert retry.status_code == 200
+    assert retry.json()["id"] == first.json()["id"]
+    fresh = client.post(path, json={"command": "[[say: new]]"}, headers={"Idempotency-Key": "n"})
+    assert fresh.status_code == 409 and fresh.json()["error"]["code"] == "session_closed"
+
+
 def test_lists_filter_and_paginate(client, workdir, tmp_path):
     one = client.open_session(workdir)
     other_dir = tmp_path / "other"

@@ -121,6 +121,8 @@ def test_cancel_pending_drops_it(rt, workdir, fake_api):
     session = rt.open_session(workdir=workdir)
     blocker = rt.submit(session.id, "[[slow: 3]]")
     pending = rt.submit(session.id, "[[say: never]]")
+    assert pending.queue_position == 1
+    wait_for(lambda: rt.get_task(blocker.id).status == "running", timeout=30, what="blocker")
     assert rt.get_task(pending.id).queue_position == 0
     cancelled = rt.cancel(pending.id)
     assert cancelled.status == CANCELLED

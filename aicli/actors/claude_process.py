@@ -21,11 +21,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
 from aicli.actors import process_tree
+from aicli.actors.stream import storable
 from aicli.models import SessionSettings
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,34 @@ class ProcessExit:
         tail = self.stderr_tail.strip().splitlines()[-3:]
         said = f" It said: {' | '.join(tail)}" if tail else ""
         return f"The Claude process exited unexpectedly with code {self.returncode}.{said}"
+
+
+class ClaudeLike(Protocol):
+    """What a session actor needs of its process: ``ClaudeProcess``, or a test's stand-in."""
+
+    mark: str
+    start_time: float | None
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def usable(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def send_prompt(self, content: str) -> None: ...
+
+    def interrupt(self) -> str: ...
+
+    def stop(self, grace: float = 5.0) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def end_detached_tools(self) -> int: ...
 
 
 def build_argv(claude_bin: str, settings: SessionSettings, resume: str | None) -> list[str]:
@@ -198,6 +227,15 @@ class ClaudeProcess:
         process_tree.kill_all(self._tree())
         self._exited.wait(5.0)
 
+    def end_detached_tools(self) -> int:
+        """End every process carrying this CLI's mark but the CLI: what an interrupted turn's
+        tools left running after detaching themselves; returns how many."""
+        strays = [p for p in process_tree.marked_processes(self.mark) if p.pid != self.pid]
+        if strays:
+            log.info("claude %s: ending %d detached tool processes", self.pid, len(strays))
+            process_tree.kill_all(strays)
+        return len(strays)
+
     def wait(self, timeout: float | None = None) -> bool:
         return self._exited.wait(timeout)
 
@@ -245,13 +283,16 @@ class ClaudeProcess:
         assert self._popen is not None and self._popen.stdout is not None
         try:
             for raw in self._popen.stdout:
+                text = raw.decode("utf-8", "replace")
                 try:
-                    message = json.loads(raw)
+                    message = json.loads(text)
                 except ValueError:
                     log.warning("claude %s: skipped a non-JSON line: %.200r", self.pid, raw)
                     continue
                 if not isinstance(message, dict):
                     continue
+                if "\\ud" in text or "\\uD" in text:  # only an escape can make a lone half
+                    message = storable(message)
                 if message.get("type") == "system" and message.get("subtype") == "init":
                     self.session_id = message.get("session_id") or self.session_id
                 self._deliver(message)

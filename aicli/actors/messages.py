@@ -48,7 +48,29 @@ class IdleTimeout:
 
 @dataclass(frozen=True)
 class Advance:
-    """Start the next task if none runs: sent to itself so a submit answers first."""
+    """The session's queue in the store may hold work: start its next task if none runs."""
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Interrupt the running task ``task_id`` (a pending one is cancelled in the store)."""
+
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Close:
+    """The session was closed in the store: interrupt its running task, stop its process."""
+
+
+@dataclass(frozen=True)
+class RetryFinish:
+    """Try again to commit how the running task ended (the last commit failed)."""
+
+
+@dataclass(frozen=True)
+class ToolsSwept:
+    """The tools an interrupted turn left behind are gone: the next task may start."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +79,24 @@ class Shutdown:
 
 
 # To the supervisor
+@dataclass(frozen=True)
+class Wake:
+    """The session's queue in the store changed: its actor (started if need be) should look."""
+
+    session_id: str
+
+
+@dataclass(frozen=True)
+class CancelRunning:
+    session_id: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class CloseSession:
+    session_id: str
+
+
 @dataclass(frozen=True)
 class SlotRequested:
     session_id: str

@@ -1,39 +1,49 @@
-"""The session actor: one Claude conversation, its task queue and its process.
+"""The session actor: one Claude conversation, its process, and the only taker from its queue.
 
-Tasks of a session run one at a time in acceptance order. The actor owns the
-queue and the ``ClaudeProcess``; the process's threads only ``tell`` it what
-the CLI wrote, and every timer (task timeout, kill after a failed interrupt,
-idle stop) is a message too. So a handler never waits on the process, and
-while a task runs the actor keeps answering submits, cancels and closes.
+The queue is the session's pending rows in the store: submits, cancels of
+pending tasks and closes write there directly, and this actor is told to
+``Advance``. It asks the store for the next task, which commits that task as
+``running`` (the store decides what runs next and that nothing else of the
+session runs), and only then sends its prompt. A crash at any point therefore
+leaves either a pending task whose prompt was never sent or a running one that
+the restart rule fails: never a prompt sent twice.
 
-The store is written before anyone is told: a status is persisted, then
-announced on the notifier, so a waiter that wakes reads what happened.
+A turn belongs to one process generation. If anything goes wrong while a turn
+is live (a handler raises, a commit fails), that process is killed, its late
+messages are ignored, and the task fails with a clear error before anything
+else runs; ``current`` is cleared only once the terminal state is committed.
+
+The process's threads only ``tell`` this actor what the CLI wrote, and every
+timer (task timeout, kill after a failed interrupt, idle stop, retry) is a
+message from the one scheduler, so a handler never waits on the process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
 
 from aicli.actors.census import CENSUS_KEY, ProcessCensus
-from aicli.actors.claude_process import ClaudeProcess, ProcessExit
+from aicli.actors.claude_process import ClaudeLike, ClaudeProcess, ProcessExit
+from aicli.actors.faults import Faults
 from aicli.actors.messages import (
     Advance,
+    Cancel,
+    Close,
     Evict,
     EvictRefused,
     IdleTimeout,
     ProcessBusy,
     ProcessExited,
     ProcessIdle,
+    RetryFinish,
     SessionStopped,
     Shutdown,
     SlotGranted,
@@ -41,21 +51,15 @@ from aicli.actors.messages import (
     SlotRequested,
     StreamMessage,
     TaskDeadline,
+    ToolsSwept,
 )
 from aicli.actors.notifier import Notifier
+from aicli.actors.scheduler import Scheduler, Timer
 from aicli.actors.stream import Outcome, event_of, outcome_of
-from aicli.errors import LimitExceeded, SessionClosed, Unavailable
+from aicli.actors.workspace import outside_root
+from aicli.errors import IllegalTransition
 from aicli.metrics import Metrics
-from aicli.models import (
-    CANCELLED,
-    FAILED,
-    SESSION_BUSY,
-    SESSION_CLOSED,
-    SESSION_IDLE,
-    Session,
-    Task,
-    utcnow,
-)
+from aicli.models import CANCELLED, COMPLETED, FAILED, Session, Task, status_data
 from aicli.settings import Settings
 from aicli.storage import Store
 
@@ -66,6 +70,9 @@ CANCELLED_RUNNING = "Cancelled while running; the Claude turn was interrupted."
 SESSION_CLOSED_PENDING = "The session was closed before this task started."
 SESSION_CLOSED_RUNNING = "The session was closed while this task ran."
 SERVER_SHUTDOWN = "The server shut down while this task ran; the Claude turn was interrupted."
+RETRY_S = 1.0
+
+ProcessFactory = Callable[..., ClaudeLike]
 
 
 @dataclass(frozen=True)
@@ -77,36 +84,29 @@ class ActorContext:
     census: ProcessCensus
     metrics: Metrics
     settings: Settings
+    scheduler: Scheduler
+    faults: Faults
     claude_bin: str
     claude_env: Mapping[str, str]
     owner: str
+    process_factory: ProcessFactory = ClaudeProcess
 
 
 @dataclass
-class RunningTask:
-    task_id: str
+class Turn:
+    """The running task, on the process generation that runs it."""
+
+    task: Task
+    generation: int
     started: float
-    timeout_s: float | None
     end: tuple[str, str] | None = None  # (status, error) decided by us, not by Claude
-    timers: list[threading.Timer] = field(default_factory=list)
+    outcome: Outcome | None = None  # decided; cleared with the turn once committed
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    timers: list[Timer] = field(default_factory=list)
 
     def cancel_timers(self) -> None:
         for timer in self.timers:
             timer.cancel()
-
-
-def tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:
-    """Tell ``ref`` unless it has stopped: late news for a gone actor is no error."""
-    with contextlib.suppress(pykka.ActorDeadError):
-        ref.tell(message)
-
-
-def tell_later(ref: pykka.ActorRef[Any], seconds: float, message: object) -> threading.Timer:
-    """Deliver ``message`` to ``ref`` after ``seconds``, unless cancelled first."""
-    timer = threading.Timer(min(seconds, threading.TIMEOUT_MAX), tell_quietly, (ref, message))
-    timer.daemon = True
-    timer.start()
-    return timer
 
 
 class SessionActor(pykka.ThreadingActor):
@@ -117,106 +117,41 @@ class SessionActor(pykka.ThreadingActor):
         self.session_id = session.id
         self.session = session
         self.ctx = context
+        self.store = context.store
         self.supervisor = supervisor
-        self.queue: OrderedDict[str, Task] = OrderedDict()  # pending tasks, oldest first
-        self.current: RunningTask | None = None
-        self.process: ClaudeProcess | None = None
+        self.current: Turn | None = None
+        self.process: ClaudeLike | None = None
         self.generation = 0
+        self.retired = False  # the process of this generation is being killed
         self.slot = "none"  # none -> requested -> held -> none
-        self.closed = session.status == SESSION_CLOSED
+        self.closed = session.status == "closed"
         self.shutting_down = False
         self.passivating = False
+        self.sweeping = False
         self.process_cost = 0.0
         self.idle_token = 0
+        self.idle_timer: Timer | None = None
+        self.retry_timer: Timer | None = None
 
     # Lifecycle
 
     def on_start(self) -> None:
-        if not self.closed:
-            self.queue.update((t.id, t) for t in self.ctx.store.pending_tasks(self.session_id))
-        self._advance()
-        self._became_idle()
+        try:
+            self._advance()
+        except Exception as exc:
+            log.exception("session %s: failed to start", self.session_id)
+            self._after_failure(exc)
 
     def on_stop(self) -> None:
+        for timer in (self.idle_timer, self.retry_timer):
+            if timer is not None:
+                timer.cancel()
         if self.current is not None:
             self.current.cancel_timers()
         if self.process is not None and self.process.alive:
             self.process.kill()
             self._forget_process(self.process)
         self.supervisor.tell(SessionStopped(self.session_id, self.actor_urn))
-
-    # Asks from the runtime
-
-    def submit(
-        self,
-        command: str,
-        timeout_s: float | None = None,
-        metadata: dict[str, str] | None = None,
-        idempotency_key: str | None = None,
-    ) -> tuple[Task, bool]:
-        if self.closed:
-            raise SessionClosed(self.session_id)
-        self.passivating = False
-        if self.shutting_down:
-            raise Unavailable("The server is shutting down and takes no new tasks.", 5)
-        if idempotency_key is not None:
-            earlier = self.ctx.store.task_for_idempotency_key(self.session_id, idempotency_key)
-            if earlier is not None:
-                return earlier, False
-        limit = self.ctx.settings.max_pending_per_session
-        if len(self.queue) >= limit:
-            raise LimitExceeded(
-                f"Session '{self.session_id}' already has {limit} pending tasks; "
-                "retry when some have run.",
-                retry_after=max(1, len(self.queue) // 10),
-                details={"max_pending_per_session": limit},
-            )
-        store = self.ctx.store
-
-        def record() -> tuple[Task, bool]:
-            task, created = store.create_task(
-                session_id=self.session_id,
-                command=command,
-                timeout_s=timeout_s,
-                metadata=metadata,
-                idempotency_key=idempotency_key,
-            )
-            if created:
-                store.append_events(task.id, [("status", status_data(task))])
-            return task, created
-
-        task, created = store.atomically(record)
-        if created:
-            self._announce(task, command_chars=len(command))
-            self.queue[task.id] = task
-            self.actor_ref.tell(Advance())
-            task = dataclasses.replace(task, queue_position=len(self.queue) - 1)
-        return task, created
-
-    def cancel(self, task_id: str) -> None:
-        """Start cancelling; the runtime waits for the terminal status on the notifier."""
-        if task_id in self.queue:
-            del self.queue[task_id]
-            self._finish_pending(task_id, CANCELLED_PENDING)
-            self._advance()
-        elif self.current is not None and self.current.task_id == task_id:
-            self._end_running(CANCELLED, CANCELLED_RUNNING)
-
-    def close(self) -> str | None:
-        """Close the session; returns the id of a task that is still being interrupted."""
-        if self.closed:
-            return None
-        self.closed = True
-        while self.queue:
-            self._finish_pending(self.queue.popitem(last=False)[0], SESSION_CLOSED_PENDING)
-        running = self.current.task_id if self.current is not None else None
-        if running is not None:
-            self._end_running(CANCELLED, SESSION_CLOSED_RUNNING)
-        self.ctx.store.update_session(self.session_id, status=SESSION_CLOSED)
-        self.ctx.notifier.announce(self.session_id)
-        self._stop_process()
-        self._stop_if_done()
-        return running
 
     # Tells
 
@@ -227,18 +162,40 @@ class SessionActor(pykka.ThreadingActor):
             return
         try:
             handler(self, message)
-        except Exception:
-            log.exception("session %s: failed to handle %r", self.session_id, type(message))
-            self._fail_current_after_bug()
+        except Exception as exc:
+            kind = type(message).__name__
+            log.exception("session %s: failed to handle %s", self.session_id, kind)
+            self._after_failure(exc)
+
+    def _on_advance(self, _: Advance) -> None:
+        self._advance()
+
+    def _on_cancel(self, message: Cancel) -> None:
+        if self.current is not None and self.current.task.id == message.task_id:
+            self._end_running(CANCELLED, CANCELLED_RUNNING)
+
+    def _on_close(self, _: Close) -> None:
+        self.closed = True
+        if self.current is not None:
+            self._end_running(CANCELLED, SESSION_CLOSED_RUNNING)
+        self._stop_process()
+        self._stop_if_done()
+
+    def _on_shutdown(self, _: Shutdown) -> None:
+        self.shutting_down = True
+        if self.current is not None:
+            self._end_running(CANCELLED, SERVER_SHUTDOWN)
+        self._stop_process()
 
     def _on_stream(self, message: StreamMessage) -> None:
-        if message.generation != self.generation:
+        if message.generation != self.generation or self.retired:
             return
         data = message.message
         if data.get("type") == "system" and data.get("subtype") == "init":
             self._learn_claude_session(data.get("session_id"))
             return
-        if self.current is None:
+        turn = self.current
+        if turn is None or turn.generation != message.generation or turn.outcome is not None:
             return
         event = event_of(data)
         if data.get("type") == "result":
@@ -247,28 +204,38 @@ class SessionActor(pykka.ThreadingActor):
             total = data.get("total_cost_usd")
             if total is not None:
                 self.process_cost = float(total)
-            self._finish_running(outcome, [event] if event else [])
+            self._conclude(outcome, [event] if event else [])
         elif event is not None:
-            self.ctx.store.append_events(self.current.task_id, [event])
-            self.ctx.notifier.announce(self.current.task_id)
+            self.ctx.faults.reach("stream.event")
+            self.store.append_events(turn.task.id, [event])
+            self.ctx.notifier.announce(turn.task.id)
 
     def _on_exit(self, message: ProcessExited) -> None:
         if message.generation != self.generation:
             return
         process, self.process = self.process, None
+        self.retired = False
         if process is not None:
             self._forget_process(process)
-        if self.current is not None:
-            self._finish_running(self._death_outcome(message.exit))
+        turn = self.current
+        if turn is not None and turn.generation == message.generation and turn.outcome is None:
+            self._conclude(Outcome.failure(message.exit.describe()))
         self._release_slot()
         self._stop_if_done()
-        self._advance()
         if self.actor_ref.is_alive():
-            self._became_idle()
+            self._advance()
+
+    def _on_retry_finish(self, _: RetryFinish) -> None:
+        if self.current is not None and self.current.outcome is not None:
+            self._commit_end()
+
+    def _on_tools_swept(self, _: ToolsSwept) -> None:
+        self.sweeping = False
+        self._advance()
 
     def _on_slot_granted(self, _: SlotGranted) -> None:
         self.slot = "held"
-        if self.closed or self.shutting_down or not self.queue:
+        if self.closed or self.shutting_down or not self.store.has_pending(self.session_id):
             self._release_slot()
             return
         self._advance()
@@ -282,69 +249,97 @@ class SessionActor(pykka.ThreadingActor):
             self.supervisor.tell(EvictRefused(self.session_id))
 
     def _on_deadline(self, message: TaskDeadline) -> None:
-        if self.current is None or self.current.task_id != message.task_id:
+        turn = self.current
+        if turn is None or turn.task.id != message.task_id or turn.outcome is not None:
             return
         if message.kind == "timeout":
-            limit = self.current.timeout_s
+            limit = turn.task.timeout_s or 0
             self._end_running(
                 FAILED, f"Timed out after {limit:g} s; the Claude turn was interrupted."
             )
         elif message.kind == "kill" and self.process is not None:
             log.warning("session %s: turn did not end after interrupt; killing", self.session_id)
-            threading.Thread(target=self.process.kill, daemon=True).start()
+            self._kill_process()
 
     def _on_idle(self, message: IdleTimeout) -> None:
         """Idle for the whole timeout: stop the process, then this actor, until needed again."""
-        if message.token != self.idle_token or self.current is not None or self.queue:
+        if message.token != self.idle_token or self.current is not None:
             return
+        self.idle_timer = None
         self.passivating = True
         if self.process is not None:
             log.info("session %s: stopping its idle Claude process", self.session_id)
             self._stop_process()
         self._stop_if_done()
 
-    def _on_advance(self, _: Advance) -> None:
-        self._advance()
-
-    def _on_shutdown(self, _: Shutdown) -> None:
-        self.shutting_down = True
-        self.queue.clear()
-        if self.current is not None:
-            self._end_running(CANCELLED, SERVER_SHUTDOWN)
-        self._stop_process()
-
-    _handlers = {
+    _handlers: dict[type, Callable[[SessionActor, Any], None]] = {
+        Advance: _on_advance,
+        Cancel: _on_cancel,
+        Close: _on_close,
+        Shutdown: _on_shutdown,
         StreamMessage: _on_stream,
         ProcessExited: _on_exit,
+        RetryFinish: _on_retry_finish,
+        ToolsSwept: _on_tools_swept,
         SlotGranted: _on_slot_granted,
         Evict: _on_evict,
         TaskDeadline: _on_deadline,
         IdleTimeout: _on_idle,
-        Shutdown: _on_shutdown,
-        Advance: _on_advance,
     }
 
-    # Running tasks
+    # Starting tasks
 
     def _advance(self) -> None:
-        """Start the next task if there is one and nothing runs."""
-        if self.current is not None or not self.queue or self.closed or self.shutting_down:
+        """Start the session's next task, if the store has one and nothing runs."""
+        if self.current is not None or self.closed or self.shutting_down or self.sweeping:
             return
-        if self.process is not None and not self.process.usable:
-            return  # it is on its way out; its exit releases the slot and calls us again
+        if self.process is not None and (self.retired or not self.process.usable):
+            return  # on its way out; its exit calls us again
         if self.process is None:
+            if not self.store.has_pending(self.session_id):
+                self._became_idle()
+                return
+            self._not_idle()
             if self.slot == "none":
                 self.slot = "requested"
                 self.supervisor.tell(SlotRequested(self.session_id))
                 return
-            if self.slot == "requested":
+            if self.slot == "requested" or not self._spawn():
                 return
-            if not self._spawn():
-                return
-        self._run(self.queue.popitem(last=False)[1])
+        self._start_next()
+
+    def _start_next(self) -> None:
+        """Record, then dispatch: the prompt goes out only after ``running`` is committed."""
+        assert self.process is not None
+        self.ctx.faults.reach("start.before_commit")
+        task = self.store.start_next_task(self.session_id)
+        if task is None:
+            self._became_idle()
+            return
+        self.current = turn = Turn(task, self.generation, time.monotonic())
+        self._not_idle()
+        announce(self.ctx, task)
+        self.ctx.faults.reach("start.after_commit")
+        self.process.send_prompt(task.command)
+        self.supervisor.tell(ProcessBusy(self.session_id))
+        if task.timeout_s:
+            turn.timers.append(
+                self.ctx.scheduler.tell_later(
+                    task.timeout_s, self.actor_ref, TaskDeadline(task.id, "timeout")
+                )
+            )
 
     def _spawn(self) -> bool:
+        """Start a process for the next task; if that cannot work, that task fails saying why."""
+        root = self.ctx.settings.workspace_root
+        if root and outside_root(self.session.workdir, root):
+            self._fail_next(
+                f"The session's workdir '{self.session.workdir}' now lies outside the "
+                f"workspace root '{root}'; open a session inside it."
+            )
+            return False
         self.generation += 1
+        self.retired = False
         generation = self.generation
         ref = self.actor_ref
 
@@ -354,7 +349,7 @@ class SessionActor(pykka.ThreadingActor):
         def on_exit(exit_: ProcessExit) -> None:
             tell_quietly(ref, ProcessExited(generation, exit_))
 
-        process = ClaudeProcess(
+        process = self.ctx.process_factory(
             claude_bin=self.ctx.claude_bin,
             settings=self.session.settings,
             on_message=on_message,
@@ -367,146 +362,162 @@ class SessionActor(pykka.ThreadingActor):
             process.start()
         except (OSError, ValueError) as exc:  # ValueError: a NUL in an argument
             log.error("session %s: cannot start Claude: %s", self.session_id, exc)
-            self._finish_pending(
-                self.queue.popitem(last=False)[0],
-                f"The Claude process could not be started: {exc}.",
-                FAILED,
-            )
-            self._release_slot()
-            self._advance()
+            self._fail_next(f"The Claude process could not be started: {exc}.")
             return False
         self.process = process
         self.process_cost = 0.0
         self.ctx.census.add(self.session_id)
-        self.ctx.store.record_process(
-            process.pid, process.start_time or 0.0, process.mark, "claude"
-        )
+        if process.pid is not None:
+            started = process.start_time or 0.0
+            self.store.record_process(process.pid, started, process.mark, "claude")
         return True
 
-    def _run(self, pending: Task) -> None:
-        """Send the prompt first, then record that it runs, while Claude is already thinking."""
-        assert self.process is not None
-        self.process.send_prompt(pending.command)
-        store = self.ctx.store
+    def _fail_next(self, error: str) -> None:
+        task = self.store.start_next_task(self.session_id)
+        if task is not None:
+            announce(self.ctx, self.store.finish_task(task.id, FAILED, error=error))
+            self.ctx.notifier.forget(task.id)
+        self._release_slot()
+        self.actor_ref.tell(Advance())
 
-        def record() -> Task:
-            now = utcnow()
-            task = store.start_task(pending.id, started_at=now)
-            store.append_events(pending.id, [("status", status_data(task))])
-            store.update_session(self.session_id, status=SESSION_BUSY, last_active_at=now)
-            return task
-
-        task = store.atomically(record)
-        self.current = RunningTask(
-            task_id=task.id, started=time.monotonic(), timeout_s=task.timeout_s
-        )
-        self.idle_token += 1
-        self._announce(task)
-        self.supervisor.tell(ProcessBusy(self.session_id))
-        if task.timeout_s:
-            self.current.timers.append(
-                tell_later(self.actor_ref, task.timeout_s, TaskDeadline(task.id, "timeout"))
-            )
+    # Ending tasks
 
     def _end_running(self, status: str, error: str) -> None:
         """Interrupt the running turn; its result (or the process's death) finishes the task."""
-        current = self.current
-        assert current is not None
-        if current.end is not None:
+        turn = self.current
+        assert turn is not None
+        if turn.end is not None or turn.outcome is not None:
             return
-        current.end = (status, error)
-        if self.process is not None and self.process.alive:
+        turn.end = (status, error)
+        if self.process is not None and self.process.alive and not self.retired:
             self.process.interrupt()
-            current.timers.append(
-                tell_later(
-                    self.actor_ref,
+            turn.timers.append(
+                self.ctx.scheduler.tell_later(
                     self.ctx.settings.cancel_grace,
-                    TaskDeadline(current.task_id, "kill"),
+                    self.actor_ref,
+                    TaskDeadline(turn.task.id, "kill"),
                 )
             )
+        else:
+            self._conclude(Outcome.failure(error))
 
-    def _finish_running(
-        self, outcome: Outcome, events: list[tuple[str, dict[str, Any]]] = ()
-    ) -> None:
-        """Store the outcome, the events that carried it and the final status in one commit."""
-        current = self.current
-        assert current is not None
-        self.current = None
-        current.cancel_timers()
-        status, error, output = outcome.status, outcome.error, outcome.output
-        if current.end is not None and outcome.status != "completed":
-            status, error, output = current.end[0], current.end[1], None
-        store = self.ctx.store
+    def _conclude(self, outcome: Outcome, events: list[tuple[str, dict[str, Any]]] = ()) -> None:
+        """The turn is over: how it ended is decided now, and committed next."""
+        turn = self.current
+        assert turn is not None
+        turn.cancel_timers()
+        if turn.end is not None and outcome.status != COMPLETED:
+            outcome = Outcome.failure(turn.end[1], status=turn.end[0], like=outcome)
+        turn.outcome = outcome
+        turn.events = list(events)
+        self._commit_end()
 
-        def record() -> Task:
-            now = utcnow()
-            if events:
-                store.append_events(current.task_id, list(events))
-            task = store.finish_task(
-                current.task_id,
-                status,
-                output=output,
-                error=error,
+    def _commit_end(self) -> None:
+        """Store the outcome; only then is the turn over. A failed commit kills the turn's
+        process (nothing more of it may reach the store) and is retried."""
+        turn = self.current
+        assert turn is not None and turn.outcome is not None
+        outcome = turn.outcome
+        try:
+            self.ctx.faults.reach("finish.before_commit")
+            task = self.store.finish_task(
+                turn.task.id,
+                outcome.status,
+                output=outcome.output,
+                error=outcome.error,
                 cost_usd=outcome.cost_usd,
                 num_turns=outcome.num_turns,
                 duration_ms=outcome.duration_ms,
                 usage=outcome.usage,
-                completed_at=now,
+                events=turn.events,
             )
-            store.append_events(task.id, [("status", status_data(task))])
-            if not self.closed:
-                store.update_session(self.session_id, status=SESSION_IDLE, last_active_at=now)
-            return task
-
-        task = store.atomically(record)
-        self.ctx.metrics.task_duration.labels(status).observe(time.monotonic() - current.started)
+        except IllegalTransition:
+            log.warning("session %s: task %s had already ended", self.session_id, turn.task.id)
+            task = self.store.get_task(turn.task.id)
+        except Exception:
+            log.exception(
+                "session %s: could not record how task %s ended; retrying",
+                self.session_id,
+                turn.task.id,
+            )
+            self._retire_process()
+            self.retry_timer = self.ctx.scheduler.tell_later(RETRY_S, self.actor_ref, RetryFinish())
+            return
+        self.current = None
+        self.ctx.metrics.task_duration.labels(task.status).observe(time.monotonic() - turn.started)
         if outcome.cost_usd:
             self.ctx.metrics.cost.inc(outcome.cost_usd)
-        self._announce(task, duration_ms=task.duration_ms, cost_usd=task.cost_usd)
+        announce(self.ctx, task, duration_ms=task.duration_ms, cost_usd=task.cost_usd)
         self.ctx.notifier.forget(task.id)
-        self._became_idle()
+        if turn.end is not None and self.process is not None and not self.retired:
+            self._sweep_tools(self.process)
         self._advance()
 
-    def _finish_pending(self, task_id: str, error: str, status: str = CANCELLED) -> None:
-        store = self.ctx.store
-
-        def record() -> Task:
-            if status != CANCELLED:
-                store.start_task(task_id, started_at=utcnow())
-            task = store.finish_task(task_id, status, error=error, completed_at=utcnow())
-            store.append_events(task_id, [("status", status_data(task))])
-            return task
-
-        self._announce(store.atomically(record))
-        self.ctx.notifier.forget(task_id)
-
-    def _death_outcome(self, exit_: ProcessExit) -> Outcome:
-        return Outcome(FAILED, None, exit_.describe(), None, None, None, None)
-
-    def _fail_current_after_bug(self) -> None:
-        """A handler raised: fail the running task rather than leave it running forever."""
-        if self.current is None:
+    def _after_failure(self, exc: Exception) -> None:
+        """A handler raised. During a turn: the generation rule. Otherwise: look again later."""
+        turn = self.current
+        if turn is None:
+            if self.actor_ref.is_alive():
+                self.retry_timer = self.ctx.scheduler.tell_later(RETRY_S, self.actor_ref, Advance())
             return
+        if turn.outcome is not None:
+            return  # its commit is already being retried
+        self._retire_process()
         try:
-            self._finish_running(
-                Outcome(FAILED, None, "aicli failed while handling this task.", *[None] * 4)
+            self._conclude(
+                Outcome.failure(
+                    f"aicli failed while handling this task ({type(exc).__name__}: {exc}); "
+                    "its Claude turn was stopped."
+                )
             )
         except Exception:
             log.exception("session %s: could not fail the task either", self.session_id)
-            self.current = None
 
     # Process and slot bookkeeping
 
+    def _retire_process(self) -> None:
+        """Kill this generation's process: whatever it still says belongs to no task."""
+        if self.process is not None and not self.retired:
+            self.retired = True
+            self._kill_process()
+
+    def _kill_process(self) -> None:
+        if self.process is not None:
+            threading.Thread(target=self.process.kill, daemon=True).start()
+
+    def _sweep_tools(self, process: ClaudeLike) -> None:
+        """End tools an interrupted turn detached (``setsid cmd &``) before the next task starts."""
+        self.sweeping = True
+        ref = self.actor_ref
+
+        def sweep() -> None:
+            try:
+                process.end_detached_tools()
+            finally:
+                tell_quietly(ref, ToolsSwept())
+
+        threading.Thread(target=sweep, daemon=True).start()
+
     def _became_idle(self) -> None:
         """Nothing left to run: start the idle clock (process stop, then passivation)."""
-        if self.queue or self.current is not None:
+        if self.current is not None or self.idle_timer is not None:
             return
         self.idle_token += 1
         if self.process is not None:
             self.supervisor.tell(ProcessIdle(self.session_id, time.monotonic()))
         timeout = self.ctx.settings.idle_process_timeout
         if timeout > 0:
-            tell_later(self.actor_ref, timeout, IdleTimeout(self.idle_token))
+            self.idle_timer = self.ctx.scheduler.tell_later(
+                timeout, self.actor_ref, IdleTimeout(self.idle_token)
+            )
+
+    def _not_idle(self) -> None:
+        """Work is here: the idle clock stops, and a passivation under way is called off."""
+        self.passivating = False
+        self.idle_token += 1
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
 
     def _stop_process(self) -> None:
         if self.process is not None and self.process.alive:
@@ -514,10 +525,10 @@ class SessionActor(pykka.ThreadingActor):
         elif self.process is None and self.slot == "held":
             self._release_slot()
 
-    def _forget_process(self, process: ClaudeProcess) -> None:
+    def _forget_process(self, process: ClaudeLike) -> None:
         self.ctx.census.discard(self.session_id)
         if process.pid is not None:
-            self.ctx.store.forget_process(process.pid, process.start_time or 0.0)
+            self.store.forget_process(process.pid, process.start_time or 0.0)
         self.ctx.notifier.announce(CENSUS_KEY)
 
     def _release_slot(self) -> None:
@@ -529,37 +540,33 @@ class SessionActor(pykka.ThreadingActor):
         """A closed or long-idle session's actor goes away once its process has.
 
         An idle one costs a thread and a database connection; the supervisor
-        starts a new actor for the session when it is needed again.
+        starts a new actor for the session when it is needed again, and also
+        when a task reached the store while this one was stopping.
         """
-        done = self.process is None and self.current is None and not self.queue
-        if done and (self.closed or self.passivating):
+        if self.process is not None or self.current is not None:
+            return
+        if self.closed or self.passivating:
             self._release_slot()
             self.stop()
 
     def _learn_claude_session(self, claude_session_id: str | None) -> None:
         if claude_session_id and claude_session_id != self.session.claude_session_id:
-            self.session = self.ctx.store.update_session(
+            self.session = self.store.update_session(
                 self.session_id, claude_session_id=claude_session_id
             )
 
-    def _announce(self, task: Task, **details: Any) -> None:
-        """Wake the task's waiters and log the change in one line (never the prompt itself)."""
-        self.ctx.notifier.announce(task.id)
-        log.info(
-            "task %s",
-            task.status,
-            extra={
-                "task_id": task.id,
-                "session_id": task.session_id,
-                **status_data(task),
-                **details,
-            },
-        )
+
+def tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:
+    """Tell ``ref`` unless it has stopped: late news for a gone actor is no error."""
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(message)
 
 
-def status_data(task: Task) -> dict[str, Any]:
-    """The data of a ``status`` event: the new status, and the error when there is one."""
-    data: dict[str, Any] = {"status": task.status}
-    if task.error:
-        data["error"] = task.error
-    return data
+def announce(ctx: ActorContext, task: Task, **details: Any) -> None:
+    """Wake the task's waiters and log the change in one line (never the prompt itself)."""
+    ctx.notifier.announce(task.id)
+    log.info(
+        "task %s",
+        task.status,
+        extra={"task_id": task.id, "session_id": task.session_id, **status_data(task), **details},
+    )

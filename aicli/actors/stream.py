@@ -6,6 +6,7 @@ counts as failed, how much a turn cost) are tested without a process.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,26 @@ from aicli.models import COMPLETED, FAILED
 # (its session id is taken from it elsewhere), answers to our control requests
 # and partial-message deltas (the complete message follows).
 _SKIPPED = {("system", "init"), ("control_response", None), ("stream_event", None)}
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every lone UTF-16 surrogate replaced by U+FFFD.
+
+    Node cuts strings in the middle of an emoji (long tool output does this),
+    and JSON keeps the half as ``"\\ud83d"``; such a string cannot be encoded
+    as UTF-8, so no database would store it. Pairs were joined by the JSON
+    decoder already, so whatever surrogate is left is a lone one.
+    """
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value) if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    return value
 
 
 def event_of(message: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -48,6 +69,13 @@ class Outcome:
     num_turns: int | None
     duration_ms: int | None
     usage: dict[str, int] | None
+
+    @classmethod
+    def failure(cls, error: str, status: str = FAILED, like: Outcome | None = None) -> Outcome:
+        """A turn that ended in ``status`` for our reason; what Claude spent is still counted."""
+        if like is None:
+            return cls(status, None, error, None, None, None, None)
+        return cls(status, None, error, like.cost_usd, like.num_turns, like.duration_ms, like.usage)
 
 
 def turn_cost(message: dict[str, Any], previous_total: float) -> float | None:

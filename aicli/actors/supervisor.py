@@ -1,8 +1,11 @@
-"""The supervisor: opens and finds sessions, and rations Claude processes.
+"""The supervisor: opens sessions, routes news to their actors, and rations Claude processes.
 
-It owns the session actors (starting them on demand for sessions that so far
-exist only in the store) and the limits that span sessions: how many sessions
-may be open and how many Claude processes may live at once. Process slots are
+It owns the session actors, starting one whenever a session's queue in the
+store holds work and no actor of that session lives: on ``Wake`` after a
+submit, after a restart, and when an actor stopped while a task reached its
+queue (so no accepted task is ever stranded). It also holds the limits that
+span sessions: how many sessions may be open and how many Claude processes
+may live at once. Process slots are
 granted by message: a session asks for one with ``SlotRequested``; when all
 are taken the least recently idle holder is told to ``Evict``, and if every
 holder is busy the request waits in line for the next ``SlotReleased``. The
@@ -19,6 +22,11 @@ from typing import Any
 import pykka
 
 from aicli.actors.messages import (
+    Advance,
+    Cancel,
+    CancelRunning,
+    Close,
+    CloseSession,
     Evict,
     EvictRefused,
     ProcessBusy,
@@ -28,10 +36,11 @@ from aicli.actors.messages import (
     SlotGranted,
     SlotReleased,
     SlotRequested,
+    Wake,
 )
-from aicli.actors.session import ActorContext, SessionActor
-from aicli.errors import LimitExceeded, SessionClosed
-from aicli.models import FAILED, SESSION_CLOSED, SESSION_IDLE, Session, utcnow
+from aicli.actors.session import RETRY_S, ActorContext, SessionActor
+from aicli.errors import LimitExceeded
+from aicli.models import SESSION_CLOSED, Session
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +62,13 @@ class Supervisor(pykka.ThreadingActor):
     # Asks from the runtime
 
     def recover(self) -> list[str]:
-        """Settle what a previous run left: fail its running tasks, requeue its pending ones.
+        """Settle what a previous run left: fail its running tasks, start its queues again.
 
         Returns the ids of the tasks it failed.
         """
-        store = self.ctx.store
-        failed = []
-        for task in store.running_tasks():
-            store.finish_task(task.id, FAILED, error=SERVER_DIED, completed_at=utcnow())
-            store.append_events(task.id, [("status", {"status": FAILED, "error": SERVER_DIED})])
-            failed.append(task.id)
-        for session in store.sessions_with_status(["busy"]):
-            store.update_session(session.id, status=SESSION_IDLE)
-        for session_id in {task.session_id for task in store.pending_tasks()}:
-            self._actor_for(store.get_session(session_id))
+        failed = self.ctx.store.fail_running_tasks(SERVER_DIED)
+        for session_id in self.ctx.store.sessions_with_pending():
+            self._wake(session_id)
         return failed
 
     def open_session(self, fields: dict[str, Any]) -> Session:
@@ -79,16 +81,6 @@ class Supervisor(pykka.ThreadingActor):
                 details={"max_sessions": limit},
             )
         return self.ctx.store.create_session(**fields)
-
-    def session_actor(self, session_id: str) -> pykka.ActorRef[SessionActor]:
-        """The actor of an open session, started if need be; SessionNotFound, SessionClosed."""
-        ref = self.sessions.get(session_id)
-        if ref is not None and ref.is_alive():
-            return ref
-        session = self.ctx.store.get_session(session_id)
-        if session.status == SESSION_CLOSED:
-            raise SessionClosed(session_id)
-        return self._actor_for(session)
 
     def shutdown_sessions(self) -> int:
         """Tell every session the server is stopping; returns how many were told."""
@@ -113,9 +105,18 @@ class Supervisor(pykka.ThreadingActor):
             self._handle(message)
         except Exception:
             log.exception("supervisor: failed to handle %r", message)
+            session_id = getattr(message, "session_id", None)
+            if isinstance(message, Wake | SessionStopped) and session_id is not None:
+                self.ctx.scheduler.tell_later(RETRY_S, self.actor_ref, Wake(session_id))
 
     def _handle(self, message: Any) -> None:
-        if isinstance(message, SlotRequested):
+        if isinstance(message, Wake):
+            self._wake(message.session_id)
+        elif isinstance(message, CancelRunning):
+            self._tell(message.session_id, Cancel(message.task_id))
+        elif isinstance(message, CloseSession):
+            self._tell(message.session_id, Close())
+        elif isinstance(message, SlotRequested):
             self._request(message.session_id)
         elif isinstance(message, SlotReleased):
             self._release(message.session_id)
@@ -139,6 +140,8 @@ class Supervisor(pykka.ThreadingActor):
             self._release(message.session_id)
             if message.session_id in self.waiting:
                 self.waiting.remove(message.session_id)
+            if self.ctx.store.has_pending(message.session_id):
+                self._wake(message.session_id)  # a task came in while it was stopping
         else:
             log.warning("supervisor: unexpected message %r", message)
 
@@ -185,7 +188,12 @@ class Supervisor(pykka.ThreadingActor):
             return False
         return True
 
-    def _actor_for(self, session: Session) -> pykka.ActorRef[SessionActor]:
-        ref = SessionActor.start(session, self.ctx, self.actor_ref)
-        self.sessions[session.id] = ref
-        return ref
+    def _wake(self, session_id: str) -> None:
+        """Tell the session's actor to look at its queue, starting one if none lives."""
+        ref = self.sessions.get(session_id)
+        if ref is not None and ref.is_alive():
+            ref.tell(Advance())
+            return
+        session = self.ctx.store.get_session(session_id)
+        if session.status != SESSION_CLOSED:
+            self.sessions[session_id] = SessionActor.start(session, self.ctx, self.actor_ref)
