@@ -190,9 +190,10 @@ def test_cancel_close_and_queue_positions_come_from_the_store(start, scripted, w
     (workdir,) = workdirs(1)
     session = rt.open_session(workdir=workdir)
     held = rt.submit(session.id, "[[hold]] a")
-    waiting = [rt.submit(session.id, f"w{i}") for i in range(3)]
-    assert [t.queue_position for t in waiting] == [1, 2, 3]
+    assert held.queue_position == 0
     wait_for(lambda: rt.get_task(held.id).status == RUNNING, what="held task running")
+    waiting = [rt.submit(session.id, f"w{i}") for i in range(3)]
+    assert [t.queue_position for t in waiting] == [0, 1, 2]
     assert [rt.get_task(t.id).queue_position for t in waiting] == [0, 1, 2]
     assert rt.cancel(waiting[1].id).status == CANCELLED
     assert rt.get_task(waiting[2].id).queue_position == 1
