@@ -117,6 +117,8 @@ def _fill(database: Path, rows: int) -> None:
                     **task,
                     "id": new_id(),
                     "session_id": session_ids[index % BIG_SESSIONS],
+                    # Each session's queue numbers its tasks: a place of their own.
+                    "seq": 1_000 + index // BIG_SESSIONS,
                     "command": f"filler {index}",
                     "status": "failed" if failed else "completed",
                     "output": None if failed else task["output"],
