@@ -217,7 +217,9 @@ class Runtime:
         if not created:
             return self._with_queue_positions([task])[0], False
         announce(self.context, task, command_chars=len(command))
-        self._tell(Wake(session_id))
+        # The task is accepted now; a server stopping meanwhile runs it at its next start.
+        with contextlib.suppress(Unavailable, pykka.ActorDeadError):
+            self._tell(Wake(session_id))
         return task, True
 
     def submit(self, session_id: str, command: str, **options: Any) -> Task:
@@ -338,14 +340,21 @@ class Runtime:
         return len(leftovers)
 
     def shutdown(self, grace: float | None = None) -> None:
-        """Stop taking work, let running tasks finish for ``grace`` s, then interrupt them."""
+        """Stop taking work, let running tasks finish for ``grace`` s, then interrupt them.
+
+        Sessions start no new task meanwhile: pending tasks stay pending for the next start.
+        """
         self.accepting = False
         grace = self.settings.shutdown_grace if grace is None else grace
         deadline = time.monotonic() + grace
-        for task in self.store.running_tasks():
-            self.wait(task.id, timeout=max(0.0, deadline - time.monotonic()))
         if self._supervisor is None:
             return
+        try:
+            self._ask(self._supervisor.proxy().drain_sessions())
+        except Unavailable:
+            log.warning("the supervisor did not answer the drain")
+        for task in self.store.running_tasks():
+            self.wait(task.id, timeout=max(0.0, deadline - time.monotonic()))
         try:
             self._ask(self._supervisor.proxy().shutdown_sessions())
         except Unavailable:
@@ -370,9 +379,9 @@ class Runtime:
         if self._supervisor is not None:
             try:
                 self._supervisor.proxy().stop_sessions(timeout=10).get(timeout=120)
+                self._supervisor.stop(timeout=10)
             except pykka.Timeout:
-                log.warning("session actors did not stop in time")
-            self._supervisor.stop(timeout=10)
+                log.warning("the actors did not stop in time; ending their processes anyway")
         # Session actors end their own trees; this catches whatever escaped them.
         process_tree.kill_all(process_tree.marked_processes(self.context.owner, prefix=True))
         self.scheduler.stop()

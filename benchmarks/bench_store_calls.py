@@ -101,11 +101,6 @@ def run(store: Store, rounds: int) -> dict[str, list[tuple[float, float]]]:
         _timed(samples, "list_tasks(50)", lambda: store.list_tasks(limit=50))
         _timed(samples, "list_sessions(50)", lambda: store.list_sessions(limit=50))
 
-        def grouped(t: Any = task) -> None:
-            store.get_task(t.id)
-            store.update_session(session.id, last_active_at=t.created_at)
-
-        _timed(samples, "atomically(2 calls)", lambda g=grouped: store.atomically(g))
         cancelled, _ = store.create_task(session_id=session.id, command=f"cancelled {number}")
         _timed(
             samples,

@@ -9,10 +9,13 @@ from __future__ import annotations
 import random
 import threading
 
+import pykka
 import pytest
 
 from aicli import Runtime
 from aicli.actors.faults import Faults
+from aicli.actors.session import SessionActor
+from aicli.errors import DatabaseUnavailable
 from aicli.models import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
 from aicli.testing.scripted_claude import ScriptedClaude
 from aicli.testing.waiting import wait_for
@@ -34,7 +37,8 @@ def start(tmp_path, scripted, faults):
 
     def start(**settings) -> Runtime:
         settings.setdefault("database_url", f"sqlite:///{tmp_path}/aicli.db")
-        rt = Runtime.start(process_factory=scripted, faults=faults, **settings)
+        settings.setdefault("process_factory", scripted)
+        rt = Runtime.start(faults=faults, **settings)
         started.append(rt)
         return rt
 
@@ -217,3 +221,97 @@ def test_pending_tasks_wait_in_the_store_across_a_restart(start, scripted, workd
     assert rt2.get_task(held.id).status in (FAILED, CANCELLED)
     assert rt2.wait(later.id, timeout=10).status == COMPLETED
     assert rt2.get_task(later.id).status != PENDING
+
+
+# What a review found: a lost commit answer, a failed finish, shutdown's order.
+
+
+def test_a_start_whose_commit_answer_was_lost_does_not_wedge_the_session(
+    start, scripted, workdirs, monkeypatch
+):
+    rt = start()
+    (workdir,) = workdirs(1)
+    real = rt.store.start_next_task
+    calls = []
+
+    def lost_answer(session_id):
+        task = real(session_id)
+        calls.append(task)
+        if len(calls) == 1 and task is not None:  # committed, but the caller hears a failure
+            raise DatabaseUnavailable("The connection failed during COMMIT (simulated).")
+        return task
+
+    monkeypatch.setattr(rt.store, "start_next_task", lost_answer)
+    session = rt.open_session(workdir=workdir)
+    first, second = rt.submit(session.id, "first"), rt.submit(session.id, "second")
+    failed = rt.wait(first.id, timeout=10)
+    assert failed.status == FAILED and "was not sent to Claude" in failed.error
+    assert rt.wait(second.id, timeout=10).status == COMPLETED
+    assert scripted.prompts() == ["second"]
+
+
+def test_a_failed_finish_after_a_failed_spawn_is_retried(start, workdirs, monkeypatch, scripted):
+    (workdir,) = workdirs(1)
+    spawned = []
+
+    def fails_once(**options):
+        process = scripted(**options)
+        if not spawned:
+            process.start = lambda: (_ for _ in ()).throw(OSError("exec format error"))
+        spawned.append(process)
+        return process
+
+    rt = start(process_factory=fails_once)
+    real_finish = rt.store.finish_task
+    finishes = []
+
+    def flaky_finish(*args, **kwargs):
+        finishes.append(args)
+        if len(finishes) == 1:
+            raise DatabaseUnavailable("The connection was lost (simulated).")
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(rt.store, "finish_task", flaky_finish)
+    session = rt.open_session(workdir=workdir)
+    first, second = rt.submit(session.id, "first"), rt.submit(session.id, "second")
+    failed = rt.wait(first.id, timeout=10)
+    assert failed.status == FAILED and "could not be started" in failed.error
+    assert rt.wait(second.id, timeout=10).status == COMPLETED
+
+
+def test_a_closed_session_whose_finish_was_retried_lets_its_actor_go(
+    start, scripted, faults, workdirs
+):
+    rt = start()
+    for workdir in workdirs(3):
+        session = rt.open_session(workdir=workdir)
+        task = rt.submit(session.id, "[[hold]] x")
+        wait_for(lambda: scripted.live(), what="the held turn")
+        faults.arm("finish.before_commit", "raise")
+        rt.close_session(session.id)
+        assert rt.get_task(task.id).status == CANCELLED
+    wait_for(lambda: not pykka.ActorRegistry.get_by_class(SessionActor), what="actors to stop")
+
+
+def test_shutdown_lets_the_running_task_finish_and_keeps_the_rest_pending(
+    start, scripted, workdirs
+):
+    rt = start()
+    (workdir,) = workdirs(1)
+    session = rt.open_session(workdir=workdir)
+    tasks = [rt.submit(session.id, f"[[slow:0.3]] t{i}") for i in range(3)]
+    wait_for(lambda: scripted.live(), what="the first turn")
+    rt.shutdown(grace=10)
+    assert [rt.get_task(t.id).status for t in tasks] == [COMPLETED, PENDING, PENDING]
+
+
+def test_an_interrupted_turn_sweeps_detached_tools_before_the_next_task(start, scripted, workdirs):
+    rt = start()
+    (workdir,) = workdirs(1)
+    session = rt.open_session(workdir=workdir)
+    held = rt.submit(session.id, "[[hold]] x")
+    after = rt.submit(session.id, "after")
+    wait_for(lambda: scripted.live(), what="the held turn")
+    assert rt.cancel(held.id).status == CANCELLED
+    assert rt.wait(after.id, timeout=10).status == COMPLETED
+    assert [p.detached_sweeps for p in scripted.processes] == [1]

@@ -131,7 +131,7 @@ def test_a_write_that_lost_its_connection_before_commit_runs_again(
             backends.terminate([attempts[0]])
         return store.create_session(workdir="/")
 
-    session = store.atomically(work)
+    session = store._engine.write(work)
     assert len(attempts) == 2 and attempts[0] != attempts[1]
     assert [s.id for s in store.list_sessions().items] == [session.id]
 
@@ -147,7 +147,7 @@ def test_a_write_whose_commit_got_no_answer_is_not_run_again(
         backends.terminate([own_pid(store)])  # what is left is COMMIT, on a dead connection
 
     with pytest.raises(DatabaseUnavailable, match="may or may not have been saved") as caught:
-        store.atomically(work)
+        store._engine.write(work)
     assert len(attempts) == 1
     assert caught.value.code == "unavailable" and caught.value.retry_after == 1
     assert caught.value.details["committed"] == "unknown"

@@ -49,6 +49,8 @@ class ProcessExit:
     def describe(self) -> str:
         tail = self.stderr_tail.strip().splitlines()[-3:]
         said = f" It said: {' | '.join(tail)}" if tail else ""
+        if self.requested:
+            return f"The Claude process was stopped (code {self.returncode}) before the turn ended."
         return f"The Claude process exited unexpectedly with code {self.returncode}.{said}"
 
 

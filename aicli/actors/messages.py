@@ -74,6 +74,11 @@ class ToolsSwept:
 
 
 @dataclass(frozen=True)
+class Drain:
+    """The server is stopping: finish the running task, start no other."""
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """The server is stopping: interrupt the running task, keep pending ones for the next start."""
 

@@ -37,6 +37,7 @@ from aicli.actors.messages import (
     Advance,
     Cancel,
     Close,
+    Drain,
     Evict,
     EvictRefused,
     IdleTimeout,
@@ -57,7 +58,7 @@ from aicli.actors.notifier import Notifier
 from aicli.actors.scheduler import Scheduler, Timer
 from aicli.actors.stream import Outcome, event_of, outcome_of
 from aicli.actors.workspace import outside_root
-from aicli.errors import IllegalTransition
+from aicli.errors import IllegalTransition, StorageError, Unavailable
 from aicli.metrics import Metrics
 from aicli.models import CANCELLED, COMPLETED, FAILED, Session, Task, status_data
 from aicli.settings import Settings
@@ -122,10 +123,15 @@ class SessionActor(pykka.ThreadingActor):
         self.current: Turn | None = None
         self.process: ClaudeLike | None = None
         self.generation = 0
-        self.retired = False  # the process of this generation is being killed
+        self.leaving = False  # this generation's process is being stopped or killed
         self.slot = "none"  # none -> requested -> held -> none
         self.closed = session.status == "closed"
+        self.draining = False  # the server is stopping: start nothing new
         self.shutting_down = False
+        self.stopping = False  # this actor asked to stop; a new one takes over any new work
+        # The store may show a task of this session running that no turn here owns: its
+        # start committed, but the answer was lost, or a step after it failed. Look first.
+        self.unsure = True
         self.passivating = False
         self.sweeping = False
         self.process_cost = 0.0
@@ -148,8 +154,9 @@ class SessionActor(pykka.ThreadingActor):
                 timer.cancel()
         if self.current is not None:
             self.current.cancel_timers()
-        if self.process is not None and self.process.alive:
-            self.process.kill()
+        if self.process is not None:
+            if self.process.alive:
+                self.process.kill()
             self._forget_process(self.process)
         self.supervisor.tell(SessionStopped(self.session_id, self.actor_urn))
 
@@ -164,7 +171,10 @@ class SessionActor(pykka.ThreadingActor):
             handler(self, message)
         except Exception as exc:
             kind = type(message).__name__
-            log.exception("session %s: failed to handle %s", self.session_id, kind)
+            if isinstance(exc, StorageError | Unavailable):  # an outage, not a bug of ours
+                log.warning("session %s: %s while handling %s", self.session_id, exc, kind)
+            else:
+                log.exception("session %s: failed to handle %s", self.session_id, kind)
             self._after_failure(exc)
 
     def _on_advance(self, _: Advance) -> None:
@@ -181,6 +191,9 @@ class SessionActor(pykka.ThreadingActor):
         self._stop_process()
         self._stop_if_done()
 
+    def _on_drain(self, _: Drain) -> None:
+        self.draining = True
+
     def _on_shutdown(self, _: Shutdown) -> None:
         self.shutting_down = True
         if self.current is not None:
@@ -188,7 +201,7 @@ class SessionActor(pykka.ThreadingActor):
         self._stop_process()
 
     def _on_stream(self, message: StreamMessage) -> None:
-        if message.generation != self.generation or self.retired:
+        if message.generation != self.generation or self.leaving:
             return
         data = message.message
         if data.get("type") == "system" and data.get("subtype") == "init":
@@ -214,16 +227,15 @@ class SessionActor(pykka.ThreadingActor):
         if message.generation != self.generation:
             return
         process, self.process = self.process, None
-        self.retired = False
+        self.leaving = False
+        self._release_slot()
         if process is not None:
             self._forget_process(process)
         turn = self.current
         if turn is not None and turn.generation == message.generation and turn.outcome is None:
             self._conclude(Outcome.failure(message.exit.describe()))
-        self._release_slot()
         self._stop_if_done()
-        if self.actor_ref.is_alive():
-            self._advance()
+        self._advance()
 
     def _on_retry_finish(self, _: RetryFinish) -> None:
         if self.current is not None and self.current.outcome is not None:
@@ -276,6 +288,7 @@ class SessionActor(pykka.ThreadingActor):
         Advance: _on_advance,
         Cancel: _on_cancel,
         Close: _on_close,
+        Drain: _on_drain,
         Shutdown: _on_shutdown,
         StreamMessage: _on_stream,
         ProcessExited: _on_exit,
@@ -291,9 +304,13 @@ class SessionActor(pykka.ThreadingActor):
 
     def _advance(self) -> None:
         """Start the session's next task, if the store has one and nothing runs."""
-        if self.current is not None or self.closed or self.shutting_down or self.sweeping:
+        if self.current is not None or self.sweeping or self.stopping:
             return
-        if self.process is not None and (self.retired or not self.process.usable):
+        if self.closed or self.draining or self.shutting_down:
+            return
+        if self.unsure and self._settle_orphan():
+            return
+        if self.process is not None and (self.leaving or not self.process.usable):
             return  # on its way out; its exit calls us again
         if self.process is None:
             if not self.store.has_pending(self.session_id):
@@ -329,6 +346,30 @@ class SessionActor(pykka.ThreadingActor):
                 )
             )
 
+    def _settle_orphan(self) -> bool:
+        """Fail a task the store shows running that no turn of ours owns; True if there was one.
+
+        Only this actor starts the session's tasks and it sends a prompt only once
+        ``current`` holds the turn, so such a task's prompt never left: it fails
+        (running cannot go back to pending) saying so, instead of blocking the queue.
+        """
+        orphan = self.store.running_task_of(self.session_id)
+        self.unsure = False
+        if orphan is None:
+            return False
+        self._fail_turn(
+            orphan,
+            "aicli could not confirm that this task started, so it was not sent to Claude; "
+            "submit it again.",
+        )
+        return True
+
+    def _fail_turn(self, task: Task, error: str) -> None:
+        """A task this actor started but will not run: it fails through the usual commit."""
+        self.current = Turn(task, self.generation, time.monotonic())
+        self._not_idle()
+        self._conclude(Outcome.failure(error))
+
     def _spawn(self) -> bool:
         """Start a process for the next task; if that cannot work, that task fails saying why."""
         root = self.ctx.settings.workspace_root
@@ -339,7 +380,7 @@ class SessionActor(pykka.ThreadingActor):
             )
             return False
         self.generation += 1
-        self.retired = False
+        self.leaving = False
         generation = self.generation
         ref = self.actor_ref
 
@@ -373,12 +414,10 @@ class SessionActor(pykka.ThreadingActor):
         return True
 
     def _fail_next(self, error: str) -> None:
+        self._release_slot()
         task = self.store.start_next_task(self.session_id)
         if task is not None:
-            announce(self.ctx, self.store.finish_task(task.id, FAILED, error=error))
-            self.ctx.notifier.forget(task.id)
-        self._release_slot()
-        self.actor_ref.tell(Advance())
+            self._fail_turn(task, error)
 
     # Ending tasks
 
@@ -389,7 +428,7 @@ class SessionActor(pykka.ThreadingActor):
         if turn.end is not None or turn.outcome is not None:
             return
         turn.end = (status, error)
-        if self.process is not None and self.process.alive and not self.retired:
+        if self.process is not None and self.process.alive and not self.leaving:
             self.process.interrupt()
             turn.timers.append(
                 self.ctx.scheduler.tell_later(
@@ -420,20 +459,20 @@ class SessionActor(pykka.ThreadingActor):
         outcome = turn.outcome
         try:
             self.ctx.faults.reach("finish.before_commit")
-            task = self.store.finish_task(
-                turn.task.id,
-                outcome.status,
-                output=outcome.output,
-                error=outcome.error,
-                cost_usd=outcome.cost_usd,
-                num_turns=outcome.num_turns,
-                duration_ms=outcome.duration_ms,
-                usage=outcome.usage,
-                events=turn.events,
-            )
-        except IllegalTransition:
-            log.warning("session %s: task %s had already ended", self.session_id, turn.task.id)
-            task = self.store.get_task(turn.task.id)
+            try:
+                task = self.store.finish_task(
+                    turn.task.id,
+                    outcome.status,
+                    output=outcome.output,
+                    error=outcome.error,
+                    cost_usd=outcome.cost_usd,
+                    num_turns=outcome.num_turns,
+                    duration_ms=outcome.duration_ms,
+                    usage=outcome.usage,
+                    events=turn.events,
+                )
+            except IllegalTransition:  # an earlier attempt committed, its answer was lost
+                task = self.store.get_task(turn.task.id)
         except Exception:
             log.exception(
                 "session %s: could not record how task %s ended; retrying",
@@ -441,7 +480,7 @@ class SessionActor(pykka.ThreadingActor):
                 turn.task.id,
             )
             self._retire_process()
-            self.retry_timer = self.ctx.scheduler.tell_later(RETRY_S, self.actor_ref, RetryFinish())
+            self._retry(RetryFinish())
             return
         self.current = None
         self.ctx.metrics.task_duration.labels(task.status).observe(time.monotonic() - turn.started)
@@ -449,19 +488,21 @@ class SessionActor(pykka.ThreadingActor):
             self.ctx.metrics.cost.inc(outcome.cost_usd)
         announce(self.ctx, task, duration_ms=task.duration_ms, cost_usd=task.cost_usd)
         self.ctx.notifier.forget(task.id)
-        if turn.end is not None and self.process is not None and not self.retired:
+        if turn.end is not None and self.process is not None and not self.leaving:
             self._sweep_tools(self.process)
+        self._stop_if_done()
         self._advance()
 
     def _after_failure(self, exc: Exception) -> None:
         """A handler raised. During a turn: the generation rule. Otherwise: look again later."""
         turn = self.current
         if turn is None:
-            if self.actor_ref.is_alive():
-                self.retry_timer = self.ctx.scheduler.tell_later(RETRY_S, self.actor_ref, Advance())
+            self.unsure = True
+            self._retry(Advance())
             return
         if turn.outcome is not None:
-            return  # its commit is already being retried
+            self._retry(RetryFinish())
+            return
         self._retire_process()
         try:
             self._conclude(
@@ -473,16 +514,23 @@ class SessionActor(pykka.ThreadingActor):
         except Exception:
             log.exception("session %s: could not fail the task either", self.session_id)
 
+    def _retry(self, message: Advance | RetryFinish) -> None:
+        """Try again in a while; one retry waits at a time."""
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+        self.retry_timer = self.ctx.scheduler.tell_later(RETRY_S, self.actor_ref, message)
+
     # Process and slot bookkeeping
 
     def _retire_process(self) -> None:
         """Kill this generation's process: whatever it still says belongs to no task."""
-        if self.process is not None and not self.retired:
-            self.retired = True
+        if self.process is not None and not self.leaving:
+            self.leaving = True
             self._kill_process()
 
     def _kill_process(self) -> None:
         if self.process is not None:
+            self.leaving = True  # before the thread runs: nothing more may be sent to it
             threading.Thread(target=self.process.kill, daemon=True).start()
 
     def _sweep_tools(self, process: ClaudeLike) -> None:
@@ -521,15 +569,22 @@ class SessionActor(pykka.ThreadingActor):
 
     def _stop_process(self) -> None:
         if self.process is not None and self.process.alive:
+            self.leaving = True  # before the thread runs: nothing more may be sent to it
             threading.Thread(target=self.process.stop, daemon=True).start()
         elif self.process is None and self.slot == "held":
             self._release_slot()
 
     def _forget_process(self, process: ClaudeLike) -> None:
+        """Best effort: a row left behind only makes the next start look for a dead pid."""
         self.ctx.census.discard(self.session_id)
-        if process.pid is not None:
-            self.store.forget_process(process.pid, process.start_time or 0.0)
         self.ctx.notifier.announce(CENSUS_KEY)
+        if process.pid is not None:
+            try:
+                self.store.forget_process(process.pid, process.start_time or 0.0)
+            except (StorageError, Unavailable) as exc:
+                log.warning(
+                    "session %s: could not forget process %s: %s", self.session_id, process.pid, exc
+                )
 
     def _release_slot(self) -> None:
         if self.slot != "none":
@@ -545,7 +600,8 @@ class SessionActor(pykka.ThreadingActor):
         """
         if self.process is not None or self.current is not None:
             return
-        if self.closed or self.passivating:
+        if (self.closed or self.passivating) and not self.stopping:
+            self.stopping = True
             self._release_slot()
             self.stop()
 

@@ -10,11 +10,12 @@ granted by message: a session asks for one with ``SlotRequested``; when all
 are taken the least recently idle holder is told to ``Evict``, and if every
 holder is busy the request waits in line for the next ``SlotReleased``. The
 supervisor never asks a session actor anything, so no two actors can wait on
-each other.
+each other; only ``stop_sessions``, at the very end, waits for them to stop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from typing import Any
@@ -27,6 +28,7 @@ from aicli.actors.messages import (
     CancelRunning,
     Close,
     CloseSession,
+    Drain,
     Evict,
     EvictRefused,
     ProcessBusy,
@@ -58,6 +60,7 @@ class Supervisor(pykka.ThreadingActor):
         self.holders: dict[str, float | None] = {}  # session -> idle since (None: busy)
         self.waiting: deque[str] = deque()
         self.evicting: set[str] = set()
+        self.draining = False
 
     # Asks from the runtime
 
@@ -82,15 +85,32 @@ class Supervisor(pykka.ThreadingActor):
             )
         return self.ctx.store.create_session(**fields)
 
+    def drain_sessions(self) -> int:
+        """The server is stopping: running tasks may finish, nothing new starts; how many told.
+
+        From here on no session actor is started, whatever wakes one: pending
+        tasks wait in the store for the next start.
+        """
+        self.draining = True
+        self.waiting.clear()
+        for ref in self.sessions.values():
+            ref.tell(Drain())
+        return len(self.sessions)
+
     def shutdown_sessions(self) -> int:
-        """Tell every session the server is stopping; returns how many were told."""
+        """Tell every session to interrupt its running task; returns how many were told."""
+        self.draining = True
         self.waiting.clear()
         for ref in self.sessions.values():
             ref.tell(Shutdown())
         return len(self.sessions)
 
     def stop_sessions(self, timeout: float) -> None:
-        """Stop the session actors, newest first: the reverse of the order they started in."""
+        """Stop the session actors, newest first: the reverse of the order they started in.
+
+        This one call waits on the actors (up to ``timeout`` each): it is the end.
+        """
+        self.draining = True
         for session_id in reversed(list(self.sessions)):
             ref = self.sessions.pop(session_id)
             try:
@@ -190,9 +210,12 @@ class Supervisor(pykka.ThreadingActor):
 
     def _wake(self, session_id: str) -> None:
         """Tell the session's actor to look at its queue, starting one if none lives."""
+        if self.draining:
+            return
         ref = self.sessions.get(session_id)
         if ref is not None and ref.is_alive():
-            ref.tell(Advance())
+            with contextlib.suppress(pykka.ActorDeadError):  # it stopped: SessionStopped follows
+                ref.tell(Advance())
             return
         session = self.ctx.store.get_session(session_id)
         if session.status != SESSION_CLOSED:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from peewee import IntegrityError
 
@@ -128,7 +128,6 @@ def _aware(value: datetime | None, field: str) -> datetime | None:
     return value
 
 
-T = TypeVar("T")
 
 _GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"
 _SESSION_STATUS = "SELECT status FROM sessions WHERE id = ?"
@@ -232,16 +231,6 @@ class Store:
 
     def close(self) -> None:
         self._engine.close()
-
-    def atomically(self, work: Callable[[], T]) -> T:
-        """Run several store calls made by ``work`` as one transaction: one commit, one fsync.
-
-        The session actor records a status change, its event and the session's
-        new state together, so a reader never sees one without the others, and
-        a task costs a few commits instead of a dozen. On a transient failure
-        ``work`` runs again from the start, so it must only call the store.
-        """
-        return self._engine.write(work)
 
     def ping(self) -> None:
         self._engine.ping()
@@ -649,6 +638,16 @@ class Store:
             return failed
 
         return self._engine.write(write)
+
+    def running_task_of(self, session_id: str) -> Task | None:
+        """The session's running task, if one is (at most one ever is)."""
+        sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE session_id = ? AND status = '{RUNNING}'"
+
+        def read() -> Task | None:
+            row = self._execute(sql, (session_id,)).fetchone()
+            return None if row is None else task_from_row(row)
+
+        return self._engine.read(read)
 
     def has_pending(self, session_id: str) -> bool:
         return self._engine.read(
