@@ -2,21 +2,25 @@
 # Both install what they need: a virtualenv in .venv and the pinned Claude
 # Code CLI in .tools (from npm).
 PYTHON ?= python3
-CLAUDE_CODE_VERSION ?= 2.1.330
+# The pinned Claude Code CLI has one source, aicli/actors/claude_bin.py (whose
+# install hint names it); `make CLAUDE_CODE_VERSION=x.y.z` tries another.
+CLAUDE_CODE_VERSION ?= $(shell sed -n 's/^CLAUDE_CODE_VERSION = "\(.*\)"$$/\1/p' aicli/actors/claude_bin.py)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test bench clean
 
 setup: $(VENV)/.installed .tools/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# aicli/__init__.py holds the version, which the installed metadata copy.
+$(VENV)/.installed: setup.cfg pyproject.toml aicli/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
 .tools/.installed:
+	$(if $(CLAUDE_CODE_VERSION),,$(error No CLAUDE_CODE_VERSION in aicli/actors/claude_bin.py))
 	npm install --silent --no-save --no-audit --no-fund --prefix .tools @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
 	touch $@
 
@@ -25,6 +29,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 bench: setup

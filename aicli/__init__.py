@@ -7,9 +7,10 @@ needing only the models (or the fake API) does not load the actor system.
 
 from typing import Any
 
-from aicli.models import Event, Page, Session, Task
+from aicli.contract import Event, Page, Session, Task
 
 __all__ = ["Event", "Page", "Runtime", "Session", "Task"]
+# The one source of the version: setup.cfg reads this literal (``attr:``, without importing).
 __version__ = "0.1.0"
 
 

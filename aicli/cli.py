@@ -14,10 +14,10 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from importlib import metadata
 from types import FrameType
 from typing import Any
 
+from aicli import __version__
 from aicli.errors import AicliError
 from aicli.log import configure as configure_logging
 from aicli.settings import Settings, setting_fields
@@ -29,10 +29,7 @@ SECRET_SETTINGS = frozenset({"api_token"})
 
 
 def version() -> str:
-    try:
-        return metadata.version("aicli")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -79,7 +79,7 @@ class Settings:
     )
     api_token: str | None = field(
         default=None,
-        metadata={"help": "Bearer token every route but /healthz requires.", "secret": True},
+        metadata={"help": "Bearer token every route but /healthz requires."},
     )
     api_token_file: str | None = field(
         default=None, metadata={"help": "A file whose first line is the API token."}
@@ -139,16 +139,6 @@ class Settings:
     @property
     def stream_limit(self) -> int:
         return max(1, min(self.max_streams, self.threads - 8))
-
-    def public(self) -> dict[str, Any]:
-        """The settings as shown to people: secrets masked."""
-        shown = {}
-        for spec in fields(self):
-            value = getattr(self, spec.name)
-            if spec.metadata.get("secret") and value:
-                value = "***"
-            shown[spec.name] = value
-        return shown
 
 
 def _convert(name: str, kind: Any, raw: str) -> Any:

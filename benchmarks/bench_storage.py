@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aicli.models import TASK_STATUSES, new_id
+from aicli.contract import TaskStatus, new_id
 from aicli.storage import Store, open_store
 from aicli.storage.fields import to_db_time
 from aicli.storage.paging import encode_cursor
@@ -112,7 +112,7 @@ def load(store: Store, rows: int, sessions: int) -> None:
     counts = ", ".join(
         f"n_{status} = (SELECT COUNT(*) FROM tasks"
         f" WHERE tasks.session_id = sessions.id AND tasks.status = '{status}')"
-        for status in TASK_STATUSES
+        for status in tuple(TaskStatus)
     )
     cost = "(SELECT SUM(cost_usd) FROM tasks WHERE tasks.session_id = sessions.id)"
     last_seq = "(SELECT MAX(seq) FROM tasks WHERE tasks.session_id = sessions.id)"
@@ -207,7 +207,6 @@ def run(store: Store, samples: int, budget_ms: float) -> bool:
         "created window + status=failed": scenario(window=True, statuses=["failed"]),
         "sessions": lambda: store.list_sessions(),
         "sessions, status=idle": lambda: store.list_sessions(statuses=["idle"]),
-        "pending_tasks()": lambda: store.pending_tasks(pick()[1]),
         "pending_task_ids()": lambda: store.pending_task_ids(pick()[1]),
         "has_pending()": lambda: store.has_pending(pick()[1]),
         "get_session()": lambda: store.get_session(pick()[1]),
@@ -247,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         url = args.database_url or f"sqlite:///{Path(scratch) / 'bench.db'}"
         store = open_store(url)
         try:
-            have = store.count_tasks(session_id=None, statuses=TASK_STATUSES)
+            have = sum(store.task_status_counts().values())
             if have < args.rows:
                 print(f"loading {args.rows - have:,} tasks into {store.database_url} ...")
                 began = time.perf_counter()

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from aicli.models import COMPLETED
+from aicli.contract import TaskStatus
 from aicli.storage import Store, open_store
 from aicli.storage.testing import temporary_postgres_database
 
@@ -54,7 +54,7 @@ def run(store: Store, rounds: int) -> dict[str, list[tuple[float, float]]]:
         assert started is not None and started.id == task.id
         store.finish_task(
             task.id,
-            COMPLETED,
+            TaskStatus.COMPLETED,
             output="done",
             cost_usd=0.01,
             num_turns=1,
@@ -69,7 +69,6 @@ def run(store: Store, rounds: int) -> dict[str, list[tuple[float, float]]]:
                 session_id=session.id, command=f"task {n}", metadata={"n": str(n)}
             ),
         )
-        _timed(samples, "pending_tasks", lambda: store.pending_tasks(session.id))
         _timed(samples, "pending_task_ids", lambda: store.pending_task_ids(session.id))
         started = _timed(samples, "start_next_task", lambda: store.start_next_task(session.id))
         assert started is not None and started.id == task.id
@@ -87,7 +86,7 @@ def run(store: Store, rounds: int) -> dict[str, list[tuple[float, float]]]:
             "finish_task",
             lambda t=task: store.finish_task(
                 t.id,
-                COMPLETED,
+                TaskStatus.COMPLETED,
                 output="The answer.",
                 cost_usd=0.0123,
                 num_turns=1,

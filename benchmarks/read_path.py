@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aicli.models import format_time, new_id
+from aicli.contract import format_time, new_id
 from aicli.storage.fields import to_db_time
 from benchmarks.fake import FakeApi
 from benchmarks.load import hammer

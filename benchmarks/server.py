@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from aicli.models import TERMINAL_STATUSES
+from aicli.contract import TERMINAL_STATUSES
 from benchmarks.fake import FakeApi
 
 STARTUP_DEADLINE_S = 60.0

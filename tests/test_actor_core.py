@@ -15,8 +15,8 @@ import pytest
 from aicli import Runtime
 from aicli.actors.faults import Faults
 from aicli.actors.session import SessionActor
+from aicli.contract import TaskStatus
 from aicli.errors import DatabaseUnavailable
-from aicli.models import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
 from aicli.testing.scripted_claude import ScriptedClaude
 from aicli.testing.waiting import wait_for
 
@@ -60,7 +60,7 @@ def test_a_failed_start_commit_sends_no_prompt_and_the_task_runs_later(
     session = rt.open_session(workdir=workdir)
     faults.arm("start.before_commit", "raise")
     task = rt.submit(session.id, "only once")
-    assert rt.wait(task.id, timeout=10).status == COMPLETED
+    assert rt.wait(task.id, timeout=10).status == TaskStatus.COMPLETED
     assert scripted.prompts() == ["only once"]
 
 
@@ -74,7 +74,7 @@ def test_a_failure_after_the_start_commit_fails_the_task_and_retires_the_process
     first = rt.submit(session.id, "first")
     second = rt.submit(session.id, "second")
     failed = rt.wait(first.id, timeout=10)
-    assert failed.status == FAILED
+    assert failed.status == TaskStatus.FAILED
     assert "aicli failed while handling this task" in failed.error
     assert rt.wait(second.id, timeout=10).output == "done: second"
     assert scripted.prompts() == ["second"]
@@ -90,7 +90,7 @@ def test_a_failed_event_commit_kills_the_turn_so_the_next_task_gets_its_own_answ
     faults.arm("stream.event", "raise")
     first = rt.submit(session.id, "[[slow:0.3]] first")
     second = rt.submit(session.id, "second")
-    assert rt.wait(first.id, timeout=10).status == FAILED
+    assert rt.wait(first.id, timeout=10).status == TaskStatus.FAILED
     done = rt.wait(second.id, timeout=10)
     assert done.output == "done: second"
     assert not scripted.overlaps
@@ -105,9 +105,9 @@ def test_a_lone_surrogate_the_store_refuses_fails_only_its_own_task(start, scrip
     bad = rt.submit(session.id, "[[surrogate]]")
     good = rt.submit(session.id, "next")
     failed = rt.wait(bad.id, timeout=10)
-    assert failed.status == FAILED and "its Claude turn was stopped" in failed.error
+    assert failed.status == TaskStatus.FAILED and "its Claude turn was stopped" in failed.error
     assert rt.wait(good.id, timeout=10).output == "done: next"
-    assert rt.cancel(bad.id).status == FAILED  # settled, not stuck running
+    assert rt.cancel(bad.id).status == TaskStatus.FAILED  # settled, not stuck running
 
 
 def test_a_commit_that_keeps_failing_keeps_the_turn_until_it_is_recorded(
@@ -119,8 +119,8 @@ def test_a_commit_that_keeps_failing_keeps_the_turn_until_it_is_recorded(
     faults.arm("finish.before_commit", "raise")
     first = rt.submit(session.id, "first")
     second = rt.submit(session.id, "second")
-    assert rt.wait(first.id, timeout=10).status == COMPLETED
-    assert rt.wait(second.id, timeout=10).status == COMPLETED
+    assert rt.wait(first.id, timeout=10).status == TaskStatus.COMPLETED
+    assert rt.wait(second.id, timeout=10).status == TaskStatus.COMPLETED
     assert scripted.prompts() == ["first", "second"]
 
 
@@ -133,8 +133,8 @@ def test_a_process_that_dies_mid_turn_fails_that_task_and_the_next_one_runs(
     dying = rt.submit(session.id, "[[die]]")
     after = rt.submit(session.id, "after")
     failed = rt.wait(dying.id, timeout=10)
-    assert failed.status == FAILED and "exited unexpectedly with code 1" in failed.error
-    assert rt.wait(after.id, timeout=10).status == COMPLETED
+    assert failed.status == TaskStatus.FAILED and "exited unexpectedly with code 1" in failed.error
+    assert rt.wait(after.id, timeout=10).status == TaskStatus.COMPLETED
 
 
 def test_tasks_start_in_acceptance_order_from_many_threads(start, scripted, workdirs):
@@ -157,7 +157,7 @@ def test_tasks_start_in_acceptance_order_from_many_threads(start, scripted, work
         thread.join()
     assert len(accepted) == 160
     for _, task_id in accepted:
-        assert rt.wait(task_id, timeout=30).status == COMPLETED
+        assert rt.wait(task_id, timeout=30).status == TaskStatus.COMPLETED
     order = [rt.get_task(task_id).command for _, task_id in accepted]
     assert scripted.prompts(workdir) == order
     assert not scripted.overlaps
@@ -171,7 +171,7 @@ def test_a_submit_while_the_actor_passivates_is_never_stranded(start, scripted, 
     rng = random.Random(12)
     for i in range(150):
         task = rt.submit(session.id, f"p{i}")
-        assert rt.wait(task.id, timeout=10).status == COMPLETED, f"task {i} stranded"
+        assert rt.wait(task.id, timeout=10).status == TaskStatus.COMPLETED, f"task {i} stranded"
         threading.Event().wait(rng.uniform(0, 0.04))
     assert len(scripted.processes) > 10  # the idle stop really happened in between
 
@@ -195,16 +195,16 @@ def test_cancel_close_and_queue_positions_come_from_the_store(start, scripted, w
     session = rt.open_session(workdir=workdir)
     held = rt.submit(session.id, "[[hold]] a")
     assert held.queue_position == 0
-    wait_for(lambda: rt.get_task(held.id).status == RUNNING, what="held task running")
+    wait_for(lambda: rt.get_task(held.id).status == TaskStatus.RUNNING, what="held task running")
     waiting = [rt.submit(session.id, f"w{i}") for i in range(3)]
     assert [t.queue_position for t in waiting] == [0, 1, 2]
     assert [rt.get_task(t.id).queue_position for t in waiting] == [0, 1, 2]
-    assert rt.cancel(waiting[1].id).status == CANCELLED
+    assert rt.cancel(waiting[1].id).status == TaskStatus.CANCELLED
     assert rt.get_task(waiting[2].id).queue_position == 1
     closed = rt.close_session(session.id)
     assert closed.status == "closed"
-    assert rt.get_task(held.id).status == CANCELLED
-    assert {rt.get_task(t.id).status for t in waiting} == {CANCELLED}
+    assert rt.get_task(held.id).status == TaskStatus.CANCELLED
+    assert {rt.get_task(t.id).status for t in waiting} == {TaskStatus.CANCELLED}
     assert scripted.prompts() == ["[[hold]] a"]
 
 
@@ -218,9 +218,9 @@ def test_pending_tasks_wait_in_the_store_across_a_restart(start, scripted, workd
     rt.stop()
     assert rt.store.__class__  # stopped runtime keeps nothing alive
     rt2 = start()
-    assert rt2.get_task(held.id).status in (FAILED, CANCELLED)
-    assert rt2.wait(later.id, timeout=10).status == COMPLETED
-    assert rt2.get_task(later.id).status != PENDING
+    assert rt2.get_task(held.id).status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+    assert rt2.wait(later.id, timeout=10).status == TaskStatus.COMPLETED
+    assert rt2.get_task(later.id).status != TaskStatus.PENDING
 
 
 # What a review found: a lost commit answer, a failed finish, shutdown's order.
@@ -245,8 +245,8 @@ def test_a_start_whose_commit_answer_was_lost_does_not_wedge_the_session(
     session = rt.open_session(workdir=workdir)
     first, second = rt.submit(session.id, "first"), rt.submit(session.id, "second")
     failed = rt.wait(first.id, timeout=10)
-    assert failed.status == FAILED and "was not sent to Claude" in failed.error
-    assert rt.wait(second.id, timeout=10).status == COMPLETED
+    assert failed.status == TaskStatus.FAILED and "was not sent to Claude" in failed.error
+    assert rt.wait(second.id, timeout=10).status == TaskStatus.COMPLETED
     assert scripted.prompts() == ["second"]
 
 
@@ -275,8 +275,8 @@ def test_a_failed_finish_after_a_failed_spawn_is_retried(start, workdirs, monkey
     session = rt.open_session(workdir=workdir)
     first, second = rt.submit(session.id, "first"), rt.submit(session.id, "second")
     failed = rt.wait(first.id, timeout=10)
-    assert failed.status == FAILED and "could not be started" in failed.error
-    assert rt.wait(second.id, timeout=10).status == COMPLETED
+    assert failed.status == TaskStatus.FAILED and "could not be started" in failed.error
+    assert rt.wait(second.id, timeout=10).status == TaskStatus.COMPLETED
 
 
 def test_a_closed_session_whose_finish_was_retried_lets_its_actor_go(
@@ -289,7 +289,7 @@ def test_a_closed_session_whose_finish_was_retried_lets_its_actor_go(
         wait_for(lambda: scripted.live(), what="the held turn")
         faults.arm("finish.before_commit", "raise")
         rt.close_session(session.id)
-        assert rt.get_task(task.id).status == CANCELLED
+        assert rt.get_task(task.id).status == TaskStatus.CANCELLED
     wait_for(lambda: not pykka.ActorRegistry.get_by_class(SessionActor), what="actors to stop")
 
 
@@ -302,7 +302,11 @@ def test_shutdown_lets_the_running_task_finish_and_keeps_the_rest_pending(
     tasks = [rt.submit(session.id, f"[[slow:0.3]] t{i}") for i in range(3)]
     wait_for(lambda: scripted.live(), what="the first turn")
     rt.shutdown(grace=10)
-    assert [rt.get_task(t.id).status for t in tasks] == [COMPLETED, PENDING, PENDING]
+    assert [rt.get_task(t.id).status for t in tasks] == [
+        TaskStatus.COMPLETED,
+        TaskStatus.PENDING,
+        TaskStatus.PENDING,
+    ]
 
 
 def test_an_interrupted_turn_sweeps_detached_tools_before_the_next_task(start, scripted, workdirs):
@@ -312,6 +316,6 @@ def test_an_interrupted_turn_sweeps_detached_tools_before_the_next_task(start, s
     held = rt.submit(session.id, "[[hold]] x")
     after = rt.submit(session.id, "after")
     wait_for(lambda: scripted.live(), what="the held turn")
-    assert rt.cancel(held.id).status == CANCELLED
-    assert rt.wait(after.id, timeout=10).status == COMPLETED
+    assert rt.cancel(held.id).status == TaskStatus.CANCELLED
+    assert rt.wait(after.id, timeout=10).status == TaskStatus.COMPLETED
     assert [p.detached_sweeps for p in scripted.processes] == [1]

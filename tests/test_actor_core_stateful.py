@@ -28,8 +28,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from aicli import Runtime
 from aicli.actors.faults import Faults
+from aicli.contract import TaskStatus
 from aicli.errors import SessionClosed
-from aicli.models import RUNNING
 from aicli.testing.scripted_claude import ScriptedClaude
 
 POINTS = ("start.before_commit", "start.after_commit", "stream.event", "finish.before_commit")
@@ -152,7 +152,7 @@ class ActorCore(RuleBasedStateMachine):
             return
         for session_id, _ in self.sessions:
             counts = self.rt.store.get_session(session_id).task_counts
-            assert counts[RUNNING] <= 1
+            assert counts.running <= 1
 
     def teardown(self) -> None:
         try:
@@ -181,7 +181,7 @@ class ActorCore(RuleBasedStateMachine):
             running_events = [
                 e
                 for e in self.rt.store.list_events(task_id)
-                if e.type == "status" and e.data.get("status") == RUNNING
+                if e.type == "status" and e.data.get("status") == TaskStatus.RUNNING
             ]
             assert len(running_events) <= 1, f"task {task_id} ran twice"
         assert not self.rt.store.running_tasks()

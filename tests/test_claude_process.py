@@ -13,7 +13,7 @@ import pytest
 
 from aicli.actors import process_tree
 from aicli.actors.claude_process import ClaudeProcess, ProcessExit
-from aicli.models import SessionSettings
+from aicli.contract import SessionSettings
 from aicli.testing.processes import marked_running
 from aicli.testing.waiting import wait_for
 

@@ -133,7 +133,7 @@ def test_a_write_that_lost_its_connection_before_commit_runs_again(
 
     session = store._engine.write(work)
     assert len(attempts) == 2 and attempts[0] != attempts[1]
-    assert [s.id for s in store.list_sessions().items] == [session.id]
+    assert [s.id for s in store.list_sessions().data] == [session.id]
 
 
 @pytest.mark.postgres

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 import requests
 
+from aicli import __version__
 from aicli.cli import build_parser, is_loopback
 from aicli.settings import setting_fields
 from aicli.testing.waiting import wait_for
@@ -33,7 +34,7 @@ def serve(tmp_path, claude_bin, claude_env):
 def test_version():
     result = subprocess.run([AICLI, "--version"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
-    assert result.stdout.strip() == "aicli 0.1.0"
+    assert result.stdout.strip() == f"aicli {__version__}"
 
 
 def test_every_setting_but_the_token_is_a_flag():

@@ -7,10 +7,10 @@ import threading
 import jsonschema
 import requests
 
+from aicli.contract import SessionCreate, TaskSubmit
 from aicli.errors import StorageError
 from aicli.http.openapi import ERROR_CODES
 from aicli.testing.waiting import wait_for
-from aicli.validation import SESSION_FIELDS, TASK_FIELDS
 from tests.http_server import Client, error_of, serving
 
 pytest_plugins = ("tests.http_fixtures",)
@@ -67,12 +67,10 @@ def test_the_openapi_document_covers_every_route(client):
     assert {path: set(item) - {"parameters"} for path, item in document["paths"].items()} == ROUTES
     jsonschema.Draft202012Validator.check_schema({"$defs": document["components"]["schemas"]})
     schemas = document["components"]["schemas"]
-    assert set(schemas["SessionCreate"]["properties"]) == set(SESSION_FIELDS)
-    assert set(schemas["TaskCreate"]["properties"]) == set(TASK_FIELDS)
-    assert schemas["TaskCreate"]["properties"]["command"]["maxLength"] == 100_000
-    assert set(schemas["Error"]["properties"]["error"]["properties"]["code"]["enum"]) == set(
-        ERROR_CODES
-    )
+    assert set(schemas["SessionCreate"]["properties"]) == set(SessionCreate.__struct_fields__)
+    assert set(schemas["TaskSubmit"]["properties"]) == set(TaskSubmit.__struct_fields__)
+    assert schemas["TaskSubmit"]["properties"]["command"]["maxLength"] == 100_000
+    assert set(schemas["ErrorDetail"]["properties"]["code"]["enum"]) == set(ERROR_CODES)
     for path, item in document["paths"].items():
         for method, operation in item.items():
             if method == "parameters":

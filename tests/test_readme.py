@@ -36,3 +36,12 @@ def test_the_readme_names_the_two_commands_and_ci_runs_the_test_one():
     assert "make run" in text and "make test" in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert ci.strip().splitlines()[-1] == "make test"
+
+
+def test_the_readme_links_only_to_files_in_the_repository():
+    root = README.parent
+    for target in re.findall(r"\]\(([^)#]+)\)", README.read_text()):
+        if "://" in target:
+            continue
+        path = (root / target).resolve()
+        assert path.is_relative_to(root) and path.exists(), target

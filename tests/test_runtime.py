@@ -13,7 +13,7 @@ import pytest
 from aicli import Runtime
 from aicli.actors import process_tree
 from aicli.actors.session import SessionActor
-from aicli.models import CANCELLED, COMPLETED, FAILED, PENDING
+from aicli.contract import TaskStatus
 from aicli.testing.processes import marked_running
 from aicli.testing.waiting import wait_for
 
@@ -65,8 +65,8 @@ def test_the_readme_snippet_works_as_written(tmp_path, claude_bin, claude_env, m
     )
     scope: dict = {}
     exec(snippet, scope)
-    assert scope["t"].status == PENDING
-    assert scope["done"].status == COMPLETED
+    assert scope["t"].status == TaskStatus.PENDING
+    assert scope["done"].status == TaskStatus.COMPLETED
     assert scope["done"].output == "Reply to: list the files"
     assert not claude_processes(scope["rt"])
 
@@ -91,7 +91,7 @@ def test_one_session_runs_its_tasks_one_at_a_time_in_order(make_runtime, workdir
         thread.join()
     assert len(accepted) == 160
     for task_id, _ in accepted:
-        assert rt.wait(task_id, timeout=120).status == COMPLETED
+        assert rt.wait(task_id, timeout=120).status == TaskStatus.COMPLETED
     requests = [r for r in fake_api.conversation_requests() if "[[say: t" in r.prompt]
     assert [r.prompt for r in requests] == [prompt for _, prompt in accepted]
     for earlier, later in zip(requests, requests[1:], strict=False):
@@ -104,10 +104,10 @@ def test_one_session_runs_its_tasks_one_at_a_time_in_order(make_runtime, workdir
 def test_sessions_run_side_by_side(rt, workdir, fake_api):
     sessions = [rt.open_session(workdir=workdir) for _ in range(8)]
     warm = [rt.submit(s.id, "[[say: warm up]]") for s in sessions]
-    assert {rt.wait(t.id, timeout=120).status for t in warm} == {COMPLETED}
+    assert {rt.wait(t.id, timeout=120).status for t in warm} == {TaskStatus.COMPLETED}
     tasks = [rt.submit(s.id, f"[[slow: 3]] [[say: s{i}]]") for i, s in enumerate(sessions)]
     done = [rt.wait(t.id, timeout=120) for t in tasks]
-    assert {t.status for t in done} == {COMPLETED}
+    assert {t.status for t in done} == {TaskStatus.COMPLETED}
     slow = [r for r in fake_api.conversation_requests() if "[[slow: 3]]" in r.prompt]
     assert len(slow) == 8
     latest_start = max(r.started_at for r in slow)
@@ -125,10 +125,10 @@ def test_cancel_pending_drops_it(rt, workdir, fake_api):
     wait_for(lambda: rt.get_task(blocker.id).status == "running", timeout=30, what="blocker")
     assert rt.get_task(pending.id).queue_position == 0
     cancelled = rt.cancel(pending.id)
-    assert cancelled.status == CANCELLED
+    assert cancelled.status == TaskStatus.CANCELLED
     assert cancelled.error == "Cancelled before it started."
-    assert rt.cancel(pending.id).status == CANCELLED
-    assert rt.wait(blocker.id, timeout=60).status == COMPLETED
+    assert rt.cancel(pending.id).status == TaskStatus.CANCELLED
+    assert rt.wait(blocker.id, timeout=60).status == TaskStatus.COMPLETED
     after = rt.submit(session.id, "[[say: after]]")
     assert rt.wait(after.id, timeout=60).output == "after"
     assert not fake_api.requests_with_prompt("[[say: never]]")
@@ -139,7 +139,7 @@ def test_cancel_running_interrupts_the_tool(rt, workdir):
     task = rt.submit(session.id, "[[bash: echo started; sleep 600]]")
     wait_for(lambda: sleepers(rt), timeout=30, what="the tool's sleep")
     cancelled = rt.cancel(task.id)
-    assert cancelled.status == CANCELLED
+    assert cancelled.status == TaskStatus.CANCELLED
     assert "interrupted" in cancelled.error
     wait_for(lambda: not sleepers(rt), timeout=10, what="the sleep to end")
     nxt = rt.submit(session.id, "[[say: next]]")
@@ -150,7 +150,7 @@ def test_cancel_of_a_finished_task_changes_nothing(rt, workdir):
     session = rt.open_session(workdir=workdir)
     task = rt.submit(session.id, "[[say: done]]")
     done = rt.wait(task.id, timeout=60)
-    assert done.status == COMPLETED
+    assert done.status == TaskStatus.COMPLETED
     assert rt.cancel(task.id) == done
 
 
@@ -158,7 +158,7 @@ def test_timeout_fails_the_task(rt, workdir):
     session = rt.open_session(workdir=workdir, allowed_tools=["Bash"])
     task = rt.submit(session.id, "[[bash: echo started; sleep 600]]", timeout_s=1.5)
     done = rt.wait(task.id, timeout=60)
-    assert done.status == FAILED
+    assert done.status == TaskStatus.FAILED
     assert "Timed out after 1.5 s" in done.error
     wait_for(lambda: not sleepers(rt), timeout=10, what="the sleep to end")
     nxt = rt.submit(session.id, "[[say: next]]")
@@ -168,13 +168,13 @@ def test_timeout_fails_the_task(rt, workdir):
 def test_process_crash_fails_the_task_and_the_session_carries_on(rt, workdir, fake_api):
     session = rt.open_session(workdir=workdir, allowed_tools=["Bash"])
     first = rt.submit(session.id, "[[say: remember me]]")
-    assert rt.wait(first.id, timeout=60).status == COMPLETED
+    assert rt.wait(first.id, timeout=60).status == TaskStatus.COMPLETED
     task = rt.submit(session.id, "[[bash: echo started; sleep 600]]")
     wait_for(lambda: sleepers(rt), timeout=30, what="the tool's sleep")
     [cli] = claude_processes(rt)
     cli.kill()
     done = rt.wait(task.id, timeout=30)
-    assert done.status == FAILED
+    assert done.status == TaskStatus.FAILED
     assert "exited unexpectedly with code -9" in done.error
     wait_for(lambda: not sleepers(rt), timeout=10, what="the orphaned sleep to be ended")
     nxt = rt.submit(session.id, "[[say: next]]")
@@ -186,11 +186,11 @@ def test_api_errors_fail_the_task_with_the_clis_message(rt, workdir):
     session = rt.open_session(workdir=workdir)
     task = rt.submit(session.id, "[[error: 401]]")
     done = rt.wait(task.id, timeout=60)
-    assert done.status == FAILED
+    assert done.status == TaskStatus.FAILED
     assert "Invalid API key" in done.error
     ok = rt.submit(session.id, "[[say: fine]]")
     done_ok = rt.wait(ok.id, timeout=60)
-    assert done_ok.status == COMPLETED, done_ok.error
+    assert done_ok.status == TaskStatus.COMPLETED, done_ok.error
 
 
 def test_results_carry_cost_turns_and_usage(rt, workdir):
@@ -201,7 +201,7 @@ def test_results_carry_cost_turns_and_usage(rt, workdir):
         assert task.cost_usd and task.cost_usd > 0
         assert task.num_turns >= 1
         assert task.duration_ms is not None
-        assert task.usage["output_tokens"] > 0
+        assert task.usage.output_tokens > 0
     assert done[0].cost_usd == pytest.approx(done[1].cost_usd)
     assert rt.get_session(session.id).total_cost_usd == pytest.approx(sum(t.cost_usd for t in done))
 
@@ -226,7 +226,7 @@ def test_live_processes_are_capped_and_conversations_survive_eviction(
             tasks = [rt.submit(s.id, f"[[say: r{round_}-s{i}]]") for i, s in enumerate(sessions)]
             for task in tasks:
                 finished = rt.wait(task.id, timeout=120)
-                assert finished.status == COMPLETED, finished.error
+                assert finished.status == TaskStatus.COMPLETED, finished.error
     finally:
         stop.set()
         watcher.join()
@@ -240,11 +240,11 @@ def test_idle_processes_are_stopped_and_resumed(make_runtime, workdir, fake_api)
     rt = make_runtime(idle_process_timeout=0.5)
     session = rt.open_session(workdir=workdir)
     first = rt.submit(session.id, "[[say: one]]")
-    assert rt.wait(first.id, timeout=60).status == COMPLETED
+    assert rt.wait(first.id, timeout=60).status == TaskStatus.COMPLETED
     wait_for(lambda: not rt.get_session(session.id).process_alive, 10, "the idle stop")
     wait_for(lambda: not session_actors(), 10, "the idle session's actor to stop")
     second = rt.submit(session.id, "[[say: two]]")
-    assert rt.wait(second.id, timeout=60).status == COMPLETED
+    assert rt.wait(second.id, timeout=60).status == TaskStatus.COMPLETED
     assert fake_api.requests_with_prompt("[[say: two]]")[-1].user_texts() == [
         "[[say: one]]",
         "[[say: two]]",
@@ -255,7 +255,7 @@ def test_sixteen_sessions_at_once_share_one_home(rt, workdir, claude_env):
     sessions = [rt.open_session(workdir=workdir) for _ in range(16)]
     tasks = [rt.submit(s.id, f"[[say: s{i}]]") for i, s in enumerate(sessions)]
     done = [rt.wait(t.id, timeout=180) for t in tasks]
-    assert [t.status for t in done] == [COMPLETED] * 16, [t.error for t in done]
+    assert [t.status for t in done] == [TaskStatus.COMPLETED] * 16, [t.error for t in done]
     assert [t.output for t in done] == [f"s{i}" for i in range(16)]
     config = os.path.join(claude_env["HOME"], ".claude.json")
     if os.path.exists(config):
@@ -274,8 +274,8 @@ def test_closing_a_session_cancels_its_work_and_stops_its_process(rt, workdir):
     wait_for(lambda: sleepers(rt), timeout=30, what="the tool's sleep")
     closed = rt.close_session(session.id)
     assert closed.status == "closed"
-    assert rt.get_task(running.id).status == CANCELLED
-    assert rt.get_task(pending.id).status == CANCELLED
+    assert rt.get_task(running.id).status == TaskStatus.CANCELLED
+    assert rt.get_task(pending.id).status == TaskStatus.CANCELLED
     wait_for(lambda: not claude_processes(rt) and not sleepers(rt), 15, "every process to end")
     with pytest.raises(SessionClosed):
         rt.submit(session.id, "more")

@@ -138,7 +138,7 @@ def test_the_body_limit_is_the_configured_one(make_runtime, workdir):
 def test_the_command_limit_is_the_configured_one(make_runtime, workdir):
     with serving(make_runtime(max_command_chars=10)) as url:
         client = Client(url)
-        schema = client.openapi.document["components"]["schemas"]["TaskCreate"]
+        schema = client.openapi.document["components"]["schemas"]["TaskSubmit"]
         assert schema["properties"]["command"]["maxLength"] == 10
         session = client.open_session(workdir)
         response = client.post(f"/sessions/{session['id']}/tasks", json={"command": "x" * 11})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import gc
 import itertools
 import sqlite3
@@ -12,10 +11,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import msgspec
 import psycopg2
 import pytest
 from peewee import OperationalError
 
+from aicli.contract import TERMINAL_STATUSES, Event, Page, Session, Task, TaskStatus, Usage
 from aicli.errors import (
     IllegalTransition,
     InvalidRequest,
@@ -23,19 +24,6 @@ from aicli.errors import (
     SessionNotFound,
     StorageError,
     TaskNotFound,
-)
-from aicli.models import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    PENDING,
-    RUNNING,
-    TASK_STATUSES,
-    TERMINAL_STATUSES,
-    Event,
-    Page,
-    Session,
-    Task,
 )
 from aicli.storage import DEFAULT_DATABASE_URL, Store, migrations, open_store, resolve_database_url
 from aicli.storage import database as storage_database
@@ -48,6 +36,8 @@ from aicli.storage.testing import (
     fresh_schema_url,
 )
 from aicli.storage.transitions import PREDECESSORS
+from tests import store_reads
+from tests.store_reads import count_tasks, last_event_seq, schema_version, tasks_by_id
 
 # fixtures (tests.storage_fixtures): each test runs on a SQLite file and on a PostgreSQL schema
 
@@ -62,7 +52,7 @@ def session(store: Store, tmp_path: Path) -> Session:
 def _tasks(store: Store, session_id: str, count: int) -> list[Task]:
     """New tasks as reads return them: without the ``queue_position`` only ``create_task`` sets."""
     made = [store.create_task(session_id=session_id, command=f"c{i}")[0] for i in range(count)]
-    return [dataclasses.replace(task, queue_position=None) for task in made]
+    return [msgspec.structs.replace(task, queue_position=None) for task in made]
 
 
 def _walk(store: Store, order: str, limit: int, **filters: object) -> list[Task]:
@@ -70,12 +60,12 @@ def _walk(store: Store, order: str, limit: int, **filters: object) -> list[Task]
     cursor = None
     while True:
         page = store.list_tasks(limit=limit, cursor=cursor, order=order, **filters)
-        assert len(page.items) <= limit
-        seen.extend(page.items)
+        assert len(page.data) <= limit
+        seen.extend(page.data)
         if not page.has_more:
             assert page.next_cursor is None
             return seen
-        assert len(page.items) == limit
+        assert len(page.data) == limit
         cursor = page.next_cursor
 
 
@@ -109,7 +99,7 @@ def test_session_round_trips_every_field(store: Store, tmp_path: Path) -> None:
     assert got.last_active_at is None
     assert got.created_at is not None and got.created_at.tzinfo is UTC
     assert got.updated_at == got.created_at
-    assert got.task_counts == dict.fromkeys(TASK_STATUSES, 0)
+    assert msgspec.structs.asdict(got.task_counts) == dict.fromkeys(tuple(TaskStatus), 0)
     assert got.total_cost_usd == 0.0
 
 
@@ -127,16 +117,14 @@ def test_unknown_ids_raise_not_found(store: Store) -> None:
             call()
     for call in (
         lambda: store.get_task("nope"),
-        lambda: store.finish_task("nope", CANCELLED),
-        lambda: store.finish_task("nope", COMPLETED, events=[("x", {})]),
+        lambda: store.finish_task("nope", TaskStatus.CANCELLED),
+        lambda: store.finish_task("nope", TaskStatus.COMPLETED, events=[("x", {})]),
         lambda: store.cancel_pending("nope", "gone"),
         lambda: store.append_events("nope", [("x", {})]),
         lambda: store.list_events("nope"),
-        lambda: store.last_event_seq("nope"),
     ):
         with pytest.raises(TaskNotFound):
             call()
-    assert store.get_tasks(["nope"]) == {}
     assert not store.has_pending("nope")
 
 
@@ -182,25 +170,26 @@ def test_session_counts_costs_and_status_queries(store: Store, tmp_path: Path) -
     store.update_session(closed.id, status="closed")
     done, failed, pending = _tasks(store, first.id, 3)
     assert store.start_next_task(first.id).id == done.id
-    store.finish_task(done.id, COMPLETED, cost_usd=0.25)
+    store.finish_task(done.id, TaskStatus.COMPLETED, cost_usd=0.25)
     assert store.start_next_task(first.id).id == failed.id
-    store.finish_task(failed.id, FAILED, error="boom", cost_usd=0.5)
+    store.finish_task(failed.id, TaskStatus.FAILED, error="boom", cost_usd=0.5)
     got = store.get_session(first.id)
-    assert got.task_counts == {
-        PENDING: 1,
-        RUNNING: 0,
-        COMPLETED: 1,
-        FAILED: 1,
-        CANCELLED: 0,
+    assert msgspec.structs.asdict(got.task_counts) == {
+        TaskStatus.PENDING: 1,
+        TaskStatus.RUNNING: 0,
+        TaskStatus.COMPLETED: 1,
+        TaskStatus.FAILED: 1,
+        TaskStatus.CANCELLED: 0,
     }
     assert got.total_cost_usd == pytest.approx(0.75)
     assert store.open_session_count() == 2
-    assert [s.id for s in store.sessions_with_status(["idle", "busy"])] == [first.id, second.id]
-    assert [s.id for s in store.sessions_with_status({"closed"})] == [closed.id]
-    listed = {s.id: s for s in store.list_sessions(limit=10).items}
+    idle_or_busy = store.list_sessions(statuses=["idle", "busy"], order="asc").data
+    assert [s.id for s in idle_or_busy] == [first.id, second.id]
+    assert [s.id for s in store.list_sessions(statuses=["closed"]).data] == [closed.id]
+    listed = {s.id: s for s in store.list_sessions(limit=10).data}
     assert listed[first.id] == got
-    assert [s.id for s in store.list_sessions(statuses=["busy"]).items] == [second.id]
-    assert [s.id for s in store.list_sessions(statuses=["idle", "closed"], order="asc").items] == [
+    assert [s.id for s in store.list_sessions(statuses=["busy"]).data] == [second.id]
+    assert [s.id for s in store.list_sessions(statuses=["idle", "closed"], order="asc").data] == [
         first.id,
         closed.id,
     ]
@@ -215,7 +204,7 @@ def test_session_pages_walk_both_orders(store: Store, tmp_path: Path) -> None:
         cursor = None
         while True:
             page = store.list_sessions(limit=3, cursor=cursor, order=order)
-            seen.extend(page.items)
+            seen.extend(page.data)
             if not page.has_more:
                 break
             cursor = page.next_cursor
@@ -239,8 +228,8 @@ def test_task_round_trips_and_idempotency(store: Store, session: Session, tmp_pa
     # A new task knows its place in the queue; a task read back leaves that to the actor.
     assert task.queue_position == 0
     stored = store.get_task(task.id)
-    assert stored == dataclasses.replace(task, queue_position=None)
-    assert task.status == PENDING
+    assert stored == msgspec.structs.replace(task, queue_position=None)
+    assert task.status == TaskStatus.PENDING
     assert task.command == command
     assert task.timeout_s == 2.5
     assert task.metadata == {"k": "v"}
@@ -259,10 +248,6 @@ def test_task_round_trips_and_idempotency(store: Store, session: Session, tmp_pa
     plain = [store.create_task(session_id=session.id, command="c") for _ in range(2)]
     assert all(created for _, created in plain)
     assert [t.queue_position for t, _ in plain] == [1, 2]
-    assert store.get_tasks([task.id, plain[0][0].id, "nope"]) == {
-        task.id: stored,
-        plain[0][0].id: dataclasses.replace(plain[0][0], queue_position=None),
-    }
 
 
 def test_closed_sessions_take_no_tasks_but_replay_idempotent_ones(
@@ -275,7 +260,7 @@ def test_closed_sessions_take_no_tasks_but_replay_idempotent_ones(
     with pytest.raises(SessionClosed):
         store.create_task(session_id=session.id, command="c", idempotency_key="other")
     assert store.create_task(session_id=session.id, command="c", idempotency_key="k") == (
-        dataclasses.replace(first, queue_position=None),
+        msgspec.structs.replace(first, queue_position=None),
         False,
     )
 
@@ -285,13 +270,13 @@ def test_task_life_stores_every_result_field(store: Store, session: Session) -> 
     before = datetime.now(UTC)
     running = store.start_next_task(session.id)
     assert running is not None and running.id == task.id
-    assert running.status == RUNNING
+    assert running.status == TaskStatus.RUNNING
     assert running.started_at is not None and before <= running.started_at <= datetime.now(UTC)
     assert running.started_at.tzinfo is UTC
     assert store.running_tasks() == [running]
     done = store.finish_task(
         task.id,
-        COMPLETED,
+        TaskStatus.COMPLETED,
         output="the answer",
         cost_usd=0.0123,
         num_turns=4,
@@ -300,35 +285,35 @@ def test_task_life_stores_every_result_field(store: Store, session: Session) -> 
         events=[("result", {"text": "the answer"})],
     )
     assert done == store.get_task(task.id)
-    assert (done.status, done.output, done.error) == (COMPLETED, "the answer", None)
+    assert (done.status, done.output, done.error) == (TaskStatus.COMPLETED, "the answer", None)
     assert (done.cost_usd, done.num_turns, done.duration_ms) == (0.0123, 4, 1234)
-    assert done.usage == {"input_tokens": 10, "output_tokens": 20}
+    assert done.usage == Usage(input_tokens=10, output_tokens=20)
     assert done.started_at == running.started_at
     assert done.completed_at is not None and running.started_at <= done.completed_at
     assert done.completed_at <= datetime.now(UTC)
     assert store.running_tasks() == []
     # The life in events: accepted, started, the outcome's events, then the terminal status.
     assert [(e.seq, e.type, e.data) for e in store.list_events(task.id)] == [
-        (1, "status", {"status": PENDING}),
-        (2, "status", {"status": RUNNING}),
+        (1, "status", {"status": TaskStatus.PENDING}),
+        (2, "status", {"status": TaskStatus.RUNNING}),
         (3, "result", {"text": "the answer"}),
-        (4, "status", {"status": COMPLETED}),
+        (4, "status", {"status": TaskStatus.COMPLETED}),
     ]
 
 
-TRANSITIONS = list(itertools.product(TASK_STATUSES, TASK_STATUSES))
+TRANSITIONS = list(itertools.product(tuple(TaskStatus), tuple(TaskStatus)))
 
 
 def _task_in(store: Store, workdir: str, status: str) -> Task:
     """A task in ``status``, alone in a session of its own (so that it is the one to start)."""
     session = store.create_session(workdir=workdir)
     task, _ = store.create_task(session_id=session.id, command="c")
-    if status == CANCELLED:
-        store.finish_task(task.id, CANCELLED)
-    elif status != PENDING:
+    if status == TaskStatus.CANCELLED:
+        store.finish_task(task.id, TaskStatus.CANCELLED)
+    elif status != TaskStatus.PENDING:
         started = store.start_next_task(session.id)
         assert started is not None and started.id == task.id
-        if status != RUNNING:
+        if status != TaskStatus.RUNNING:
             store.finish_task(task.id, status)
     return store.get_task(task.id)
 
@@ -341,11 +326,15 @@ def test_only_the_state_machine_edges_are_allowed(
     assert task.status == before
     events_before = store.list_events(task.id)
 
-    if after == RUNNING:
+    if after == TaskStatus.RUNNING:
         # Only the queue starts tasks: the session's next one, or nothing.
         started = store.start_next_task(task.session_id)
-        if before == PENDING:
-            assert started is not None and started.id == task.id and started.status == RUNNING
+        if before == TaskStatus.PENDING:
+            assert (
+                started is not None
+                and started.id == task.id
+                and started.status == TaskStatus.RUNNING
+            )
         else:
             assert started is None
             assert store.get_task(task.id) == task
@@ -364,11 +353,11 @@ def test_only_the_state_machine_edges_are_allowed(
 def test_terminal_tasks_never_change(store: Store, tmp_path: Path) -> None:
     for status in TERMINAL_STATUSES:
         task = _task_in(store, str(tmp_path), status)
-        for target in TASK_STATUSES:
-            if target == RUNNING:
+        for target in tuple(TaskStatus):
+            if target == TaskStatus.RUNNING:
                 assert store.start_next_task(task.session_id) is None
                 continue
-            expected = "terminal" if target == PENDING else status
+            expected = "terminal" if target == TaskStatus.PENDING else status
             with pytest.raises(IllegalTransition, match=expected):
                 store.finish_task(task.id, target, output="late")
         assert store.cancel_pending(task.id, "late") is None
@@ -381,19 +370,20 @@ def test_pending_running_and_counts(store: Store, tmp_path: Path) -> None:
     a1, a2, a3 = _tasks(store, one.id, 3)
     b1, b2 = _tasks(store, two.id, 2)
     assert store.start_next_task(one.id).id == a1.id
-    store.finish_task(b2.id, CANCELLED)
-    assert [t.id for t in store.pending_tasks()] == [a2.id, a3.id, b1.id]
-    assert [t.id for t in store.pending_tasks(one.id)] == [a2.id, a3.id]
+    store.finish_task(b2.id, TaskStatus.CANCELLED)
+    assert [t.id for t in store_reads.pending_tasks(store)] == [a2.id, a3.id, b1.id]
+    assert [t.id for t in store_reads.pending_tasks(store, one.id)] == [a2.id, a3.id]
     assert [t.id for t in store.running_tasks()] == [a1.id]
-    assert store.count_tasks(session_id=one.id, statuses=[PENDING]) == 2
-    assert store.count_tasks(session_id=one.id, statuses=[PENDING, RUNNING]) == 3
-    assert store.count_tasks(session_id=None, statuses=TASK_STATUSES) == 5
+    assert count_tasks(store, session_id=one.id, statuses=[TaskStatus.PENDING]) == 2
+    queued = [TaskStatus.PENDING, TaskStatus.RUNNING]
+    assert count_tasks(store, session_id=one.id, statuses=queued) == 3
+    assert count_tasks(store, session_id=None, statuses=tuple(TaskStatus)) == 5
     assert store.task_status_counts() == {
-        PENDING: 3,
-        RUNNING: 1,
-        COMPLETED: 0,
-        FAILED: 0,
-        CANCELLED: 1,
+        TaskStatus.PENDING: 3,
+        TaskStatus.RUNNING: 1,
+        TaskStatus.COMPLETED: 0,
+        TaskStatus.FAILED: 0,
+        TaskStatus.CANCELLED: 1,
     }
 
 
@@ -403,9 +393,11 @@ def test_pending_task_ids_are_the_queue_in_acceptance_order(store: Store, tmp_pa
     a1, a2, a3, a4 = _tasks(store, one.id, 4)
     _tasks(store, other.id, 1)
     assert store.start_next_task(one.id).id == a1.id
-    store.finish_task(a3.id, CANCELLED)
+    store.finish_task(a3.id, TaskStatus.CANCELLED)
     assert store.pending_task_ids(one.id) == [a2.id, a4.id]
-    assert store.pending_task_ids(one.id) == [t.id for t in store.pending_tasks(one.id)]
+    assert store.pending_task_ids(one.id) == [
+        t.id for t in store_reads.pending_tasks(store, one.id)
+    ]
     assert store.pending_task_ids("nope") == []
 
 
@@ -420,11 +412,11 @@ def test_values_read_back_have_every_field(store: Store, session: Session) -> No
         task,
         store.start_next_task(session.id),
         store.update_session(session.id, status="busy"),
-        store.finish_task(task.id, COMPLETED, events=[("y", {})]),
+        store.finish_task(task.id, TaskStatus.COMPLETED, events=[("y", {})]),
         store.cancel_pending(store.create_task(session_id=session.id, command="c")[0].id, "e"),
         event,
     ):
-        assert set(vars(value)) == {f.name for f in dataclasses.fields(value)}
+        assert all(hasattr(value, name) for name in value.__struct_fields__)
 
 
 def test_hot_calls_run_few_statements(store: Store, session: Session) -> None:
@@ -446,7 +438,9 @@ def test_hot_calls_run_few_statements(store: Store, session: Session) -> None:
         # (PostgreSQL: the session's lock,) its events, the move, counters, its status event,
         # session idle
         "finish_task": (
-            lambda: store.finish_task(task.id, COMPLETED, cost_usd=0.5, events=[("r", {})]),
+            lambda: store.finish_task(
+                task.id, TaskStatus.COMPLETED, cost_usd=0.5, events=[("r", {})]
+            ),
             (4 if store.is_postgres else 3) + 2 * append,
         ),
         "pending_task_ids": (lambda: store.pending_task_ids(session.id), 1),
@@ -457,7 +451,7 @@ def test_hot_calls_run_few_statements(store: Store, session: Session) -> None:
         with captured_queries(store) as queries:
             call()
         assert len(queries) == statements, (name, [q.sql for q in queries])
-    assert store.get_session(session.id).task_counts[COMPLETED] == 1
+    assert store.get_session(session.id).task_counts.completed == 1
 
 
 # events
@@ -467,9 +461,13 @@ def test_events_get_consecutive_sequence_numbers(store: Store, session: Session)
     task, _ = store.create_task(session_id=session.id, command="c")
     # A task is born with its first event, in the transaction that accepts it.
     (accepted,) = store.list_events(task.id)
-    assert (accepted.seq, accepted.type, accepted.data) == (1, "status", {"status": PENDING})
+    assert (accepted.seq, accepted.type, accepted.data) == (
+        1,
+        "status",
+        {"status": TaskStatus.PENDING},
+    )
     assert accepted.created_at == task.created_at
-    assert store.last_event_seq(task.id) == 1
+    assert last_event_seq(store, task.id) == 1
     assert store.list_events(task.id, after=1) == []
     assert store.append_events(task.id, []) == []
     first = store.append_events(task.id, [("progress", {"step": 1})])
@@ -477,12 +475,12 @@ def test_events_get_consecutive_sequence_numbers(store: Store, session: Session)
         task.id, [("assistant", {"text": "hé", "nested": [1, {"a": None}]}), ("result", {})]
     )
     assert [e.seq for e in first + more] == [2, 3, 4]
-    assert all(isinstance(e, Event) and e.task_id == task.id for e in first + more)
+    assert all(isinstance(e, Event) for e in first + more)
     assert store.list_events(task.id) == [accepted, *first, *more]
     assert store.list_events(task.id, after=2) == more
     assert store.list_events(task.id, after=2, limit=1) == more[:1]
     assert store.list_events(task.id, after=4) == []
-    assert store.last_event_seq(task.id) == 4
+    assert last_event_seq(store, task.id) == 4
     assert more[0].data == {"text": "hé", "nested": [1, {"a": None}]}
     assert more[0].created_at.tzinfo is UTC
     for bad in ([("x",)], [("", {})], [("x" * 65, {})], [("x", [])], ["x"]):
@@ -521,7 +519,7 @@ def test_pages_walk_every_row_once_in_both_orders(store: Store, session: Session
         assert _walk(store, "asc", limit) == made
         assert _walk(store, "desc", limit) == made[::-1]
     page = store.list_tasks(limit=23)
-    assert page == Page(items=made[::-1], has_more=False, next_cursor=None)
+    assert page == Page(data=made[::-1], has_more=False, next_cursor=None)
     page = store.list_tasks(limit=22)
     assert page.has_more and page.next_cursor == encode_cursor(made[1].created_at, made[1].id)
 
@@ -534,7 +532,7 @@ def test_filters_combine_with_pagination(store: Store, tmp_path: Path) -> None:
         for i in range(30)
     ]
     for task in made[::3]:
-        store.finish_task(task.id, CANCELLED)
+        store.finish_task(task.id, TaskStatus.CANCELLED)
     # One task runs in each session: its first that is still pending.
     for session in sessions:
         started = store.start_next_task(session.id)
@@ -542,29 +540,44 @@ def test_filters_combine_with_pagination(store: Store, tmp_path: Path) -> None:
         assert started.id == next(
             t.id for i, t in enumerate(made) if t.session_id == session.id and i % 3
         )
-    current = {t.id: t for t in store.get_tasks(t.id for t in made).values()}
+    current = tasks_by_id(store, (t.id for t in made))
     ordered = [current[t.id] for t in made]
-    assert {t.status for t in ordered if t.session_id == two.id} == {PENDING, RUNNING, CANCELLED}
+    assert {t.status for t in ordered if t.session_id == two.id} == {
+        TaskStatus.PENDING,
+        TaskStatus.RUNNING,
+        TaskStatus.CANCELLED,
+    }
 
     def expect(predicate: object) -> list[Task]:
         return [t for t in ordered if predicate(t)]  # type: ignore[operator]
 
     cases = [
         ({"session_id": one.id}, lambda t: t.session_id == one.id),
-        ({"statuses": [CANCELLED]}, lambda t: t.status == CANCELLED),
-        ({"statuses": {PENDING, RUNNING}}, lambda t: t.status in (PENDING, RUNNING)),
-        ({"statuses": TASK_STATUSES}, lambda t: True),
+        ({"statuses": [TaskStatus.CANCELLED]}, lambda t: t.status == TaskStatus.CANCELLED),
         (
-            {"session_id": two.id, "statuses": [RUNNING, CANCELLED]},
-            lambda t: t.session_id == two.id and t.status in (RUNNING, CANCELLED),
+            {"statuses": {TaskStatus.PENDING, TaskStatus.RUNNING}},
+            lambda t: t.status in (TaskStatus.PENDING, TaskStatus.RUNNING),
+        ),
+        ({"statuses": tuple(TaskStatus)}, lambda t: True),
+        (
+            {"session_id": two.id, "statuses": [TaskStatus.RUNNING, TaskStatus.CANCELLED]},
+            lambda t: (
+                t.session_id == two.id and t.status in (TaskStatus.RUNNING, TaskStatus.CANCELLED)
+            ),
         ),
         (
             {"created_after": made[4].created_at, "created_before": made[20].created_at},
             lambda t: made[4].created_at < t.created_at < made[20].created_at,
         ),
         (
-            {"statuses": [PENDING, CANCELLED], "created_after": made[10].created_at},
-            lambda t: t.status in (PENDING, CANCELLED) and t.created_at > made[10].created_at,
+            {
+                "statuses": [TaskStatus.PENDING, TaskStatus.CANCELLED],
+                "created_after": made[10].created_at,
+            },
+            lambda t: (
+                t.status in (TaskStatus.PENDING, TaskStatus.CANCELLED)
+                and t.created_at > made[10].created_at
+            ),
         ),
     ]
     for filters, predicate in cases:
@@ -591,9 +604,9 @@ def test_time_bounds_are_exclusive_and_need_an_offset(store: Store, session: Ses
 def test_a_cursor_is_a_position_valid_in_either_order(store: Store, session: Session) -> None:
     made = _tasks(store, session.id, 6)
     page = store.list_tasks(limit=3, order="asc")
-    assert page.items == made[:3]
+    assert page.data == made[:3]
     back = store.list_tasks(limit=10, order="desc", cursor=page.next_cursor)
-    assert back.items == made[:2][::-1]
+    assert back.data == made[:2][::-1]
     assert not back.has_more
 
 
@@ -608,7 +621,7 @@ def test_rows_sharing_a_timestamp_page_by_id(store: Store, session: Session) -> 
                     "id": task_id,
                     "session": session.id,
                     "command": "c",
-                    "status": PENDING,
+                    "status": TaskStatus.PENDING,
                     "created_at": same,
                     "updated_at": same,
                     "metadata": {},
@@ -702,9 +715,11 @@ def test_list_queries_are_index_range_scans_without_a_sort(store: Store, session
         lambda: store.list_tasks(),
         lambda: store.list_tasks(order="asc", cursor=cursor),
         lambda: store.list_tasks(session_id=session.id, cursor=cursor),
-        lambda: store.list_tasks(statuses=[PENDING], cursor=cursor, order="asc"),
-        lambda: store.list_tasks(statuses=[PENDING, RUNNING], cursor=cursor),
-        lambda: store.list_tasks(session_id=session.id, statuses=[PENDING], cursor=cursor),
+        lambda: store.list_tasks(statuses=[TaskStatus.PENDING], cursor=cursor, order="asc"),
+        lambda: store.list_tasks(statuses=[TaskStatus.PENDING, TaskStatus.RUNNING], cursor=cursor),
+        lambda: store.list_tasks(
+            session_id=session.id, statuses=[TaskStatus.PENDING], cursor=cursor
+        ),
         lambda: store.list_tasks(created_after=after, cursor=cursor),
         lambda: store.list_sessions(cursor=cursor),
         lambda: store.list_sessions(statuses=["idle"], cursor=cursor),
@@ -759,7 +774,7 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(
 
     store = open_store(database_url)
     try:
-        assert store.schema_version() == migrations.LATEST_VERSION == 3
+        assert schema_version(store) == migrations.LATEST_VERSION == 3
         session = store.get_session("s1")
         assert (session.status, session.allowed_tools, session.metadata) == (
             "busy",
@@ -767,9 +782,17 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(
             {"a": "b"},
         )
         assert session.created_at == created
-        assert session.task_counts == {**dict.fromkeys(TASK_STATUSES, 0), RUNNING: 1, PENDING: 1}
+        assert msgspec.structs.asdict(session.task_counts) == {
+            **dict.fromkeys(tuple(TaskStatus), 0),
+            TaskStatus.RUNNING: 1,
+            TaskStatus.PENDING: 1,
+        }
         running = store.get_task("t1")
-        assert (running.status, running.started_at, running.command) == (RUNNING, started, "do it")
+        assert (running.status, running.started_at, running.command) == (
+            TaskStatus.RUNNING,
+            started,
+            "do it",
+        )
         assert running.timeout_s == 30.0
         assert store.list_events("t1")[0].data == {"status": "running"}
         tasks_table = bind_tables(store._engine.db).tasks
@@ -781,13 +804,13 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(
         assert queue_numbers(store, "s1") == {"t1": 1, "t2": 2}
         assert last_seq(store, "s1") == 2
         # The upgraded database works like a new one.
-        store.finish_task("t1", FAILED, error="The server restarted while the task ran.")
+        store.finish_task("t1", TaskStatus.FAILED, error="The server restarted while the task ran.")
         assert [e.data for e in store.list_events("t1")] == [
             {"status": "running"},
-            {"status": FAILED, "error": "The server restarted while the task ran."},
+            {"status": TaskStatus.FAILED, "error": "The server restarted while the task ran."},
         ]
-        assert [t.id for t in store.pending_tasks("s1")] == ["t2"]
-        assert store.get_session("s1").task_counts[FAILED] == 1
+        assert [t.id for t in store_reads.pending_tasks(store, "s1")] == ["t2"]
+        assert store.get_session("s1").task_counts.failed == 1
         assert store.get_session("s1").total_cost_usd == 0.0
         assert store.get_session("s1").status == "idle"
         assert store.start_next_task("s1").id == "t2"
@@ -797,7 +820,7 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(
     finally:
         store.close()
     reopened = open_store(database_url)
-    assert reopened.schema_version() == 3
+    assert schema_version(reopened) == 3
     reopened.close()
 
 
@@ -958,7 +981,7 @@ def test_transient_failures_are_retried_whole(store: Store, session: Session) ->
     assert store._engine.write(flaky) == "ok"
     assert len(attempts) == 3
     # The first two attempts rolled back with their transactions.
-    assert [t.id for t in store.pending_tasks(session.id)] == attempts[2:]
+    assert [t.id for t in store_reads.pending_tasks(store, session.id)] == attempts[2:]
 
 
 def test_retries_are_bounded_and_end_in_a_storage_error(store: Store) -> None:
@@ -997,5 +1020,5 @@ def test_a_writer_waits_for_another_process_lock_instead_of_failing(tmp_path: Pa
     other.execute("COMMIT")
     other.close()
     writer.join(timeout=10)
-    assert [t.id for t in store.pending_tasks()] == [result[0].id]
+    assert [t.id for t in store_reads.pending_tasks(store)] == [result[0].id]
     store.close()

@@ -10,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 
+from aicli.contract import Session, Task, TaskStatus
 from aicli.errors import AicliError, IllegalTransition
-from aicli.models import CANCELLED, COMPLETED, PENDING, RUNNING, TASK_STATUSES, Session, Task
 from aicli.storage import Store, open_store
+from tests.store_reads import count_tasks, last_event_seq, schema_version, tasks_by_id
 
 T = TypeVar("T")
 
@@ -65,22 +67,22 @@ def _check_task_page(items: list[Task], previous: tuple | None, order: str) -> t
         if previous is not None:
             assert key < previous if order == "desc" else key > previous
         previous = key
-        assert task.status in TASK_STATUSES
-        if task.status == PENDING:
+        assert task.status in tuple(TaskStatus)
+        if task.status == TaskStatus.PENDING:
             assert task.started_at is None and task.completed_at is None
-        if task.status == RUNNING:
+        if task.status == TaskStatus.RUNNING:
             assert task.started_at is not None and task.completed_at is None
-        if task.status == COMPLETED:
+        if task.status == TaskStatus.COMPLETED:
             assert task.started_at and task.completed_at and task.output == f"out {task.command}"
     return previous
 
 
 def _assert_counters_match_tasks(store: Store, session_id: str) -> None:
     counted = {
-        status: store.count_tasks(session_id=session_id, statuses=[status])
-        for status in TASK_STATUSES
+        status: count_tasks(store, session_id=session_id, statuses=[status])
+        for status in tuple(TaskStatus)
     }
-    assert store.get_session(session_id).task_counts == counted
+    assert msgspec.structs.asdict(store.get_session(session_id).task_counts) == counted
 
 
 def _walk_all(store: Store, order: str, limit: int, **filters: Any) -> list[Task]:
@@ -89,12 +91,12 @@ def _walk_all(store: Store, order: str, limit: int, **filters: Any) -> list[Task
     cursor = None
     while True:
         page = store.list_tasks(limit=limit, cursor=cursor, order=order, **filters)
-        previous = _check_task_page(page.items, previous, order)
-        seen.extend(page.items)
+        previous = _check_task_page(page.data, previous, order)
+        seen.extend(page.data)
         if not page.has_more:
             assert page.next_cursor is None
             return seen
-        assert len(page.items) == limit and page.next_cursor
+        assert len(page.data) == limit and page.next_cursor
         cursor = page.next_cursor
 
 
@@ -131,7 +133,9 @@ def test_many_writers_and_paged_readers_lose_nothing(
             assert started is not None and started.id == task.id
             store.append_events(hot.id, [("tick", {"writer": number, "round": round_})])
             store.append_events(task.id, [("assistant", {"text": "working"})])
-            store.finish_task(task.id, COMPLETED, output=f"out {task.command}", cost_usd=0.01)
+            store.finish_task(
+                task.id, TaskStatus.COMPLETED, output=f"out {task.command}", cost_usd=0.01
+            )
             with progress:
                 rounds[0] += 1
                 progress.notify_all()
@@ -146,8 +150,12 @@ def test_many_writers_and_paged_readers_lose_nothing(
         sample: int | None = 0
         while sample is not None:
             _walk_all(store, "desc", 50)
-            rows = _walk_all(store, "asc", 37, session_id=sessions[1].id, statuses=[RUNNING])
-            assert all(t.status == RUNNING and t.session_id == sessions[1].id for t in rows)
+            rows = _walk_all(
+                store, "asc", 37, session_id=sessions[1].id, statuses=[TaskStatus.RUNNING]
+            )
+            assert all(
+                t.status == TaskStatus.RUNNING and t.session_id == sessions[1].id for t in rows
+            )
             assert len(rows) <= 1  # one task of a session runs at a time
             reads["walks"] += 2
             sample = next_sample(sample)
@@ -160,8 +168,8 @@ def test_many_writers_and_paged_readers_lose_nothing(
             seqs = [event.seq for event in store.list_events(hot.id)]
             assert seqs == list(range(1, len(seqs) + 1))
             counts = store.get_session(sessions[0].id).task_counts
-            assert counts[RUNNING] <= 1
-            total = sum(counts.values())
+            assert counts.running <= 1
+            total = sum(msgspec.structs.astuple(counts))
             assert total >= last_total
             last_total = total
             reads["snapshots"] += 1
@@ -191,27 +199,29 @@ def test_many_writers_and_paged_readers_lose_nothing(
     assert reads["walks"] > 0 and reads["snapshots"] > 0
     every_id = [task_id for ids in created.values() for task_id in ids]
     assert len(every_id) == len(set(every_id)) == WRITERS * WRITES_PER_WRITER // 5
-    stored = store.get_tasks(every_id)
+    stored = tasks_by_id(store, every_id)
     assert len(stored) == len(every_id)
-    assert all(t.status == COMPLETED and t.output == f"out {t.command}" for t in stored.values())
+    assert all(
+        t.status == TaskStatus.COMPLETED and t.output == f"out {t.command}" for t in stored.values()
+    )
     # pending, running, the writer's event, completed
     assert all(
         [e.type for e in store.list_events(task_id)] == ["status", "status", "assistant", "status"]
         for task_id in every_id[:50]
     )
     pending_event, *hot_events = store.list_events(hot.id)
-    assert pending_event.data == {"status": PENDING}
+    assert pending_event.data == {"status": TaskStatus.PENDING}
     assert [e.seq for e in hot_events] == list(range(2, len(every_id) + 2))
     assert Counter(e.data["writer"] for e in hot_events) == dict.fromkeys(
         range(WRITERS), WRITES_PER_WRITER // 5
     )
-    assert store.task_status_counts()[COMPLETED] == len(every_id)
+    assert store.task_status_counts()[TaskStatus.COMPLETED] == len(every_id)
     assert len(_walk_all(store, "asc", 200)) == len(every_id) + 1
     for session in sessions:
         got = store.get_session(session.id)
         assert got.status == "idle"
-        assert got.task_counts[COMPLETED] == WRITES_PER_WRITER // 5
-        assert got.total_cost_usd == pytest.approx(0.01 * got.task_counts[COMPLETED])
+        assert got.task_counts.completed == WRITES_PER_WRITER // 5
+        assert got.total_cost_usd == pytest.approx(0.01 * got.task_counts.completed)
         _assert_counters_match_tasks(store, session.id)
     _assert_counters_match_tasks(store, hot_session.id)
 
@@ -243,8 +253,8 @@ def test_pagination_walks_every_row_once_while_rows_are_inserted(
         while True:
             page = store.list_tasks(limit=7, cursor=cursor, order=order, session_id=session.id)
             first_page_read.set()
-            previous = _check_task_page(page.items, previous, order)
-            seen.extend(task.id for task in page.items)
+            previous = _check_task_page(page.data, previous, order)
+            seen.extend(task.id for task in page.data)
             if not page.has_more:
                 return seen
             cursor = page.next_cursor
@@ -296,12 +306,12 @@ def _race_one_task(store: Store, session: Session) -> None:
     assert store.get_session(session.id).status == "busy"
     # One running status event: the losers wrote nothing.
     assert [e.data for e in store.list_events(task.id)] == [
-        {"status": PENDING},
-        {"status": RUNNING},
+        {"status": TaskStatus.PENDING},
+        {"status": TaskStatus.RUNNING},
     ]
 
     def finish(number: int) -> Task:
-        status = (CANCELLED, COMPLETED)[number % 2]
+        status = (TaskStatus.CANCELLED, TaskStatus.COMPLETED)[number % 2]
         return store.finish_task(task.id, status, output=status)
 
     finishes = _race(WRITERS, finish)
@@ -312,8 +322,8 @@ def _race_one_task(store: Store, session: Session) -> None:
     assert final == winners[0]
     assert final.output == final.status
     assert [e.data["status"] for e in store.list_events(task.id)] == [
-        PENDING,
-        RUNNING,
+        TaskStatus.PENDING,
+        TaskStatus.RUNNING,
         final.status,
     ]
     assert store.get_session(session.id).status == "idle"
@@ -364,13 +374,13 @@ def test_racing_starters_run_one_task_at_a_time_in_queue_order(
                 started.append(task.id)
                 unfinished.append(task.id)
             # While it runs, the store holds it as the session's only running task.
-            assert store.count_tasks(session_id=session.id, statuses=[RUNNING]) == 1
-            assert store.get_session(session.id).task_counts[RUNNING] == 1
+            assert count_tasks(store, session_id=session.id, statuses=[TaskStatus.RUNNING]) == 1
+            assert store.get_session(session.id).task_counts.running == 1
             assert store.start_next_task(session.id) is None
             store.append_events(task.id, [("by", {"starter": number})])
             with log:
                 unfinished.remove(task.id)
-            store.finish_task(task.id, COMPLETED, output="done")
+            store.finish_task(task.id, TaskStatus.COMPLETED, output="done")
 
     for number in range(STARTERS):
         crew.spawn(functools.partial(starter, number))
@@ -379,7 +389,8 @@ def test_racing_starters_run_one_task_at_a_time_in_queue_order(
     assert overlaps == [], "a task started while another had not been finished"
     # Started in the order the session accepted them, each once.
     assert started == accepted
-    assert store.count_tasks(session_id=session.id, statuses=[COMPLETED]) == UPFRONT + LATER
+    completed = count_tasks(store, session_id=session.id, statuses=[TaskStatus.COMPLETED])
+    assert completed == UPFRONT + LATER
     assert store.get_session(session.id).status == "idle"
     _assert_counters_match_tasks(store, session.id)
 
@@ -400,7 +411,7 @@ def test_racing_submits_with_one_idempotency_key_create_one_task(
     session = store.create_session(workdir=str(tmp_path))
     for attempt in range(5):
         _race_one_key(store, session, f"key-{attempt}")
-    assert store.count_tasks(session_id=session.id, statuses=[PENDING]) == 5
+    assert count_tasks(store, session_id=session.id, statuses=[TaskStatus.PENDING]) == 5
     _assert_counters_match_tasks(store, session.id)
 
 
@@ -424,8 +435,8 @@ def test_two_stores_on_one_sqlite_file_never_see_a_locked_database(tmp_path: Pat
         crew.spawn(lambda store=stores[number % 2]: writer(store))
     try:
         crew.run()
-        assert len(stores[1].get_tasks(made)) == len(made) == 800
-        assert all(stores[1].last_event_seq(task_id) == 2 for task_id in made[::50])
+        assert len(tasks_by_id(stores[1], made)) == len(made) == 800
+        assert all(last_event_seq(stores[1], task_id) == 2 for task_id in made[::50])
     finally:
         for store in stores:
             store.close()
@@ -450,7 +461,7 @@ def test_sessions_from_many_threads(store: Store, tmp_path: Path) -> None:
     cursor = None
     while True:
         page = store.list_sessions(limit=33, cursor=cursor, order="asc")
-        listed.extend(page.items)
+        listed.extend(page.data)
         if not page.has_more:
             break
         cursor = page.next_cursor
@@ -464,7 +475,7 @@ def test_stores_opening_a_new_database_at_once_migrate_it_once(database_url: str
     opened = _race(WRITERS, lambda _: open_store(database_url))
     try:
         assert all(isinstance(store, Store) for store in opened), opened
-        assert {store.schema_version() for store in opened} == {3}
+        assert {schema_version(store) for store in opened} == {3}
         session = opened[0].create_session(workdir="/")
         assert opened[-1].get_session(session.id) == session
     finally:

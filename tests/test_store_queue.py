@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 
+from aicli.contract import Session, Task, TaskStatus
 from aicli.errors import (
     AicliError,
     IllegalTransition,
@@ -25,21 +27,13 @@ from aicli.errors import (
     SessionNotFound,
     TaskNotFound,
 )
-from aicli.models import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    PENDING,
-    RUNNING,
-    TASK_STATUSES,
-    Session,
-    Task,
-)
 from aicli.storage import Store, migrations, open_store
 from aicli.storage import database as storage_database
 from aicli.storage import store as store_module
 from aicli.storage.engine import Engine
 from aicli.storage.fields import to_db_time
+from tests import store_reads
+from tests.store_reads import count_tasks, last_event_seq, schema_version
 
 pytest_plugins = ("tests.storage_fixtures",)
 
@@ -65,16 +59,16 @@ def _run_queue(store: Store, session_id: str) -> list[str]:
     while (task := store.start_next_task(session_id)) is not None:
         assert store.start_next_task(session_id) is None  # one at a time
         ran.append(task.id)
-        store.finish_task(task.id, COMPLETED, output="ok")
+        store.finish_task(task.id, TaskStatus.COMPLETED, output="ok")
     return ran
 
 
 def _counters_match_tasks(store: Store, session_id: str) -> None:
     counted = {
-        status: store.count_tasks(session_id=session_id, statuses=[status])
-        for status in TASK_STATUSES
+        status: count_tasks(store, session_id=session_id, statuses=[status])
+        for status in tuple(TaskStatus)
     }
-    assert store.get_session(session_id).task_counts == counted
+    assert msgspec.structs.asdict(store.get_session(session_id).task_counts) == counted
 
 
 def _race(actions: list[Callable[[], T]], timeout: float = 60) -> list[T | AicliError]:
@@ -149,7 +143,7 @@ def test_pending_tasks_of_a_session_are_in_queue_order_when_the_clock_steps_back
     ticks = _backwards_clock()
     monkeypatch.setattr(store_module, "utcnow", lambda: next(ticks))
     made = _submit(store, session.id, 3)
-    assert [t.id for t in store.pending_tasks(session.id)] == [t.id for t in made]
+    assert [t.id for t in store_reads.pending_tasks(store, session.id)] == [t.id for t in made]
 
 
 def test_queue_positions_count_the_pending_tasks_ahead(store: Store, session: Session) -> None:
@@ -202,14 +196,21 @@ def test_start_next_task_takes_the_lowest_pending_seq_skipping_cancelled_ones(
 ) -> None:
     a, b, c, d = _submit(store, session.id, 4)
     assert store.cancel_pending(a.id, "not wanted") is not None
-    store.finish_task(c.id, CANCELLED)
+    store.finish_task(c.id, TaskStatus.CANCELLED)
     started = store.start_next_task(session.id)
     assert started is not None and started.id == b.id
-    assert (started.status, started.session_id, started.command) == (RUNNING, session.id, "c1")
+    assert (started.status, started.session_id, started.command) == (
+        TaskStatus.RUNNING,
+        session.id,
+        "c1",
+    )
     assert started.started_at is not None and started.completed_at is None
     assert store.get_task(b.id) == started
-    assert [e.data for e in store.list_events(b.id)] == [{"status": PENDING}, {"status": RUNNING}]
-    store.finish_task(b.id, COMPLETED)
+    assert [e.data for e in store.list_events(b.id)] == [
+        {"status": TaskStatus.PENDING},
+        {"status": TaskStatus.RUNNING},
+    ]
+    store.finish_task(b.id, TaskStatus.COMPLETED)
     assert _run_queue(store, session.id) == [d.id]
     assert store.start_next_task(session.id) is None
 
@@ -220,12 +221,12 @@ def test_start_next_task_refuses_while_a_task_runs(store: Store, session: Sessio
     for _ in range(3):
         assert store.start_next_task(session.id) is None
     assert store.pending_task_ids(session.id) == [second.id, third.id]
-    assert store.get_task(second.id).status == PENDING
-    assert store.last_event_seq(second.id) == 1
+    assert store.get_task(second.id).status == TaskStatus.PENDING
+    assert last_event_seq(store, second.id) == 1
     # However the running task ends, the next one may start.
-    store.finish_task(first.id, CANCELLED, error="interrupted")
+    store.finish_task(first.id, TaskStatus.CANCELLED, error="interrupted")
     assert store.start_next_task(session.id).id == second.id
-    store.finish_task(second.id, FAILED, error="boom")
+    store.finish_task(second.id, TaskStatus.FAILED, error="boom")
     assert store.start_next_task(session.id).id == third.id
     _counters_match_tasks(store, session.id)
 
@@ -248,7 +249,7 @@ def test_start_next_task_on_an_empty_closed_or_unknown_session(
     (left,) = _submit(store, marked.id, 1)
     store.update_session(marked.id, status="closed")
     assert store.start_next_task(marked.id) is None
-    assert store.get_task(left.id).status == PENDING
+    assert store.get_task(left.id).status == TaskStatus.PENDING
     assert store.get_session(marked.id).status == "closed"
 
 
@@ -270,7 +271,7 @@ def test_session_status_moves_busy_and_idle_with_its_running_task(
     # Cancelling a pending task leaves a busy session busy.
     store.cancel_pending(second.id, "no")
     assert store.get_session(session.id).status == "busy"
-    done = store.finish_task(first.id, COMPLETED, cost_usd=0.5)
+    done = store.finish_task(first.id, TaskStatus.COMPLETED, cost_usd=0.5)
     idle = store.get_session(session.id)
     assert idle.status == "idle"
     assert idle.last_active_at == done.completed_at
@@ -278,21 +279,21 @@ def test_session_status_moves_busy_and_idle_with_its_running_task(
     # A failure ends in idle too.
     (third,) = _submit(store, session.id, 1)
     store.start_next_task(session.id)
-    store.finish_task(third.id, FAILED, error="boom")
+    store.finish_task(third.id, TaskStatus.FAILED, error="boom")
     assert store.get_session(session.id).status == "idle"
     # And a closed session stays closed when its running task ends.
     (fourth,) = _submit(store, session.id, 1)
     store.start_next_task(session.id)
     store.close_session(session.id, "bye")
-    store.finish_task(fourth.id, CANCELLED, error="closed")
+    store.finish_task(fourth.id, TaskStatus.CANCELLED, error="closed")
     closed = store.get_session(session.id)
     assert closed.status == "closed"
-    assert closed.task_counts == {
-        PENDING: 0,
-        RUNNING: 0,
-        COMPLETED: 1,
-        FAILED: 1,
-        CANCELLED: 2,
+    assert msgspec.structs.asdict(closed.task_counts) == {
+        TaskStatus.PENDING: 0,
+        TaskStatus.RUNNING: 0,
+        TaskStatus.COMPLETED: 1,
+        TaskStatus.FAILED: 1,
+        TaskStatus.CANCELLED: 2,
     }
 
 
@@ -306,22 +307,22 @@ def test_finish_task_writes_its_events_the_move_and_the_status_event_together(
     store.start_next_task(session.id)
     done = store.finish_task(
         task.id,
-        FAILED,
+        TaskStatus.FAILED,
         error="boom",
         events=[("assistant", {"text": "trying"}), ("result", {"is_error": True})],
     )
     assert done.error == "boom"
     assert [(e.seq, e.type, e.data) for e in store.list_events(task.id)] == [
-        (1, "status", {"status": PENDING}),
-        (2, "status", {"status": RUNNING}),
+        (1, "status", {"status": TaskStatus.PENDING}),
+        (2, "status", {"status": TaskStatus.RUNNING}),
         (3, "assistant", {"text": "trying"}),
         (4, "result", {"is_error": True}),
-        (5, "status", {"status": FAILED, "error": "boom"}),
+        (5, "status", {"status": TaskStatus.FAILED, "error": "boom"}),
     ]
     # A refused finish writes none of its events.
     with pytest.raises(IllegalTransition):
-        store.finish_task(task.id, COMPLETED, events=[("late", {})])
-    assert store.last_event_seq(task.id) == 5
+        store.finish_task(task.id, TaskStatus.COMPLETED, events=[("late", {})])
+    assert last_event_seq(store, task.id) == 5
 
 
 def test_cancel_pending(store: Store, session: Session) -> None:
@@ -330,24 +331,28 @@ def test_cancel_pending(store: Store, session: Session) -> None:
     assert cancelled is not None
     assert (cancelled.id, cancelled.status, cancelled.error) == (
         second.id,
-        CANCELLED,
+        TaskStatus.CANCELLED,
         "client cancelled",
     )
     assert cancelled.completed_at is not None and cancelled.started_at is None
     assert store.get_task(second.id) == cancelled
     assert store.list_events(second.id)[-1].data == {
-        "status": CANCELLED,
+        "status": TaskStatus.CANCELLED,
         "error": "client cancelled",
     }
     assert store.cancel_pending(second.id, "again") is None  # no longer pending
-    assert store.last_event_seq(second.id) == 2
+    assert last_event_seq(store, second.id) == 2
     store.start_next_task(session.id)
     assert store.cancel_pending(first.id, "too late") is None  # running: the actor's to stop
-    assert store.get_task(first.id).status == RUNNING
+    assert store.get_task(first.id).status == TaskStatus.RUNNING
     with pytest.raises(TaskNotFound):
         store.cancel_pending("nope", "x")
     counts = store.get_session(session.id).task_counts
-    assert (counts[PENDING], counts[RUNNING], counts[CANCELLED]) == (0, 1, 1)
+    assert (
+        counts.pending,
+        counts.running,
+        counts.cancelled,
+    ) == (0, 1, 1)
 
 
 def test_has_pending_and_sessions_with_pending(store: Store, tmp_path: Path) -> None:
@@ -379,7 +384,7 @@ def test_max_pending_refuses_a_full_queue(store: Store, tmp_path: Path) -> None:
     assert refusal.details == {"max_pending_per_session": 3}
     assert refusal.code == "too_many_requests"
     assert session.id in refusal.message
-    assert store.count_tasks(session_id=session.id, statuses=[PENDING]) == 3
+    assert count_tasks(store, session_id=session.id, statuses=[TaskStatus.PENDING]) == 3
     # A key already used still answers with its task, full queue or not.
     keyed = store.create_session(workdir=str(tmp_path))
     first, _ = store.create_task(session_id=keyed.id, command="c", idempotency_key="k")
@@ -429,7 +434,7 @@ def test_max_pending_holds_against_racing_submitters(store: Store, session: Sess
     assert len(accepted) == LIMIT
     assert all(isinstance(result, LimitExceeded) for result in results if result not in accepted)
     assert sorted(task.queue_position for task, _ in accepted) == list(range(LIMIT))
-    assert store.count_tasks(session_id=session.id, statuses=[PENDING]) == LIMIT
+    assert count_tasks(store, session_id=session.id, statuses=[TaskStatus.PENDING]) == LIMIT
     _counters_match_tasks(store, session.id)
 
 
@@ -446,11 +451,11 @@ def test_idempotency_key_after_close_returns_the_first_task(store: Store, sessio
     )
     assert created_again is False
     assert again.id == first.id and again.command == "c"
-    assert again.status == CANCELLED  # what it became, not what it was
+    assert again.status == TaskStatus.CANCELLED  # what it became, not what it was
     for key in ("fresh", None):
         with pytest.raises(SessionClosed):
             store.create_task(session_id=session.id, command="c", idempotency_key=key)
-    assert store.count_tasks(session_id=session.id, statuses=TASK_STATUSES) == 1
+    assert count_tasks(store, session_id=session.id, statuses=tuple(TaskStatus)) == 1
 
 
 def test_close_session_cancels_the_queue_and_names_the_running_task(
@@ -459,30 +464,36 @@ def test_close_session_cancels_the_queue_and_names_the_running_task(
     done, running, *waiting = _submit(store, session.id, 5)
     _run_queue_one = store.start_next_task(session.id)
     assert _run_queue_one.id == done.id
-    store.finish_task(done.id, COMPLETED, cost_usd=0.25)
+    store.finish_task(done.id, TaskStatus.COMPLETED, cost_usd=0.25)
     assert store.start_next_task(session.id).id == running.id
     cancelled, still_running = store.close_session(session.id, "The session was closed.")
     assert sorted(cancelled) == sorted(t.id for t in waiting)
     assert still_running == running.id
     closed = store.get_session(session.id)
     assert closed.status == "closed"
-    assert closed.task_counts == {PENDING: 0, RUNNING: 1, COMPLETED: 1, FAILED: 0, CANCELLED: 3}
+    assert msgspec.structs.asdict(closed.task_counts) == {
+        TaskStatus.PENDING: 0,
+        TaskStatus.RUNNING: 1,
+        TaskStatus.COMPLETED: 1,
+        TaskStatus.FAILED: 0,
+        TaskStatus.CANCELLED: 3,
+    }
     assert closed.total_cost_usd == pytest.approx(0.25)
     for task_id in cancelled:
         task = store.get_task(task_id)
-        assert (task.status, task.error) == (CANCELLED, "The session was closed.")
+        assert (task.status, task.error) == (TaskStatus.CANCELLED, "The session was closed.")
         assert task.completed_at is not None and task.started_at is None
         assert [e.data for e in store.list_events(task_id)] == [
-            {"status": PENDING},
-            {"status": CANCELLED, "error": "The session was closed."},
+            {"status": TaskStatus.PENDING},
+            {"status": TaskStatus.CANCELLED, "error": "The session was closed."},
         ]
     assert store.pending_task_ids(session.id) == []
     assert not store.has_pending(session.id)
     # The running task is its actor's to stop; closing again changes nothing.
-    assert store.get_task(running.id).status == RUNNING
+    assert store.get_task(running.id).status == TaskStatus.RUNNING
     assert store.close_session(session.id, "again") == ([], None)
     assert store.get_session(session.id).task_counts == closed.task_counts
-    store.finish_task(running.id, CANCELLED, error="interrupted")
+    store.finish_task(running.id, TaskStatus.CANCELLED, error="interrupted")
     assert store.get_session(session.id).status == "closed"
     _counters_match_tasks(store, session.id)
 
@@ -497,7 +508,7 @@ def test_close_session_of_an_idle_or_unknown_session(store: Store, tmp_path: Pat
     (left,) = _submit(store, marked.id, 1)
     store.update_session(marked.id, status="closed")
     assert store.close_session(marked.id, "bye") == ([], None)
-    assert store.get_task(left.id).status == PENDING
+    assert store.get_task(left.id).status == TaskStatus.PENDING
     with pytest.raises(SessionNotFound):
         store.close_session("nope", "bye")
 
@@ -537,15 +548,15 @@ def _submit_while_closing(store: Store, session: Session, wait_for: int) -> None
     assert sorted(cancelled) == sorted(accepted)
     assert len(accepted) + refused[0] == SUBMITTERS * PER_SUBMITTER
     assert store.pending_task_ids(session.id) == []
-    assert store.count_tasks(session_id=session.id, statuses=[PENDING]) == 0
+    assert count_tasks(store, session_id=session.id, statuses=[TaskStatus.PENDING]) == 0
     assert store.start_next_task(session.id) is None
     assert all(
-        store.list_events(task_id)[-1].data == {"status": CANCELLED, "error": "closed"}
+        store.list_events(task_id)[-1].data == {"status": TaskStatus.CANCELLED, "error": "closed"}
         for task_id in accepted
     )
     got = store.get_session(session.id)
     assert got.status == "closed"
-    assert got.task_counts[CANCELLED] == len(accepted)
+    assert got.task_counts.cancelled == len(accepted)
     _counters_match_tasks(store, session.id)
 
 
@@ -584,7 +595,7 @@ def _cancel_next(store: Store, task: Task) -> Task | None:
 
 def _cancel_next_by_finish(store: Store, task: Task) -> Task | None:
     try:
-        return store.finish_task(task.id, CANCELLED, error="cancelled")
+        return store.finish_task(task.id, TaskStatus.CANCELLED, error="cancelled")
     except IllegalTransition:
         return None
 
@@ -627,7 +638,7 @@ def test_cancelling_the_next_task_while_it_starts_or_closes(
             assert running is None
             expected = {after.id} if cancelled is not None else {head.id, after.id}
             assert set(closed_ids) == expected
-            assert store.get_task(head.id).status == CANCELLED
+            assert store.get_task(head.id).status == TaskStatus.CANCELLED
         _counters_match_tasks(store, session.id)
         assert took < STALL_S, f"round {round_} took {took:.2f}s: a lock-order deadlock?"
 
@@ -650,10 +661,13 @@ def test_fail_running_tasks_after_a_restart(store: Store, tmp_path: Path) -> Non
     assert sorted(failed) == sorted([w1.id, c1.id])
     for task_id in failed:
         task = store.get_task(task_id)
-        assert (task.status, task.error) == (FAILED, "The server restarted while the task ran.")
+        assert (task.status, task.error) == (
+            TaskStatus.FAILED,
+            "The server restarted while the task ran.",
+        )
         assert task.completed_at is not None
         assert store.list_events(task_id)[-1].data == {
-            "status": FAILED,
+            "status": TaskStatus.FAILED,
             "error": "The server restarted while the task ran.",
         }
     assert [store.get_session(s.id).status for s in (working, stuck, queued, closing)] == [
@@ -663,11 +677,14 @@ def test_fail_running_tasks_after_a_restart(store: Store, tmp_path: Path) -> Non
         "closed",
     ]
     assert store.running_tasks() == []
-    assert store.get_task(w2.id).status == PENDING and store.get_task(q1.id).status == PENDING
+    assert (
+        store.get_task(w2.id).status == TaskStatus.PENDING
+        and store.get_task(q1.id).status == TaskStatus.PENDING
+    )
     assert store.sessions_with_pending() == sorted([working.id, queued.id])
     for session in (working, stuck, queued, closing):
         _counters_match_tasks(store, session.id)
-    assert store.get_session(working.id).task_counts[FAILED] == 1
+    assert store.get_session(working.id).task_counts.failed == 1
     # The queues carry on where they were.
     assert store.fail_running_tasks("again") == []
     assert store.start_next_task(working.id).id == w2.id
@@ -687,12 +704,12 @@ def test_an_upgrade_numbers_each_session_queue_in_acceptance_order(
     p = "%s" if engine.is_postgres else "?"
     # (id, session, status, created): ids against the clock, a tie, and a clock that went back.
     tasks = [
-        ("a3", "s1", PENDING, t0 + timedelta(seconds=2)),
-        ("a1", "s1", COMPLETED, t0),
-        ("a2", "s1", PENDING, t0 + timedelta(seconds=1)),
-        ("a0", "s1", PENDING, t0 + timedelta(seconds=1)),
-        ("b1", "s2", PENDING, t0 + timedelta(seconds=5)),
-        ("b2", "s2", PENDING, t0 - timedelta(seconds=5)),
+        ("a3", "s1", TaskStatus.PENDING, t0 + timedelta(seconds=2)),
+        ("a1", "s1", TaskStatus.COMPLETED, t0),
+        ("a2", "s1", TaskStatus.PENDING, t0 + timedelta(seconds=1)),
+        ("a0", "s1", TaskStatus.PENDING, t0 + timedelta(seconds=1)),
+        ("b1", "s2", TaskStatus.PENDING, t0 + timedelta(seconds=5)),
+        ("b2", "s2", TaskStatus.PENDING, t0 - timedelta(seconds=5)),
     ]
 
     def insert_v2_rows() -> None:
@@ -705,7 +722,9 @@ def test_an_upgrade_numbers_each_session_queue_in_acceptance_order(
                 + (pending, completed),
             )
         for task_id, session_id, status, created in tasks:
-            done = None if status == PENDING else to_db_time(created + timedelta(seconds=1))
+            done = (
+                None if status == TaskStatus.PENDING else to_db_time(created + timedelta(seconds=1))
+            )
             db.execute_sql(
                 "INSERT INTO tasks (id, session_id, command, status, created_at, started_at,"
                 f" completed_at, updated_at, metadata) VALUES ({', '.join([p] * 9)})",
@@ -723,7 +742,7 @@ def test_an_upgrade_numbers_each_session_queue_in_acceptance_order(
 
     store = open_store(database_url)
     try:
-        assert store.schema_version() == 3
+        assert schema_version(store) == 3
         assert store.pending_task_ids("s1") == ["a0", "a2", "a3"]
         assert store.pending_task_ids("s2") == ["b2", "b1"]
         assert _run_queue(store, "s1") == ["a0", "a2", "a3"]

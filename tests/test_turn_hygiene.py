@@ -11,8 +11,8 @@ import pytest
 
 from aicli import Runtime
 from aicli import runtime as runtime_module
+from aicli.contract import TaskStatus
 from aicli.errors import Unavailable
-from aicli.models import CANCELLED, COMPLETED, FAILED
 from aicli.testing.fake_anthropic import FakeAnthropic, Reply
 from aicli.testing.processes import marked_running
 from aicli.testing.waiting import wait_for
@@ -37,7 +37,7 @@ def test_a_lone_surrogate_from_claude_is_stored_as_a_replacement_character(make_
     odd = rt.submit(session.id, "[[half-emoji]]")
     after = rt.submit(session.id, "[[say: my own answer]]")
     done = rt.wait(odd.id, timeout=60)
-    assert done.status == COMPLETED
+    assert done.status == TaskStatus.COMPLETED
     assert done.output == "cut here \ufffd and go on"
     assistant = [e for e in rt.events(odd.id) if e.type == "assistant"]
     assert "\ufffd" in str(assistant[-1].data)
@@ -56,9 +56,9 @@ def test_tools_that_detached_themselves_end_with_the_interrupted_turn(make_runti
     task = rt.submit(session.id, command, timeout_s=8 if how == "timeout" else None)
     wait_for(lambda: _detached(rt), timeout=30, what="the detached sleep")
     if how == "cancel":
-        assert rt.cancel(task.id).status == CANCELLED
+        assert rt.cancel(task.id).status == TaskStatus.CANCELLED
     else:
-        assert rt.wait(task.id, timeout=60).status == FAILED
+        assert rt.wait(task.id, timeout=60).status == TaskStatus.FAILED
     wait_for(lambda: not _detached(rt), timeout=10, what="the detached sleep to be ended")
     after = rt.submit(session.id, "[[say: still fine]]")
     assert rt.wait(after.id, timeout=60).output == "still fine"
@@ -75,7 +75,7 @@ def test_a_workdir_moved_outside_the_root_fails_its_task_naming_the_root(make_ru
     inside.rmdir()
     os.symlink(outside, inside)  # same path, now leading out of the root
     task = rt.wait(rt.submit(session.id, "[[say: hi]]").id, timeout=60)
-    assert task.status == FAILED
+    assert task.status == TaskStatus.FAILED
     assert str(root) in task.error and "outside the workspace root" in task.error
 
 

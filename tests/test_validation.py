@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from aicli import contract, validation
+from aicli.contract import SessionCreate, TaskStatus, TaskSubmit
 from aicli.errors import InvalidRequest
-from aicli.models import TASK_STATUSES
 from aicli.validation import (
     parse_after,
     parse_limit,
@@ -16,9 +17,23 @@ from aicli.validation import (
     parse_statuses,
     parse_time,
     parse_wait,
-    session_fields,
-    task_fields,
 )
+
+
+def session_fields(body, *, workspace_root):
+    """What the runtime does with a create-session body: the contract, then this machine."""
+    return validation.session_fields(contract.convert(body, SessionCreate), workspace_root)
+
+
+def task_fields(body, *, max_command_chars):
+    """What the runtime does with a submit body: the contract, then this server's limit."""
+    request = contract.convert(body, TaskSubmit)
+    validation.command_fits(request.command, max_command_chars)
+    return {
+        "command": request.command,
+        "timeout_s": request.timeout_s,
+        "metadata": request.metadata or {},
+    }
 
 
 def invalid(call, *args, **kwargs) -> InvalidRequest:
@@ -72,17 +87,18 @@ def test_session_fields_treat_null_and_missing_alike(tmp_path):
     [
         ({}, "workdir", "required"),
         ({"workdir": 3}, "workdir", "string"),
-        ({"workdir": ""}, "workdir", "directory"),
+        ({"workdir": ""}, "workdir", "empty"),
         ({"workdir": "/no/such/dir"}, "workdir", "not an existing directory"),
         ({"permission_mode": "yolo"}, "permission_mode", "'yolo'"),
         ({"allowed_tools": "Bash"}, "allowed_tools", "array"),
         ({"allowed_tools": ["Bash", 1]}, "allowed_tools", "allowed_tools[1]"),
         ({"disallowed_tools": [" "]}, "disallowed_tools", "empty"),
+        ({"workdir": "a\x00b"}, "workdir", "NUL"),
         ({"max_turns": 0}, "max_turns", ">= 1"),
         ({"max_turns": True}, "max_turns", "integer"),
         ({"max_turns": 1.5}, "max_turns", "integer"),
         ({"metadata": []}, "metadata", "object"),
-        ({"metadata": {"a": 1}}, "metadata", "metadata.a"),
+        ({"metadata": {"a": 1}}, "metadata", "metadata"),
         ({"model": ""}, "model", "empty"),
         ({"append_system_prompt": 5}, "append_system_prompt", "string"),
     ],
@@ -149,7 +165,7 @@ def test_task_fields():
         ({"command": "x", "timeout_s": True}, "timeout_s", "number"),
         ({"command": "x", "timeout_s": float("inf")}, "timeout_s", "number"),
         ({"command": "x", "timeout_s": float("nan")}, "timeout_s", "number"),
-        ({"command": "x", "metadata": {"a": None}}, "metadata", "metadata.a"),
+        ({"command": "x", "metadata": {"a": None}}, "metadata", "metadata"),
     ],
 )
 def test_task_fields_name_what_is_wrong(fields, field, words):
@@ -198,12 +214,14 @@ def test_parse_time_keeps_the_instant():
 
 
 def test_parse_statuses():
-    assert parse_statuses("running, pending,running", TASK_STATUSES, "status") == [
+    assert parse_statuses("running, pending,running", tuple(TaskStatus), "status") == [
         "running",
         "pending",
     ]
-    assert "'done'" in invalid(parse_statuses, "completed,done", TASK_STATUSES, "status").message
-    assert invalid(parse_statuses, "completed,", TASK_STATUSES, "status")
+    assert (
+        "'done'" in invalid(parse_statuses, "completed,done", tuple(TaskStatus), "status").message
+    )
+    assert invalid(parse_statuses, "completed,", tuple(TaskStatus), "status")
 
 
 def test_parse_limit_order_wait_after():

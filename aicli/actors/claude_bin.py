@@ -9,6 +9,8 @@ from pathlib import Path
 
 from aicli.errors import ClaudeNotFound
 
+# The one pin of the CLI version. The Makefile installs it, reading this line with sed:
+# keep it one plain string literal.
 CLAUDE_CODE_VERSION = "2.1.330"
 INSTALL_COMMAND = f"npm install --prefix .tools @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"
 _TOOLS_BIN = Path(".tools") / "node_modules" / ".bin" / "claude"

@@ -27,7 +27,7 @@ import psutil
 
 from aicli.actors import process_tree
 from aicli.actors.stream import storable
-from aicli.models import SessionSettings
+from aicli.contract import SessionSettings
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +237,6 @@ class ClaudeProcess:
             log.info("claude %s: ending %d detached tool processes", self.pid, len(strays))
             process_tree.kill_all(strays)
         return len(strays)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._exited.wait(timeout)
 
     def _tree(self) -> list[psutil.Process]:
         found: dict[int, psutil.Process] = {}

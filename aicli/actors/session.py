@@ -57,12 +57,12 @@ from aicli.actors.messages import (
 from aicli.actors.notifier import Notifier
 from aicli.actors.scheduler import Scheduler, Timer
 from aicli.actors.stream import Outcome, event_of, outcome_of
-from aicli.actors.workspace import outside_root
+from aicli.contract import Session, Task, TaskStatus
 from aicli.errors import IllegalTransition, StorageError, Unavailable
 from aicli.metrics import Metrics
-from aicli.models import CANCELLED, COMPLETED, FAILED, Session, Task, status_data
 from aicli.settings import Settings
 from aicli.storage import Store
+from aicli.workspace import outside_root
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +182,12 @@ class SessionActor(pykka.ThreadingActor):
 
     def _on_cancel(self, message: Cancel) -> None:
         if self.current is not None and self.current.task.id == message.task_id:
-            self._end_running(CANCELLED, CANCELLED_RUNNING)
+            self._end_running(TaskStatus.CANCELLED, CANCELLED_RUNNING)
 
     def _on_close(self, _: Close) -> None:
         self.closed = True
         if self.current is not None:
-            self._end_running(CANCELLED, SESSION_CLOSED_RUNNING)
+            self._end_running(TaskStatus.CANCELLED, SESSION_CLOSED_RUNNING)
         self._stop_process()
         self._stop_if_done()
 
@@ -197,7 +197,7 @@ class SessionActor(pykka.ThreadingActor):
     def _on_shutdown(self, _: Shutdown) -> None:
         self.shutting_down = True
         if self.current is not None:
-            self._end_running(CANCELLED, SERVER_SHUTDOWN)
+            self._end_running(TaskStatus.CANCELLED, SERVER_SHUTDOWN)
         self._stop_process()
 
     def _on_stream(self, message: StreamMessage) -> None:
@@ -267,7 +267,7 @@ class SessionActor(pykka.ThreadingActor):
         if message.kind == "timeout":
             limit = turn.task.timeout_s or 0
             self._end_running(
-                FAILED, f"Timed out after {limit:g} s; the Claude turn was interrupted."
+                TaskStatus.FAILED, f"Timed out after {limit:g} s; the Claude turn was interrupted."
             )
         elif message.kind == "kill" and self.process is not None:
             log.warning("session %s: turn did not end after interrupt; killing", self.session_id)
@@ -445,7 +445,7 @@ class SessionActor(pykka.ThreadingActor):
         turn = self.current
         assert turn is not None
         turn.cancel_timers()
-        if turn.end is not None and outcome.status != COMPLETED:
+        if turn.end is not None and outcome.status != TaskStatus.COMPLETED:
             outcome = Outcome.failure(turn.end[1], status=turn.end[0], like=outcome)
         turn.outcome = outcome
         turn.events = list(events)
@@ -624,5 +624,5 @@ def announce(ctx: ActorContext, task: Task, **details: Any) -> None:
     log.info(
         "task %s",
         task.status,
-        extra={"task_id": task.id, "session_id": task.session_id, **status_data(task), **details},
+        extra={"task_id": task.id, "session_id": task.session_id, **task.status_event(), **details},
     )

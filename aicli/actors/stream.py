@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aicli.models import COMPLETED, FAILED
+from aicli.contract import TaskStatus
 
 # Messages that say nothing about the task itself: the CLI's start-up banner
 # (its session id is taken from it elsewhere), answers to our control requests
@@ -71,7 +71,9 @@ class Outcome:
     usage: dict[str, int] | None
 
     @classmethod
-    def failure(cls, error: str, status: str = FAILED, like: Outcome | None = None) -> Outcome:
+    def failure(
+        cls, error: str, status: str = TaskStatus.FAILED, like: Outcome | None = None
+    ) -> Outcome:
         """A turn that ended in ``status`` for our reason; what Claude spent is still counted."""
         if like is None:
             return cls(status, None, error, None, None, None, None)
@@ -112,7 +114,7 @@ def outcome_of(message: dict[str, Any], previous_total: float) -> Outcome:
     failed = bool(message.get("is_error")) or message.get("subtype") not in (None, "success")
     usage = message.get("usage") or {}
     return Outcome(
-        status=FAILED if failed else COMPLETED,
+        status=TaskStatus.FAILED if failed else TaskStatus.COMPLETED,
         output=None if failed else (message.get("result") or ""),
         error=failure_message(message) if failed else None,
         cost_usd=turn_cost(message, previous_total),

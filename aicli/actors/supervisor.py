@@ -21,6 +21,7 @@ from collections import deque
 from typing import Any
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from aicli.actors.messages import (
     Advance,
@@ -41,8 +42,8 @@ from aicli.actors.messages import (
     Wake,
 )
 from aicli.actors.session import RETRY_S, ActorContext, SessionActor
+from aicli.contract import Session, SessionStatus
 from aicli.errors import LimitExceeded
-from aicli.models import SESSION_CLOSED, Session
 
 log = logging.getLogger(__name__)
 
@@ -218,5 +219,21 @@ class Supervisor(pykka.ThreadingActor):
                 ref.tell(Advance())
             return
         session = self.ctx.store.get_session(session_id)
-        if session.status != SESSION_CLOSED:
+        if session.status != SessionStatus.CLOSED:
             self.sessions[session_id] = SessionActor.start(session, self.ctx, self.actor_ref)
+
+
+class SupervisorProxy(ActorMemberMixin, pykka.ActorProxy[Supervisor]):
+    """The supervisor's asks, typed: each returns a ``Future`` of what the method returns.
+
+    Only a type (Mopidy's ``CoreProxy`` way): ``cast`` a ``Supervisor`` proxy to it,
+    never instantiate it, so that a checker knows each ask's arguments and result.
+    (A misspelt name still passes: ``ActorProxy.__getattr__`` answers any.) The
+    session actors need none: they are only ever told.
+    """
+
+    recover = proxy_method(Supervisor.recover)
+    open_session = proxy_method(Supervisor.open_session)
+    drain_sessions = proxy_method(Supervisor.drain_sessions)
+    shutdown_sessions = proxy_method(Supervisor.shutdown_sessions)
+    stop_sessions = proxy_method(Supervisor.stop_sessions)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import falcon
 from falcon.routing import CompiledRouter
 
-from aicli.http import errors
+from aicli.http import errors, media
 from aicli.http.events import KEEPALIVE_S, EventsResource
 from aicli.http.metrics import HttpMetrics
 from aicli.http.middleware import (
@@ -32,7 +32,7 @@ def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.
     settings = runtime.settings
     router = CompiledRouter()
     app = falcon.App(
-        media_type=errors.JSON_TYPE,
+        media_type=media.JSON_TYPE,
         router=router,
         middleware=[
             RequestLog(HttpMetrics.for_registry(runtime.metrics_registry), router),

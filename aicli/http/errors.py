@@ -17,10 +17,11 @@ from typing import Any
 import falcon
 
 from aicli import errors
+from aicli.contract import ErrorBody, ErrorDetail
+from aicli.http import media
 
 log = logging.getLogger(__name__)
 
-JSON_TYPE = "application/json; charset=utf-8"
 
 # Most specific class first: the first match wins.
 _DOMAIN_STATUS: tuple[tuple[type[errors.AicliError], str], ...] = (
@@ -45,14 +46,13 @@ _HTTP_CODES = {
 }
 
 
-def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or {}}}
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> ErrorBody:
+    return ErrorBody(error=ErrorDetail(code=code, message=message, details=details or {}))
 
 
-def _write(resp: falcon.Response, status: str, body: dict[str, Any]) -> None:
+def _write(resp: falcon.Response, status: str, body: ErrorBody) -> None:
     resp.status = status
-    resp.media = body
-    resp.content_type = JSON_TYPE
+    media.write(resp, body)
 
 
 def _retry_after(resp: falcon.Response, seconds: int | float | None) -> None:

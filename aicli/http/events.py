@@ -16,7 +16,6 @@ A log can be long, so neither form reads it whole: JSON answers a page
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import weakref
@@ -25,10 +24,12 @@ from typing import TYPE_CHECKING
 
 import falcon
 
+from aicli import contract
+from aicli.contract import TERMINAL_STATUSES, Event, EventPage
 from aicli.errors import AicliError
+from aicli.http import media
 from aicli.http.query import params
 from aicli.http.slots import Slot, Slots
-from aicli.models import TERMINAL_STATUSES, Event
 from aicli.validation import MAX_EVENT_LIMIT, parse_after, parse_limit
 
 if TYPE_CHECKING:
@@ -51,8 +52,8 @@ def is_terminal_event(event: Event) -> bool:
 
 
 def sse_frame(event: Event) -> bytes:
-    data = json.dumps(event.to_json(), ensure_ascii=False, separators=(",", ":"))
-    return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+    head = f"id: {event.seq}\nevent: {event.type}\ndata: ".encode()
+    return head + contract.encode(event) + b"\n\n"
 
 
 class EventStream:
@@ -169,10 +170,7 @@ class EventsResource:
         if not streaming:
             # One more than asked tells whether there are more.
             events = self._runtime.events(task_id, after, limit + 1)
-            resp.media = {
-                "data": [event.to_json() for event in events[:limit]],
-                "has_more": len(events) > limit,
-            }
+            media.write(resp, EventPage(data=events[:limit], has_more=len(events) > limit))
             return
         # Read before the stream starts, so that an unknown task is a 404, not an empty stream.
         first_page = self._runtime.events(task_id, after, STREAM_PAGE)

@@ -1,21 +1,27 @@
-"""Reading request bodies: size-capped, JSON objects only, valid Unicode throughout.
+"""Request bodies into contract structs, responses out of them.
 
 We read the body ourselves rather than through ``req.media`` so that the bytes
-actually read are capped whatever ``Content-Length`` claims, and so that every
-failure names what was wrong.
+actually read are capped whatever ``Content-Length`` claims; ``msgspec``
+validates while it decodes, straight into the struct the runtime takes, and
+encodes the structs the runtime returns. When the body is not JSON at all, the
+standard library's parser words the error (msgspec's words for a lone
+surrogate escape, "truncated", would mislead).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 import falcon
+import msgspec
 
+from aicli import contract
 from aicli.errors import InvalidRequest
-from aicli.validation import type_name
 
+JSON_TYPE = "application/json; charset=utf-8"
 JSON_MEDIA_TYPES = frozenset({"application/json"})
+S = TypeVar("S")
 
 
 def is_json_type(content_type: str | None) -> bool:
@@ -38,12 +44,8 @@ def too_large(limit: int) -> falcon.HTTPContentTooLarge:
     )
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def read_json_object(req: falcon.Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object; 413 or 400 (as ``InvalidRequest``) otherwise.
+def read(req: falcon.Request, kind: type[S], max_bytes: int) -> S:
+    """The body as ``kind``; 413, or 400 (as ``InvalidRequest``) naming what is wrong.
 
     The declared length and the media type were checked by ``BodyLimits``.
     """
@@ -53,21 +55,33 @@ def read_json_object(req: falcon.Request, max_bytes: int) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidRequest("The request body is empty; it must be a JSON object.")
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-        # A lone \udXXX escape leaves half a surrogate pair: text that can be
-        # neither stored, nor passed to Claude, nor even echoed in an error.
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidRequest("The request body is not valid UTF-8.") from None
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            "The request body has an unpaired surrogate escape (like \\udcff); "
-            "its text must be valid Unicode."
-        ) from None
-    except ValueError as ex:
-        raise InvalidRequest(f"The request body is not valid JSON: {ex}.") from None
+        return contract.decode(raw, kind)
+    except msgspec.DecodeError:
+        raise _not_json(raw) from None
     except RecursionError:
         raise InvalidRequest("The request body nests JSON arrays or objects too deeply.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest(f"The request body must be a JSON object, not {type_name(body)}.")
-    return body
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _not_json(raw: bytes) -> InvalidRequest:
+    try:
+        json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        return InvalidRequest("The request body is not valid UTF-8.")
+    except ValueError as ex:
+        return InvalidRequest(f"The request body is not valid JSON: {ex}.")
+    except RecursionError:
+        return InvalidRequest("The request body nests JSON arrays or objects too deeply.")
+    # Valid JSON that msgspec refused: a lone \\udXXX escape, half a surrogate pair.
+    return InvalidRequest(
+        "The request body has an unpaired surrogate escape (like \\udcff); "
+        "its text must be valid Unicode."
+    )
+
+
+def write(resp: falcon.Response, value: Any) -> None:
+    resp.data = contract.encode(value)
+    resp.content_type = JSON_TYPE

@@ -60,11 +60,3 @@ def statuses(given: dict[str, str], allowed: Sequence[str]) -> list[str] | None:
 def time_param(given: dict[str, str], name: str) -> Any:
     value = given.get(name)
     return None if value is None else parse_time(value, name)
-
-
-def page_body(page: Any) -> dict[str, Any]:
-    return {
-        "data": [item.to_json() for item in page.items],
-        "has_more": page.has_more,
-        "next_cursor": page.next_cursor,
-    }

@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING
 
 import falcon
 
+from aicli.contract import SessionCreate, SessionStatus, TaskStatus, TaskSubmit
 from aicli.errors import InvalidRequest
-from aicli.http.media import read_json_object
-from aicli.http.query import PAGE_PARAMS, page_body, page_kwargs, params, statuses, time_param
-from aicli.models import SESSION_STATUSES, TASK_STATUSES
-from aicli.validation import session_fields, task_fields
+from aicli.http import media
+from aicli.http.query import PAGE_PARAMS, page_kwargs, params, statuses, time_param
 
 if TYPE_CHECKING:
     from aicli.runtime import Runtime
@@ -24,7 +23,7 @@ TASK_LIST_FILTERS = ("status", "created_after", "created_before")
 
 def task_list_filters(given: dict[str, str]) -> dict[str, object]:
     return {
-        "status": statuses(given, TASK_STATUSES),
+        "status": statuses(given, tuple(TaskStatus)),
         "created_after": time_param(given, "created_after"),
         "created_before": time_param(given, "created_before"),
         **page_kwargs(given),
@@ -50,20 +49,18 @@ class SessionsResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         params(req, ())
-        settings = self._runtime.settings
-        body = read_json_object(req, settings.max_body_bytes)
-        fields = session_fields(body, workspace_root=settings.workspace_root)
-        session = self._runtime.open_session(**fields)
+        request = media.read(req, SessionCreate, self._runtime.settings.max_body_bytes)
+        session = self._runtime.open_session(request)
         resp.status = falcon.HTTP_201
         resp.location = f"/sessions/{session.id}"
-        resp.media = session.to_json()
+        media.write(resp, session)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         given = params(req, ("status", *PAGE_PARAMS))
         page = self._runtime.list_sessions(
-            status=statuses(given, SESSION_STATUSES), **page_kwargs(given)
+            status=statuses(given, tuple(SessionStatus)), **page_kwargs(given)
         )
-        resp.media = page_body(page)
+        media.write(resp, page)
 
 
 class SessionResource:
@@ -72,11 +69,11 @@ class SessionResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
         params(req, ())
-        resp.media = self._runtime.get_session(session_id).to_json()
+        media.write(resp, self._runtime.get_session(session_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
         params(req, ())
-        resp.media = self._runtime.close_session(session_id).to_json()
+        media.write(resp, self._runtime.close_session(session_id))
 
 
 class SessionTasksResource:
@@ -85,22 +82,14 @@ class SessionTasksResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
         params(req, ())
-        settings = self._runtime.settings
         key = idempotency_key(req)
-        body = read_json_object(req, settings.max_body_bytes)
-        fields = task_fields(body, max_command_chars=settings.max_command_chars)
-        task, created = self._runtime.submit_task(
-            session_id,
-            fields["command"],
-            timeout_s=fields["timeout_s"],
-            metadata=fields["metadata"],
-            idempotency_key=key,
-        )
+        request = media.read(req, TaskSubmit, self._runtime.settings.max_body_bytes)
+        task, created = self._runtime.submit_task(session_id, request, idempotency_key=key)
         resp.status = falcon.HTTP_202 if created else falcon.HTTP_200
         resp.location = f"/tasks/{task.id}"
-        resp.media = task.to_json()
+        media.write(resp, task)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
         given = params(req, (*TASK_LIST_FILTERS, *PAGE_PARAMS))
         page = self._runtime.list_tasks(session_id=session_id, **task_list_filters(given))
-        resp.media = page_body(page)
+        media.write(resp, page)

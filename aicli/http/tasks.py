@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING
 
 import falcon
 
+from aicli.contract import TaskStatus
 from aicli.errors import TaskNotCancellable
-from aicli.http.query import PAGE_PARAMS, page_body, params
+from aicli.http import media
+from aicli.http.query import PAGE_PARAMS, params
 from aicli.http.sessions import TASK_LIST_FILTERS, task_list_filters
 from aicli.http.slots import Slots
-from aicli.models import CANCELLED
 from aicli.validation import parse_wait
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ class TasksResource:
         page = self._runtime.list_tasks(
             session_id=given.get("session_id"), **task_list_filters(given)
         )
-        resp.media = page_body(page)
+        media.write(resp, page)
 
 
 class TaskResource:
@@ -42,12 +43,12 @@ class TaskResource:
                 task = self._runtime.wait(task_id, wait)
         else:
             task = self._runtime.get_task(task_id)
-        resp.media = task.to_json()
+        media.write(resp, task)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
         params(req, ())
         task = self._runtime.cancel(task_id)
         # The runtime hands back a task that had already ended as it is.
-        if task.status != CANCELLED:
+        if task.status != TaskStatus.CANCELLED:
             raise TaskNotCancellable(task.id, task.status)
-        resp.media = task.to_json()
+        media.write(resp, task)

@@ -30,8 +30,8 @@ from peewee import (
 )
 from playhouse.migrate import SchemaMigrator
 
+from aicli.contract import utcnow
 from aicli.errors import StorageError
-from aicli.models import utcnow
 from aicli.storage.engine import Engine
 from aicli.storage.fields import JsonTextField, UtcDateTimeField
 from aicli.storage.schema import status_check

@@ -1,70 +1,100 @@
-"""Driver rows (tuples in the column orders below) to the frozen values of ``aicli.models``.
+"""Driver rows to the structs of ``aicli.contract``, and struct fields to stored values.
 
-A page of tasks converts 50 rows of 15 columns, so each conversion is kept to
-what the values need: times and JSON parsed the cheap way (see ``fields``) and
-the frozen dataclass filled in directly. Its generated ``__init__`` sets each
-field through ``object.__setattr__`` (frozen), which took twice as long as
-everything else a row costs; the values have no ``__post_init__`` to skip.
+A task's columns are its struct's fields (less those computed on the way out,
+like ``queue_position``), in the struct's order, so a new field of the task
+object needs a column (a migration) and nothing here. Each column's converter
+is chosen once from the field's type: times and JSON are parsed the cheap way
+(see ``fields``), enums looked up, the rest passed through. A page of tasks
+converts 50 rows of 15 columns, so the per-row work is one list comprehension
+and a positional struct call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, TypeVar
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from aicli.models import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, Event, Session, Task
-from aicli.storage.fields import from_db_time, from_json_text
+import msgspec
 
-V = TypeVar("V")
-
-TASK_COLUMNS = (
-    "id, session_id, command, status, output, error, created_at, started_at, completed_at,"
-    " timeout_s, cost_usd, num_turns, duration_ms, usage, metadata"
+from aicli.contract import (
+    Event,
+    PermissionMode,
+    Session,
+    SessionStatus,
+    Task,
+    TaskCounts,
+    TaskStatus,
+    Timestamp,
+    Usage,
 )
-SESSION_COLUMNS = (
-    "id, status, workdir, model, permission_mode, allowed_tools, disallowed_tools,"
-    " append_system_prompt, max_turns, metadata, claude_session_id, created_at, updated_at,"
-    " last_active_at, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd"
-)
-EVENT_COLUMNS = "seq, type, created_at, data"
+from aicli.storage.fields import from_db_time, from_json_text, to_json_text
 
-
-def _filled(cls: type[V], values: dict[str, Any]) -> V:
-    made = object.__new__(cls)
-    made.__dict__.update(values)
-    return made
+# Task fields a row does not hold: the runtime fills them in.
+TASK_COMPUTED = frozenset({"queue_position"})
 
 
 def _time(value: Any) -> Any:
     return None if value is None else from_db_time(value)
 
 
+def _usage(value: Any) -> Usage | None:
+    return None if value is None else Usage(**from_json_text(value))
+
+
+def _reader(kind: Any) -> Callable[[Any], Any] | None:
+    """How a stored value becomes a field of type ``kind`` (None: as it is)."""
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    for option in options:
+        if option is Timestamp:
+            return _time
+        if option is Usage:
+            return _usage
+        if isinstance(option, type) and issubclass(option, TaskStatus | SessionStatus):
+            return option
+        if option is dict or typing.get_origin(option) is dict:
+            return from_json_text
+    return None
+
+
+def _plan(kind: type, computed: frozenset[str]) -> tuple[str, list[tuple[int | None, Any]]]:
+    """The columns of ``kind`` and, per field, (its place in a row, its reader)."""
+    hints = typing.get_type_hints(kind, include_extras=False)
+    plan: list[tuple[int | None, Any]] = []
+    columns: list[str] = []
+    for name in kind.__struct_fields__:
+        if name in computed:
+            plan.append((None, None))
+            continue
+        plan.append((len(columns), _reader(hints[name])))
+        columns.append(name)
+    return ", ".join(columns), plan
+
+
+TASK_COLUMNS, _TASK_PLAN = _plan(Task, TASK_COMPUTED)
+EVENT_COLUMNS = "seq, type, created_at, data"
+SESSION_COLUMNS = (
+    "id, status, workdir, model, permission_mode, allowed_tools, disallowed_tools,"
+    " append_system_prompt, max_turns, metadata, claude_session_id, created_at, updated_at,"
+    " last_active_at, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd"
+)
+
+
 def task_from_row(row: Sequence[Any]) -> Task:
-    (
-        task_id, session_id, command, status, output, error, created_at, started_at,
-        completed_at, timeout_s, cost_usd, num_turns, duration_ms, usage, metadata,
-    ) = row  # fmt: skip
-    return _filled(
-        Task,
-        {
-            "id": task_id,
-            "session_id": session_id,
-            "command": command,
-            "status": status,
-            "output": output,
-            "error": error,
-            "created_at": from_db_time(created_at),
-            "started_at": _time(started_at),
-            "completed_at": _time(completed_at),
-            "queue_position": None,
-            "timeout_s": timeout_s,
-            "cost_usd": cost_usd,
-            "num_turns": num_turns,
-            "duration_ms": duration_ms,
-            "usage": None if usage is None else from_json_text(usage),
-            "metadata": from_json_text(metadata),
-        },
+    return Task(
+        *[
+            None if at is None else (row[at] if read is None else read(row[at]))
+            for at, read in _TASK_PLAN
+        ]
     )
+
+
+def stored_value(value: Any) -> Any:
+    """A request field as its column holds it: structured values as JSON text."""
+    if isinstance(value, dict | list | tuple | msgspec.Struct):
+        return to_json_text(msgspec.to_builtins(value))
+    return value
 
 
 def session_from_row(row: Sequence[Any]) -> Session:
@@ -73,45 +103,32 @@ def session_from_row(row: Sequence[Any]) -> Session:
         append_system_prompt, max_turns, metadata, claude_session_id, created_at, updated_at,
         last_active_at, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd,
     ) = row  # fmt: skip
-    return _filled(
-        Session,
-        {
-            "id": session_id,
-            "status": status,
-            "workdir": workdir,
-            "model": model,
-            "permission_mode": permission_mode,
-            "allowed_tools": tuple(from_json_text(allowed_tools)),
-            "disallowed_tools": tuple(from_json_text(disallowed_tools)),
-            "append_system_prompt": append_system_prompt,
-            "max_turns": max_turns,
-            "metadata": from_json_text(metadata),
-            "claude_session_id": claude_session_id,
-            "process_alive": False,
-            "created_at": from_db_time(created_at),
-            "updated_at": from_db_time(updated_at),
-            "last_active_at": _time(last_active_at),
-            "task_counts": {
-                PENDING: n_pending,
-                RUNNING: n_running,
-                COMPLETED: n_completed,
-                FAILED: n_failed,
-                CANCELLED: n_cancelled,
-            },
-            "total_cost_usd": total_cost_usd,
-        },
+    return Session(
+        id=session_id,
+        status=SessionStatus(status),
+        workdir=workdir,
+        model=model,
+        permission_mode=None if permission_mode is None else PermissionMode(permission_mode),
+        allowed_tools=tuple(from_json_text(allowed_tools)),
+        disallowed_tools=tuple(from_json_text(disallowed_tools)),
+        append_system_prompt=append_system_prompt,
+        max_turns=max_turns,
+        metadata=from_json_text(metadata),
+        claude_session_id=claude_session_id,
+        created_at=from_db_time(created_at),
+        updated_at=from_db_time(updated_at),
+        last_active_at=_time(last_active_at),
+        task_counts=TaskCounts(
+            pending=n_pending,
+            running=n_running,
+            completed=n_completed,
+            failed=n_failed,
+            cancelled=n_cancelled,
+        ),
+        total_cost_usd=total_cost_usd,
     )
 
 
-def event_from_row(task_id: str, row: Sequence[Any]) -> Event:
+def event_from_row(row: Sequence[Any]) -> Event:
     seq, kind, created_at, data = row
-    return _filled(
-        Event,
-        {
-            "task_id": task_id,
-            "seq": seq,
-            "type": kind,
-            "created_at": from_db_time(created_at),
-            "data": from_json_text(data),
-        },
-    )
+    return Event(seq=seq, type=kind, created_at=from_db_time(created_at), data=from_json_text(data))

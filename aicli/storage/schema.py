@@ -26,7 +26,7 @@ from peewee import (
     TextField,
 )
 
-from aicli.models import SESSION_STATUSES, TASK_STATUSES
+from aicli.contract import SessionStatus, TaskStatus
 from aicli.storage.fields import JsonTextField, UtcDateTimeField
 
 
@@ -53,7 +53,7 @@ def bind_tables(db: Database) -> Tables:
 
     class SessionRow(Base):
         id = CharField(max_length=64, primary_key=True)
-        status = CharField(max_length=16, constraints=[status_check(SESSION_STATUSES)])
+        status = CharField(max_length=16, constraints=[status_check(tuple(SessionStatus))])
         workdir = TextField()
         model = TextField(null=True)
         permission_mode = CharField(max_length=32, null=True)
@@ -88,7 +88,7 @@ def bind_tables(db: Database) -> Tables:
         id = CharField(max_length=64, primary_key=True)
         session = ForeignKeyField(SessionRow, column_name="session_id", backref="+", index=False)
         command = TextField()
-        status = CharField(max_length=16, constraints=[status_check(TASK_STATUSES)])
+        status = CharField(max_length=16, constraints=[status_check(tuple(TaskStatus))])
         output = TextField(null=True)
         error = TextField(null=True)
         created_at = UtcDateTimeField()

@@ -1,7 +1,7 @@
 """The store: the single source of truth for sessions, tasks, their events and child processes.
 
 Every public method is one short transaction (see ``engine`` for the
-concurrency story) and returns the frozen values of ``aicli.models``, never a
+concurrency story) and returns the frozen structs of ``aicli.contract``, never a
 row object, so results can cross threads and actors freely.
 
 A session row carries its task counts per status and its total cost, updated
@@ -31,6 +31,19 @@ from typing import Any
 
 from peewee import IntegrityError
 
+from aicli.contract import (
+    TERMINAL_STATUSES,
+    Event,
+    Page,
+    PermissionMode,
+    Session,
+    SessionStatus,
+    Task,
+    TaskStatus,
+    TaskSubmit,
+    new_id,
+    utcnow,
+)
 from aicli.errors import (
     IllegalTransition,
     InvalidRequest,
@@ -39,26 +52,6 @@ from aicli.errors import (
     SessionNotFound,
     StorageError,
     TaskNotFound,
-)
-from aicli.models import (
-    CANCELLED,
-    FAILED,
-    PENDING,
-    PERMISSION_MODES,
-    RUNNING,
-    SESSION_BUSY,
-    SESSION_CLOSED,
-    SESSION_IDLE,
-    SESSION_STATUSES,
-    TASK_STATUSES,
-    TERMINAL_STATUSES,
-    Event,
-    Page,
-    Session,
-    Task,
-    new_id,
-    status_data,
-    utcnow,
 )
 from aicli.storage import database, migrations, paging, transitions
 from aicli.storage.engine import Engine
@@ -69,6 +62,7 @@ from aicli.storage.rows import (
     TASK_COLUMNS,
     event_from_row,
     session_from_row,
+    stored_value,
     task_from_row,
 )
 from aicli.storage.schema import count_column
@@ -128,7 +122,6 @@ def _aware(value: datetime | None, field: str) -> datetime | None:
     return value
 
 
-
 _GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"
 _SESSION_STATUS = "SELECT status FROM sessions WHERE id = ?"
 _INSERT_SESSION = (
@@ -137,18 +130,21 @@ _INSERT_SESSION = (
     " n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd)"
     f" VALUES ({_marks(12)}, 0, 0, 0, 0, 0, 0)"
 )
+_N_PENDING = count_column(TaskStatus.PENDING)
+_N_CANCELLED = count_column(TaskStatus.CANCELLED)
 # Takes the session's row lock on PostgreSQL, so a close waits for the new task, and
 # hands out the task's place in the session's queue (``seq``): the order tasks run in.
 _COUNT_NEW_TASK = (
-    f"UPDATE sessions SET {count_column(PENDING)} = {count_column(PENDING)} + 1,"
-    " last_seq = last_seq + 1"
-    f" WHERE id = ? AND status <> '{SESSION_CLOSED}' AND {count_column(PENDING)} < ?"
-    f" RETURNING last_seq, {count_column(PENDING)}"
+    f"UPDATE sessions SET {_N_PENDING} = {_N_PENDING} + 1, last_seq = last_seq + 1"
+    f" WHERE id = ? AND status <> '{SessionStatus.CLOSED}' AND {_N_PENDING} < ?"
+    f" RETURNING last_seq, {_N_PENDING}"
 )
-_SESSION_FULLNESS = f"SELECT status, {count_column(PENDING)} FROM sessions WHERE id = ?"
+_SESSION_FULLNESS = f"SELECT status, {count_column(TaskStatus.PENDING)} FROM sessions WHERE id = ?"
+# What a submit sets is the submit's fields, by name: a new one needs only its column.
+_SUBMITTED = TaskSubmit.__struct_fields__
 _INSERT_TASK = (
-    "INSERT INTO tasks (id, session_id, command, status, created_at, updated_at, timeout_s,"
-    f" metadata, idempotency_key, seq) VALUES ({_marks(10)})"
+    "INSERT INTO tasks (id, session_id, status, created_at, updated_at, idempotency_key, seq,"
+    f" {', '.join(_SUBMITTED)}) VALUES ({_marks(7 + len(_SUBMITTED))})"
 )
 _INSERT_FIRST_EVENT = (
     "INSERT INTO task_events (task_id, seq, type, created_at, data) VALUES (?, 1, 'status', ?, ?)"
@@ -156,53 +152,62 @@ _INSERT_FIRST_EVENT = (
 # The queue: the session's pending task with the lowest seq, and only while none of
 # its tasks runs. One statement, so the choice and the claim cannot drift apart.
 _START_NEXT = (
-    f"UPDATE tasks SET status = '{RUNNING}', started_at = ?, updated_at = ?"
+    f"UPDATE tasks SET status = '{TaskStatus.RUNNING}', started_at = ?, updated_at = ?"
     " WHERE id = (SELECT id FROM tasks WHERE session_id = ? AND status = 'pending'"
     " ORDER BY seq LIMIT 1)"
-    f" AND status = '{PENDING}' AND NOT EXISTS"
-    f" (SELECT 1 FROM tasks AS other WHERE other.session_id = ? AND other.status = '{RUNNING}')"
+    f" AND status = '{TaskStatus.PENDING}' AND NOT EXISTS"
+    " (SELECT 1 FROM tasks AS other WHERE other.session_id = ?"
+    f" AND other.status = '{TaskStatus.RUNNING}')"
     f" RETURNING {TASK_COLUMNS}"
 )
 _SESSION_BUSY = (
-    f"UPDATE sessions SET status = '{SESSION_BUSY}', last_active_at = ?, updated_at = ?"
-    f" WHERE id = ? AND status <> '{SESSION_CLOSED}'"
+    f"UPDATE sessions SET status = '{SessionStatus.BUSY}', last_active_at = ?, updated_at = ?"
+    f" WHERE id = ? AND status <> '{SessionStatus.CLOSED}'"
 )
 _SESSION_IDLE = (
-    f"UPDATE sessions SET status = '{SESSION_IDLE}', last_active_at = ?, updated_at = ?"
-    f" WHERE id = ? AND status = '{SESSION_BUSY}'"
+    f"UPDATE sessions SET status = '{SessionStatus.IDLE}', last_active_at = ?, updated_at = ?"
+    f" WHERE id = ? AND status = '{SessionStatus.BUSY}'"
 )
 _CLOSE_SESSION = (
-    f"UPDATE sessions SET status = '{SESSION_CLOSED}', updated_at = ?"
-    f" WHERE id = ? AND status <> '{SESSION_CLOSED}' RETURNING id"
+    f"UPDATE sessions SET status = '{SessionStatus.CLOSED}', updated_at = ?"
+    f" WHERE id = ? AND status <> '{SessionStatus.CLOSED}' RETURNING id"
 )
 _CANCEL_PENDING_OF_SESSION = (
-    f"UPDATE tasks SET status = '{CANCELLED}', error = ?, completed_at = ?, updated_at = ?"
-    f" WHERE session_id = ? AND status = '{PENDING}' RETURNING id"
+    f"UPDATE tasks SET status = '{TaskStatus.CANCELLED}', error = ?, completed_at = ?,"
+    " updated_at = ?"
+    f" WHERE session_id = ? AND status = '{TaskStatus.PENDING}' RETURNING id"
 )
 _CLOSED_COUNTS = (
-    f"UPDATE sessions SET {count_column(PENDING)} = {count_column(PENDING)} - ?,"
-    f" {count_column(CANCELLED)} = {count_column(CANCELLED)} + ? WHERE id = ?"
+    f"UPDATE sessions SET {_N_PENDING} = {_N_PENDING} - ?,"
+    f" {_N_CANCELLED} = {_N_CANCELLED} + ? WHERE id = ?"
 )
 # Every call that moves a task locks its session's row first, as a start and a close
 # do: one lock order, so PostgreSQL never has two of them wait on each other.
 _LOCK_SESSION_OF_TASK = (
     "SELECT id FROM sessions WHERE id = (SELECT session_id FROM tasks WHERE id = ?) FOR UPDATE"
 )
-_RUNNING_OF_SESSION = f"SELECT id FROM tasks WHERE session_id = ? AND status = '{RUNNING}'"
-_HAS_PENDING = f"SELECT 1 FROM tasks WHERE session_id = ? AND status = '{PENDING}' LIMIT 1"
+_RUNNING_OF_SESSION = (
+    f"SELECT id FROM tasks WHERE session_id = ? AND status = '{TaskStatus.RUNNING}'"
+)
+_HAS_PENDING = (
+    f"SELECT 1 FROM tasks WHERE session_id = ? AND status = '{TaskStatus.PENDING}' LIMIT 1"
+)
 _SESSIONS_WITH_PENDING = (
-    f"SELECT DISTINCT session_id FROM tasks WHERE status = '{PENDING}' ORDER BY session_id"
+    f"SELECT DISTINCT session_id FROM tasks WHERE status = '{TaskStatus.PENDING}'"
+    " ORDER BY session_id"
 )
 _IDLE_WITHOUT_RUNNING = (
-    f"UPDATE sessions SET status = '{SESSION_IDLE}' WHERE status = '{SESSION_BUSY}'"
+    f"UPDATE sessions SET status = '{SessionStatus.IDLE}' WHERE status = '{SessionStatus.BUSY}'"
     f" AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.session_id = sessions.id"
-    f" AND tasks.status = '{RUNNING}')"
+    f" AND tasks.status = '{TaskStatus.RUNNING}')"
 )
 _GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
 _TASK_BY_KEY = f"SELECT {TASK_COLUMNS} FROM tasks WHERE session_id = ? AND idempotency_key = ?"
 _TASK_STATUS = "SELECT status FROM tasks WHERE id = ?"
 _TASK_EXISTS = "SELECT 1 FROM tasks WHERE id = ?"
-_PENDING_IDS = f"SELECT id FROM tasks WHERE session_id = ? AND status = '{PENDING}' ORDER BY seq"
+_PENDING_IDS = (
+    f"SELECT id FROM tasks WHERE session_id = ? AND status = '{TaskStatus.PENDING}' ORDER BY seq"
+)
 _LAST_SEQ = "SELECT MAX(seq) FROM task_events WHERE task_id = ?"
 # One statement where the write lock already serialises appenders (SQLite). On
 # PostgreSQL the row lock comes first and the maximum in a statement after it:
@@ -235,9 +240,6 @@ class Store:
     def ping(self) -> None:
         self._engine.ping()
 
-    def schema_version(self) -> int:
-        return max(migrations.applied_versions(self._engine), default=0)
-
     # sessions
 
     def create_session(
@@ -252,15 +254,15 @@ class Store:
         max_turns: int | None = None,
         metadata: dict[str, str] | None = None,
     ) -> Session:
-        if permission_mode is not None and permission_mode not in PERMISSION_MODES:
+        if permission_mode is not None and permission_mode not in tuple(PermissionMode):
             raise InvalidRequest(
-                f"'permission_mode' must be among {', '.join(PERMISSION_MODES)}.",
+                f"'permission_mode' must be among {', '.join(tuple(PermissionMode))}.",
                 {"field": "permission_mode"},
             )
         now = utcnow()
         session = Session(
             id=new_id(),
-            status=SESSION_IDLE,
+            status=SessionStatus.IDLE,
             workdir=workdir,
             model=model,
             permission_mode=permission_mode,
@@ -302,7 +304,7 @@ class Store:
         order: str = "desc",
     ) -> Page:
         request = paging.page_request(limit, cursor, order)
-        chosen = _status_set(statuses, SESSION_STATUSES)
+        chosen = _status_set(statuses, tuple(SessionStatus))
         conditions, params = paging.window(request)
         return self._engine.read(
             lambda: self._page(
@@ -324,13 +326,13 @@ class Store:
                 {"field": unknown[0]},
             )
         status = fields.get("status")
-        if "status" in fields and status not in SESSION_STATUSES:
+        if "status" in fields and status not in tuple(SessionStatus):
             raise InvalidRequest(f"No session status {status!r}.", {"field": "status"})
         last_active_at = _aware(fields.get("last_active_at"), "last_active_at")
         if last_active_at is not None:
             fields["last_active_at"] = to_db_time(last_active_at)
         names = tuple(sorted(fields))
-        stays_open = "status" in fields and status != SESSION_CLOSED
+        stays_open = "status" in fields and status != SessionStatus.CLOSED
         sql = self._session_update(names, stays_open)
 
         def write() -> Session:
@@ -347,33 +349,19 @@ class Store:
         return self._engine.write(write)
 
     def open_session_count(self) -> int:
-        sql = f"SELECT COUNT(*) FROM sessions WHERE status <> '{SESSION_CLOSED}'"
+        sql = f"SELECT COUNT(*) FROM sessions WHERE status <> '{SessionStatus.CLOSED}'"
         return self._engine.read(lambda: self._execute(sql).fetchone()[0])
-
-    def sessions_with_status(self, statuses: Iterable[str]) -> list[Session]:
-        """Matching sessions in creation order."""
-        chosen = _status_set(statuses, SESSION_STATUSES)
-        conditions = [] if chosen is None else [f"status IN ({_marks(len(chosen))})"]
-        sql = (
-            f"SELECT {SESSION_COLUMNS} FROM sessions{_where(conditions)}"
-            f" ORDER BY {paging.ordering('asc')}"
-        )
-        params = () if chosen is None else sorted(chosen)
-        return self._engine.read(
-            lambda: [session_from_row(row) for row in self._execute(sql, params).fetchall()]
-        )
 
     # tasks
 
     def create_task(
         self,
-        *,
         session_id: str,
-        command: str,
-        timeout_s: float | None = None,
-        metadata: dict[str, str] | None = None,
+        request: TaskSubmit | None = None,
+        *,
         idempotency_key: str | None = None,
         max_pending: int | None = None,
+        **fields: Any,
     ) -> tuple[Task, bool]:
         """Accept a task into the session's queue, with its ``pending`` event; ``(task, created)``.
 
@@ -385,8 +373,11 @@ class Store:
         row), so no task slips into a session after its close has cancelled the
         pending ones. The returned task carries its ``queue_position``.
         """
-        metadata = dict(metadata or {})
-        stored_metadata = to_json_text(metadata)
+        if request is None:  # the fields themselves: the store trusts what it is given
+            request = TaskSubmit(**fields)
+        given = {name: getattr(request, name) for name in _SUBMITTED}
+        given["metadata"] = dict(given["metadata"] or {})
+        submitted = [stored_value(value) for value in given.values()]
         lock_session = _SESSION_STATUS + self._for_update
         limit = _UNLIMITED if max_pending is None else max_pending
 
@@ -406,29 +397,14 @@ class Store:
             task = Task(
                 id=new_id(),
                 session_id=session_id,
-                command=command,
-                status=PENDING,
+                status=TaskStatus.PENDING,
                 created_at=now,
                 queue_position=pending - 1,
-                timeout_s=timeout_s,
-                metadata=metadata,
+                **given,
             )
             stored_now = to_db_time(now)
-            self._execute(
-                _INSERT_TASK,
-                (
-                    task.id,
-                    session_id,
-                    command,
-                    PENDING,
-                    stored_now,
-                    stored_now,
-                    timeout_s,
-                    stored_metadata,
-                    idempotency_key,
-                    seq,
-                ),
-            )
+            head = (task.id, session_id, TaskStatus.PENDING, stored_now, stored_now)
+            self._execute(_INSERT_TASK, (*head, idempotency_key, seq, *submitted))
             self._execute(_INSERT_FIRST_EVENT, (task.id, stored_now, _PENDING_EVENT))
             return task, True
 
@@ -448,7 +424,7 @@ class Store:
         row = self._execute(_SESSION_FULLNESS, (session_id,)).fetchone()
         if row is None:
             return SessionNotFound(session_id)
-        if row[0] == SESSION_CLOSED:
+        if row[0] == SessionStatus.CLOSED:
             return SessionClosed(session_id)
         return LimitExceeded(
             f"Session '{session_id}' already has {limit} pending tasks; retry when some have run.",
@@ -471,22 +447,6 @@ class Store:
 
         return self._engine.read(read)
 
-    def get_tasks(self, task_ids: Iterable[str]) -> dict[str, Task]:
-        """The tasks that exist among ``task_ids``, by id."""
-        wanted = sorted(set(task_ids))
-
-        def read() -> dict[str, Task]:
-            found: dict[str, Task] = {}
-            for start in range(0, len(wanted), _IN_CHUNK):
-                chunk = wanted[start : start + _IN_CHUNK]
-                sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({_marks(len(chunk))})"
-                for row in self._execute(sql, chunk).fetchall():
-                    task = task_from_row(row)
-                    found[task.id] = task
-            return found
-
-        return self._engine.read(read, snapshot=len(wanted) > _IN_CHUNK)
-
     def list_tasks(
         self,
         *,
@@ -500,7 +460,7 @@ class Store:
     ) -> Page:
         """A page of tasks; see the module docstring for the time window."""
         request = paging.page_request(limit, cursor, order)
-        chosen = _status_set(statuses, TASK_STATUSES)
+        chosen = _status_set(statuses, tuple(TaskStatus))
         conditions, params = paging.window(
             request,
             _aware(created_after, "created_after"),
@@ -531,16 +491,18 @@ class Store:
             row = self._execute(lock_session, (session_id,)).fetchone()
             if row is None:
                 raise SessionNotFound(session_id)
-            if row[0] == SESSION_CLOSED:
+            if row[0] == SessionStatus.CLOSED:
                 return None
             now = to_db_time(utcnow())
             started = self._execute(_START_NEXT, (now, now, session_id, session_id)).fetchone()
             if started is None:
                 return None
             task = task_from_row(started)
-            self._execute(self._count_move(PENDING, RUNNING, False), (session_id,))
+            self._execute(
+                self._count_move(TaskStatus.PENDING, TaskStatus.RUNNING, False), (session_id,)
+            )
             self._execute(_SESSION_BUSY, (now, now, session_id))
-            self._append(task.id, [("status", status_data(task))])
+            self._append(task.id, [("status", task.status_event())])
             return task
 
         return self._engine.write(write)
@@ -589,7 +551,7 @@ class Store:
 
         def write() -> Task | None:
             self._lock_session_of(task_id)
-            task = self._finish(task_id, CANCELLED, values, None, (PENDING,))
+            task = self._finish(task_id, TaskStatus.CANCELLED, values, None, (TaskStatus.PENDING,))
             if task is None:
                 self._require_task(task_id)
             return task
@@ -614,7 +576,7 @@ class Store:
             if cancelled:
                 count = len(cancelled)
                 self._execute(_CLOSED_COUNTS, (count, count, session_id))
-                data = {"status": CANCELLED, "error": pending_error}
+                data = {"status": TaskStatus.CANCELLED, "error": pending_error}
                 for task_id in cancelled:
                     self._append(task_id, [("status", data)])
             running = self._execute(_RUNNING_OF_SESSION, (session_id,)).fetchone()
@@ -628,12 +590,12 @@ class Store:
         Sessions left ``busy`` with nothing running become ``idle`` in the same commit.
         """
         values = self._finish_values(None, error, None, None, None, None)
-        sql = f"SELECT id FROM tasks WHERE status = '{RUNNING}' ORDER BY seq"
+        sql = f"SELECT id FROM tasks WHERE status = '{TaskStatus.RUNNING}' ORDER BY seq"
 
         def write() -> list[str]:
             failed = [row[0] for row in self._execute(sql).fetchall()]
             for task_id in failed:
-                self._finish(task_id, FAILED, values, None, (RUNNING,))
+                self._finish(task_id, TaskStatus.FAILED, values, None, (TaskStatus.RUNNING,))
             self._execute(_IDLE_WITHOUT_RUNNING)
             return failed
 
@@ -641,7 +603,10 @@ class Store:
 
     def running_task_of(self, session_id: str) -> Task | None:
         """The session's running task, if one is (at most one ever is)."""
-        sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE session_id = ? AND status = '{RUNNING}'"
+        sql = (
+            f"SELECT {TASK_COLUMNS} FROM tasks"
+            f" WHERE session_id = ? AND status = '{TaskStatus.RUNNING}'"
+        )
 
         def read() -> Task | None:
             row = self._execute(sql, (session_id,)).fetchone()
@@ -660,10 +625,6 @@ class Store:
             lambda: [row[0] for row in self._execute(_SESSIONS_WITH_PENDING).fetchall()]
         )
 
-    def pending_tasks(self, session_id: str | None = None) -> list[Task]:
-        """Pending tasks, each session's in queue order (sessions in the order they opened)."""
-        return self._tasks_with_status(PENDING, session_id, "session_id, seq")
-
     def pending_task_ids(self, session_id: str) -> list[str]:
         """The ids of the session's pending tasks in acceptance order: queue positions, cheaply."""
         return self._engine.read(
@@ -671,26 +632,13 @@ class Store:
         )
 
     def running_tasks(self) -> list[Task]:
-        return self._tasks_with_status(RUNNING, None)
-
-    def count_tasks(self, *, session_id: str | None, statuses: Iterable[str]) -> int:
-        chosen = _status_set(statuses, TASK_STATUSES)
-        conditions: list[str] = []
-        params: list[str] = []
-        if session_id is not None:
-            conditions.append("session_id = ?")
-            params.append(session_id)
-        if chosen is not None:
-            conditions.append(f"status IN ({_marks(len(chosen))})")
-            params += sorted(chosen)
-        sql = f"SELECT COUNT(*) FROM tasks{_where(conditions)}"
-        return self._engine.read(lambda: self._execute(sql, params).fetchone()[0])
+        return self._tasks_with_status(TaskStatus.RUNNING, None)
 
     def task_status_counts(self) -> dict[str, int]:
         """Tasks per status, every status present (for metrics)."""
 
         def read() -> dict[str, int]:
-            counts = dict.fromkeys(TASK_STATUSES, 0)
+            counts = dict.fromkeys(tuple(TaskStatus), 0)
             sql = "SELECT status, COUNT(*) FROM tasks GROUP BY status"
             counts.update(dict(self._execute(sql).fetchall()))
             return counts
@@ -725,21 +673,10 @@ class Store:
             params.append(limit)
 
         def read() -> list[Event]:
-            found = [event_from_row(task_id, row) for row in self._execute(sql, params).fetchall()]
+            found = [event_from_row(row) for row in self._execute(sql, params).fetchall()]
             if not found:
                 self._require_task(task_id)
             return found
-
-        return self._engine.read(read)
-
-    def last_event_seq(self, task_id: str) -> int:
-        """The highest ``seq`` of the task's events, 0 when it has none."""
-
-        def read() -> int:
-            last = self._execute(_LAST_SEQ, (task_id,)).fetchone()[0]
-            if last is None:
-                self._require_task(task_id)
-            return last or 0
 
         return self._engine.read(read)
 
@@ -775,7 +712,7 @@ class Store:
         sql = self._session_updates.get(key)
         if sql is None:
             assignments = ", ".join(f"{name} = ?" for name in (*names, "updated_at"))
-            condition = f" AND status <> '{SESSION_CLOSED}'" if stays_open else ""
+            condition = f" AND status <> '{SessionStatus.CLOSED}'" if stays_open else ""
             sql = (
                 f"UPDATE sessions SET {assignments} WHERE id = ?{condition}"
                 f" RETURNING {SESSION_COLUMNS}"
@@ -844,7 +781,7 @@ class Store:
                 params += (task_id, offset, kind, stored_now, data)
             self._execute(_INSERT_EVENTS + ", ".join([_EVENT_MARKS] * len(chunk)), params)
         return [
-            Event(task_id=task_id, seq=last + offset, type=kind, created_at=now, data=data)
+            Event(seq=last + offset, type=kind, created_at=now, data=data)
             for offset, (kind, data) in enumerate(entries, start=1)
         ]
 
@@ -896,8 +833,8 @@ class Store:
         task = task_from_row(row)
         count_params: list[Any] = [task.session_id] if not cost else [cost, task.session_id]
         self._execute(self._count_move(previous, target, bool(cost)), count_params)
-        self._append(task.id, [("status", status_data(task))])
-        if previous == RUNNING:
+        self._append(task.id, [("status", task.status_event())])
+        if previous == TaskStatus.RUNNING:
             self._execute(_SESSION_IDLE, (now, now, task.session_id))
         return task
 
@@ -972,4 +909,4 @@ class Store:
         items = items[: request.limit]
         last = items[-1] if has_more else None
         cursor = None if last is None else paging.encode_cursor(last.created_at, last.id)
-        return Page(items=items, has_more=has_more, next_cursor=cursor)
+        return Page(data=items, has_more=has_more, next_cursor=cursor)

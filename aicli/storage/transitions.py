@@ -17,14 +17,14 @@ the target cannot follow.
 
 from __future__ import annotations
 
+from aicli.contract import TaskStatus
 from aicli.errors import IllegalTransition
-from aicli.models import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING
 
 PREDECESSORS: dict[str, tuple[str, ...]] = {
-    RUNNING: (PENDING,),
-    COMPLETED: (RUNNING,),
-    FAILED: (RUNNING,),
-    CANCELLED: (PENDING, RUNNING),
+    TaskStatus.RUNNING: (TaskStatus.PENDING,),
+    TaskStatus.COMPLETED: (TaskStatus.RUNNING,),
+    TaskStatus.FAILED: (TaskStatus.RUNNING,),
+    TaskStatus.CANCELLED: (TaskStatus.PENDING, TaskStatus.RUNNING),
 }
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aicli.actors.claude_process import ProcessExit
-from aicli.models import SessionSettings
+from aicli.contract import SessionSettings
 
 _SLOW = re.compile(r"\[\[slow:([0-9.]+)\]\]")
 _STOP, _KILL, _INTERRUPT, _RELEASE = "stop", "kill", "interrupt", "release"

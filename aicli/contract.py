@@ -1,0 +1,555 @@
+"""The API of aicli, declared once: every request and response body as a typed struct.
+
+These structs are the values the whole program passes around (the store
+returns them, actors send them, the runtime hands them to embedders), and the
+one definition drives everything else: ``msgspec`` validates request bodies
+against them while decoding (HTTP) or converting (embedders' keyword
+arguments), encodes responses from them, and writes the JSON Schemas of the
+OpenAPI document from them. A bound, pattern or enum written here is enforced
+and documented at once, so the two cannot drift apart.
+
+Text that reaches the database or a command line must not hold a NUL
+(PostgreSQL and ``execve`` refuse it), so every string pattern excludes it.
+Strings passed to the CLI as one argument are capped at 25,000 characters,
+which is at most 100,000 bytes of UTF-8, well inside Linux's 128 KiB per
+argument. "Blank" means ASCII whitespace only, the same in Python and in the
+ECMAScript regexes of JSON Schema.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+import time
+import typing
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Generic, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+from aicli.errors import InvalidRequest
+
+# Enumerations
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class SessionStatus(StrEnum):
+    IDLE = "idle"
+    BUSY = "busy"
+    CLOSED = "closed"
+
+
+class PermissionMode(StrEnum):
+    DEFAULT = "default"
+    ACCEPT_EDITS = "acceptEdits"
+    PLAN = "plan"
+    BYPASS_PERMISSIONS = "bypassPermissions"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    USER = "user"
+
+
+class ApprovalMode(StrEnum):
+    OFF = "off"
+    ASK = "ask"
+
+
+class ApprovalKind(StrEnum):
+    TOOL = "tool"
+    QUESTION = "question"
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    ALLOWED = "allowed"
+    DENIED = "denied"
+    EXPIRED = "expired"
+
+
+class Decision(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+# Times
+
+
+class Timestamp(datetime):
+    """An aware UTC time, which the API always writes with microseconds and a ``Z``.
+
+    ``msgspec`` writes a plain ``datetime`` without its fraction when that is
+    zero; this subclass goes through ``encode_hook`` instead.
+    """
+
+
+def utcnow() -> Timestamp:
+    return Timestamp.now(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339, UTC, microseconds, ``Z``: the one time format of the API."""
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+_id_lock = threading.Lock()
+_last_id_ns = 0
+
+
+def new_id() -> str:
+    """A URL-safe id whose sort order is creation order.
+
+    The first 16 hex digits are a strictly increasing nanosecond clock (per
+    process), so ordering by id alone reproduces acceptance order even when two
+    rows share a microsecond timestamp.
+    """
+    global _last_id_ns
+    with _id_lock:
+        now = max(time.time_ns(), _last_id_ns + 1)
+        _last_id_ns = now
+    return f"{now:016x}{os.urandom(8).hex()}"
+
+
+# Strings
+
+NO_NUL = "^[^\x00]*$"
+# At least one character that is neither NUL nor ASCII whitespace, and no NUL anywhere.
+NOT_BLANK = "^[^\x00]*[^\x00\t\n\x0b\x0c\r ][^\x00]*$"
+MAX_ARGUMENT_CHARS = 25_000
+MAX_COMMAND_CHARS = 100_000
+MAX_TURNS = 10_000
+# A week: far beyond any real turn.
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+
+Text = Annotated[str, Meta(pattern=NO_NUL)]
+Argument = Annotated[str, Meta(max_length=MAX_ARGUMENT_CHARS, pattern=NO_NUL)]
+NonBlankArgument = Annotated[str, Meta(max_length=MAX_ARGUMENT_CHARS, pattern=NOT_BLANK)]
+ToolName = Annotated[str, Meta(min_length=1, max_length=200, pattern=NOT_BLANK)]
+ToolList = Annotated[list[ToolName], Meta(max_length=100)]
+Metadata = dict[Annotated[str, Meta(max_length=256, pattern=NO_NUL)], Text]
+Command = Annotated[str, Meta(min_length=1, max_length=MAX_COMMAND_CHARS, pattern=NOT_BLANK)]
+Workdir = Annotated[str, Meta(min_length=1, max_length=4096, pattern=NOT_BLANK)]
+Seconds = Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_S)]
+WholeNumber = Annotated[float, Meta(ge=1, le=MAX_TURNS, multiple_of=1)]
+
+
+# Requests
+
+_REQUEST = {"forbid_unknown_fields": True, "frozen": True, "kw_only": True}
+
+
+class SessionCreate(Struct, **_REQUEST):
+    """``POST /sessions``: only ``workdir`` is required; ``null`` means not given."""
+
+    workdir: Workdir
+    model: NonBlankArgument | None = None
+    permission_mode: PermissionMode | None = None
+    allowed_tools: ToolList | None = None
+    disallowed_tools: ToolList | None = None
+    append_system_prompt: Argument | None = None
+    # A whole number; JSON Schema counts 5.0 as an integer too, so it is taken as one.
+    max_turns: WholeNumber | None = None
+    metadata: Metadata | None = None
+
+
+class TaskSubmit(Struct, **_REQUEST):
+    """``POST /sessions/{id}/tasks``."""
+
+    command: Command
+    timeout_s: Seconds | None = None
+    metadata: Metadata | None = None
+
+
+class PrincipalLimits(Struct, **_REQUEST):
+    max_sessions: Annotated[int, Meta(ge=0)] | None = None
+    max_pending_per_session: Annotated[int, Meta(ge=0)] | None = None
+    budget_usd: Annotated[float, Meta(ge=0)] | None = None
+
+
+class PrincipalCreate(Struct, **_REQUEST):
+    """``POST /principals`` (1.1)."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=200, pattern=NOT_BLANK)]
+    role: Role = Role.USER
+    workspace_root: Workdir | None = None
+    limits: PrincipalLimits | None = None
+
+
+class ApprovalDecision(Struct, **_REQUEST):
+    """``POST /approvals/{id}`` (1.1)."""
+
+    decision: Decision
+    message: Argument | None = None
+    updated_input: dict[str, Any] | None = None
+    answers: dict[Text, Text] | None = None
+    remember: bool = False
+
+
+# Responses
+
+_VALUE = {"frozen": True, "kw_only": True}
+
+
+class SessionSettings(Struct, **_VALUE):
+    """What a client chose when opening a session: it shapes the Claude command line."""
+
+    workdir: str
+    model: str | None = None
+    permission_mode: PermissionMode | None = None
+    allowed_tools: tuple[str, ...] = ()
+    disallowed_tools: tuple[str, ...] = ()
+    append_system_prompt: str | None = None
+    max_turns: int | None = None
+
+
+class TaskCounts(Struct, **_VALUE):
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class Session(Struct, **_VALUE):
+    id: str
+    status: SessionStatus
+    workdir: str
+    model: str | None = None
+    permission_mode: PermissionMode | None = None
+    allowed_tools: tuple[str, ...] = ()
+    disallowed_tools: tuple[str, ...] = ()
+    append_system_prompt: str | None = None
+    max_turns: int | None = None
+    metadata: dict[str, str] = {}
+    claude_session_id: str | None = None
+    process_alive: bool = False
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
+    last_active_at: Timestamp | None = None
+    task_counts: TaskCounts = TaskCounts()
+    total_cost_usd: float = 0.0
+
+    @property
+    def settings(self) -> SessionSettings:
+        return SessionSettings(
+            workdir=self.workdir,
+            model=self.model,
+            permission_mode=self.permission_mode,
+            allowed_tools=self.allowed_tools,
+            disallowed_tools=self.disallowed_tools,
+            append_system_prompt=self.append_system_prompt,
+            max_turns=self.max_turns,
+        )
+
+
+class Usage(Struct, **_VALUE):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Task(Struct, frozen=True):  # positional too: the store builds it from a row
+    id: str
+    session_id: str
+    command: str
+    status: TaskStatus
+    output: str | None = None
+    error: str | None = None
+    created_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    queue_position: int | None = None
+    timeout_s: float | None = None
+    cost_usd: float | None = None
+    num_turns: int | None = None
+    duration_ms: int | None = None
+    usage: Usage | None = None
+    metadata: dict[str, str] = {}
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def status_event(self) -> dict[str, Any]:
+        """The data of the ``status`` event of this state: the status, and any error."""
+        data: dict[str, Any] = {"status": self.status}
+        if self.error:
+            data["error"] = self.error
+        return data
+
+
+class Event(Struct, **_VALUE):
+    seq: int
+    type: str
+    created_at: Timestamp
+    data: dict[str, Any]
+
+
+class Principal(Struct, **_VALUE):
+    """1.1: a user or a program with its own bearer token (``token`` only when created)."""
+
+    id: str
+    name: str
+    role: Role
+    workspace_root: str | None
+    limits: PrincipalLimits
+    created_at: Timestamp
+    revoked_at: Timestamp | None = None
+    total_cost_usd: float = 0.0
+    token: str | None = None
+
+
+class Approval(Struct, **_VALUE):
+    """1.1: a tool use or a question waiting for a person."""
+
+    id: str
+    session_id: str
+    task_id: str
+    kind: ApprovalKind
+    tool_name: str
+    input: dict[str, Any]
+    suggestions: list[Any]
+    status: ApprovalStatus
+    message: str | None
+    created_at: Timestamp
+    decided_at: Timestamp | None = None
+    decided_by: str | None = None
+
+
+class Node(Struct, **_VALUE):
+    """1.1: one ``aicli serve`` process sharing the database."""
+
+    id: str
+    url: str | None
+    started_at: Timestamp
+    expires_at: Timestamp
+    sessions: int
+    live_processes: int
+
+
+T = TypeVar("T")
+
+
+class Page(Struct, Generic[T], **_VALUE):
+    """One page of a keyset-paginated list; pass ``next_cursor`` back for the next."""
+
+    data: list[T]
+    has_more: bool
+    next_cursor: str | None
+
+
+class EventPage(Struct, **_VALUE):
+    """A page of a task's event log; continue with ``after=`` the last ``seq``."""
+
+    data: list[Event]
+    has_more: bool
+
+
+class ErrorDetail(Struct, **_VALUE):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorBody(Struct, **_VALUE):
+    error: ErrorDetail
+
+
+# Encoding and decoding
+
+
+def _encode_hook(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_time(value)
+    raise NotImplementedError(f"Objects of type {type(value).__name__} are not supported")
+
+
+def _decode_hook(kind: type, value: Any) -> Any:
+    if kind is Timestamp and isinstance(value, str):
+        return Timestamp.fromisoformat(value).astimezone(UTC)
+    raise NotImplementedError(f"Objects of type {kind.__name__} are not supported")
+
+
+encoder = msgspec.json.Encoder(enc_hook=_encode_hook)
+encode = encoder.encode
+S = TypeVar("S")
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+
+
+def decode(raw: bytes, kind: type[S]) -> S:
+    """A request body as ``kind``: ``InvalidRequest`` names what is wrong, and where.
+
+    Raises ``msgspec.DecodeError`` for bytes that are not JSON at all.
+    """
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind, dec_hook=_decode_hook)
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        given = msgspec.json.decode(raw)  # DecodeError if it is not JSON: that comes first
+        raise invalid(exc, kind, given) from None
+
+
+def convert(fields: Any, kind: type[S]) -> S:
+    """Keyword arguments of an embedder as ``kind``, with the errors an HTTP client gets.
+
+    JSON cannot carry half a surrogate pair, so HTTP bodies never hold one; a
+    Python string can, and no database or command line would take it.
+    """
+    try:
+        encode(fields)
+    except (TypeError, UnicodeEncodeError, msgspec.EncodeError):
+        raise InvalidRequest(
+            "A text field holds an unpaired surrogate or a value that is not JSON; "
+            "text must be valid Unicode."
+        ) from None
+    try:
+        return msgspec.convert(fields, kind, dec_hook=_decode_hook)
+    except msgspec.ValidationError as exc:
+        raise invalid(exc, kind, fields) from None
+
+
+# msgspec's words for types and patterns, as people read them.
+_TYPE_NAMES = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "array": "an array",
+    "object": "an object",
+    "null": "null",
+}
+_JSON_NAMES = {**_TYPE_NAMES, "int": "a number"}  # what a client sent, in JSON's terms
+_PATTERN_RULES = {  # as msgspec quotes them: repr() without the quotes
+    repr(NO_NUL)[1:-1]: "must not hold a NUL character",
+    repr(NOT_BLANK)[1:-1]: "must not be empty or only whitespace, nor hold a NUL character",
+}
+_UNITS = {"timeout_s": "a number of seconds"}
+_TICKED = re.compile(r"`([^`]+)`")
+_REGEX = re.compile(r"matching regex '(.*)'$", re.DOTALL)
+_LONGEST = re.compile(r"of length <= (\d+)")
+_NOUNS = {"SessionCreate": "session", "TaskSubmit": "task"}
+
+
+def _named(match: re.Match[str], names: dict[str, str] = _TYPE_NAMES) -> str:
+    return " or ".join(names.get(t.strip(), t.strip()) for t in match.group(1).split("|"))
+
+
+def invalid(exc: msgspec.ValidationError, kind: type, given: Any) -> InvalidRequest:
+    """msgspec's error in the API's words: the field by name, what it must be, what it was."""
+    said, _, where = str(exc).partition(" - at ")
+    fields = getattr(kind, "__struct_fields__", ())
+    if "unknown field" in said and isinstance(given, dict):
+        unknown = sorted(str(name) for name in given if name not in fields)
+        noun = _NOUNS.get(kind.__name__, kind.__name__)
+        names = ", ".join(f"'{name}'" for name in unknown)
+        return InvalidRequest(
+            f"Unknown {noun} field{'s' if len(unknown) > 1 else ''} {names}; "
+            f"allowed: {', '.join(fields)}.",
+            {"field": unknown[0], "unknown_fields": unknown, "allowed_fields": list(fields)},
+        )
+    if "missing required field" in said:
+        name = said.split("`")[1]
+        return InvalidRequest(f"'{name}' is required.", {"field": name})
+    spot = where.strip("`").removeprefix("$.")
+    name = re.split(r"[\[.]", spot, maxsplit=1)[0] if where else ""
+    if not name:
+        got = _TICKED.search(said.split("got", 1)[-1])
+        what = _named(got, _JSON_NAMES) if got else "something else"
+        return InvalidRequest(f"The request body must be a JSON object, not {what}.")
+    value = given.get(name, ...) if isinstance(given, dict) else ...
+    if spot.endswith("[...]") and isinstance(value, dict):  # a map's value: name its key
+        key = next((k for k, v in value.items() if not isinstance(v, str)), None)
+        spot, value = (f"{name}.{key}", value[key]) if key is not None else (spot, ...)
+    elif spot != name:
+        value = ...
+    details = {"field": name}
+    if said.startswith("Invalid enum value"):
+        allowed = _enum_values(kind, name)
+        return InvalidRequest(
+            f"'{spot}' must be one of {', '.join(allowed)}, not {_shown(value)}.",
+            {**details, "allowed": allowed},
+        )
+    wanted, _, got = said.removeprefix("Expected ").partition(", got ")
+    pattern = _REGEX.search(wanted)
+    if pattern is not None:
+        return InvalidRequest(
+            f"'{spot}' {_PATTERN_RULES.get(pattern.group(1), 'is invalid')}.", details
+        )
+    if value == "":
+        return InvalidRequest(f"'{spot}' must not be empty.", details)
+    longest = _LONGEST.search(wanted)
+    if longest is not None and isinstance(value, str | list):
+        unit = "characters" if isinstance(value, str) else "items"
+        return InvalidRequest(
+            f"'{spot}' has {len(value)} {unit}; the most allowed is {longest.group(1)}.", details
+        )
+    if spot == name:  # say the whole rule, bounds and all
+        wanted = _rules(kind).get(name, wanted)
+    wanted = _TICKED.sub(_named, wanted).replace(".0 ", " ").removesuffix(".0")
+    if name in _UNITS:
+        wanted = wanted.replace("a number", _UNITS[name], 1)
+    if got:
+        was = _TICKED.sub(lambda m: _named(m, _JSON_NAMES), got)
+    else:
+        was = "" if value is ... else _shown(value)
+    return InvalidRequest(f"'{spot}' must be {wanted}{f', not {was}' if was else ''}.", details)
+
+
+@functools.cache
+def _rules(kind: type) -> dict[str, str]:
+    """Each field's rule in words, from the JSON Schema msgspec writes for ``kind``."""
+    _, components = msgspec.json.schema_components([kind])
+    rules = {}
+    for name, schema in components[kind.__name__].get("properties", {}).items():
+        options = [o for o in schema.get("anyOf", [schema]) if o.get("type") != "null"]
+        if len(options) == 1 and "type" in options[0]:
+            rules[name] = _rule(options[0])
+    return rules
+
+
+_KINDS = {"integer": "int", "number": "float", "string": "str", "boolean": "bool"}
+
+
+def _rule(schema: dict[str, Any]) -> str:
+    kind = "integer" if schema.get("multipleOf") == 1 else schema["type"]
+    words = [_TYPE_NAMES.get(_KINDS.get(kind, kind), kind)]
+    for key, sign in (
+        ("exclusiveMinimum", ">"),
+        ("minimum", ">="),
+        ("exclusiveMaximum", "<"),
+        ("maximum", "<="),
+    ):
+        if key in schema:
+            words.append(f"{'and ' if len(words) > 1 else ''}{sign} {schema[key]:g}")
+    return " ".join(words)
+
+
+def _enum_values(kind: type, name: str) -> list[str]:
+    hint = typing.get_type_hints(kind).get(name)
+    for option in (*typing.get_args(hint), hint):
+        if isinstance(option, type) and issubclass(option, StrEnum):
+            return [member.value for member in option]
+    return []
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
