@@ -181,9 +181,7 @@ class Runtime:
         order: str = "desc",
     ) -> Page:
         page = self.store.list_sessions(statuses=status, limit=limit, cursor=cursor, order=order)
-        return msgspec.structs.replace(
-            page, data=[self._with_process_state(s) for s in page.data]
-        )
+        return msgspec.structs.replace(page, data=[self._with_process_state(s) for s in page.data])
 
     def close_session(self, session_id: str) -> Session:
         """Close: its pending tasks are cancelled at once, a running one is interrupted."""

@@ -1,10 +1,10 @@
-"""What the contract's structs cannot check: query parameters, and facts about this machine.
+"""What the contract's structs cannot check: two query forms, and facts about this machine.
 
-Request bodies are checked by ``aicli.contract`` while they are decoded. What
-is left is checked here, at the runtime's boundary or in the HTTP layer's
-query parsing, with the same kind of error: an ``InvalidRequest`` whose
-message is one sentence naming the field and the value, and whose
-``details["field"]`` names the field for programs.
+Request bodies and query parameters are checked by ``aicli.contract``. What is
+left is checked here, at the runtime's boundary or in the HTTP layer's query
+parsing, with the same kind of error: an ``InvalidRequest`` whose message is
+one sentence naming the field and the value, and whose ``details["field"]``
+names the field for programs.
 """
 
 from __future__ import annotations
@@ -20,24 +20,12 @@ from aicli import workspace
 from aicli.contract import SessionCreate
 from aicli.errors import InvalidRequest
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
-# A page of an event log: events are small and read in order, so pages can be long.
-MAX_EVENT_LIMIT = 1000
-MAX_WAIT_S = 60.0
-# Fits the database's 32-bit integer columns; larger numbers are refused, not stored.
-MAX_SEQ = 2**31 - 1
-ORDERS = ("desc", "asc")
-
 # RFC 3339 date-time. A space before the offset is read as "+": an unencoded
 # "+01:00" in a query string arrives as " 01:00".
 _RFC3339 = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?"
     r"(?P<zone>[Zz]|[+\- ]\d{2}:\d{2})"
 )
-_INT = re.compile(r"[0-9]+")
-# What clients send for a JSON Schema number: decimals, with an exponent if they like.
-_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def _invalid(field: str, message: str, **details: Any) -> InvalidRequest:
@@ -116,58 +104,3 @@ def parse_statuses(value: str, allowed: Sequence[str], name: str) -> list[str]:
             allowed=list(allowed),
         )
     return list(dict.fromkeys(items))
-
-
-def _bounded_int(text: str, low: int, high: int) -> int | None:
-    """The number ``text`` spells if it is in [low, high], else None.
-
-    Too many digits are refused before ``int()``, which raises past 4300 of them.
-    """
-    if not _INT.fullmatch(text) or len(text.lstrip("0")) > len(str(high)):
-        return None
-    number = int(text)
-    return number if low <= number <= high else None
-
-
-def parse_limit(
-    value: str | None,
-    name: str = "limit",
-    *,
-    default: int = DEFAULT_LIMIT,
-    maximum: int = MAX_LIMIT,
-) -> int:
-    if value is None:
-        return default
-    number = _bounded_int(value, 1, maximum)
-    if number is None:
-        raise _invalid(name, f"'{name}' must be an integer from 1 to {maximum}, not {value!r}.")
-    return number
-
-
-def parse_order(value: str | None, name: str = "order") -> str:
-    if value is None:
-        return ORDERS[0]
-    if value not in ORDERS:
-        raise _invalid(name, f"'{name}' must be 'desc' or 'asc', not {value!r}.")
-    return value
-
-
-def parse_wait(value: str | None, name: str = "wait") -> float:
-    """Seconds to hold a task answer, 0 to 60; fractions allowed."""
-    if value is None:
-        return 0.0
-    if not _NUMBER.fullmatch(value) or float(value) > MAX_WAIT_S:
-        raise _invalid(
-            name, f"'{name}' must be a number of seconds from 0 to {MAX_WAIT_S:g}, not {value!r}."
-        )
-    return float(value)
-
-
-def parse_after(value: str | None, name: str = "after") -> int:
-    """An event sequence number; events with a greater ``seq`` are wanted."""
-    if value is None:
-        return 0
-    number = _bounded_int(value.strip(), 0, MAX_SEQ)
-    if number is None:
-        raise _invalid(name, f"'{name}' must be an integer >= 0 and <= {MAX_SEQ}, not {value!r}.")
-    return number

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aicli.contract import format_time, new_id
+from aicli.contract import new_id
 from aicli.storage.fields import to_db_time
 from benchmarks.fake import FakeApi
 from benchmarks.load import hammer
@@ -135,6 +135,10 @@ def _fill(database: Path, rows: int) -> None:
     con.close()
 
 
+def _query_time(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
 def _timed_gets(client: Client, next_path: Callable[[Any], str]) -> dict[str, Any]:
     """Sequential GETs; ``next_path`` picks each path from the previous body (None at first)."""
     samples = []
@@ -172,8 +176,8 @@ def _over_big_table(fake: FakeApi) -> dict[str, Any]:
             session_id = client.http.get(f"{server.url}/sessions?limit=1").json()["data"][0]["id"]
             middle = datetime.now(UTC) - timedelta(milliseconds=BIG_TASKS // 2)
             window = (
-                f"created_after={format_time(middle)}"
-                f"&created_before={format_time(middle + timedelta(seconds=5))}"
+                f"created_after={_query_time(middle)}"
+                f"&created_before={_query_time(middle + timedelta(seconds=5))}"
             )
             queries = {
                 "newest page": "/tasks?limit=50",

@@ -58,3 +58,17 @@ class ServeProcess:
         if self.popen.poll() is None:
             self.signal(signal.SIGKILL)
         self.wait(10)
+
+
+def submit(url: str, session_id: str, command: str) -> str:
+    response = requests.post(
+        f"{url}/sessions/{session_id}/tasks", json={"command": command}, timeout=10
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def task(url: str, task_id: str, wait: float = 0) -> dict:
+    response = requests.get(f"{url}/tasks/{task_id}", params={"wait": wait}, timeout=wait + 10)
+    assert response.status_code == 200, response.text
+    return response.json()

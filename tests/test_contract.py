@@ -2,36 +2,40 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import msgspec
 
 from aicli import contract
-from aicli.contract import Session, Task, TaskStatus, Timestamp, format_time
+from aicli.contract import Session, Task, TaskStatus, utcnow
 
-NOW = Timestamp(2026, 11, 24, 4, 33, 10, 123456, tzinfo=UTC)
+NOW = datetime(2026, 11, 24, 4, 33, 10, 123456, tzinfo=UTC)
 
 
 def test_times_are_utc_with_microseconds_and_z():
-    assert format_time(NOW) == "2026-11-24T04:33:10.123456Z"
-    assert format_time(NOW.replace(microsecond=0)) == "2026-11-24T04:33:10.000000Z"
-    plus_two = NOW.astimezone(timezone(timedelta(hours=2)))
-    assert format_time(plus_two) == "2026-11-24T04:33:10.123456Z"
+    assert contract.encode(NOW) == b'"2026-11-24T04:33:10.123456Z"'
+    assert contract.encode(utcnow()).endswith(b'Z"')
 
 
 def test_encoded_values_have_exactly_their_fields_and_the_time_format():
-    on_the_second = Timestamp(2026, 11, 24, 4, 33, 10, tzinfo=UTC)
     task = Task(id="t", session_id="s", command="c", status=TaskStatus.PENDING, created_at=NOW)
-    session = Session(id="s", status="idle", workdir="/w", created_at=on_the_second)
+    session = Session(id="s", status="idle", workdir="/w", created_at=NOW)
     task_json = msgspec.json.decode(contract.encode(task))
     session_json = msgspec.json.decode(contract.encode(session))
     assert set(task_json) == set(Task.__struct_fields__)
     assert set(session_json) == set(Session.__struct_fields__)
     assert task_json["created_at"] == "2026-11-24T04:33:10.123456Z"
-    assert session_json["created_at"] == "2026-11-24T04:33:10.000000Z"
+    assert session_json["created_at"] == "2026-11-24T04:33:10.123456Z"
     assert session_json["task_counts"] == dict.fromkeys(map(str, TaskStatus), 0)
 
 
-def test_times_read_back_as_timestamps():
-    decoded = contract.decode(contract.encode(NOW), Timestamp)
-    assert decoded == NOW and isinstance(decoded, datetime)
+def test_now_is_never_on_a_whole_second_so_it_is_written_with_microseconds(monkeypatch):
+    class OnTheSecond(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 11, 24, 4, 33, 10, tzinfo=tz)
+
+    monkeypatch.setattr(contract, "datetime", OnTheSecond)
+    now = utcnow()
+    assert now.microsecond == 1
+    assert contract.encode(now) == b'"2026-11-24T04:33:10.000001Z"'

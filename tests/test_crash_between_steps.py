@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from aicli.testing.waiting import wait_for
-from tests.serve_process import ServeProcess
+from tests.serve_process import ServeProcess, submit, task
 
 
 @pytest.fixture
@@ -36,42 +36,28 @@ def serve(tmp_path, database_url, claude_bin, claude_env):
         server.stop()
 
 
-def _submit(url: str, session_id: str, command: str) -> str:
-    response = requests.post(
-        f"{url}/sessions/{session_id}/tasks", json={"command": command}, timeout=10
-    )
-    assert response.status_code == 202, response.text
-    return response.json()["id"]
-
-
-def _task(url: str, task_id: str, wait: float = 0) -> dict:
-    response = requests.get(f"{url}/tasks/{task_id}", params={"wait": wait}, timeout=wait + 10)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def _three_tasks(server: ServeProcess, workdir: str) -> tuple[str, str, str]:
     response = requests.post(f"{server.url}/sessions", json={"workdir": workdir}, timeout=10)
     session_id = response.json()["id"]
-    first = _submit(server.url, session_id, "[[say: first]]")
-    second = _submit(server.url, session_id, "[[say: second]]")
-    third = _submit(server.url, session_id, "[[say: third]]")
-    assert _task(server.url, first, wait=60)["status"] == "completed"
+    first = submit(server.url, session_id, "[[say: first]]")
+    second = submit(server.url, session_id, "[[say: second]]")
+    third = submit(server.url, session_id, "[[say: third]]")
+    assert task(server.url, first, wait=60)["status"] == "completed"
     return first, second, third
 
 
 def test_killed_after_recording_running_before_sending_the_prompt(serve, workdir, fake_api):
     server = serve("start.after_commit=stall@2")
     _, second, third = _three_tasks(server, workdir)
-    wait_for(lambda: _task(server.url, second)["status"] == "running", what="second running")
+    wait_for(lambda: task(server.url, second)["status"] == "running", what="second running")
     server.signal(signal.SIGKILL)
     server.wait(10)
 
     server = serve()
-    crashed = _task(server.url, second)
+    crashed = task(server.url, second)
     assert crashed["status"] == "failed"
     assert "server stopped while this task was running" in crashed["error"]
-    assert _task(server.url, third, wait=60)["output"] == "third"
+    assert task(server.url, third, wait=60)["output"] == "third"
     assert not fake_api.requests_with_prompt("[[say: second]]"), "its prompt was never sent"
     assert len(fake_api.requests_with_prompt("[[say: first]]")) == 1
     assert len(fake_api.requests_with_prompt("[[say: third]]")) == 1
@@ -85,12 +71,12 @@ def test_killed_while_recording_running_leaves_the_task_pending_to_run_once(
     # The first task is complete, so the actor is at the second start, stalled before it
     # commits: the task stays pending and no prompt has gone out.
     wait_for(lambda: fake_api.requests_with_prompt("[[say: first]]"), what="the first turn")
-    assert _task(server.url, second)["status"] == "pending"
+    assert task(server.url, second)["status"] == "pending"
     server.signal(signal.SIGKILL)
     server.wait(10)
 
     server = serve()
-    assert _task(server.url, second, wait=60)["output"] == "second"
-    assert _task(server.url, third, wait=60)["output"] == "third"
+    assert task(server.url, second, wait=60)["output"] == "second"
+    assert task(server.url, third, wait=60)["output"] == "third"
     assert len(fake_api.requests_with_prompt("[[say: second]]")) == 1
     assert len(fake_api.requests_with_prompt("[[say: first]]")) == 1

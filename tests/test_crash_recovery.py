@@ -13,7 +13,7 @@ from aicli.actors import process_tree
 from aicli.runtime import owner_prefix
 from aicli.testing.processes import marked_running
 from aicli.testing.waiting import wait_for
-from tests.serve_process import ServeProcess
+from tests.serve_process import ServeProcess, submit, task
 
 
 @pytest.fixture
@@ -51,20 +51,6 @@ def open_session(url: str, workdir: str) -> str:
     )
     assert response.status_code == 201, response.text
     return response.json()["id"]
-
-
-def submit(url: str, session_id: str, command: str) -> str:
-    response = requests.post(
-        f"{url}/sessions/{session_id}/tasks", json={"command": command}, timeout=10
-    )
-    assert response.status_code == 202, response.text
-    return response.json()["id"]
-
-
-def task(url: str, task_id: str, wait: float = 0) -> dict:
-    response = requests.get(f"{url}/tasks/{task_id}", params={"wait": wait}, timeout=wait + 10)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def test_sigkill_of_the_server_then_restart(serve, database_url, workdir, fake_api):

@@ -10,14 +10,7 @@ import pytest
 from aicli import contract, validation
 from aicli.contract import SessionCreate, TaskStatus, TaskSubmit
 from aicli.errors import InvalidRequest
-from aicli.validation import (
-    parse_after,
-    parse_limit,
-    parse_order,
-    parse_statuses,
-    parse_time,
-    parse_wait,
-)
+from aicli.validation import parse_statuses, parse_time
 
 
 def session_fields(body, *, workspace_root):
@@ -224,16 +217,24 @@ def test_parse_statuses():
     assert invalid(parse_statuses, "completed,", tuple(TaskStatus), "status")
 
 
-def test_parse_limit_order_wait_after():
-    assert parse_limit(None) == 50 and parse_limit("1") == 1 and parse_limit("200") == 200
-    for bad in ("0", "201", "-1", "ten", "", "1.5"):
-        assert "'limit'" in invalid(parse_limit, bad).message
-    assert parse_order(None) == "desc" and parse_order("asc") == "asc"
-    assert "'order'" in invalid(parse_order, "up").message
-    assert parse_wait(None) == 0 and parse_wait("2.5") == 2.5 and parse_wait("60") == 60
-    for bad in ("61", "-1", "soon", "nan", "inf", ""):
-        assert "'wait'" in invalid(parse_wait, bad).message
-    assert parse_after(None) == 0 and parse_after("7") == 7
+def test_query_reads_limit_order_wait_after():
+    def read(kind, **given):
+        return contract.query(given, kind)
+
+    page, events = contract.SessionListQuery, contract.EventQuery
+    assert read(page).limit == 50 and read(page, limit="1").limit == 1
+    assert read(page, limit="200").limit == 200 and read(page, limit="007").limit == 7
+    for bad in ("0", "201", "-1", "ten", "", "1.5", "1e2", "9" * 5000):
+        assert "'limit'" in invalid(read, page, limit=bad).message
+    assert read(page).order == "desc" and read(page, order="asc").order == "asc"
+    assert "'order'" in invalid(read, page, order="up").message
+    wait = contract.TaskWaitQuery
+    assert read(wait).wait == 0 and read(wait, wait="2.5").wait == 2.5
+    assert read(wait, wait="60").wait == 60 and read(wait, wait=".5").wait == 0.5
+    for bad in ("61", "-1", "soon", "nan", "inf", "", "-0"):
+        assert "'wait'" in invalid(read, wait, wait=bad).message
+    assert read(events).after == 0 and read(events, after="7").after == 7
     for bad in ("-1", "x", "1.0"):
-        assert "'after'" in invalid(parse_after, bad).message
-    assert "'Last-Event-ID'" in invalid(parse_after, "x", "Last-Event-ID").message
+        assert "'after'" in invalid(read, events, after=bad).message
+    error = invalid(contract.query, {"Last-Event-ID": "x"}, contract.EventHeaders)
+    assert "'Last-Event-ID'" in error.message

@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING
 import falcon
 
 from aicli import contract
-from aicli.contract import TERMINAL_STATUSES, Event, EventPage
+from aicli.contract import TERMINAL_STATUSES, Event, EventHeaders, EventPage, EventQuery
 from aicli.errors import AicliError
 from aicli.http import media
 from aicli.http.query import params
 from aicli.http.slots import Slot, Slots
-from aicli.validation import MAX_EVENT_LIMIT, parse_after, parse_limit
 
 if TYPE_CHECKING:
     from aicli.runtime import Runtime
@@ -155,18 +154,17 @@ class EventsResource:
         self._keepalive_s = keepalive_s
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
-        given = params(req, ("after", "limit"))
-        after = parse_after(given.get("after"))
-        # Checked in either form, like Last-Event-ID; only the JSON form pages by it.
-        limit = parse_limit(given.get("limit"), default=MAX_EVENT_LIMIT, maximum=MAX_EVENT_LIMIT)
+        # Both checked in either form, like Last-Event-ID; only the JSON form pages by limit.
+        given = params(req, EventQuery)
+        after, limit = given.after, given.limit
         streaming = req.client_prefers([JSON_TYPE, SSE_TYPE]) == SSE_TYPE
         last_event_id = req.get_header("Last-Event-ID")
         if last_event_id is not None:
             # Checked in either form so that a malformed one is never silently ignored;
             # only a stream resumes from it.
-            resumed = parse_after(last_event_id, "Last-Event-ID")
-            if streaming:
-                after = resumed
+            headers = contract.query({"Last-Event-ID": last_event_id}, EventHeaders)
+            if streaming and headers.last_event_id is not None:
+                after = headers.last_event_id
         if not streaming:
             # One more than asked tells whether there are more.
             events = self._runtime.events(task_id, after, limit + 1)

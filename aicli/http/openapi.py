@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document served at ``/openapi.json``: schemas from the contract, paths by hand.
 
 ``msgspec`` writes the schemas from the ``aicli.contract`` structs that decode
-requests and encode responses, and the parameters use their parsers' constants,
+requests and encode responses, and the query parameters from those that read them,
 so nothing is enforced one way and documented another. What no schema can say
 (a workdir must exist here, ids and cursors must be ones this server issued, a
 body has a size) the 400, 404 and 413 responses say.
@@ -21,16 +21,16 @@ from aicli import __version__
 from aicli import contract as c
 from aicli.http.sessions import IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY
 from aicli.settings import Settings
-from aicli.validation import DEFAULT_LIMIT, MAX_EVENT_LIMIT, MAX_LIMIT, MAX_SEQ, MAX_WAIT_S, ORDERS
 
 # Two lines an operation. First its id, method and path; success statuses and their schema
 # (or media types); error statuses (and 413 and 415 with a body, 401 with a token but on
-# /healthz, 500 always); query and header parameters (PARAMETERS); the body's schema. Then its
-# summary. Path parameters come from the path.
+# /healthz, 500 always); the struct of its query parameters (XQuery, and XHeaders if there is
+# one) or the Idempotency-Key header (key); the body's struct. Then its summary. Path
+# parameters come from the path.
 OPERATIONS = """
 openSession POST /sessions 201:Session 400,429,503 SessionCreate
   Open a session: a Claude Code conversation in a working directory.
-listSessions GET /sessions 200:SessionPage 400,503 session_status page
+listSessions GET /sessions 200:SessionPage 400,503 SessionListQuery
   List sessions.
 getSession GET /sessions/{session_id} 200:Session 400,404,503
   One session.
@@ -38,15 +38,15 @@ closeSession DELETE /sessions/{session_id} 200:Session 400,404,503
   Close a session: cancel its tasks, stop its Claude process (closed already: 200 again).
 submitTask POST /sessions/{session_id}/tasks 202,200:Task 400,404,409,429,503 key TaskSubmit
   Submit a task to run in turn (200: the task first accepted with this Idempotency-Key).
-listSessionTasks GET /sessions/{session_id}/tasks 200:TaskPage 400,404,503 task_filters page
+listSessionTasks GET /sessions/{session_id}/tasks 200:TaskPage 400,404,503 SessionTaskListQuery
   List the session's tasks.
-listTasks GET /tasks 200:TaskPage 400,404,503 session_id task_filters page
+listTasks GET /tasks 200:TaskPage 400,404,503 TaskListQuery
   List tasks.
-getTask GET /tasks/{task_id} 200:Task 400,404,503 wait
+getTask GET /tasks/{task_id} 200:Task 400,404,503 TaskWaitQuery
   One task; with `wait`, once it is terminal or the wait is over.
 cancelTask DELETE /tasks/{task_id} 200:Task 400,404,409,503
   Cancel a pending or running task (cancelled already: 200 again).
-getTaskEvents GET /tasks/{task_id}/events 200:EventPage,text/event-stream 400,404,503 events
+getTaskEvents GET /tasks/{task_id}/events 200:EventPage,text/event-stream 400,404,503 EventQuery
   The event log: JSON pages after `after`, or (Accept: text/event-stream) a live SSE stream.
 health GET /healthz 200:Health
   Liveness: the process serves.
@@ -98,67 +98,29 @@ SERVICE = {  # the bodies of /healthz and /readyz
         "claude": {"type": "string"},
     },
 }
-ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
-SEQ = {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}
-# What validation.parse_time reads: RFC 3339 (whose format says which days exist), bar the year
-# 0 and the two days that an offset can push out of the years 1 to 9999.
-TIME = (
-    r"^(?!0000|0001-01-01|9999-12-31)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]"
-    r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
-)
-SINCE = {"type": "string", "format": "date-time", "pattern": TIME}
+ID = {"type": "string", "pattern": c.ID}
+KEY = {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": f"^{IDEMPOTENCY_KEY}$"}
+BODIES = ("SessionCreate", "TaskSubmit")
+AT = {"query": "Query", "header": "Headers"}
 
 
 def _param(at: str, name: str, text: str, **schema: Any) -> dict[str, Any]:
     return {"name": name, "in": at, "required": at == "path", "description": text, "schema": schema}
 
 
-def _count(low: int, high: int, default: int) -> dict[str, Any]:
-    return {"type": "integer", "minimum": low, "maximum": high, "default": default}
-
-
-def _statuses(kind: type) -> dict[str, Any]:
-    """A comma list, blanks allowed around items (the ASCII ones: the parser takes more)."""
-    one = rf"[ \t]*({'|'.join(kind)})[ \t]*"
-    return {"type": "string", "pattern": f"^{one}(,{one})*$"}
-
-
-KEY = {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": f"^{IDEMPOTENCY_KEY}$"}
-CURSOR = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,200}$"}
-PARAMETERS = {
-    "page": [
-        _param("query", "limit", "Page size.", **_count(1, MAX_LIMIT, DEFAULT_LIMIT)),
-        _param("query", "cursor", "The next_cursor of the page before.", **CURSOR),
-        _param("query", "order", "desc: newest first.", enum=list(ORDERS), default=ORDERS[0]),
-    ],
-    "session_status": [_param("query", "status", "Only these.", **_statuses(c.SessionStatus))],
-    "session_id": [_param("query", "session_id", "Only this session's tasks.", **ID)],
-    "task_filters": [
-        _param("query", "status", "Only tasks in these statuses.", **_statuses(c.TaskStatus)),
-        _param("query", "created_after", "Only tasks created after this.", **SINCE),
-        _param("query", "created_before", "Only tasks created before this.", **SINCE),
-    ],
-    "key": [_param("header", "Idempotency-Key", "A retry with it gets the first task.", **KEY)],
-    "wait": [
-        _param("query", "wait", "Seconds to wait.", type="number", maximum=MAX_WAIT_S, minimum=0)
-    ],
-    "events": [
-        _param("query", "after", "Only events with a greater seq.", **SEQ, default=0),
-        _param("query", "limit", "JSON: page size.", **_count(1, MAX_EVENT_LIMIT, MAX_EVENT_LIMIT)),
-        _param("header", "Last-Event-ID", "SSE: resume after this seq.", **SEQ),
-    ],
-}
-
-
-def _time_schema(kind: type) -> dict[str, Any]:
-    if kind is not c.Timestamp:
-        raise NotImplementedError(kind)
-    written = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$"  # format_time
-    return {"type": "string", "format": "date-time", "pattern": written}
+def _params(token: str) -> list[dict[str, Any]]:
+    """The fields of struct ``token`` (and of its Headers twin) as parameters, or the key."""
+    if token == "key":
+        return [_param("header", "Idempotency-Key", "A retry with it gets the first task.", **KEY)]
+    kinds = [(at, getattr(c, token.removesuffix("Query") + end, None)) for at, end in AT.items()]
+    found = [
+        (at, n, dict(s)) for at, kind in kinds if kind for n, s in c.query_schemas(kind).items()
+    ]
+    return [_param(at, n, s.pop("description"), **s) for at, n, s in found]
 
 
 def _components(*kinds: Any) -> dict[str, Any]:
-    return msgspec.json.schema_components(kinds, schema_hook=_time_schema, ref_template=REF)[1]
+    return msgspec.json.schema_components(kinds, ref_template=REF)[1]
 
 
 def schemas(settings: Settings) -> dict[str, Any]:
@@ -215,7 +177,7 @@ def _responses(ok: str, method: str, errors: set[str]) -> dict[str, Any]:
 
 def _operation(line: str, summary: str, settings: Settings) -> tuple[str, str, dict[str, Any]]:
     name, method, path, ok, *rest = line.split()
-    body = next((token for token in rest if token[0].isupper()), None)
+    body = next((token for token in rest if token in BODIES), None)
     errors = {code for token in rest if token[0].isdigit() for code in token.split(",")} | {"500"}
     errors |= {"413", "415"} if body else set()
     errors |= {"401"} if settings.api_token and path != "/healthz" else set()
@@ -223,7 +185,7 @@ def _operation(line: str, summary: str, settings: Settings) -> tuple[str, str, d
     found = {
         "operationId": name,
         "summary": summary.strip(),
-        "parameters": ids + [p for token in rest for p in PARAMETERS.get(token, ())],
+        "parameters": ids + [p for t in rest if t[0].isalpha() and t != body for p in _params(t)],
         "responses": _responses(ok, method, errors),
     }
     if body:

@@ -1,32 +1,37 @@
 """Query strings: unknown or repeated parameters are errors, not silently ignored.
 
 A misspelt filter (``?stauts=failed``) that is ignored returns a plausible but
-wrong list, so every route names the parameters it takes and rejects others.
+wrong list, so every route names the parameters it takes (a struct of
+``aicli.contract``, which reads them) and rejects others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 import falcon
+import msgspec
 
+from aicli import contract
 from aicli.errors import InvalidRequest
-from aicli.validation import parse_limit, parse_order, parse_statuses, parse_time, unstorable
+from aicli.validation import parse_statuses, parse_time, unstorable
 
-PAGE_PARAMS = ("limit", "cursor", "order")
+Q = TypeVar("Q", bound=msgspec.Struct)
 
 
-def params(req: falcon.Request, allowed: Sequence[str]) -> dict[str, str]:
-    """The query parameters, each given at most once and each one of ``allowed``."""
+def params(req: falcon.Request, kind: type[Q] | None = None) -> Q | None:
+    """The query parameters as ``kind``: each given at most once and each one of its fields."""
     found = req.params
+    allowed = [field.encode_name for field in msgspec.structs.fields(kind)] if kind else []
     unknown = sorted(name for name in found if name not in allowed)
     if unknown:
         names = ", ".join(f"'{name}'" for name in unknown)
         allowed_text = ", ".join(allowed) if allowed else "none"
         raise InvalidRequest(
             f"Unknown query parameter {names}; allowed: {allowed_text}.",
-            {"unknown_parameters": unknown, "allowed_parameters": list(allowed)},
+            {"unknown_parameters": unknown, "allowed_parameters": allowed},
         )
     for name, value in found.items():
         if isinstance(value, list):
@@ -38,25 +43,16 @@ def params(req: falcon.Request, allowed: Sequence[str]) -> dict[str, str]:
             raise InvalidRequest(
                 f"Query parameter '{name}' must not contain {problem}.", {"field": name}
             )
-    return dict(found)
+    return None if kind is None else contract.query(dict(found), kind)
 
 
-def page_kwargs(given: dict[str, str]) -> dict[str, Any]:
-    cursor = given.get("cursor")
-    if cursor is not None and not cursor:
-        raise InvalidRequest("'cursor' must not be empty.", {"field": "cursor"})
-    return {
-        "limit": parse_limit(given.get("limit")),
-        "cursor": cursor,
-        "order": parse_order(given.get("order")),
-    }
+def page_kwargs(given: Any) -> dict[str, Any]:
+    return {"limit": given.limit, "cursor": given.cursor, "order": given.order}
 
 
-def statuses(given: dict[str, str], allowed: Sequence[str]) -> list[str] | None:
-    value = given.get("status")
+def statuses(value: str | None, allowed: Sequence[str]) -> list[str] | None:
     return None if value is None else parse_statuses(value, allowed, "status")
 
 
-def time_param(given: dict[str, str], name: str) -> Any:
-    value = given.get(name)
+def time_param(value: str | None, name: str) -> datetime | None:
     return None if value is None else parse_time(value, name)

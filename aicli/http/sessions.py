@@ -7,10 +7,18 @@ from typing import TYPE_CHECKING
 
 import falcon
 
-from aicli.contract import SessionCreate, SessionStatus, TaskStatus, TaskSubmit
+from aicli.contract import (
+    SessionCreate,
+    SessionListQuery,
+    SessionStatus,
+    SessionTaskListQuery,
+    TaskListQuery,
+    TaskStatus,
+    TaskSubmit,
+)
 from aicli.errors import InvalidRequest
 from aicli.http import media
-from aicli.http.query import PAGE_PARAMS, page_kwargs, params, statuses, time_param
+from aicli.http.query import page_kwargs, params, statuses, time_param
 
 if TYPE_CHECKING:
     from aicli.runtime import Runtime
@@ -18,14 +26,13 @@ if TYPE_CHECKING:
 MAX_IDEMPOTENCY_KEY = 255
 # Visible ASCII, spaces only inside: what a UUID or any key a client mints looks like.
 IDEMPOTENCY_KEY = r"[!-~](?:[ -~]*[!-~])?"
-TASK_LIST_FILTERS = ("status", "created_after", "created_before")
 
 
-def task_list_filters(given: dict[str, str]) -> dict[str, object]:
+def task_list_filters(given: SessionTaskListQuery | TaskListQuery) -> dict[str, object]:
     return {
-        "status": statuses(given, tuple(TaskStatus)),
-        "created_after": time_param(given, "created_after"),
-        "created_before": time_param(given, "created_before"),
+        "status": statuses(given.status, tuple(TaskStatus)),
+        "created_after": time_param(given.created_after, "created_after"),
+        "created_before": time_param(given.created_before, "created_before"),
         **page_kwargs(given),
     }
 
@@ -48,7 +55,7 @@ class SessionsResource:
         self._runtime = runtime
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        params(req, ())
+        params(req)
         request = media.read(req, SessionCreate, self._runtime.settings.max_body_bytes)
         session = self._runtime.open_session(request)
         resp.status = falcon.HTTP_201
@@ -56,9 +63,9 @@ class SessionsResource:
         media.write(resp, session)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        given = params(req, ("status", *PAGE_PARAMS))
+        given = params(req, SessionListQuery)
         page = self._runtime.list_sessions(
-            status=statuses(given, tuple(SessionStatus)), **page_kwargs(given)
+            status=statuses(given.status, tuple(SessionStatus)), **page_kwargs(given)
         )
         media.write(resp, page)
 
@@ -68,11 +75,11 @@ class SessionResource:
         self._runtime = runtime
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
-        params(req, ())
+        params(req)
         media.write(resp, self._runtime.get_session(session_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
-        params(req, ())
+        params(req)
         media.write(resp, self._runtime.close_session(session_id))
 
 
@@ -81,7 +88,7 @@ class SessionTasksResource:
         self._runtime = runtime
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
-        params(req, ())
+        params(req)
         key = idempotency_key(req)
         request = media.read(req, TaskSubmit, self._runtime.settings.max_body_bytes)
         task, created = self._runtime.submit_task(session_id, request, idempotency_key=key)
@@ -90,6 +97,6 @@ class SessionTasksResource:
         media.write(resp, task)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
-        given = params(req, (*TASK_LIST_FILTERS, *PAGE_PARAMS))
+        given = params(req, SessionTaskListQuery)
         page = self._runtime.list_tasks(session_id=session_id, **task_list_filters(given))
         media.write(resp, page)

@@ -6,13 +6,12 @@ from typing import TYPE_CHECKING
 
 import falcon
 
-from aicli.contract import TaskStatus
+from aicli.contract import TaskListQuery, TaskStatus, TaskWaitQuery
 from aicli.errors import TaskNotCancellable
 from aicli.http import media
-from aicli.http.query import PAGE_PARAMS, params
-from aicli.http.sessions import TASK_LIST_FILTERS, task_list_filters
+from aicli.http.query import params
+from aicli.http.sessions import task_list_filters
 from aicli.http.slots import Slots
-from aicli.validation import parse_wait
 
 if TYPE_CHECKING:
     from aicli.runtime import Runtime
@@ -23,10 +22,8 @@ class TasksResource:
         self._runtime = runtime
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        given = params(req, ("session_id", *TASK_LIST_FILTERS, *PAGE_PARAMS))
-        page = self._runtime.list_tasks(
-            session_id=given.get("session_id"), **task_list_filters(given)
-        )
+        given = params(req, TaskListQuery)
+        page = self._runtime.list_tasks(session_id=given.session_id, **task_list_filters(given))
         media.write(resp, page)
 
 
@@ -36,7 +33,7 @@ class TaskResource:
         self._slots = slots
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
-        wait = parse_wait(params(req, ("wait",)).get("wait"))
+        wait = params(req, TaskWaitQuery).wait
         if wait > 0:
             # A long-poll pins a worker thread like a stream does, so it takes a slot.
             with self._slots.acquire():
@@ -46,7 +43,7 @@ class TaskResource:
         media.write(resp, task)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
-        params(req, ())
+        params(req)
         task = self._runtime.cancel(task_id)
         # The runtime hands back a task that had already ended as it is.
         if task.status != TaskStatus.CANCELLED:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -41,7 +42,6 @@ from playhouse import db_url
 from playhouse.pool import PooledPostgresqlDatabase
 from psycopg2 import extensions as pg_extensions
 
-from aicli.contract import Timestamp
 from aicli.errors import InvalidRequest
 
 SQLITE, POSTGRES = "sqlite", "postgres"
@@ -80,8 +80,8 @@ PG_TRUST_S = 1.0
 _PG_TIMESTAMP_OID = 1114
 
 
-def _utc_timestamp(value: str | None, _cursor: Any) -> Timestamp | None:
-    return None if value is None else Timestamp.fromisoformat(value + "+00:00")
+def _utc_timestamp(value: str | None, _cursor: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value + "+00:00")
 
 
 _PG_UTC_TIMESTAMP = pg_extensions.new_type((_PG_TIMESTAMP_OID,), "UTC_TIMESTAMP", _utc_timestamp)

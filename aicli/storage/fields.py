@@ -16,8 +16,6 @@ from typing import Any
 
 from peewee import Field, TextField
 
-from aicli.contract import Timestamp
-
 # Built once: ``json.dumps`` with options builds a new encoder on every call.
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -29,7 +27,7 @@ def to_db_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
-def from_db_time(value: str | datetime) -> Timestamp:
+def from_db_time(value: str | datetime) -> datetime:
     """An aware UTC time from what a driver returns for a stored one.
 
     SQLite returns the stored text; appending the offset lets ``fromisoformat``
@@ -37,12 +35,10 @@ def from_db_time(value: str | datetime) -> Timestamp:
     PostgreSQL's connections already return aware times (see ``database``).
     """
     if value.__class__ is str:
-        return Timestamp.fromisoformat(value + "+00:00")
-    if value.__class__ is Timestamp and value.tzinfo is UTC:
+        return datetime.fromisoformat(value + "+00:00")
+    if value.tzinfo is UTC:
         return value
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return Timestamp.combine(value.date(), value.time(), UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def to_json_text(value: Any) -> str:
