@@ -7,6 +7,7 @@ wrong list, so every route names the parameters it takes (a struct of
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -24,7 +25,9 @@ Q = TypeVar("Q", bound=msgspec.Struct)
 def params(req: falcon.Request, kind: type[Q] | None = None) -> Q | None:
     """The query parameters as ``kind``: each given at most once and each one of its fields."""
     found = req.params
-    allowed = [field.encode_name for field in msgspec.structs.fields(kind)] if kind else []
+    if not found and kind is not None:
+        return _defaults(kind)  # most requests carry none: skip the work below
+    allowed = _names(kind) if kind else []
     unknown = sorted(name for name in found if name not in allowed)
     if unknown:
         names = ", ".join(f"'{name}'" for name in unknown)
@@ -44,6 +47,16 @@ def params(req: falcon.Request, kind: type[Q] | None = None) -> Q | None:
                 f"Query parameter '{name}' must not contain {problem}.", {"field": name}
             )
     return None if kind is None else contract.query(dict(found), kind)
+
+
+@functools.cache
+def _names(kind: type) -> list[str]:
+    return [field.encode_name for field in msgspec.structs.fields(kind)]
+
+
+@functools.cache
+def _defaults(kind: type[Q]) -> Q:
+    return contract.query({}, kind)
 
 
 def page_kwargs(given: Any) -> dict[str, Any]:
