@@ -293,8 +293,10 @@ class Runtime:
             self.notifier.wait(task_id, seen, remaining)
 
     def events(self, task_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
-        """Events with ``seq > after``, at most ``limit``: a long log is read a page at a time."""
-        self.store.get_task(task_id)
+        """Events with ``seq > after``, at most ``limit``: a long log is read a page at a time.
+
+        ``TaskNotFound`` for an unknown task: the store looks when no event comes back.
+        """
         return self.store.list_events(task_id, after=after, limit=limit)
 
     def wait_for_events(

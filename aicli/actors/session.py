@@ -127,7 +127,6 @@ class SessionActor(pykka.ThreadingActor):
         self.slot = "none"  # none -> requested -> held -> none
         self.closed = session.status == "closed"
         self.draining = False  # the server is stopping: start nothing new
-        self.shutting_down = False
         self.stopping = False  # this actor asked to stop; a new one takes over any new work
         # The store may show a task of this session running that no turn here owns: its
         # start committed, but the answer was lost, or a step after it failed. Look first.
@@ -195,7 +194,7 @@ class SessionActor(pykka.ThreadingActor):
         self.draining = True
 
     def _on_shutdown(self, _: Shutdown) -> None:
-        self.shutting_down = True
+        self.draining = True
         if self.current is not None:
             self._end_running(TaskStatus.CANCELLED, SERVER_SHUTDOWN)
         self._stop_process()
@@ -247,7 +246,7 @@ class SessionActor(pykka.ThreadingActor):
 
     def _on_slot_granted(self, _: SlotGranted) -> None:
         self.slot = "held"
-        if self.closed or self.shutting_down or not self.store.has_pending(self.session_id):
+        if self.closed or self.draining or not self.store.has_pending(self.session_id):
             self._release_slot()
             return
         self._advance()
@@ -306,7 +305,7 @@ class SessionActor(pykka.ThreadingActor):
         """Start the session's next task, if the store has one and nothing runs."""
         if self.current is not None or self.sweeping or self.stopping:
             return
-        if self.closed or self.draining or self.shutting_down:
+        if self.closed or self.draining:
             return
         if self.unsure and self._settle_orphan():
             return
@@ -525,7 +524,6 @@ class SessionActor(pykka.ThreadingActor):
     def _retire_process(self) -> None:
         """Kill this generation's process: whatever it still says belongs to no task."""
         if self.process is not None and not self.leaving:
-            self.leaving = True
             self._kill_process()
 
     def _kill_process(self) -> None:

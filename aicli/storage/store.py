@@ -69,7 +69,7 @@ from aicli.storage.schema import count_column
 
 _SESSION_UPDATABLE = frozenset({"status", "claude_session_id", "last_active_at"})
 _UNLIMITED = 2**62
-_PENDING_EVENT = '{"status":"pending"}'
+_PENDING_EVENT = to_json_text({"status": TaskStatus.PENDING})  # a new task's first event
 _IN_CHUNK = 500
 _MAX_EVENT_TYPE = 64  # the width of task_events.type
 
@@ -188,6 +188,10 @@ _LOCK_SESSION_OF_TASK = (
 )
 _RUNNING_OF_SESSION = (
     f"SELECT id FROM tasks WHERE session_id = ? AND status = '{TaskStatus.RUNNING}'"
+)
+_RUNNING_TASKS = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = '{TaskStatus.RUNNING}'"
+    f" ORDER BY {paging.ordering('asc')}"
 )
 _HAS_PENDING = (
     f"SELECT 1 FROM tasks WHERE session_id = ? AND status = '{TaskStatus.PENDING}' LIMIT 1"
@@ -632,7 +636,10 @@ class Store:
         )
 
     def running_tasks(self) -> list[Task]:
-        return self._tasks_with_status(TaskStatus.RUNNING, None)
+        """Every running task (at most one a session), in acceptance order."""
+        return self._engine.read(
+            lambda: [task_from_row(row) for row in self._execute(_RUNNING_TASKS).fetchall()]
+        )
 
     def task_status_counts(self) -> dict[str, int]:
         """Tasks per status, every status present (for metrics)."""
@@ -727,18 +734,6 @@ class Store:
     def _require_task(self, task_id: str) -> None:
         if self._execute(_TASK_EXISTS, (task_id,)).fetchone() is None:
             raise TaskNotFound(task_id)
-
-    def _tasks_with_status(
-        self, status: str, session_id: str | None, order: str = paging.ordering("asc")
-    ) -> list[Task]:
-        conditions, params = ["status = ?"], [status]
-        if session_id is not None:
-            conditions.append("session_id = ?")
-            params.append(session_id)
-        sql = f"SELECT {TASK_COLUMNS} FROM tasks{_where(conditions)} ORDER BY {order}"
-        return self._engine.read(
-            lambda: [task_from_row(row) for row in self._execute(sql, params).fetchall()]
-        )
 
     @staticmethod
     def _checked_events(
