@@ -33,10 +33,14 @@ def session_actors() -> list:
 
 
 def claude_processes(rt: Runtime) -> list[psutil.Process]:
-    """The CLI processes of this runtime (their tools carry the mark too, so filter by parent)."""
+    """The CLI processes of this runtime (their tools carry the mark too, so filter by parent).
+
+    A process that ended between the scan and the look at its parent is no live
+    CLI: the CLI's own short-lived helpers did that, and were counted as a third.
+    """
     marked = process_tree.marked_processes(rt.context.owner, prefix=True)
     pids = {p.pid for p in marked}
-    return [p for p in marked if _ppid(p) not in pids]
+    return [p for p in marked if (parent := _ppid(p)) is not None and parent not in pids]
 
 
 def _ppid(process: psutil.Process) -> int | None:
