@@ -203,6 +203,7 @@ class Runtime:
         request: TaskSubmit | str,
         *,
         idempotency_key: str | None = None,
+        wait: float | None = None,
         **options: Any,
     ) -> tuple[Task, bool]:
         """Accept a task: a ``TaskSubmit``, or its command with the other fields as keywords.
@@ -210,6 +211,8 @@ class Runtime:
         The bool is False when ``idempotency_key`` matched an earlier task. The
         task is in the session's queue once this returns (committed, so it
         survives a crash); the session's actor is told to look at the queue.
+        With ``wait``, the task is returned once terminal or after ``wait``
+        seconds, whichever is first: one call from prompt to answer.
         """
         self._check_accepting()
         if not isinstance(request, TaskSubmit):
@@ -221,16 +224,21 @@ class Runtime:
             idempotency_key=idempotency_key,
             max_pending=self.settings.max_pending_per_session,
         )
+        if created:
+            announce(self.context, task, command_chars=len(task.command))
+            # The task is accepted now; a server stopping meanwhile runs it at its next start.
+            with contextlib.suppress(Unavailable, pykka.ActorDeadError):
+                self._tell(Wake(session_id))
+        if wait:
+            return self.wait(task.id, wait), created
         if not created:
             return self._with_queue_positions([task])[0], False
-        announce(self.context, task, command_chars=len(task.command))
-        # The task is accepted now; a server stopping meanwhile runs it at its next start.
-        with contextlib.suppress(Unavailable, pykka.ActorDeadError):
-            self._tell(Wake(session_id))
         return task, True
 
-    def submit(self, session_id: str, command: str, **options: Any) -> Task:
-        return self.submit_task(session_id, command, **options)[0]
+    def submit(
+        self, session_id: str, command: str, *, wait: float | None = None, **options: Any
+    ) -> Task:
+        return self.submit_task(session_id, command, wait=wait, **options)[0]
 
     def get_task(self, task_id: str) -> Task:
         return self._with_queue_positions([self.store.get_task(task_id)])[0]

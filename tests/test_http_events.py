@@ -128,6 +128,13 @@ def test_streams_and_long_polls_past_the_cap_get_503(client, session, runtime):
     long_poll = client.get(f"/tasks/{task['id']}", params={"wait": 5})
     error_of(long_poll, 503, "unavailable")
     assert long_poll.headers["Retry-After"] == "1"
+    # A submit is never refused for want of a slot: it is accepted without the wait.
+    waited = client.post(
+        f"/sessions/{session['id']}/tasks",
+        json={"command": "[[say: x]]"},
+        headers={"Prefer": "wait=5"},
+    )
+    assert waited.status_code == 202 and "Preference-Applied" not in waited.headers
     assert client.get(f"/tasks/{task['id']}").status_code == 200
 
     # A client that goes away gives its slot back within a few seconds.

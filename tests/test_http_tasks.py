@@ -240,3 +240,57 @@ def test_a_restarted_server_still_has_earlier_tasks(make_runtime, workdir):
         assert client.get(f"/tasks/{task['id']}/events").json() == events
         resumed = client.submit(session["id"], "[[say: still here]]")
         assert client.wait_terminal(resumed["id"])["output"] == "still here"
+
+
+def test_prefer_wait_answers_with_the_finished_task_in_one_round_trip(client, workdir):
+    session = client.open_session(workdir)
+    path = f"/sessions/{session['id']}/tasks"
+    response = client.post(
+        path, json={"command": "[[say: at once]]"}, headers={"Prefer": "wait=30"}
+    )
+    assert response.status_code == 200
+    assert response.headers["Preference-Applied"] == "wait=30"
+    task = response.json()
+    assert response.headers["Location"] == f"/tasks/{task['id']}"
+    assert task["status"] == "completed" and task["output"] == "at once"
+    assert client.get(f"/tasks/{task['id']}").json() == task
+
+
+def test_prefer_wait_that_runs_out_answers_202_as_without_it(client, workdir):
+    session = client.open_session(workdir)
+    path = f"/sessions/{session['id']}/tasks"
+    response = client.post(
+        path, json={"command": "[[slow: 4]] [[say: late]]"}, headers={"Prefer": "wait=1"}
+    )
+    assert response.status_code == 202
+    assert "Preference-Applied" not in response.headers
+    assert response.json()["status"] in ("pending", "running")
+    assert client.wait_terminal(response.json()["id"])["output"] == "late"
+
+
+def test_a_prefer_value_that_cannot_be_used_is_ignored(client, workdir):
+    session = client.open_session(workdir)
+    path = f"/sessions/{session['id']}/tasks"
+    for value in ("wait=61", "wait=-1", "wait=1.5", "wait", "wait=abc", "return=minimal"):
+        response = client.post(path, json={"command": "[[say: ok]]"}, headers={"Prefer": value})
+        assert response.status_code == 202, value
+        assert "Preference-Applied" not in response.headers
+    # Other preferences and parameters beside it do not hide it.
+    response = client.post(
+        path, json={"command": "[[say: ok]]"}, headers={"Prefer": "respond-async, WAIT=20; x=y"}
+    )
+    assert response.status_code == 200 and response.headers["Preference-Applied"] == "wait=20"
+
+
+def test_prefer_wait_on_an_idempotent_retry_waits_for_the_first_task(client, workdir):
+    session = client.open_session(workdir)
+    path = f"/sessions/{session['id']}/tasks"
+    first = client.post(path, json={"command": "[[say: once]]"}, headers={"Idempotency-Key": "w"})
+    retry = client.post(
+        path,
+        json={"command": "[[say: once]]"},
+        headers={"Idempotency-Key": "w", "Prefer": "wait=30"},
+    )
+    assert retry.status_code == 200 and retry.headers["Preference-Applied"] == "wait=30"
+    assert retry.json()["id"] == first.json()["id"]
+    assert retry.json()["status"] == "completed"

@@ -48,7 +48,7 @@ def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.
     slots = Slots(settings.stream_limit)
     app.add_route("/sessions", SessionsResource(runtime))
     app.add_route("/sessions/{session_id}", SessionResource(runtime))
-    app.add_route("/sessions/{session_id}/tasks", SessionTasksResource(runtime))
+    app.add_route("/sessions/{session_id}/tasks", SessionTasksResource(runtime, slots))
     app.add_route("/tasks", TasksResource(runtime))
     app.add_route("/tasks/{task_id}", TaskResource(runtime, slots))
     app.add_route(

@@ -25,8 +25,8 @@ from aicli.settings import Settings
 # Two lines an operation. First its id, method and path; success statuses and their schema
 # (or media types); error statuses (and 413 and 415 with a body, 401 with a token but on
 # /healthz, 500 always); the struct of its query parameters (XQuery, and XHeaders if there is
-# one) or the Idempotency-Key header (key); the body's struct. Then its summary. Path
-# parameters come from the path.
+# one), the Idempotency-Key header (key) or the Prefer header (prefer); the body's struct.
+# Then its summary. Path parameters come from the path.
 OPERATIONS = """
 openSession POST /sessions 201:Session 400,429,503 SessionCreate
   Open a session: a Claude Code conversation in a working directory.
@@ -36,8 +36,9 @@ getSession GET /sessions/{session_id} 200:Session 400,404,503
   One session.
 closeSession DELETE /sessions/{session_id} 200:Session 400,404,503
   Close a session: cancel its tasks, stop its Claude process (closed already: 200 again).
-submitTask POST /sessions/{session_id}/tasks 202,200:Task 400,404,409,429,503 key TaskSubmit
-  Submit a task to run in turn (200: the task first accepted with this Idempotency-Key).
+submitTask POST /sessions/{session_id}/tasks 202,200:Task 400,404,409,429,503 key prefer TaskSubmit
+  Submit a task to run in turn (200: it ended within `Prefer: wait=N`, or it is the task first \
+accepted with this Idempotency-Key).
 listSessionTasks GET /sessions/{session_id}/tasks 200:TaskPage 400,404,503 SessionTaskListQuery
   List the session's tasks.
 listTasks GET /tasks 200:TaskPage 400,404,503 TaskListQuery
@@ -80,6 +81,10 @@ HEADERS = {
     "503": {"Retry-After": RETRY_AFTER},
     "POST": {"Location": {"required": True, "schema": {"type": "string"}}},
 }
+PREFERENCE_APPLIED = {
+    "description": "`wait=N` when the answer waited for the task to end (RFC 7240).",
+    "schema": {"type": "string", "pattern": "^wait=[0-9]+$"},
+}
 # Which calls take the id of an answer: for clients, and for fuzzers that chain calls.
 LINKS = {
     "Session": ("session_id", "getSession closeSession submitTask listSessionTasks listTasks"),
@@ -112,6 +117,12 @@ def _params(token: str) -> list[dict[str, Any]]:
     """The fields of struct ``token`` (and of its Headers twin) as parameters, or the key."""
     if token == "key":
         return [_param("header", "Idempotency-Key", "A retry with it gets the first task.", **KEY)]
+    if token == "prefer":
+        text = (
+            "`wait=N` (N 0–60): answer once the task is terminal (200), or after N seconds "
+            "(202 as without it). A value that cannot be used is ignored (RFC 7240)."
+        )
+        return [_param("header", "Prefer", text, type="string")]
     kinds = [(at, getattr(c, token.removesuffix("Query") + end, None)) for at, end in AT.items()]
     found = [
         (at, n, dict(s)) for at, kind in kinds if kind for n, s in c.query_schemas(kind).items()
@@ -193,6 +204,9 @@ def _operation(line: str, summary: str, settings: Settings) -> tuple[str, str, d
         found["requestBody"] = {"required": True, "description": size, "content": _content(body)}
     if path == "/healthz":
         found["security"] = []
+    if "prefer" in rest:
+        ok_200 = found["responses"]["200"]
+        ok_200["headers"] = {**ok_200["headers"], "Preference-Applied": PREFERENCE_APPLIED}
     return path, method.lower(), found
 
 

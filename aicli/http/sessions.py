@@ -16,9 +16,11 @@ from aicli.contract import (
     TaskStatus,
     TaskSubmit,
 )
-from aicli.errors import InvalidRequest
+from aicli.errors import InvalidRequest, Unavailable
 from aicli.http import media
+from aicli.http.preferences import preferred_wait
 from aicli.http.query import page_kwargs, params, statuses, time_param
+from aicli.http.slots import Slots
 
 if TYPE_CHECKING:
     from aicli.runtime import Runtime
@@ -84,15 +86,38 @@ class SessionResource:
 
 
 class SessionTasksResource:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, slots: Slots) -> None:
         self._runtime = runtime
+        self._slots = slots
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
+        """Accept a task; with ``Prefer: wait=N``, answer with it once it is terminal.
+
+        Waiting pins a worker thread like a long-poll, so it takes a slot; with
+        none free the preference is not applied (a plain 202), never refused:
+        the task is accepted either way.
+        """
         params(req)
         key = idempotency_key(req)
         request = media.read(req, TaskSubmit, self._runtime.settings.max_body_bytes)
-        task, created = self._runtime.submit_task(session_id, request, idempotency_key=key)
+        wait = preferred_wait(req)
+        slot = None
+        if wait:
+            try:
+                slot = self._slots.acquire()
+            except Unavailable:
+                wait = None
+        try:
+            task, created = self._runtime.submit_task(
+                session_id, request, idempotency_key=key, wait=wait
+            )
+        finally:
+            if slot is not None:
+                slot.release()
         resp.status = falcon.HTTP_202 if created else falcon.HTTP_200
+        if wait and task.is_terminal:
+            resp.status = falcon.HTTP_200
+            resp.set_header("Preference-Applied", f"wait={wait}")
         resp.location = f"/tasks/{task.id}"
         media.write(resp, task)
 
