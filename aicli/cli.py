@@ -91,6 +91,7 @@ def serve(overrides: dict[str, Any]) -> int:
             host=runtime.settings.host,
             port=runtime.settings.port,
             threads=runtime.settings.threads,
+            max_streams=runtime.settings.max_streams,
             connection_limit=runtime.settings.connection_limit,
             channel_timeout=runtime.settings.channel_timeout,
         )

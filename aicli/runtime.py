@@ -31,6 +31,7 @@ from aicli.actors import process_tree
 from aicli.actors.census import CENSUS_KEY, ProcessCensus
 from aicli.actors.claude_bin import claude_version, find_claude
 from aicli.actors.claude_process import ClaudeProcess
+from aicli.actors.event_tail import EventTails
 from aicli.actors.faults import Faults
 from aicli.actors.messages import CancelRunning, CloseSession, Wake
 from aicli.actors.notifier import Notifier
@@ -70,6 +71,7 @@ class Runtime:
         self.store = store
         self.claude_bin = claude_bin
         self.notifier = Notifier()
+        self._event_tails = EventTails(store)
         self.census = ProcessCensus()
         self.scheduler = Scheduler()
         self.metrics = Metrics(store.task_status_counts, lambda: len(self.census))
@@ -310,11 +312,14 @@ class Runtime:
     def wait_for_events(
         self, task_id: str, after: int, timeout: float, limit: int | None = None
     ) -> list[Event]:
-        """Events with ``seq > after`` (at most ``limit``), waiting up to ``timeout`` for one."""
+        """Events with ``seq > after`` (at most ``limit``), waiting up to ``timeout`` for one.
+
+        Read through the task's tail: however many wait, a new event is read once.
+        """
         deadline = time.monotonic() + timeout
         while True:
             seen = self.notifier.version(task_id)
-            events = self.store.list_events(task_id, after=after, limit=limit)
+            events = self._event_tails.after(task_id, after, limit, seen)
             remaining = deadline - time.monotonic()
             if events or remaining <= 0 or self.notifier.closed:
                 return events

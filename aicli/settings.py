@@ -21,17 +21,20 @@ class Settings:
     port: int = field(default=8080, metadata={"help": "Port to listen on."})
     threads: int = field(
         default=32,
-        metadata={"help": "Waitress worker threads (ordinary requests plus streams)."},
+        metadata={
+            "help": "Waitress worker threads for ordinary requests; streams get threads of "
+            "their own on top (up to max_streams more), so they never starve these."
+        },
     )
     max_streams: int = field(
-        default=16,
+        default=1000,
         metadata={
-            "help": "Open SSE streams and long-polls at once; past it, 503 with Retry-After. "
-            "Always at most threads - 8, so streams never starve ordinary requests."
+            "help": "Open SSE streams, long-polls and Prefer: wait submits at once; past it, "
+            "503 with Retry-After (a submit is then accepted without the wait)."
         },
     )
     connection_limit: int = field(
-        default=1000,
+        default=2000,
         metadata={
             "help": "Client connections open at once; past it, new ones wait to be accepted. "
             "Each is a file descriptor: aicli serve raises its open-file limit to fit."
@@ -135,10 +138,6 @@ class Settings:
                 {"setting": "api_token"},
             )
         return cls(**values)
-
-    @property
-    def stream_limit(self) -> int:
-        return max(1, min(self.max_streams, self.threads - 8))
 
 
 def _convert(name: str, kind: Any, raw: str) -> Any:

@@ -31,6 +31,7 @@ def serving(runtime: Runtime, **app_options: Any) -> Iterator[str]:
         host="127.0.0.1",
         port=0,
         threads=runtime.settings.threads,
+        max_streams=runtime.settings.max_streams,
     )
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()

@@ -114,7 +114,7 @@ def test_a_finished_tasks_stream_replays_and_ends(client, session):
 
 
 def test_streams_and_long_polls_past_the_cap_get_503(client, session, runtime):
-    assert runtime.settings.stream_limit == 3
+    assert runtime.settings.max_streams == 3
     task = client.submit(session["id"], LONG_TASK)
     # Readers are kept: dropping one closes its connection (urllib3 cleans up).
     readers = [SseReader(open_stream(client, task["id"])) for _ in range(3)]

@@ -15,7 +15,7 @@ STREAMS = 50
 
 
 def test_fifty_streams_on_one_task_leave_reads_prompt(make_runtime, workdir):
-    runtime = make_runtime(threads=STREAMS + 16, max_streams=STREAMS)
+    runtime = make_runtime(max_streams=STREAMS)
     with serving(runtime) as url:
         client = Client(url)
         session = client.open_session(workdir)

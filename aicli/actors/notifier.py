@@ -7,6 +7,10 @@ announcement between the check and the wait is never missed. Versions come
 from one clock, and a forgotten key reads as the clock at the time it was
 forgotten, so forgetting a finished task can wake its waiters but never strand
 them.
+
+Each watched key has a condition of its own (on one shared lock): with
+hundreds of streams open, an announcement wakes only that task's watchers,
+not every waiting thread in the process.
 """
 
 from __future__ import annotations
@@ -14,37 +18,55 @@ from __future__ import annotations
 import threading
 
 
+class _Watch:
+    __slots__ = ("condition", "waiters")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.condition = threading.Condition(lock)
+        self.waiters = 0
+
+
 class Notifier:
     def __init__(self) -> None:
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._clock = 0
         self._floor = 0
         self._versions: dict[str, int] = {}
+        self._watches: dict[str, _Watch] = {}
         self._closed = False
 
     def version(self, key: str) -> int:
-        with self._condition:
+        with self._lock:
             return self._versions.get(key, self._floor)
 
     def announce(self, key: str) -> None:
-        with self._condition:
+        with self._lock:
             self._clock += 1
             self._versions[key] = self._clock
-            self._condition.notify_all()
+            self._wake(key)
 
     def forget(self, key: str) -> None:
         """Drop a finished key so that the table does not grow with every task ever run."""
-        with self._condition:
+        with self._lock:
             if self._versions.pop(key, None) is not None:
                 self._floor = self._clock
-                self._condition.notify_all()
+                self._wake(key)
 
     def wait(self, key: str, seen: int, timeout: float | None) -> bool:
         """Block until ``key`` moves past version ``seen``; False on timeout or close."""
-        with self._condition:
-            moved = self._condition.wait_for(
-                lambda: self._closed or self._versions.get(key, self._floor) != seen, timeout
-            )
+        with self._lock:
+            watch = self._watches.get(key)
+            if watch is None:
+                watch = self._watches[key] = _Watch(self._lock)
+            watch.waiters += 1
+            try:
+                moved = watch.condition.wait_for(
+                    lambda: self._closed or self._versions.get(key, self._floor) != seen, timeout
+                )
+            finally:
+                watch.waiters -= 1
+                if not watch.waiters:
+                    del self._watches[key]
             return moved and not self._closed
 
     @property
@@ -53,6 +75,12 @@ class Notifier:
 
     def close(self) -> None:
         """Wake every waiter for good: the runtime is stopping."""
-        with self._condition:
+        with self._lock:
             self._closed = True
-            self._condition.notify_all()
+            for watch in self._watches.values():
+                watch.condition.notify_all()
+
+    def _wake(self, key: str) -> None:
+        watch = self._watches.get(key)
+        if watch is not None:
+            watch.condition.notify_all()

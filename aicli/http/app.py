@@ -45,7 +45,7 @@ def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
 
-    slots = Slots(settings.stream_limit)
+    slots = Slots(settings.max_streams)
     app.add_route("/sessions", SessionsResource(runtime))
     app.add_route("/sessions/{session_id}", SessionResource(runtime))
     app.add_route("/sessions/{session_id}/tasks", SessionTasksResource(runtime, slots))

@@ -20,6 +20,7 @@ from typing import Any
 from waitress import create_server, wasyncore
 from waitress.server import BaseWSGIServer
 
+from aicli.http.dispatcher import GrowingDispatcher
 from aicli.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Server:
         host: str,
         port: int,
         threads: int,
+        max_streams: int = Settings.max_streams,
         connection_limit: int = Settings.connection_limit,
         channel_timeout: int = Settings.channel_timeout,
     ) -> None:
@@ -48,9 +50,10 @@ class Server:
         self._waitress = create_server(
             app,
             map=self._map,
+            # Waitress's hook for a dispatcher of one's own (it starts ``threads`` otherwise).
+            _dispatcher=GrowingDispatcher(threads, threads + max_streams),
             host=host,
             port=port,
-            threads=threads,
             ident="aicli",
             # Read ahead on busy connections so a client that hangs up on an
             # event stream is noticed (waitress.client_disconnected) at once.
