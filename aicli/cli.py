@@ -20,6 +20,7 @@ from typing import Any
 from aicli import __version__
 from aicli.errors import AicliError
 from aicli.log import configure as configure_logging
+from aicli.log import flush as flush_logs
 from aicli.settings import Settings, setting_fields
 
 log = logging.getLogger("aicli")
@@ -74,7 +75,7 @@ def serve(overrides: dict[str, Any]) -> int:
     from aicli.runtime import Runtime
 
     settings = Settings.resolve(overrides)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, batched=True)
     if not is_loopback(settings.host) and not settings.api_token:
         banner = "!" * 78
         print(
@@ -105,6 +106,7 @@ def serve(overrides: dict[str, Any]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("aicli %s serving on %s", version(), server.url)
+    flush_logs()  # the line people and scripts wait for
     server.run()
 
     log.info(

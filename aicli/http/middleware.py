@@ -12,9 +12,9 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import secrets
 import time
 from typing import Any
-from uuid import uuid4
 
 import falcon
 
@@ -48,8 +48,10 @@ class RequestLog:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.monotonic()
         given = req.get_header("X-Request-ID")
-        req.context.request_id = given if given and REQUEST_ID.fullmatch(given) else uuid4().hex
-        resp.set_header("X-Request-ID", req.context.request_id)
+        if not (given and REQUEST_ID.fullmatch(given)):
+            given = secrets.token_hex(16)
+        req.context.request_id = given
+        resp.set_header("X-Request-ID", given)
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]

@@ -54,6 +54,7 @@ from aicli.errors import (
     TaskNotFound,
 )
 from aicli.storage import database, migrations, paging, transitions
+from aicli.storage.ended import EndedTasks
 from aicli.storage.engine import Engine
 from aicli.storage.fields import to_db_time, to_json_text
 from aicli.storage.rows import (
@@ -232,6 +233,7 @@ class Store:
         self._session_updates: dict[tuple[tuple[str, ...], bool], str] = {}
         self._task_updates: dict[tuple[tuple[str, ...], str], str] = {}
         self._count_moves: dict[tuple[str, str, bool], str] = {}
+        self._ended = EndedTasks()
         self.database_url = engine.url
 
     @property
@@ -442,12 +444,15 @@ class Store:
 
     def get_task(self, task_id: str) -> Task:
         """The task; ``queue_position`` is left ``None`` (the session actor knows it)."""
+        ended = self._ended.get(task_id)
+        if ended is not None:
+            return ended
 
         def read() -> Task:
             row = self._execute(_GET_TASK, (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
-            return task_from_row(row)
+            return self._ended.from_row(row)
 
         return self._engine.read(read)
 
@@ -475,7 +480,7 @@ class Store:
             params.insert(0, session_id)
         return self._engine.read(
             lambda: self._page(
-                "tasks", TASK_COLUMNS, task_from_row, conditions, params, chosen, request
+                "tasks", TASK_COLUMNS, self._ended.from_row, conditions, params, chosen, request
             ),
             snapshot=_merges(chosen),
         )

@@ -1,0 +1,57 @@
+"""Tasks that have ended, kept as built from their rows: they never change again.
+
+Most reads are of ended tasks (results, history lists), and building a task
+from its row costs more than the database's read of it: about 5 µs a task,
+most of a page of 50. A task is kept only once its row is terminal, and no
+write of the store touches a terminal row (``transitions`` allows no move out
+of a terminal state), so an entry never goes stale. Bounded by count and by
+the text held; the oldest entry goes first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from aicli.contract import TERMINAL_STATUSES, Task
+from aicli.storage.rows import task_from_row
+
+MAX_TASKS = 4096
+MAX_CHARS = 8_000_000
+# A task with more text than this is rebuilt at each read rather than crowd out others.
+MAX_CHARS_ONE = 64_000
+
+
+def _chars(task: Task) -> int:
+    return len(task.command) + len(task.output or "") + len(task.error or "")
+
+
+class EndedTasks:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tasks: dict[str, Task] = {}
+        self._chars = 0
+
+    def get(self, task_id: str) -> Task | None:
+        return self._tasks.get(task_id)
+
+    def keep(self, task: Task) -> Task:
+        """``task``, remembered if it has ended."""
+        if task.status not in TERMINAL_STATUSES:
+            return task
+        size = _chars(task)
+        if size > MAX_CHARS_ONE:
+            return task
+        with self._lock:
+            if task.id not in self._tasks:
+                self._tasks[task.id] = task
+                self._chars += size
+                while len(self._tasks) > MAX_TASKS or self._chars > MAX_CHARS:
+                    self._chars -= _chars(self._tasks.pop(next(iter(self._tasks))))
+        return task
+
+    def from_row(self, row: Sequence[Any]) -> Task:
+        """The task of a row of ``TASK_COLUMNS``, built only if not kept already."""
+        found = self._tasks.get(row[0])
+        return found if found is not None else self.keep(task_from_row(row))
