@@ -16,6 +16,8 @@ from benchmarks.fake import FakeApi
 from benchmarks.server import AicliServer
 
 LIVE = 4
+# The goal is about 1,000 idle sessions, so --quick opens as many (it takes seconds).
+SESSIONS = 1000
 MB = 1024 * 1024
 
 
@@ -29,7 +31,7 @@ def _tree_rss(process: psutil.Process) -> int:
 
 
 def measure(fake: FakeApi, quick: bool) -> dict[str, Any]:
-    sessions = 200 if quick else 1000
+    sessions = SESSIONS
     settings = {"AICLI_MAX_LIVE_PROCESSES": str(LIVE)}
     with AicliServer(fake, settings=settings) as server:
         aicli = psutil.Process(server.pid)

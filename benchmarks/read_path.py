@@ -23,7 +23,7 @@ from aicli.contract import new_id
 from aicli.storage.fields import to_db_time
 from benchmarks.fake import FakeApi
 from benchmarks.load import hammer
-from benchmarks.server import DEFAULT_SETTINGS, AicliServer, Client, free_port
+from benchmarks.server import AicliServer, Client, free_port
 from benchmarks.stats import summary
 
 BIG_TASKS = 1_000_000
@@ -34,13 +34,14 @@ PER_QUERY_SECONDS = 10.0
 
 
 @contextmanager
-def _bare_falcon(payloads: dict[str, Any]) -> Iterator[str]:
+def _bare_falcon(payloads: dict[str, Any], threads: int) -> Iterator[str]:
+    """The bare app with as many Waitress threads as the aicli server beside it."""
     with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
         json.dump(payloads, file)
         file.flush()
         port = free_port()
         argv = [sys.executable, "-m", "benchmarks.bare_falcon", str(port)]
-        process = subprocess.Popen([*argv, DEFAULT_SETTINGS["AICLI_THREADS"], file.name])
+        process = subprocess.Popen([*argv, str(threads), file.name])
         try:
             deadline = time.monotonic() + 30
             while True:
@@ -68,8 +69,9 @@ def _against_bare(fake: FakeApi, seconds: float, rounds: int) -> dict[str, Any]:
         payloads = {"task": client.get_task(task_id), "list": client.list_tasks(limit=50)}
         paths = {"task": f"/tasks/{task_id}", "list": "/tasks?limit=50"}
         shown = {"task": "/tasks/{id}", "list": "/tasks?limit=50"}
-        with _bare_falcon(payloads) as bare_url:
-            result = {}
+        threads = server.settings.threads
+        with _bare_falcon(payloads, threads) as bare_url:
+            result: dict[str, Any] = {"threads": threads}
             for name, path in paths.items():
                 runs: dict[str, list[dict[str, Any]]] = {"bare": [], "aicli": []}
                 for _ in range(rounds):

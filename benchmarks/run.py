@@ -21,7 +21,7 @@ from typing import Any
 from aicli.actors.claude_bin import find_claude
 from benchmarks import fanout, latency, longpoll, memory, read_path, report, throughput
 from benchmarks.fake import FakeApi, measure_floor
-from benchmarks.server import DEFAULT_SETTINGS, ServerUnavailable
+from benchmarks.server import ServerUnavailable, default_settings_text
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,7 +31,7 @@ SECTIONS: dict[str, Callable[[FakeApi, bool], dict[str, Any]]] = {
     "longpoll": longpoll.measure,
     "throughput": throughput.measure,
     "read": read_path.measure,
-    "sse": fanout.measure,
+    "fanout": fanout.measure,
     "memory": memory.measure,
 }
 
@@ -62,9 +62,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma list of benchmarks to run, from: {','.join(SECTIONS)}",
     )
     parser.add_argument(
-        "--out", type=Path, default=HERE / "results", help="where latest.json and the plot go"
+        "--out", type=Path, default=HERE / "results", help="where latest.json and bench.png go"
     )
     return parser.parse_args(argv)
+
+
+def _total_ram() -> int | None:
+    """MemTotal from /proc/meminfo, in bytes (None where there is no /proc)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _claude_version() -> str:
@@ -80,11 +92,12 @@ def main(argv: list[str] | None = None) -> int:
             "mode": "quick" if args.quick else "full",
             "sections": args.only,
             "cores": os.cpu_count(),
+            "ram_bytes": _total_ram(),
             # Other work on the machine shows here; it makes every number noisier.
             "load_average_at_start": os.getloadavg()[0],
             "python": sys.version.split()[0],
             "claude_version": _claude_version(),
-            "server_settings": ", ".join(f"{k}={v}" for k, v in DEFAULT_SETTINGS.items()),
+            "server_settings": default_settings_text(),
         },
         "skipped": {},
         "failed": {},
