@@ -34,7 +34,7 @@ from aicli.actors.claude_process import ClaudeProcess
 from aicli.actors.event_tail import EventTails
 from aicli.actors.faults import Faults
 from aicli.actors.messages import CancelRunning, CloseSession, Wake
-from aicli.actors.notifier import Notifier
+from aicli.actors.notifier import Notifier, events_of
 from aicli.actors.scheduler import Scheduler
 from aicli.actors.session import (
     CANCELLED_PENDING,
@@ -189,9 +189,9 @@ class Runtime:
         """Close: its pending tasks are cancelled at once, a running one is interrupted."""
         cancelled, running = self.store.close_session(session_id, SESSION_CLOSED_PENDING)
         for task_id in cancelled:
+            self.notifier.announce(events_of(task_id))
             self.notifier.announce(task_id)
-            self.notifier.forget(task_id)
-        self.notifier.announce(session_id)
+            self.notifier.forget(task_id, events_of(task_id))
         self._tell(CloseSession(session_id))
         if running is not None:
             self.wait(running, timeout=self.settings.cancel_grace + 10)
@@ -220,21 +220,24 @@ class Runtime:
         if not isinstance(request, TaskSubmit):
             request = contract.convert({"command": request, **options}, TaskSubmit)
         validation.command_fits(request.command, self.settings.max_command_chars)
+        # Watched before it exists, so that a turn quicker than this call is not missed.
+        task_id = contract.new_id()
+        seen = self.notifier.version(task_id)
         task, created = self.store.create_task(
             session_id,
             request,
             idempotency_key=idempotency_key,
             max_pending=self.settings.max_pending_per_session,
+            task_id=task_id,
         )
-        if created:
-            announce(self.context, task, command_chars=len(task.command))
-            # The task is accepted now; a server stopping meanwhile runs it at its next start.
-            with contextlib.suppress(Unavailable, pykka.ActorDeadError):
-                self._tell(Wake(session_id))
-        if wait:
-            return self.wait(task.id, wait), created
         if not created:
-            return self._with_queue_positions([task])[0], False
+            return (self.wait(task.id, wait) if wait else self.get_task(task.id)), False
+        announce(self.context, task, command_chars=len(task.command))
+        # The task is accepted now; a server stopping meanwhile runs it at its next start.
+        with contextlib.suppress(Unavailable, pykka.ActorDeadError):
+            self._tell(Wake(session_id))
+        if wait:
+            return self._wait(task_id, wait, known=(seen, task)), True
         return task, True
 
     def submit(
@@ -281,7 +284,6 @@ class Runtime:
         cancelled = self.store.cancel_pending(task_id, CANCELLED_PENDING)
         if cancelled is not None:
             announce(self.context, cancelled)
-            self.notifier.forget(task_id)
             return cancelled
         self._tell(CancelRunning(task.session_id, task_id))
         task = self.wait(task_id, timeout=CANCEL_TIMEOUT)
@@ -293,10 +295,17 @@ class Runtime:
 
     def wait(self, task_id: str, timeout: float) -> Task:
         """The task once it is terminal, or as it is when ``timeout`` seconds have passed."""
+        return self._wait(task_id, timeout)
+
+    def _wait(self, task_id: str, timeout: float, known: tuple[int, Task] | None = None) -> Task:
+        """``wait``; ``known`` is the task as read after its key's version was, saving a read."""
         deadline = time.monotonic() + timeout
         while True:
-            seen = self.notifier.version(task_id)
-            task = self.get_task(task_id)
+            if known is None:
+                seen = self.notifier.version(task_id)
+                task = self.get_task(task_id)
+            else:
+                (seen, task), known = known, None
             remaining = deadline - time.monotonic()
             if task.is_terminal or remaining <= 0 or self.notifier.closed:
                 return task
@@ -317,13 +326,14 @@ class Runtime:
         Read through the task's tail: however many wait, a new event is read once.
         """
         deadline = time.monotonic() + timeout
+        key = events_of(task_id)
         while True:
-            seen = self.notifier.version(task_id)
+            seen = self.notifier.version(key)
             events = self._event_tails.after(task_id, after, limit, seen)
             remaining = deadline - time.monotonic()
             if events or remaining <= 0 or self.notifier.closed:
                 return events
-            self.notifier.wait(task_id, seen, remaining)
+            self.notifier.wait(key, seen, remaining)
 
     # Service
 

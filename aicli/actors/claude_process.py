@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 import psutil
 
 from aicli.actors import process_tree
@@ -282,16 +283,12 @@ class ClaudeProcess:
         assert self._popen is not None and self._popen.stdout is not None
         try:
             for raw in self._popen.stdout:
-                text = raw.decode("utf-8", "replace")
-                try:
-                    message = json.loads(text)
-                except ValueError:
+                message = _parse_line(raw)
+                if message is None:
                     log.warning("claude %s: skipped a non-JSON line: %.200r", self.pid, raw)
                     continue
                 if not isinstance(message, dict):
                     continue
-                if "\\ud" in text or "\\uD" in text:  # only an escape can make a lone half
-                    message = storable(message)
                 if message.get("type") == "system" and message.get("subtype") == "init":
                     self.session_id = message.get("session_id") or self.session_id
                 self._deliver(message)
@@ -320,3 +317,26 @@ class ClaudeProcess:
             self._on_exit(ProcessExit(returncode, tail, self._stop_requested))
         except Exception:
             log.exception("claude %s: the exit callback failed", self.pid)
+
+
+_decode = msgspec.json.Decoder().decode
+
+
+def _parse_line(raw: bytes) -> Any:
+    """A line of the CLI's stream as JSON, or None if it is not JSON.
+
+    msgspec first (the stream is a few KB a turn); it refuses what it cannot
+    decode exactly, such as an escaped lone surrogate, half an emoji Node cut
+    in two. Those lines go through the standard library, which keeps the half,
+    and ``storable`` then replaces it so every database can store the text.
+    """
+    try:
+        return _decode(raw)
+    except msgspec.DecodeError:
+        pass
+    text = raw.decode("utf-8", "replace")
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    return storable(message) if "\\ud" in text or "\\uD" in text else message

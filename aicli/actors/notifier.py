@@ -8,6 +8,10 @@ from one clock, and a forgotten key reads as the clock at the time it was
 forgotten, so forgetting a finished task can wake its waiters but never strand
 them.
 
+A task has two keys: its id moves when it ends (what long-polls and
+``Runtime.wait`` wait for), ``events_of(id)`` with each event it records
+(what SSE streams follow). A long-poll is then woken once, not once an event.
+
 Each watched key has a condition of its own (on one shared lock): with
 hundreds of streams open, an announcement wakes only that task's watchers,
 not every waiting thread in the process.
@@ -16,6 +20,11 @@ not every waiting thread in the process.
 from __future__ import annotations
 
 import threading
+
+
+def events_of(task_id: str) -> str:
+    """The key that moves with every event of a task, its status events included."""
+    return f"{task_id}/events"
 
 
 class _Watch:
@@ -45,12 +54,13 @@ class Notifier:
             self._versions[key] = self._clock
             self._wake(key)
 
-    def forget(self, key: str) -> None:
-        """Drop a finished key so that the table does not grow with every task ever run."""
+    def forget(self, *keys: str) -> None:
+        """Drop finished keys so that the table does not grow with every task ever run."""
         with self._lock:
-            if self._versions.pop(key, None) is not None:
-                self._floor = self._clock
-                self._wake(key)
+            for key in keys:
+                if self._versions.pop(key, None) is not None:
+                    self._floor = self._clock
+                    self._wake(key)
 
     def wait(self, key: str, seen: int, timeout: float | None) -> bool:
         """Block until ``key`` moves past version ``seen``; False on timeout or close."""

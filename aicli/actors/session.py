@@ -54,7 +54,7 @@ from aicli.actors.messages import (
     TaskDeadline,
     ToolsSwept,
 )
-from aicli.actors.notifier import Notifier
+from aicli.actors.notifier import Notifier, events_of
 from aicli.actors.scheduler import Scheduler, Timer
 from aicli.actors.stream import Outcome, event_of, outcome_of
 from aicli.contract import Session, Task, TaskStatus
@@ -220,7 +220,7 @@ class SessionActor(pykka.ThreadingActor):
         elif event is not None:
             self.ctx.faults.reach("stream.event")
             self.store.append_events(turn.task.id, [event])
-            self.ctx.notifier.announce(turn.task.id)
+            self.ctx.notifier.announce(events_of(turn.task.id))
 
     def _on_exit(self, message: ProcessExited) -> None:
         if message.generation != self.generation:
@@ -311,10 +311,11 @@ class SessionActor(pykka.ThreadingActor):
             return
         if self.process is not None and (self.leaving or not self.process.usable):
             return  # on its way out; its exit calls us again
+        # A read first: taking nothing would cost a write transaction, and most turns end so.
+        if not self.store.has_pending(self.session_id):
+            self._became_idle()
+            return
         if self.process is None:
-            if not self.store.has_pending(self.session_id):
-                self._became_idle()
-                return
             self._not_idle()
             if self.slot == "none":
                 self.slot = "requested"
@@ -486,7 +487,6 @@ class SessionActor(pykka.ThreadingActor):
         if outcome.cost_usd:
             self.ctx.metrics.cost.inc(outcome.cost_usd)
         announce(self.ctx, task, duration_ms=task.duration_ms, cost_usd=task.cost_usd)
-        self.ctx.notifier.forget(task.id)
         if turn.end is not None and self.process is not None and not self.leaving:
             self._sweep_tools(self.process)
         self._stop_if_done()
@@ -617,8 +617,14 @@ def tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:
 
 
 def announce(ctx: ActorContext, task: Task, **details: Any) -> None:
-    """Wake the task's waiters and log the change in one line (never the prompt itself)."""
-    ctx.notifier.announce(task.id)
+    """Wake the task's waiters and log the change in one line (never the prompt itself).
+
+    An ended task's keys are forgotten after the wake, as nothing moves them again.
+    """
+    ctx.notifier.announce(events_of(task.id))
+    if task.is_terminal:
+        ctx.notifier.announce(task.id)
+        ctx.notifier.forget(task.id, events_of(task.id))
     log.info(
         "task %s",
         task.status,

@@ -121,12 +121,18 @@ class Engine:
         """Run ``work``; with ``snapshot`` all its statements see one state of the database."""
         return self._run(work, write=False, snapshot=snapshot)
 
-    def write(self, work: Callable[[], T]) -> T:
+    def write(self, work: Callable[[], T], *, durable: bool = True) -> T:
         """Run ``work`` in one write transaction; it may run again after a transient failure.
 
         Or after its connection died before COMMIT; never once COMMIT was sent.
+        ``durable=False`` commits without waiting for the disk (SQLite:
+        ``synchronous=NORMAL`` for this commit; PostgreSQL: ``synchronous_commit
+        off``): a crash of the process loses nothing, a power loss at most what
+        was written since the last durable commit, which that next commit makes
+        durable too. For what a later commit settles anyway (events of a turn
+        still running, whose end is committed durably).
         """
-        return self._run(work, write=True, snapshot=True)
+        return self._run(work, write=True, snapshot=True, durable=durable)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement written with ``?`` placeholders; the driver's cursor.
@@ -149,7 +155,9 @@ class Engine:
         for held in list(self._held):
             held.conn.close()
 
-    def _run(self, work: Callable[[], T], *, write: bool, snapshot: bool) -> T:
+    def _run(
+        self, work: Callable[[], T], *, write: bool, snapshot: bool, durable: bool = True
+    ) -> T:
         if self.db.in_transaction():
             return work()
         reconnected = False
@@ -157,7 +165,7 @@ class Engine:
             if self._closed:
                 raise StorageError("The store is closed.")
             try:
-                return self._once(work, write, snapshot)
+                return self._once(work, write, snapshot, durable)
             except _ConnectionLost as lost:
                 if lost.at_commit or reconnected:
                     raise self._unavailable(lost.error, at_commit=lost.at_commit) from lost.error
@@ -173,14 +181,14 @@ class Engine:
             time.sleep(min(0.2, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
 
-    def _once(self, work: Callable[[], T], write: bool, snapshot: bool) -> T:
+    def _once(self, work: Callable[[], T], write: bool, snapshot: bool, durable: bool) -> T:
         db = self.db
         if not self.is_postgres:
             if db.is_closed():
                 db.connect()
                 self._local.held = held = _Held(db.connection())
                 self._held.add(held)
-            return self._transaction(work, write, snapshot)
+            return self._transaction(work, write, snapshot, durable)
         if db.is_closed():
             try:
                 db.connect()
@@ -189,7 +197,7 @@ class Engine:
         conn = db.connection()
         attempt = _Attempt(work)
         try:
-            return self._transaction(attempt.run, write, snapshot)
+            return self._transaction(attempt.run, write, snapshot, durable)
         except (DatabaseError, InterfaceError) as exc:
             if not (conn.closed or _says_gone(exc)):
                 raise
@@ -200,7 +208,11 @@ class Engine:
         finally:
             db.close()
 
-    def _transaction(self, work: Callable[[], T], write: bool, snapshot: bool) -> T:
+    def _transaction(
+        self, work: Callable[[], T], write: bool, snapshot: bool, durable: bool = True
+    ) -> T:
+        if write and not durable:
+            return self._lazy_write(work)
         if write:
             with self._write_lock, self.db.atomic(**self._write_begin):
                 return work()
@@ -208,6 +220,19 @@ class Engine:
             with self.db.atomic(**self._snapshot_begin):
                 return work()
         return work()
+
+    def _lazy_write(self, work: Callable[[], T]) -> T:
+        if self.is_postgres:
+            with self.db.atomic(**self._write_begin):
+                self.db.execute_sql("SET LOCAL synchronous_commit TO OFF")
+                return work()
+        with self._write_lock:
+            self.db.execute_sql("PRAGMA synchronous = NORMAL")
+            try:
+                with self.db.atomic(**self._write_begin):
+                    return work()
+            finally:
+                self.db.execute_sql("PRAGMA synchronous = FULL")
 
     def _is_transient(self, exc: Exception) -> bool:
         cause = getattr(exc, "orig", exc)  # Peewee keeps the driver's exception there.

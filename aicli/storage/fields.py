@@ -14,10 +14,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from peewee import Field, TextField
 
-# Built once: ``json.dumps`` with options builds a new encoder on every call.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
 
 
 def to_db_time(value: datetime) -> str:
@@ -42,12 +43,18 @@ def from_db_time(value: str | datetime) -> datetime:
 
 
 def to_json_text(value: Any) -> str:
-    return _encode(value)
+    """Compact JSON with text as it is (no ASCII escapes); msgspec, several times faster."""
+    return _encoder.encode(value).decode()
 
 
 def from_json_text(text: str) -> Any:
-    # Most metadata is empty, and even ``json.loads("{}")`` costs a microsecond.
-    return {} if text == "{}" else json.loads(text)
+    # Most metadata is empty, and even decoding "{}" costs something.
+    if text == "{}":
+        return {}
+    try:
+        return _decoder.decode(text)
+    except msgspec.DecodeError:  # what the standard library wrote once and msgspec refuses (NaN)
+        return json.loads(text)
 
 
 class UtcDateTimeField(Field):

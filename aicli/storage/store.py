@@ -367,6 +367,7 @@ class Store:
         *,
         idempotency_key: str | None = None,
         max_pending: int | None = None,
+        task_id: str | None = None,
         **fields: Any,
     ) -> tuple[Task, bool]:
         """Accept a task into the session's queue, with its ``pending`` event; ``(task, created)``.
@@ -377,7 +378,8 @@ class Store:
         ``max_pending`` pending tasks ``LimitExceeded``: the checks, the place in
         the queue and the insert share a transaction (and a lock on the session
         row), so no task slips into a session after its close has cancelled the
-        pending ones. The returned task carries its ``queue_position``.
+        pending ones. The returned task carries its ``queue_position``. The new
+        task's id is ``task_id`` if given (a caller that waits on it watches it first).
         """
         if request is None:  # the fields themselves: the store trusts what it is given
             request = TaskSubmit(**fields)
@@ -401,7 +403,7 @@ class Store:
             seq, pending = counted
             now = utcnow()
             task = Task(
-                id=new_id(),
+                id=task_id or new_id(),
                 session_id=session_id,
                 status=TaskStatus.PENDING,
                 created_at=now,
@@ -552,7 +554,7 @@ class Store:
                 raise self._illegal(task_id, status)
             return task
 
-        return self._engine.write(write)
+        return self._ended.keep(self._engine.write(write))
 
     def cancel_pending(self, task_id: str, error: str) -> Task | None:
         """pending -> cancelled with its event; ``None`` if the task was no longer pending."""
@@ -669,7 +671,8 @@ class Store:
         and never leave gaps.
         """
         entries = self._checked_events(events)
-        return self._engine.write(lambda: self._append(task_id, entries))
+        # Events of a running turn: its durable end (``finish_task``) makes them durable too.
+        return self._engine.write(lambda: self._append(task_id, entries), durable=False)
 
     def list_events(self, task_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
         """Events with ``seq > after``, ascending; at most ``limit`` of them."""
