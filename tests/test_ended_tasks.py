@@ -49,3 +49,19 @@ def test_what_is_kept_is_bounded_by_count_and_by_text(
     for task in tasks:
         kept.keep(task)
     assert [kept.get(t.id) is not None for t in tasks] == [False, True, True, True, False]
+
+
+def test_a_row_read_while_running_is_shown_as_read_though_the_task_has_ended_since(
+    store: Store, tmp_path: Path
+) -> None:
+    session = store.create_session(workdir=str(tmp_path))
+    task, _ = store.create_task(session_id=session.id, command="c")
+    store.start_next_task(session.id)
+    engine = store._engine
+    sql = f"SELECT {ended.TASK_COLUMNS} FROM tasks WHERE id = ?"
+    running_row = engine.read(lambda: engine.execute(sql, (task.id,)).fetchone())
+    store.finish_task(task.id, TaskStatus.COMPLETED, output="ok")
+    store.get_task(task.id)  # now kept
+    kept = ended.EndedTasks()
+    kept.keep(store.get_task(task.id))
+    assert kept.from_row(running_row).status == TaskStatus.RUNNING

@@ -432,21 +432,21 @@ def test_hot_calls_run_few_statements(store: Store, session: Session) -> None:
         "get_task": (lambda: store.get_task(task.id), 1),
         "get_session": (lambda: store.get_session(session.id), 1),
         "update_session": (lambda: store.update_session(session.id, claude_session_id="x"), 1),
-        # lock the session, claim the next task, counters, session busy, its status event
-        "start_next_task": (lambda: store.start_next_task(session.id), 4 + append),
+        # lock the session, claim the next task, counters with the session busy, its event
+        "start_next_task": (lambda: store.start_next_task(session.id), 3 + append),
         "start_next_task (one runs)": (lambda: store.start_next_task(session.id), 2),
         "append_events": (
             lambda: store.append_events(task.id, [("a", {}), ("b", {})]),
             append + lazy,
         ),
         "list_events": (lambda: store.list_events(task.id), 1),
-        # (PostgreSQL: the session's lock,) its events, the move, counters, its status event,
-        # session idle
+        # (PostgreSQL: the session's lock,) the move, counters with the session idle, its
+        # events and status event together
         "finish_task": (
             lambda: store.finish_task(
                 task.id, TaskStatus.COMPLETED, cost_usd=0.5, events=[("r", {})]
             ),
-            (4 if store.is_postgres else 3) + 2 * append,
+            (3 if store.is_postgres else 2) + append,
         ),
         "pending_task_ids": (lambda: store.pending_task_ids(session.id), 1),
         "has_pending": (lambda: store.has_pending(session.id), 1),

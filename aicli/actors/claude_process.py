@@ -290,7 +290,11 @@ class ClaudeProcess:
                 if not isinstance(message, dict):
                     continue
                 if message.get("type") == "system" and message.get("subtype") == "init":
-                    self.session_id = message.get("session_id") or self.session_id
+                    # Every turn starts with one; only a new session id is news.
+                    known = self.session_id
+                    self.session_id = message.get("session_id") or known
+                    if self.session_id == known:
+                        continue
                 self._deliver(message)
         finally:
             self._finish()

@@ -177,7 +177,7 @@ class SessionActor(pykka.ThreadingActor):
             self._after_failure(exc)
 
     def _on_advance(self, _: Advance) -> None:
-        self._advance()
+        self._advance(likely=True)
 
     def _on_cancel(self, message: Cancel) -> None:
         if self.current is not None and self.current.task.id == message.task_id:
@@ -301,8 +301,12 @@ class SessionActor(pykka.ThreadingActor):
 
     # Starting tasks
 
-    def _advance(self) -> None:
-        """Start the session's next task, if the store has one and nothing runs."""
+    def _advance(self, *, likely: bool = False) -> None:
+        """Start the session's next task, if the store has one and nothing runs.
+
+        ``likely``: told there is work (a submit's wake), so a live process skips
+        the look and takes straight away; taking nothing is no error.
+        """
         if self.current is not None or self.sweeping or self.stopping:
             return
         if self.closed or self.draining:
@@ -312,7 +316,7 @@ class SessionActor(pykka.ThreadingActor):
         if self.process is not None and (self.leaving or not self.process.usable):
             return  # on its way out; its exit calls us again
         # A read first: taking nothing would cost a write transaction, and most turns end so.
-        if not self.store.has_pending(self.session_id):
+        if (self.process is None or not likely) and not self.store.has_pending(self.session_id):
             self._became_idle()
             return
         if self.process is None:

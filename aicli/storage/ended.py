@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from aicli.contract import TERMINAL_STATUSES, Task
-from aicli.storage.rows import task_from_row
+from aicli.storage.rows import TASK_COLUMNS, task_from_row
 
 MAX_TASKS = 4096
 MAX_CHARS = 8_000_000
 # A task with more text than this is rebuilt at each read rather than crowd out others.
 MAX_CHARS_ONE = 64_000
+_STATUS_AT = [name.strip() for name in TASK_COLUMNS.split(",")].index("status")
 
 
 def _chars(task: Task) -> int:
@@ -52,6 +53,14 @@ class EndedTasks:
         return task
 
     def from_row(self, row: Sequence[Any]) -> Task:
-        """The task of a row of ``TASK_COLUMNS``, built only if not kept already."""
-        found = self._tasks.get(row[0])
-        return found if found is not None else self.keep(task_from_row(row))
+        """The task of a row of ``TASK_COLUMNS``, built only if not kept already.
+
+        Only a row that is terminal itself is answered from what is kept: a page
+        read in one snapshot may hold a task as running that has ended since, and
+        must show it as its snapshot saw it (a filter on status chose that row).
+        """
+        if row[_STATUS_AT] in TERMINAL_STATUSES:
+            found = self._tasks.get(row[0])
+            if found is not None:
+                return found
+        return self.keep(task_from_row(row))

@@ -161,14 +161,6 @@ _START_NEXT = (
     f" AND other.status = '{TaskStatus.RUNNING}')"
     f" RETURNING {TASK_COLUMNS}"
 )
-_SESSION_BUSY = (
-    f"UPDATE sessions SET status = '{SessionStatus.BUSY}', last_active_at = ?, updated_at = ?"
-    f" WHERE id = ? AND status <> '{SessionStatus.CLOSED}'"
-)
-_SESSION_IDLE = (
-    f"UPDATE sessions SET status = '{SessionStatus.IDLE}', last_active_at = ?, updated_at = ?"
-    f" WHERE id = ? AND status = '{SessionStatus.BUSY}'"
-)
 _CLOSE_SESSION = (
     f"UPDATE sessions SET status = '{SessionStatus.CLOSED}', updated_at = ?"
     f" WHERE id = ? AND status <> '{SessionStatus.CLOSED}' RETURNING id"
@@ -232,7 +224,7 @@ class Store:
         self._for_update = " FOR UPDATE" if engine.is_postgres else ""
         self._session_updates: dict[tuple[tuple[str, ...], bool], str] = {}
         self._task_updates: dict[tuple[tuple[str, ...], str], str] = {}
-        self._count_moves: dict[tuple[str, str, bool], str] = {}
+        self._count_moves: dict[tuple[str, str, bool, str | None], str] = {}
         self._ended = EndedTasks()
         self.database_url = engine.url
 
@@ -509,10 +501,11 @@ class Store:
             if started is None:
                 return None
             task = task_from_row(started)
+            # The counters and the session's move to busy in one statement (not closed: seen above).
             self._execute(
-                self._count_move(TaskStatus.PENDING, TaskStatus.RUNNING, False), (session_id,)
+                self._count_move(TaskStatus.PENDING, TaskStatus.RUNNING, False, SessionStatus.BUSY),
+                (now, now, session_id),
             )
-            self._execute(_SESSION_BUSY, (now, now, session_id))
             self._append(task.id, [("status", task.status_event())])
             return task
 
@@ -547,9 +540,7 @@ class Store:
 
         def write() -> Task:
             self._lock_session_of(task_id)
-            if entries:
-                self._append(task_id, entries)
-            task = self._finish(task_id, status, values, cost_usd, predecessors)
+            task = self._finish(task_id, status, values, cost_usd, predecessors, entries)
             if task is None:
                 raise self._illegal(task_id, status)
             return task
@@ -814,10 +805,11 @@ class Store:
         values: dict[str, Any],
         cost: float | None,
         predecessors: tuple[str, ...],
+        events: list[tuple[str, dict[str, Any]]] | None = None,
     ) -> Task | None:
         """Move the task to the terminal ``target`` from one of ``predecessors``, with all
-        that goes with it (counters, ``status`` event, the session back to idle); ``None``
-        when it was in none of them.
+        that goes with it (``events``, counters, ``status`` event, the session back to
+        idle); ``None`` when it was in none of them.
 
         Each attempt is ``UPDATE ... WHERE status = ?``: the check and the write are one
         statement, so two writers cannot both win, and the predecessor that matched is
@@ -834,11 +826,12 @@ class Store:
         else:
             return None
         task = task_from_row(row)
-        count_params: list[Any] = [task.session_id] if not cost else [cost, task.session_id]
-        self._execute(self._count_move(previous, target, bool(cost)), count_params)
-        self._append(task.id, [("status", task.status_event())])
-        if previous == TaskStatus.RUNNING:
-            self._execute(_SESSION_IDLE, (now, now, task.session_id))
+        # A running task's end takes its session from busy back to idle, in the same statement.
+        idle = SessionStatus.IDLE if previous == TaskStatus.RUNNING else None
+        count_params: list[Any] = [cost] if cost else []
+        count_params += [now, now, task.session_id] if idle else [task.session_id]
+        self._execute(self._count_move(previous, target, bool(cost), idle), count_params)
+        self._append(task.id, [*(events or ()), ("status", task.status_event())])
         return task
 
     def _lock_session_of(self, task_id: str) -> None:
@@ -863,15 +856,30 @@ class Store:
             self._task_updates[key] = sql
         return sql
 
-    def _count_move(self, previous: str, target: str, with_cost: bool) -> str:
-        key = (previous, target, with_cost)
+    def _count_move(
+        self, previous: str, target: str, with_cost: bool, session_to: str | None = None
+    ) -> str:
+        """Move one task between the session's counters; with ``session_to``, the session
+        takes that status too (busy: unconditionally; idle: only from busy), with
+        ``last_active_at`` and ``updated_at`` (two more parameters before the id)."""
+        key = (previous, target, with_cost, session_to)
         sql = self._count_moves.get(key)
         if sql is None:
             leaving, entering = count_column(previous), count_column(target)
             cost = ", total_cost_usd = total_cost_usd + ?" if with_cost else ""
+            status = ""
+            if session_to == SessionStatus.BUSY:
+                status = f", status = '{session_to}', last_active_at = ?, updated_at = ?"
+            elif session_to is not None:
+                busy = f"status = '{SessionStatus.BUSY}'"
+                status = (
+                    f", status = CASE WHEN {busy} THEN '{session_to}' ELSE status END"
+                    f", last_active_at = CASE WHEN {busy} THEN ? ELSE last_active_at END"
+                    f", updated_at = CASE WHEN {busy} THEN ? ELSE updated_at END"
+                )
             sql = (
                 f"UPDATE sessions SET {leaving} = {leaving} - 1, {entering} = {entering} + 1"
-                f"{cost} WHERE id = ?"
+                f"{cost}{status} WHERE id = ?"
             )
             self._count_moves[key] = sql
         return sql
