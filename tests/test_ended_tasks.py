@@ -65,3 +65,34 @@ def test_a_row_read_while_running_is_shown_as_read_though_the_task_has_ended_sin
     kept = ended.EndedTasks()
     kept.keep(store.get_task(task.id))
     assert kept.from_row(running_row).status == TaskStatus.RUNNING
+
+
+def test_a_page_read_as_one_json_row_holds_exactly_what_the_rows_hold(
+    store: Store, tmp_path: Path
+) -> None:
+    session = store.create_session(workdir=str(tmp_path))
+    texts = ["plain", 'quo"te \\ back', "tab\tnew\nline \x01 \u2028 é 😀", ""]
+    costs = [0.1 + 0.2, 1e-7, 123456.789012345678, 0.0]
+    made = []
+    for text, cost in zip(texts, costs, strict=True):
+        task, _ = store.create_task(
+            session_id=session.id,
+            command=text or "x",
+            timeout_s=cost or None,
+            metadata={"k": text},
+        )
+        store.start_next_task(session.id)
+        store.finish_task(
+            task.id, TaskStatus.COMPLETED, output=text, cost_usd=cost, usage={"input_tokens": 3}
+        )
+        made.append(task.id)
+    fresh = ended.EndedTasks()  # nothing kept: every row is built from its JSON
+    store._ended = fresh
+    for order in ("desc", "asc"):
+        page = store.list_tasks(session_id=session.id, order=order, limit=3)
+        rest = store.list_tasks(session_id=session.id, order=order, cursor=page.next_cursor)
+        listed = [*page.data, *rest.data]
+        assert [t.id for t in listed] == (made[::-1] if order == "desc" else made)
+        assert {t.id: t for t in listed} == tasks_by_id(store, made)
+    # Floats are kept to the 15 digits every double keeps through text.
+    assert store.get_task(made[0]).cost_usd == 0.3

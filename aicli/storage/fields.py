@@ -42,6 +42,16 @@ def from_db_time(value: str | datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def to_db_float(value: float | None) -> float | None:
+    """``value`` to 15 significant digits, the most every double keeps through text.
+
+    SQLite's JSON functions write a REAL with 15 digits (``rows.TASK_JSON_ROW``
+    reads pages through them), so a stored float must be one that 15 digits
+    give back exactly. A cost or a timeout loses nothing that matters.
+    """
+    return None if value is None else float(f"{value:.15g}")
+
+
 def to_json_text(value: Any) -> str:
     """Compact JSON with text as it is (no ASCII escapes); msgspec, several times faster."""
     return _encoder.encode(value).decode()

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from peewee import IntegrityError
 
 from aicli.contract import (
@@ -56,11 +57,12 @@ from aicli.errors import (
 from aicli.storage import database, migrations, paging, transitions
 from aicli.storage.ended import EndedTasks
 from aicli.storage.engine import Engine
-from aicli.storage.fields import to_db_time, to_json_text
+from aicli.storage.fields import to_db_float, to_db_time, to_json_text
 from aicli.storage.rows import (
     EVENT_COLUMNS,
     SESSION_COLUMNS,
     TASK_COLUMNS,
+    TASK_JSON_ROW,
     event_from_row,
     session_from_row,
     stored_value,
@@ -72,6 +74,8 @@ _SESSION_UPDATABLE = frozenset({"status", "claude_session_id", "last_active_at"}
 _UNLIMITED = 2**62
 _PENDING_EVENT = to_json_text({"status": TaskStatus.PENDING})  # a new task's first event
 _IN_CHUNK = 500
+_TASK_CREATED_AT = TASK_COLUMNS.split(", ").index("created_at")
+_json_rows = msgspec.json.Decoder(list[list[Any]]).decode
 _MAX_EVENT_TYPE = 64  # the width of task_events.type
 
 
@@ -474,7 +478,14 @@ class Store:
             params.insert(0, session_id)
         return self._engine.read(
             lambda: self._page(
-                "tasks", TASK_COLUMNS, self._ended.from_row, conditions, params, chosen, request
+                "tasks",
+                TASK_COLUMNS,
+                self._ended.from_row,
+                conditions,
+                params,
+                chosen,
+                request,
+                json_row=None if self.is_postgres else TASK_JSON_ROW,
             ),
             snapshot=_merges(chosen),
         )
@@ -791,7 +802,7 @@ class Store:
         given = {
             "output": output,
             "error": error,
-            "cost_usd": cost_usd,
+            "cost_usd": to_db_float(cost_usd),
             "num_turns": num_turns,
             "duration_ms": duration_ms,
             "usage": None if usage is None else to_json_text(usage),
@@ -828,7 +839,7 @@ class Store:
         task = task_from_row(row)
         # A running task's end takes its session from busy back to idle, in the same statement.
         idle = SessionStatus.IDLE if previous == TaskStatus.RUNNING else None
-        count_params: list[Any] = [cost] if cost else []
+        count_params: list[Any] = [to_db_float(cost)] if cost else []
         count_params += [now, now, task.session_id] if idle else [task.session_id]
         self._execute(self._count_move(previous, target, bool(cost), idle), count_params)
         self._append(task.id, [*(events or ()), ("status", task.status_event())])
@@ -893,29 +904,41 @@ class Store:
         params: list[Any],
         statuses: frozenset[str] | None,
         request: paging.PageRequest,
+        json_row: str | None = None,
     ) -> Page:
         """One page (``conditions`` include the cursor's) and whether more follow.
 
         With several statuses, each is read from its own ``(status, created_at,
         id)`` index range and the results merged, so no query has to sort every
-        matching row (which an ``IN`` list over the index would).
+        matching row (which an ``IN`` list over the index would). With
+        ``json_row`` (SQLite), the rows come as one JSON array in one row (see
+        ``rows.TASK_JSON_ROW``), put back in page order here: an aggregate does
+        not promise to keep the order of its input.
         """
         tail = f" ORDER BY {paging.ordering(request.order)} LIMIT ?"
+        reverse = request.order == "desc"
 
         def fetch(status: str | None) -> list[Any]:
             where = conditions if status is None else [*conditions, "status = ?"]
-            values = params if status is None else [*params, status]
+            values = (
+                [*params, request.limit + 1]
+                if status is None
+                else [*params, status, request.limit + 1]
+            )
             sql = f"SELECT {columns} FROM {table}{_where(where)}{tail}"
-            return [from_row(row) for row in self._execute(sql, [*values, request.limit + 1])]
+            if json_row is None:
+                return [from_row(row) for row in self._execute(sql, values)]
+            text = self._execute(f"SELECT json_group_array({json_row}) FROM ({sql})", values)
+            rows = _json_rows(text.fetchone()[0])
+            rows.sort(key=lambda row: (row[_TASK_CREATED_AT], row[0]), reverse=reverse)
+            return [from_row(row) for row in rows]
 
         if statuses is None:
             items = fetch(None)
         else:
             items = [item for status in sorted(statuses) for item in fetch(status)]
             if _merges(statuses):
-                items.sort(
-                    key=lambda item: (item.created_at, item.id), reverse=request.order == "desc"
-                )
+                items.sort(key=lambda item: (item.created_at, item.id), reverse=reverse)
         has_more = len(items) > request.limit
         items = items[: request.limit]
         last = items[-1] if has_more else None
