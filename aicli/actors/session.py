@@ -487,10 +487,11 @@ class SessionActor(pykka.ThreadingActor):
             self._retry(RetryFinish())
             return
         self.current = None
+        # Waiters first: they answer clients; the bookkeeping below can wait a moment.
+        announce(self.ctx, task, duration_ms=task.duration_ms, cost_usd=task.cost_usd)
         self.ctx.metrics.task_duration.labels(task.status).observe(time.monotonic() - turn.started)
         if outcome.cost_usd:
             self.ctx.metrics.cost.inc(outcome.cost_usd)
-        announce(self.ctx, task, duration_ms=task.duration_ms, cost_usd=task.cost_usd)
         if turn.end is not None and self.process is not None and not self.leaving:
             self._sweep_tools(self.process)
         self._stop_if_done()
