@@ -351,6 +351,7 @@ class Session(Struct, **_VALUE):
     max_turns: int | None = None
     metadata: dict[str, str] = {}
     claude_session_id: str | None = None
+    owner: str | None = None  # 1.1: the principal that opened it (null: version 1, no principals)
     process_alive: bool = False
     created_at: Timestamp | None = None
     updated_at: Timestamp | None = None

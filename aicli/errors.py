@@ -44,6 +44,11 @@ class TaskNotFound(NotFound):
         super().__init__(f"No task with id '{task_id}'.", {"task_id": task_id})
 
 
+class PrincipalNotFound(NotFound):
+    def __init__(self, principal_id: str) -> None:
+        super().__init__(f"No principal with id '{principal_id}'.", {"principal_id": principal_id})
+
+
 class Conflict(AicliError):
     code = "conflict"
 

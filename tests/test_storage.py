@@ -779,7 +779,7 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(
 
     store = open_store(database_url)
     try:
-        assert schema_version(store) == migrations.LATEST_VERSION == 3
+        assert schema_version(store) == migrations.LATEST_VERSION == 4
         session = store.get_session("s1")
         assert (session.status, session.allowed_tools, session.metadata) == (
             "busy",
@@ -822,10 +822,12 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(
         newer, _ = store.create_task(session_id="s1", command="next")
         assert newer.queue_position == 0
         assert queue_numbers(store, "s1")[newer.id] == 3
+        # Sessions from before principals have no owner.
+        assert store.get_session("s1").owner is None
     finally:
         store.close()
     reopened = open_store(database_url)
-    assert schema_version(reopened) == 3
+    assert schema_version(reopened) == 4
     reopened.close()
 
 

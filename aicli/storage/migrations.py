@@ -21,6 +21,7 @@ from peewee import (
     BigAutoField,
     BigIntegerField,
     CharField,
+    Check,
     Database,
     DoubleField,
     ForeignKeyField,
@@ -181,10 +182,39 @@ def _queue_order(db: Database) -> None:
     db.execute_sql("CREATE INDEX tasks_session_id_status_seq ON tasks (session_id, status, seq)")
 
 
+def _principals(db: Database) -> None:
+    """Principals with their own tokens (kept as hashes), and who opened each session."""
+
+    class Base(Model):
+        class Meta:
+            database = db
+
+    class Principal(Base):
+        id = CharField(max_length=64, primary_key=True)
+        name = TextField()
+        role = CharField(max_length=16, constraints=[Check("role IN ('admin', 'user')")])
+        token_hash = CharField(max_length=64, unique=True)
+        workspace_root = TextField(null=True)
+        max_sessions = IntegerField(null=True)
+        max_pending_per_session = IntegerField(null=True)
+        budget_usd = DoubleField(null=True)
+        created_at = UtcDateTimeField()
+        revoked_at = UtcDateTimeField(null=True)
+
+        class Meta:
+            table_name = "principals"
+            indexes = ((("created_at", "id"), False),)
+
+    db.create_tables([Principal])
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN owner VARCHAR(64)")
+    db.execute_sql("CREATE INDEX sessions_owner_created_at_id ON sessions (owner, created_at, id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, tasks, task events, processes", _initial_schema),
     Migration(2, "tasks.updated_at", _task_updated_at),
     Migration(3, "tasks.seq and sessions.last_seq: the queue order", _queue_order),
+    Migration(4, "principals and sessions.owner", _principals),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

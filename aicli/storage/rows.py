@@ -102,7 +102,8 @@ EVENT_COLUMNS = "seq, type, created_at, data"
 SESSION_COLUMNS = (
     "id, status, workdir, model, permission_mode, allowed_tools, disallowed_tools,"
     " append_system_prompt, max_turns, metadata, claude_session_id, created_at, updated_at,"
-    " last_active_at, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd"
+    " last_active_at, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd,"
+    " owner"
 )
 
 
@@ -121,6 +122,7 @@ def session_from_row(row: Sequence[Any]) -> Session:
         session_id, status, workdir, model, permission_mode, allowed_tools, disallowed_tools,
         append_system_prompt, max_turns, metadata, claude_session_id, created_at, updated_at,
         last_active_at, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd,
+        owner,
     ) = row  # fmt: skip
     return Session(
         id=session_id,
@@ -134,6 +136,7 @@ def session_from_row(row: Sequence[Any]) -> Session:
         max_turns=max_turns,
         metadata=from_json_text(metadata),
         claude_session_id=claude_session_id,
+        owner=owner,
         created_at=from_db_time(created_at),
         updated_at=from_db_time(updated_at),
         last_active_at=_time(last_active_at),

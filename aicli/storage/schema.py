@@ -44,6 +44,7 @@ class Tables(NamedTuple):
     tasks: type[Model]
     events: type[Model]
     processes: type[Model]
+    principals: type[Model]
 
 
 def bind_tables(db: Database) -> Tables:
@@ -76,12 +77,15 @@ def bind_tables(db: Database) -> Tables:
         total_cost_usd = DoubleField(constraints=[SQL("DEFAULT 0")])
         # Added by migration 3: the seq the session's newest task took.
         last_seq = BigIntegerField(constraints=[SQL("DEFAULT 0")])
+        # Added by migration 4: the principal that opened it (null before principals).
+        owner = CharField(max_length=64, null=True)
 
         class Meta:
             table_name = "sessions"
             indexes = (
                 (("created_at", "id"), False),
                 (("status", "created_at", "id"), False),
+                (("owner", "created_at", "id"), False),
             )
 
     class TaskRow(Base):
@@ -130,6 +134,24 @@ def bind_tables(db: Database) -> Tables:
             table_name = "task_events"
             indexes = ((("task_id", "seq"), True),)
 
+    class PrincipalRow(Base):
+        """Added by migration 4. Only a token's SHA-256 is kept, never the token."""
+
+        id = CharField(max_length=64, primary_key=True)
+        name = TextField()
+        role = CharField(max_length=16, constraints=[Check("role IN ('admin', 'user')")])
+        token_hash = CharField(max_length=64, unique=True)
+        workspace_root = TextField(null=True)
+        max_sessions = IntegerField(null=True)
+        max_pending_per_session = IntegerField(null=True)
+        budget_usd = DoubleField(null=True)
+        created_at = UtcDateTimeField()
+        revoked_at = UtcDateTimeField(null=True)
+
+        class Meta:
+            table_name = "principals"
+            indexes = ((("created_at", "id"), False),)
+
     class ProcessRow(Base):
         pid = IntegerField()
         start_time = DoubleField()
@@ -141,4 +163,4 @@ def bind_tables(db: Database) -> Tables:
             table_name = "processes"
             indexes = ((("pid", "start_time"), False),)
 
-    return Tables(SessionRow, TaskRow, EventRow, ProcessRow)
+    return Tables(SessionRow, TaskRow, EventRow, ProcessRow, PrincipalRow)

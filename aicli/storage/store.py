@@ -58,6 +58,7 @@ from aicli.storage import database, migrations, paging, transitions
 from aicli.storage.ended import EndedTasks
 from aicli.storage.engine import Engine
 from aicli.storage.fields import to_db_float, to_db_time, to_json_text
+from aicli.storage.principals import Principals
 from aicli.storage.rows import (
     EVENT_COLUMNS,
     SESSION_COLUMNS,
@@ -132,8 +133,8 @@ _SESSION_STATUS = "SELECT status FROM sessions WHERE id = ?"
 _INSERT_SESSION = (
     "INSERT INTO sessions (id, status, workdir, model, permission_mode, allowed_tools,"
     " disallowed_tools, append_system_prompt, max_turns, metadata, created_at, updated_at,"
-    " n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd)"
-    f" VALUES ({_marks(12)}, 0, 0, 0, 0, 0, 0)"
+    " owner, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd)"
+    f" VALUES ({_marks(13)}, 0, 0, 0, 0, 0, 0)"
 )
 _N_PENDING = count_column(TaskStatus.PENDING)
 _N_CANCELLED = count_column(TaskStatus.CANCELLED)
@@ -230,6 +231,7 @@ class Store:
         self._task_updates: dict[tuple[tuple[str, ...], str], str] = {}
         self._count_moves: dict[tuple[str, str, bool, str | None], str] = {}
         self._ended = EndedTasks()
+        self.principals = Principals(engine)
         self.database_url = engine.url
 
     @property
@@ -255,6 +257,7 @@ class Store:
         append_system_prompt: str | None = None,
         max_turns: int | None = None,
         metadata: dict[str, str] | None = None,
+        owner: str | None = None,
     ) -> Session:
         if permission_mode is not None and permission_mode not in tuple(PermissionMode):
             raise InvalidRequest(
@@ -273,6 +276,7 @@ class Store:
             append_system_prompt=append_system_prompt,
             max_turns=max_turns,
             metadata=dict(metadata or {}),
+            owner=owner,
             created_at=now,
             updated_at=now,
         )
@@ -290,6 +294,7 @@ class Store:
             to_json_text(session.metadata),
             stored_now,
             stored_now,
+            owner,
         )
         self._engine.write(lambda: self._execute(_INSERT_SESSION, params))
         return session

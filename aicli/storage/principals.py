@@ -1,0 +1,148 @@
+"""Principals: who may call, with which role and limits, known by a hash of their token.
+
+A token is ``aicli_`` and 43 URL-safe characters (256 random bits from
+``secrets``). The store keeps only its SHA-256 and finds a caller by that hash:
+one index lookup, the same work whether the token is right or wrong, and
+nothing in the database that would let a reader call as anyone. A revoked
+principal keeps its row (and its sessions their owner) but no lookup finds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from aicli.contract import Page, Principal, PrincipalCreate, PrincipalLimits, Role, new_id, utcnow
+from aicli.errors import PrincipalNotFound
+from aicli.storage import paging
+from aicli.storage.engine import Engine
+from aicli.storage.fields import from_db_time, to_db_float, to_db_time
+
+TOKEN_PREFIX = "aicli_"
+_COLUMNS = (
+    "id, name, role, workspace_root, max_sessions, max_pending_per_session, budget_usd,"
+    " created_at, revoked_at,"
+    " (SELECT COALESCE(SUM(total_cost_usd), 0) FROM sessions WHERE owner = principals.id)"
+)
+_INSERT = (
+    "INSERT INTO principals (id, name, role, token_hash, workspace_root, max_sessions,"
+    " max_pending_per_session, budget_usd, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_BY_HASH = f"SELECT {_COLUMNS} FROM principals WHERE token_hash = ? AND revoked_at IS NULL"
+_BY_ID = f"SELECT {_COLUMNS} FROM principals WHERE id = ?"
+_REVOKE = "UPDATE principals SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def principal_from_row(row: Sequence[Any]) -> Principal:
+    (
+        principal_id, name, role, workspace_root, max_sessions, max_pending, budget_usd,
+        created_at, revoked_at, total_cost_usd,
+    ) = row  # fmt: skip
+    return Principal(
+        id=principal_id,
+        name=name,
+        role=Role(role),
+        workspace_root=workspace_root,
+        limits=PrincipalLimits(
+            max_sessions=max_sessions, max_pending_per_session=max_pending, budget_usd=budget_usd
+        ),
+        created_at=from_db_time(created_at),
+        revoked_at=None if revoked_at is None else from_db_time(revoked_at),
+        total_cost_usd=float(total_cost_usd or 0.0),
+    )
+
+
+class Principals:
+    """The ``principals`` table; reached as ``Store.principals``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._execute = engine.execute
+
+    def create(self, request: PrincipalCreate) -> Principal:
+        """A new principal, returned once with its ``token`` (which is never stored)."""
+        token = new_token()
+        limits = request.limits or PrincipalLimits()
+        now = utcnow()
+        principal = Principal(
+            id=new_id(),
+            name=request.name,
+            role=request.role,
+            workspace_root=request.workspace_root,
+            limits=limits,
+            created_at=now,
+            token=token,
+        )
+        params = (
+            principal.id,
+            principal.name,
+            principal.role,
+            token_hash(token),
+            principal.workspace_root,
+            limits.max_sessions,
+            limits.max_pending_per_session,
+            to_db_float(limits.budget_usd),
+            to_db_time(now),
+        )
+        self._engine.write(lambda: self._execute(_INSERT, params))
+        return principal
+
+    def by_token(self, token: str) -> Principal | None:
+        """The live principal holding ``token``, or None (unknown or revoked)."""
+        digest = token_hash(token)
+        row = self._engine.read(lambda: self._execute(_BY_HASH, (digest,)).fetchone())
+        return None if row is None else principal_from_row(row)
+
+    def get(self, principal_id: str) -> Principal:
+        row = self._engine.read(lambda: self._execute(_BY_ID, (principal_id,)).fetchone())
+        if row is None:
+            raise PrincipalNotFound(principal_id)
+        return principal_from_row(row)
+
+    def list(
+        self, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None, order: str = "desc"
+    ) -> Page:
+        request = paging.page_request(limit, cursor, order)
+        conditions, params = paging.window(request)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = (
+            f"SELECT {_COLUMNS} FROM principals{where}"
+            f" ORDER BY {paging.ordering(request.order)} LIMIT ?"
+        )
+
+        def read() -> Page:
+            rows = self._execute(sql, [*params, request.limit + 1]).fetchall()
+            items = [principal_from_row(row) for row in rows[: request.limit]]
+            more = len(rows) > request.limit
+            last = items[-1] if more else None
+            cursor = None if last is None else paging.encode_cursor(last.created_at, last.id)
+            return Page(data=items, has_more=more, next_cursor=cursor)
+
+        return self._engine.read(read, snapshot=True)
+
+    def count(self) -> int:
+        return self._engine.read(
+            lambda: self._execute("SELECT COUNT(*) FROM principals").fetchone()[0]
+        )
+
+    def revoke(self, principal_id: str) -> Principal:
+        """Revoke at once: the next request with its token is refused. Revoked already: as is."""
+
+        def write() -> Principal:
+            self._execute(_REVOKE, (to_db_time(utcnow()), principal_id))
+            row = self._execute(_BY_ID, (principal_id,)).fetchone()
+            if row is None:
+                raise PrincipalNotFound(principal_id)
+            return principal_from_row(row)
+
+        return self._engine.write(write)
