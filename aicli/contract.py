@@ -174,10 +174,14 @@ class TaskSubmit(Struct, **_REQUEST):
     metadata: Metadata | None = None
 
 
+# A count of a limit: whole, as JSON may write it (5 or 5.0), and one a database can hold.
+LimitCount = Annotated[float, Meta(ge=0, le=1_000_000_000, multiple_of=1)]
+
+
 class PrincipalLimits(Struct, **_REQUEST):
-    max_sessions: Annotated[int, Meta(ge=0)] | None = None
-    max_pending_per_session: Annotated[int, Meta(ge=0)] | None = None
-    budget_usd: Annotated[float, Meta(ge=0)] | None = None
+    max_sessions: LimitCount | None = None
+    max_pending_per_session: LimitCount | None = None
+    budget_usd: Annotated[float, Meta(ge=0, le=1e12)] | None = None
 
 
 class PrincipalCreate(Struct, **_REQUEST):
@@ -253,6 +257,16 @@ Seq = Annotated[int, Meta(ge=0, le=MAX_SEQ)]
 _QUERY = {"forbid_unknown_fields": True, "frozen": True, "kw_only": True}
 
 
+# 1.1: admins may narrow lists to one principal's work (a user's are its own anyway).
+Owner = Annotated[
+    str,
+    Meta(
+        description="Only the work of this principal (admins; a user may name only itself).",
+        pattern="^[A-Za-z0-9_-]{1,64}$",
+    ),
+]
+
+
 class SessionListQuery(Struct, **_QUERY):
     """``GET /sessions``."""
 
@@ -260,6 +274,15 @@ class SessionListQuery(Struct, **_QUERY):
         Annotated[str, Meta(description="Only these.", extra_json_schema=_statuses(SessionStatus))]
         | None
     ) = None
+    owner: Owner | None = None
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor | None = None
+    order: Order = ORDERS[0]
+
+
+class PrincipalListQuery(Struct, **_QUERY):
+    """``GET /principals`` (1.1): pages only."""
+
     limit: Limit = DEFAULT_LIMIT
     cursor: Cursor | None = None
     order: Order = ORDERS[0]
@@ -286,6 +309,7 @@ class TaskListQuery(Struct, **_QUERY):
         | None
     ) = None
     status: TaskStatuses | None = None
+    owner: Owner | None = None
     created_after: After | None = None
     created_before: Before | None = None
     limit: Limit = DEFAULT_LIMIT
@@ -412,6 +436,10 @@ class Event(Struct, **_VALUE):
     type: str
     created_at: Timestamp
     data: dict[str, Any]
+
+
+# The built-in admin whose token is the configured API token; it has no row.
+ROOT_PRINCIPAL_ID = "root"
 
 
 class Principal(Struct, **_VALUE):
@@ -630,6 +658,10 @@ def invalid(exc: msgspec.ValidationError, kind: type, given: Any) -> InvalidRequ
     """msgspec's error in the API's words: the field by name, what it must be, what it was."""
     said, _, where = str(exc).partition(" - at ")
     fields = getattr(kind, "__struct_fields__", ())
+    if "unknown field" in said and where:  # inside a nested object: name it by its path
+        inner = _TICKED.search(said)
+        path = f"{where.strip('`').removeprefix('$.')}.{inner.group(1) if inner else '?'}"
+        return InvalidRequest(f"Unknown field '{path}'.", {"field": path})
     if "unknown field" in said and isinstance(given, dict):
         unknown = sorted(str(name) for name in given if name not in fields)
         noun = _NOUNS.get(kind.__name__, kind.__name__)

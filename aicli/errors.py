@@ -26,6 +26,24 @@ class InvalidRequest(AicliError):
     code = "invalid_request"
 
 
+class Unauthorized(AicliError):
+    """No valid bearer token where one is needed (HTTP 401 with a Bearer challenge)."""
+
+    code = "unauthorized"
+
+
+class Forbidden(AicliError):
+    """A route or a filter only admins may use, asked for by a user (HTTP 403)."""
+
+    code = "forbidden"
+
+
+class BudgetExceeded(AicliError):
+    """The principal's budget is spent: no new task is taken (HTTP 402)."""
+
+    code = "budget_exceeded"
+
+
 class NotFound(AicliError):
     code = "not_found"
 

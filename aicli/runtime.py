@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -26,7 +27,7 @@ import msgspec
 import psutil
 import pykka
 
-from aicli import contract, validation
+from aicli import access, contract, validation
 from aicli.actors import process_tree
 from aicli.actors.census import CENSUS_KEY, ProcessCensus
 from aicli.actors.claude_bin import claude_version, find_claude
@@ -44,8 +45,25 @@ from aicli.actors.session import (
     announce,
 )
 from aicli.actors.supervisor import Supervisor, SupervisorProxy
-from aicli.contract import Event, Page, Session, SessionCreate, Task, TaskStatus, TaskSubmit
-from aicli.errors import StorageError, Unavailable
+from aicli.contract import (
+    Event,
+    Page,
+    Principal,
+    PrincipalCreate,
+    Session,
+    SessionCreate,
+    Task,
+    TaskStatus,
+    TaskSubmit,
+)
+from aicli.errors import (
+    BudgetExceeded,
+    LimitExceeded,
+    PrincipalNotFound,
+    StorageError,
+    Unauthorized,
+    Unavailable,
+)
 from aicli.metrics import Metrics
 from aicli.settings import Settings
 from aicli.storage import Store, open_store, server_lock
@@ -53,6 +71,7 @@ from aicli.storage import Store, open_store, server_lock
 log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 10.0
+PRINCIPALS_CHECK_S = 1.0
 CANCEL_TIMEOUT = 15.0
 
 
@@ -95,6 +114,8 @@ class Runtime:
         # Built once with the supervisor: a pykka proxy costs ~0.3 ms to build.
         self._supervisor_proxy: SupervisorProxy | None = None
         self._stopped = threading.Event()
+        self._principals_seen = False
+        self._principals_checked = -PRINCIPALS_CHECK_S
 
     @classmethod
     def start(
@@ -159,34 +180,59 @@ class Runtime:
 
     # Sessions
 
-    def open_session(self, request: SessionCreate | None = None, /, **fields: Any) -> Session:
+    def open_session(
+        self,
+        request: SessionCreate | None = None,
+        /,
+        *,
+        principal: Principal | None = None,
+        **fields: Any,
+    ) -> Session:
         """Open a session from a ``SessionCreate`` or its fields as keyword arguments.
 
         Either way the body is checked here, once, so an embedder gets the errors
-        an HTTP client gets; the workdir must exist (inside the workspace root).
+        an HTTP client gets; the workdir must exist (inside the workspace root,
+        and inside the principal's own root if it has one). The session is the
+        principal's, within its ``max_sessions``.
         """
         self._check_accepting()
         if request is None:
             request = contract.convert(fields, SessionCreate)
         clean = validation.session_fields(request, self.settings.workspace_root)
+        if principal is not None:
+            own_root = principal.workspace_root
+            if own_root:
+                validation.session_fields(request, own_root)
+            self._check_session_limit(principal)
+        clean["owner"] = access.owner_of_new(principal)
         return self._with_process_state(self._ask(self._proxy().open_session(clean)))
 
-    def get_session(self, session_id: str) -> Session:
+    def get_session(self, session_id: str, *, principal: Principal | None = None) -> Session:
+        access.check_session(self.store, principal, session_id)
         return self._with_process_state(self.store.get_session(session_id))
 
     def list_sessions(
         self,
         *,
         status: Sequence[str] | None = None,
+        owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
         order: str = "desc",
+        principal: Principal | None = None,
     ) -> Page:
-        page = self.store.list_sessions(statuses=status, limit=limit, cursor=cursor, order=order)
+        page = self.store.list_sessions(
+            statuses=status,
+            owner=access.list_owner(principal, owner),
+            limit=limit,
+            cursor=cursor,
+            order=order,
+        )
         return msgspec.structs.replace(page, data=[self._with_process_state(s) for s in page.data])
 
-    def close_session(self, session_id: str) -> Session:
+    def close_session(self, session_id: str, *, principal: Principal | None = None) -> Session:
         """Close: its pending tasks are cancelled at once, a running one is interrupted."""
+        access.check_session(self.store, principal, session_id)
         cancelled, running = self.store.close_session(session_id, SESSION_CLOSED_PENDING)
         for task_id in cancelled:
             self.notifier.announce(events_of(task_id))
@@ -195,7 +241,7 @@ class Runtime:
         self._tell(CloseSession(session_id))
         if running is not None:
             self.wait(running, timeout=self.settings.cancel_grace + 10)
-        return self.get_session(session_id)
+        return self._with_process_state(self.store.get_session(session_id))
 
     # Tasks
 
@@ -206,6 +252,7 @@ class Runtime:
         *,
         idempotency_key: str | None = None,
         wait: float | None = None,
+        principal: Principal | None = None,
         **options: Any,
     ) -> tuple[Task, bool]:
         """Accept a task: a ``TaskSubmit``, or its command with the other fields as keywords.
@@ -214,12 +261,18 @@ class Runtime:
         task is in the session's queue once this returns (committed, so it
         survives a crash); the session's actor is told to look at the queue.
         With ``wait``, the task is returned once terminal or after ``wait``
-        seconds, whichever is first: one call from prompt to answer.
+        seconds, whichever is first: one call from prompt to answer. A principal's
+        submits stop at its ``budget_usd`` (``BudgetExceeded``) and its
+        ``max_pending_per_session``.
         """
         self._check_accepting()
         if not isinstance(request, TaskSubmit):
             request = contract.convert({"command": request, **options}, TaskSubmit)
         validation.command_fits(request.command, self.settings.max_command_chars)
+        access.check_session(self.store, principal, session_id)
+        max_pending = self.settings.max_pending_per_session
+        if principal is not None:
+            max_pending = self._principal_pending_limit(principal, max_pending)
         # Watched before it exists, so that a turn quicker than this call is not missed.
         task_id = contract.new_id()
         seen = self.notifier.version(task_id)
@@ -227,7 +280,7 @@ class Runtime:
             session_id,
             request,
             idempotency_key=idempotency_key,
-            max_pending=self.settings.max_pending_per_session,
+            max_pending=max_pending,
             task_id=task_id,
         )
         if not created:
@@ -245,7 +298,8 @@ class Runtime:
     ) -> Task:
         return self.submit_task(session_id, command, wait=wait, **options)[0]
 
-    def get_task(self, task_id: str) -> Task:
+    def get_task(self, task_id: str, *, principal: Principal | None = None) -> Task:
+        access.check_task(self.store, principal, task_id)
         return self._with_queue_positions([self.store.get_task(task_id)])[0]
 
     def list_tasks(
@@ -255,29 +309,35 @@ class Runtime:
         status: Sequence[str] | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        owner: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
         order: str = "desc",
+        principal: Principal | None = None,
     ) -> Page:
+        owner = access.list_owner(principal, owner)
         if session_id is not None:
+            access.check_session(self.store, principal, session_id)
             self.store.get_session(session_id)
         page = self.store.list_tasks(
             session_id=session_id,
             statuses=status,
             created_after=created_after,
             created_before=created_before,
+            owner=owner,
             limit=limit,
             cursor=cursor,
             order=order,
         )
         return msgspec.structs.replace(page, data=self._with_queue_positions(page.data))
 
-    def cancel(self, task_id: str) -> Task:
+    def cancel(self, task_id: str, *, principal: Principal | None = None) -> Task:
         """Cancel a pending or running task; returns it once it has ended.
 
         A task that had already ended is returned as it is, so check ``status``:
         only ``cancelled`` means the cancel took effect (HTTP answers 409 otherwise).
         """
+        access.check_task(self.store, principal, task_id)
         task = self.store.get_task(task_id)
         if task.is_terminal:
             return task
@@ -293,8 +353,9 @@ class Runtime:
             )
         return task
 
-    def wait(self, task_id: str, timeout: float) -> Task:
+    def wait(self, task_id: str, timeout: float, *, principal: Principal | None = None) -> Task:
         """The task once it is terminal, or as it is when ``timeout`` seconds have passed."""
+        access.check_task(self.store, principal, task_id)
         return self._wait(task_id, timeout)
 
     def _wait(self, task_id: str, timeout: float, known: tuple[int, Task] | None = None) -> Task:
@@ -311,11 +372,19 @@ class Runtime:
                 return task
             self.notifier.wait(task_id, seen, remaining)
 
-    def events(self, task_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+    def events(
+        self,
+        task_id: str,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        principal: Principal | None = None,
+    ) -> list[Event]:
         """Events with ``seq > after``, at most ``limit``: a long log is read a page at a time.
 
         ``TaskNotFound`` for an unknown task: the store looks when no event comes back.
         """
+        access.check_task(self.store, principal, task_id)
         return self.store.list_events(task_id, after=after, limit=limit)
 
     def wait_for_events(
@@ -334,6 +403,112 @@ class Runtime:
             if events or remaining <= 0 or self.notifier.closed:
                 return events
             self.notifier.wait(key, seen, remaining)
+
+    # Principals
+
+    def principal_for(self, token: str | None) -> Principal | None:
+        """The caller a bearer token names: ``None`` for the open service, else ``Unauthorized``.
+
+        A token given is always hashed and looked up, the configured one included,
+        so the time taken says nothing about which kind of token it was.
+        """
+        root = self.settings.api_token
+        found = self.store.principals.by_token(token) if token else None
+        if root is not None and token and hmac.compare_digest(token.encode(), root.encode()):
+            return access.ROOT
+        if found is not None:
+            return found
+        if root is None and not self._principals_exist():
+            return None
+        if not token:
+            raise Unauthorized("This route needs an 'Authorization: Bearer <token>' header.")
+        raise Unauthorized("The bearer token is not valid.")
+
+    def me(self, principal: Principal | None) -> Principal:
+        """The caller; in the open service, the built-in admin ``root``."""
+        if principal is None or principal.id == access.ROOT.id:
+            return access.ROOT
+        return self.store.principals.get(principal.id)
+
+    def create_principal(
+        self, request: PrincipalCreate, *, principal: Principal | None = None
+    ) -> Principal:
+        """A new principal and its token, shown only in this answer (admins only)."""
+        access.require_admin(principal, "create principals")
+        if request.workspace_root is not None:
+            request = msgspec.structs.replace(
+                request,
+                workspace_root=validation.principal_root(
+                    request.workspace_root, self.settings.workspace_root
+                ),
+            )
+        created = self.store.principals.create(request)
+        self._principals_seen = True
+        log.info("principal created", extra={"principal_id": created.id, "role": created.role})
+        return created
+
+    def list_principals(
+        self,
+        *,
+        principal: Principal | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        order: str = "desc",
+    ) -> Page:
+        access.require_admin(principal, "list principals")
+        return self.store.principals.list(limit=limit, cursor=cursor, order=order)
+
+    def get_principal(self, principal_id: str, *, principal: Principal | None = None) -> Principal:
+        """A principal, for admins and for itself; to anyone else it does not exist."""
+        if principal_id == access.ROOT.id and access.sees_all(principal):
+            return access.ROOT
+        if not access.sees_all(principal) and principal_id != principal.id:
+            raise PrincipalNotFound(principal_id)
+        return self.store.principals.get(principal_id)
+
+    def revoke_principal(
+        self, principal_id: str, *, principal: Principal | None = None
+    ) -> Principal:
+        """Its token stops working at the next request (admins only)."""
+        access.require_admin(principal, "revoke principals")
+        revoked = self.store.principals.revoke(principal_id)
+        log.info("principal revoked", extra={"principal_id": principal_id})
+        return revoked
+
+    def _principals_exist(self) -> bool:
+        """Whether the service is closed by principals: once one exists it stays so.
+
+        Until then the answer is read at most once a second (principals created
+        by ``aicli principals create`` in another process count within that).
+        """
+        if self._principals_seen:
+            return True
+        now = time.monotonic()
+        if now >= self._principals_checked + PRINCIPALS_CHECK_S:
+            self._principals_checked = now
+            self._principals_seen = self.store.principals.count() > 0
+        return self._principals_seen
+
+    def _check_session_limit(self, principal: Principal) -> None:
+        limit = principal.limits.max_sessions
+        if limit is not None and self.store.open_session_count(principal.id) >= limit:
+            raise LimitExceeded(
+                f"Principal '{principal.name}' already has {limit} open sessions; close one.",
+                retry_after=60,
+                details={"max_sessions": limit},
+            )
+
+    def _principal_pending_limit(self, principal: Principal, limit: int) -> int:
+        """The pending limit for this principal's sessions; ``BudgetExceeded`` once it spent all."""
+        budget = principal.limits.budget_usd
+        if budget is not None and principal.total_cost_usd >= budget:
+            raise BudgetExceeded(
+                f"Principal '{principal.name}' has spent its budget of ${budget:g} "
+                f"(${principal.total_cost_usd:.4f} so far); no new task is taken.",
+                {"budget_usd": budget, "total_cost_usd": principal.total_cost_usd},
+            )
+        own = principal.limits.max_pending_per_session
+        return limit if own is None else min(limit, own)
 
     # Service
 

@@ -61,6 +61,11 @@ def session_fields(request: SessionCreate, workspace_root: str | None) -> dict[s
     return fields
 
 
+def principal_root(value: str, workspace_root: str | None) -> str:
+    """A principal's own workspace root: an existing directory inside the global one."""
+    return workspace.confined(value, workspace_root, field="workspace_root")
+
+
 def command_fits(command: str, max_chars: int) -> None:
     """This server may be set to take shorter commands than the contract allows."""
     if len(command) > max_chars:

@@ -17,8 +17,8 @@ def outside_root(workdir: str, root: str) -> bool:
     return os.path.commonpath([real_root, os.path.realpath(workdir)]) != real_root
 
 
-def confined(value: str, workspace_root: str | None) -> str:
-    """The workdir as its real path: inside the workspace root, and an existing directory.
+def confined(value: str, workspace_root: str | None, field: str = "workdir") -> str:
+    """The directory as its real path: inside the workspace root, and an existing directory.
 
     Symlinks and ``..`` are resolved first, and confinement is checked before
     existence, so that clients cannot probe which paths exist outside the root.
@@ -27,10 +27,8 @@ def confined(value: str, workspace_root: str | None) -> str:
     if workspace_root is not None and outside_root(path, workspace_root):
         root = os.path.realpath(workspace_root)
         raise InvalidRequest(
-            f"'workdir' {value!r} lies outside the workspace root {root!r}.", {"field": "workdir"}
+            f"'{field}' {value!r} lies outside the workspace root {root!r}.", {"field": field}
         )
     if not os.path.isdir(path):
-        raise InvalidRequest(
-            f"'workdir' {value!r} is not an existing directory.", {"field": "workdir"}
-        )
+        raise InvalidRequest(f"'{field}' {value!r} is not an existing directory.", {"field": field})
     return path

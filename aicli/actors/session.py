@@ -57,7 +57,7 @@ from aicli.actors.messages import (
 from aicli.actors.notifier import Notifier, events_of
 from aicli.actors.scheduler import Scheduler, Timer
 from aicli.actors.stream import Outcome, event_of, outcome_of
-from aicli.contract import Session, Task, TaskStatus
+from aicli.contract import ROOT_PRINCIPAL_ID, Session, Task, TaskStatus
 from aicli.errors import IllegalTransition, StorageError, Unavailable
 from aicli.metrics import Metrics
 from aicli.settings import Settings
@@ -319,6 +319,10 @@ class SessionActor(pykka.ThreadingActor):
         if (self.process is None or not likely) and not self.store.has_pending(self.session_id):
             self._became_idle()
             return
+        spent = self._budget_spent()
+        if spent is not None:
+            self._fail_unrun(spent)
+            return
         if self.process is None:
             self._not_idle()
             if self.slot == "none":
@@ -349,6 +353,30 @@ class SessionActor(pykka.ThreadingActor):
                     task.timeout_s, self.actor_ref, TaskDeadline(task.id, "timeout")
                 )
             )
+
+    def _budget_spent(self) -> str | None:
+        """Why the next task may not run: its owner's budget is spent (None: it may)."""
+        owner = self.session.owner
+        if owner is None or owner == ROOT_PRINCIPAL_ID:
+            return None
+        principal = self.store.principals.get(owner)
+        budget = principal.limits.budget_usd
+        if budget is None or principal.total_cost_usd < budget:
+            return None
+        return (
+            f"Principal '{principal.name}' has spent its budget of ${budget:g}"
+            f" (${principal.total_cost_usd:.4f}); this task was not run."
+        )
+
+    def _fail_unrun(self, error: str) -> None:
+        """Fail the next task without sending it; the rest follow one message at a time."""
+        task = self.store.start_next_task(self.session_id)
+        if task is None:
+            self._became_idle()
+            return
+        announce(self.ctx, task)
+        announce(self.ctx, self.store.finish_task(task.id, TaskStatus.FAILED, error=error))
+        self.actor_ref.tell(Advance())
 
     def _settle_orphan(self) -> bool:
         """Fail a task the store shows running that no turn of ours owns; True if there was one.

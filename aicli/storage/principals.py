@@ -35,6 +35,10 @@ _BY_ID = f"SELECT {_COLUMNS} FROM principals WHERE id = ?"
 _REVOKE = "UPDATE principals SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
 
 
+def _count(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
@@ -72,7 +76,12 @@ class Principals:
     def create(self, request: PrincipalCreate) -> Principal:
         """A new principal, returned once with its ``token`` (which is never stored)."""
         token = new_token()
-        limits = request.limits or PrincipalLimits()
+        given = request.limits or PrincipalLimits()
+        limits = PrincipalLimits(  # counts arrive as whole floats (5.0): keep them as ints
+            max_sessions=_count(given.max_sessions),
+            max_pending_per_session=_count(given.max_pending_per_session),
+            budget_usd=to_db_float(given.budget_usd),
+        )
         now = utcnow()
         principal = Principal(
             id=new_id(),
@@ -91,7 +100,7 @@ class Principals:
             principal.workspace_root,
             limits.max_sessions,
             limits.max_pending_per_session,
-            to_db_float(limits.budget_usd),
+            limits.budget_usd,
             to_db_time(now),
         )
         self._engine.write(lambda: self._execute(_INSERT, params))

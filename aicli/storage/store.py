@@ -204,6 +204,11 @@ _IDLE_WITHOUT_RUNNING = (
     f" AND tasks.status = '{TaskStatus.RUNNING}')"
 )
 _GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
+_SESSION_OWNER = "SELECT owner FROM sessions WHERE id = ?"
+_TASK_OWNER = (
+    "SELECT tasks.session_id, sessions.owner FROM tasks"
+    " JOIN sessions ON sessions.id = tasks.session_id WHERE tasks.id = ?"
+)
 _TASK_BY_KEY = f"SELECT {TASK_COLUMNS} FROM tasks WHERE session_id = ? AND idempotency_key = ?"
 _TASK_STATUS = "SELECT status FROM tasks WHERE id = ?"
 _TASK_EXISTS = "SELECT 1 FROM tasks WHERE id = ?"
@@ -306,6 +311,7 @@ class Store:
         self,
         *,
         statuses: Iterable[str] | None = None,
+        owner: str | None = None,
         limit: int = paging.DEFAULT_LIMIT,
         cursor: str | None = None,
         order: str = "desc",
@@ -313,6 +319,9 @@ class Store:
         request = paging.page_request(limit, cursor, order)
         chosen = _status_set(statuses, tuple(SessionStatus))
         conditions, params = paging.window(request)
+        if owner is not None:
+            conditions.insert(0, "owner = ?")
+            params.insert(0, owner)
         return self._engine.read(
             lambda: self._page(
                 "sessions", SESSION_COLUMNS, session_from_row, conditions, params, chosen, request
@@ -355,9 +364,29 @@ class Store:
 
         return self._engine.write(write)
 
-    def open_session_count(self) -> int:
+    def open_session_count(self, owner: str | None = None) -> int:
+        """Open sessions, of everyone or of ``owner``."""
         sql = f"SELECT COUNT(*) FROM sessions WHERE status <> '{SessionStatus.CLOSED}'"
-        return self._engine.read(lambda: self._execute(sql).fetchone()[0])
+        if owner is None:
+            return self._engine.read(lambda: self._execute(sql).fetchone()[0])
+        return self._engine.read(
+            lambda: self._execute(sql + " AND owner = ?", (owner,)).fetchone()[0]
+        )
+
+    def session_owner(self, session_id: str) -> str | None:
+        """Who opened the session (None: no one, before principals); one indexed read."""
+        row = self._engine.read(lambda: self._execute(_SESSION_OWNER, (session_id,)).fetchone())
+        if row is None:
+            raise SessionNotFound(session_id)
+        return row[0]
+
+    def task_owner(self, task_id: str) -> tuple[str, str | None]:
+        """The task's session and that session's owner, in one read, whether the task ended
+        or not: a caller's check costs the same for an unknown id as for someone else's."""
+        row = self._engine.read(lambda: self._execute(_TASK_OWNER, (task_id,)).fetchone())
+        if row is None:
+            raise TaskNotFound(task_id)
+        return row[0], row[1]
 
     # tasks
 
@@ -466,11 +495,13 @@ class Store:
         statuses: Iterable[str] | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        owner: str | None = None,
         limit: int = paging.DEFAULT_LIMIT,
         cursor: str | None = None,
         order: str = "desc",
     ) -> Page:
-        """A page of tasks; see the module docstring for the time window."""
+        """A page of tasks; see the module docstring for the time window. ``owner``: only
+        tasks of sessions that principal opened."""
         request = paging.page_request(limit, cursor, order)
         chosen = _status_set(statuses, tuple(TaskStatus))
         conditions, params = paging.window(
@@ -481,6 +512,9 @@ class Store:
         if session_id is not None:
             conditions.insert(0, "session_id = ?")
             params.insert(0, session_id)
+        if owner is not None:
+            conditions.insert(0, "session_id IN (SELECT id FROM sessions WHERE owner = ?)")
+            params.insert(0, owner)
         return self._engine.read(
             lambda: self._page(
                 "tasks",
