@@ -242,7 +242,7 @@ def test_unknown_routes_and_methods_get_json_errors(client, session):
 
 
 def test_an_internal_error_is_a_500_without_a_traceback(runtime, base_url, monkeypatch, caplog):
-    def broken(task_id):
+    def broken(task_id, **_):
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(runtime, "get_task", broken)

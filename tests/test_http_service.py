@@ -6,6 +6,7 @@ import threading
 
 import jsonschema
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from aicli.contract import SessionCreate, TaskSubmit
 from aicli.errors import StorageError
@@ -26,6 +27,9 @@ ROUTES = {
     "/readyz": {"get"},
     "/metrics": {"get"},
     "/openapi.json": {"get"},
+    "/principals": {"get", "post"},
+    "/principals/{principal_id}": {"get", "delete"},
+    "/me": {"get"},
 }
 
 
@@ -54,10 +58,14 @@ def test_metrics_are_prometheus_text(client, workdir):
     text = response.text
     assert 'aicli_tasks{status="completed"} 1.0' in text
     assert "aicli_queue_depth" in text and "aicli_task_duration_seconds_bucket" in text
-    assert (
-        'aicli_http_requests_total{method="POST",route="/sessions/{session_id}/tasks",'
-        'status="202"} 1.0'
-    ) in text
+    wanted = {"method": "POST", "route": "/sessions/{session_id}/tasks", "status": "202"}
+    counted = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "aicli_http_requests_total" and wanted.items() <= sample.labels.items()
+    ]
+    assert counted == [1.0]
     assert "aicli_http_request_duration_seconds_bucket" in text
 
 

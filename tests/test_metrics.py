@@ -65,16 +65,21 @@ def test_metrics_after_traffic(client, workdir):
         assert value(samples, "aicli_task_duration_seconds_sum", status=status) > 0
     assert value(samples, "aicli_cost_usd_total") == pytest.approx(done["cost_usd"])
 
-    def requests_total(method: str, route: str, status: str) -> float | None:
+    def requests_total(method: str, route: str, status: str, role: str = "admin") -> float | None:
         return value(
-            samples, "aicli_http_requests_total", method=method, route=route, status=status
+            samples,
+            "aicli_http_requests_total",
+            method=method,
+            route=route,
+            status=status,
+            role=role,
         )
 
     assert requests_total("POST", "/sessions", "201") == 1
     assert requests_total("POST", "/sessions/{session_id}/tasks", "202") == 4
     assert requests_total("GET", "/tasks/{task_id}", "404") == 1
     # Refused before routing, yet labelled with the route it aimed at.
-    assert requests_total("GET", "/tasks/{task_id}", "401") == 1
+    assert requests_total("GET", "/tasks/{task_id}", "401", role="none") == 1
     assert requests_total("GET", "/openapi.json", "200") == 1
     assert requests_total("GET", "unmatched", "404") == 1
     count = value(

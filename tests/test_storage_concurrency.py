@@ -15,7 +15,7 @@ import pytest
 
 from aicli.contract import Session, Task, TaskStatus
 from aicli.errors import AicliError, IllegalTransition
-from aicli.storage import Store, open_store
+from aicli.storage import Store, migrations, open_store
 from tests.store_reads import count_tasks, last_event_seq, schema_version, tasks_by_id
 
 T = TypeVar("T")
@@ -475,7 +475,7 @@ def test_stores_opening_a_new_database_at_once_migrate_it_once(database_url: str
     opened = _race(WRITERS, lambda _: open_store(database_url))
     try:
         assert all(isinstance(store, Store) for store in opened), opened
-        assert {schema_version(store) for store in opened} == {3}
+        assert {schema_version(store) for store in opened} == {migrations.LATEST_VERSION}
         session = opened[0].create_session(workdir="/")
         assert opened[-1].get_session(session.id) == session
     finally:

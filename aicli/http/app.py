@@ -18,6 +18,7 @@ from aicli.http.middleware import (
     ShutdownGate,
 )
 from aicli.http.openapi import OpenApiResource
+from aicli.http.principals import MeResource, PrincipalResource, PrincipalsResource
 from aicli.http.service import HealthResource, MetricsResource, ReadyResource
 from aicli.http.sessions import SessionResource, SessionsResource, SessionTasksResource
 from aicli.http.slots import Slots
@@ -36,7 +37,7 @@ def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.
         router=router,
         middleware=[
             RequestLog(HttpMetrics.for_registry(runtime.metrics_registry), router),
-            BearerAuth(settings.api_token),
+            BearerAuth(runtime),
             BodyLimits(settings.max_body_bytes),
             ShutdownGate(runtime),
             ImpossibleIds(),
@@ -54,6 +55,9 @@ def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.
     app.add_route(
         "/tasks/{task_id}/events", EventsResource(runtime, slots, keepalive_s=keepalive_s)
     )
+    app.add_route("/principals", PrincipalsResource(runtime))
+    app.add_route("/principals/{principal_id}", PrincipalResource(runtime))
+    app.add_route("/me", MeResource(runtime))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(runtime))
     app.add_route("/metrics", MetricsResource(runtime))

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # Most specific class first: the first match wins.
 _DOMAIN_STATUS: tuple[tuple[type[errors.AicliError], str], ...] = (
     (errors.InvalidRequest, falcon.HTTP_400),
+    (errors.Unauthorized, falcon.HTTP_401),
+    (errors.BudgetExceeded, falcon.HTTP_402),
+    (errors.Forbidden, falcon.HTTP_403),
     (errors.NotFound, falcon.HTTP_404),
     (errors.Conflict, falcon.HTTP_409),
     (errors.LimitExceeded, falcon.HTTP_429),
@@ -69,6 +72,8 @@ def handle_domain_error(
                 log.warning("%s %s: %s", req.method, req.path, ex.message)
             _write(resp, status, error_body(ex.code, ex.message, ex.details))
             _retry_after(resp, getattr(ex, "retry_after", None))
+            if isinstance(ex, errors.Unauthorized):
+                resp.set_header("WWW-Authenticate", "Bearer")
             return
     # StorageError, IllegalTransition: our fault, not the client's.
     handle_unexpected(req, resp, ex, params)

@@ -28,6 +28,7 @@ from aicli import contract
 from aicli.contract import TERMINAL_STATUSES, Event, EventHeaders, EventPage, EventQuery
 from aicli.errors import AicliError
 from aicli.http import media
+from aicli.http.middleware import caller
 from aicli.http.query import params
 from aicli.http.slots import Slot, Slots
 
@@ -167,11 +168,11 @@ class EventsResource:
                 after = headers.last_event_id
         if not streaming:
             # One more than asked tells whether there are more.
-            events = self._runtime.events(task_id, after, limit + 1)
+            events = self._runtime.events(task_id, after, limit + 1, principal=caller(req))
             media.write(resp, EventPage(data=events[:limit], has_more=len(events) > limit))
             return
         # Read before the stream starts, so that an unknown task is a 404, not an empty stream.
-        first_page = self._runtime.events(task_id, after, STREAM_PAGE)
+        first_page = self._runtime.events(task_id, after, STREAM_PAGE, principal=caller(req))
         slot = self._slots.acquire()
         try:
             stream = EventStream(

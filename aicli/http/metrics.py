@@ -5,7 +5,9 @@ sums the threads' tallies when ``/metrics`` is scraped. ``prometheus_client``'s
 own counters and histograms take a lock per update (three per request here);
 with 16 requests at once those locks cut a cached ``GET /tasks/{id}`` to
 half its throughput. The exposition is the same: a counter by method, route
-and status, and a histogram of durations by method and route.
+and status and the caller's role (admin, user, or none: not signed in or the
+open service; never the principal, which would grow without bound), and a
+histogram of durations by method and route.
 
 One registry can only hold one collector per name, and an embedder may build
 several apps on one runtime, so the collector is made once per registry.
@@ -49,7 +51,7 @@ class HttpMetrics(Collector):
         self._local = threading.local()
         self._lock = threading.Lock()
         # Every thread's tallies, kept after the thread ends so no count is ever lost.
-        self._threads: list[dict[tuple[str, str, int], _Tally]] = []
+        self._threads: list[dict[tuple[str, str, int, str], _Tally]] = []
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry) -> HttpMetrics:
@@ -60,28 +62,30 @@ class HttpMetrics(Collector):
                 registry.register(metrics)
             return metrics
 
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+    def observe(
+        self, method: str, route: str, status: int, seconds: float, role: str = "none"
+    ) -> None:
         tallies = getattr(self._local, "tallies", None)
         if tallies is None:
             tallies = self._local.tallies = {}
             with self._lock:
                 self._threads.append(tallies)
         method = method if method in KNOWN_METHODS else "other"
-        tally = tallies.get((method, route, status))
+        tally = tallies.get((method, route, status, role))
         if tally is None:
-            tally = tallies[(method, route, status)] = _Tally()
+            tally = tallies[(method, route, status, role)] = _Tally()
         tally.count += 1
         tally.seconds += seconds
         tally.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
-        counts: dict[tuple[str, str, str], int] = {}
+        counts: dict[tuple[str, str, str, str], int] = {}
         durations: dict[tuple[str, str], _Tally] = {}
         with self._lock:
             threads = list(self._threads)
         for tallies in threads:
-            for (method, route, status), tally in list(tallies.items()):
-                key = (method, route, str(status))
+            for (method, route, status, role), tally in list(tallies.items()):
+                key = (method, route, str(status), role)
                 counts[key] = counts.get(key, 0) + tally.count
                 total = durations.setdefault((method, route), _Tally())
                 total.count += tally.count
@@ -89,8 +93,8 @@ class HttpMetrics(Collector):
                 total.buckets = [a + b for a, b in zip(total.buckets, tally.buckets, strict=True)]
         requests = CounterMetricFamily(
             "aicli_http_requests",
-            "HTTP requests answered, by method, route template and status.",
-            labels=["method", "route", "status"],
+            "HTTP requests answered, by method, route template, status and the caller's role.",
+            labels=["method", "route", "status", "role"],
         )
         for labels, count in sorted(counts.items()):
             requests.add_metric(list(labels), count)

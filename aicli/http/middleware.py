@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import secrets
@@ -18,7 +17,7 @@ from typing import Any
 
 import falcon
 
-from aicli.errors import SessionNotFound, TaskNotFound, Unavailable
+from aicli.errors import PrincipalNotFound, SessionNotFound, TaskNotFound, Unavailable
 from aicli.http.media import is_json_type, too_large
 from aicli.http.metrics import HttpMetrics
 from aicli.validation import unstorable
@@ -66,8 +65,12 @@ class RequestLog:
         if route is None:
             found = self._router.find(req.path)
             route, params = (found[3], found[2]) if found else ("unmatched", None)
-        self._metrics.observe(req.method, route, resp.status_code, elapsed)
+        principal = req.context.get("principal")
+        role = "none" if principal is None else str(principal.role)
+        self._metrics.observe(req.method, route, resp.status_code, elapsed, role)
         ids = {key: value for key, value in (params or {}).items() if key in LOGGED_PARAMS}
+        if principal is not None:
+            ids["principal"] = principal.id
         log.info(
             "request",
             extra={
@@ -82,26 +85,31 @@ class RequestLog:
         )
 
 
-class BearerAuth:
-    """Constant-time check of ``Authorization: Bearer <token>`` when a token is set."""
+def caller(req: falcon.Request) -> Any:
+    """Who is calling (a ``Principal``, set by ``BearerAuth``; None: the open service)."""
+    return req.context.get("principal")
 
-    def __init__(self, token: str | None) -> None:
-        self._token = token.encode() if token else None
+
+class BearerAuth:
+    """Who is calling: ``req.context.principal`` from ``Authorization: Bearer <token>``.
+
+    The runtime decides (``Runtime.principal_for``): the configured token is the
+    built-in admin ``root``, a principal's token is that principal, and with no
+    token configured and no principal created the service is open (``None``).
+    Anything else is 401, before a route can tell whether an id exists.
+    """
+
+    def __init__(self, runtime: Any) -> None:
+        self._runtime = runtime
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if self._token is None or req.path in PUBLIC_PATHS:
+        if req.path in PUBLIC_PATHS:
+            req.context.principal = None
             return
         header = req.get_header("Authorization") or ""
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            raise falcon.HTTPUnauthorized(
-                description="This route needs an 'Authorization: Bearer <token>' header.",
-                challenges=["Bearer"],
-            )
-        if not hmac.compare_digest(given.strip().encode(), self._token):
-            raise falcon.HTTPUnauthorized(
-                description="The bearer token is not valid.", challenges=["Bearer"]
-            )
+        token = given.strip() if scheme.lower() == "bearer" and given.strip() else None
+        req.context.principal = self._runtime.principal_for(token)
 
 
 class BodyLimits:
@@ -150,7 +158,11 @@ class ShutdownGate:
 class ImpossibleIds:
     """A path id with a NUL or an unpaired surrogate cannot exist; PostgreSQL would choke on it."""
 
-    NOT_FOUND = {"session_id": SessionNotFound, "task_id": TaskNotFound}
+    NOT_FOUND = {
+        "session_id": SessionNotFound,
+        "task_id": TaskNotFound,
+        "principal_id": PrincipalNotFound,
+    }
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]

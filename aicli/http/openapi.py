@@ -30,18 +30,19 @@ from aicli.settings import Settings
 OPERATIONS = """
 openSession POST /sessions 201:Session 400,429,503 SessionCreate
   Open a session: a Claude Code conversation in a working directory.
-listSessions GET /sessions 200:SessionPage 400,503 SessionListQuery
+listSessions GET /sessions 200:SessionPage 400,403,503 SessionListQuery
   List sessions.
 getSession GET /sessions/{session_id} 200:Session 400,404,503
   One session.
 closeSession DELETE /sessions/{session_id} 200:Session 400,404,503
   Close a session: cancel its tasks, stop its Claude process (closed already: 200 again).
-submitTask POST /sessions/{session_id}/tasks 202,200:Task 400,404,409,429,503 key prefer TaskSubmit
+submitTask POST /sessions/{session_id}/tasks 202,200:Task 400,402,404,409,429,503 key prefer \
+TaskSubmit
   Submit a task to run in turn (200: it ended within `Prefer: wait=N`, or it is the task first \
 accepted with this Idempotency-Key).
 listSessionTasks GET /sessions/{session_id}/tasks 200:TaskPage 400,404,503 SessionTaskListQuery
   List the session's tasks.
-listTasks GET /tasks 200:TaskPage 400,404,503 TaskListQuery
+listTasks GET /tasks 200:TaskPage 400,403,404,503 TaskListQuery
   List tasks.
 getTask GET /tasks/{task_id} 200:Task 400,404,503 TaskWaitQuery
   One task; with `wait`, once it is terminal or the wait is over.
@@ -49,6 +50,18 @@ cancelTask DELETE /tasks/{task_id} 200:Task 400,404,409,503
   Cancel a pending or running task (cancelled already: 200 again).
 getTaskEvents GET /tasks/{task_id}/events 200:EventPage,text/event-stream 400,404,503 EventQuery
   The event log: JSON pages after `after`, or (Accept: text/event-stream) a live SSE stream.
+createPrincipal POST /principals 201:Principal 400,403,503 PrincipalCreate
+  Create a principal (admins only): a user or an admin with a bearer token of its own, shown \
+only in this answer.
+listPrincipals GET /principals 200:PrincipalPage 400,403,503 PrincipalListQuery
+  List principals, revoked ones too (admins only).
+getPrincipal GET /principals/{principal_id} 200:Principal 400,404,503
+  One principal (a user: only itself; any other id is unknown to it).
+revokePrincipal DELETE /principals/{principal_id} 200:Principal 400,403,404,503
+  Revoke a principal (admins only): its token stops working at once (revoked already: 200 again).
+getMe GET /me 200:Principal 400,503
+  The caller: the principal whose token this is (`root` for the configured token, and in an \
+open service).
 health GET /healthz 200:Health
   Liveness: the process serves.
 readiness GET /readyz 200:Ready 503
@@ -61,15 +74,20 @@ openapi GET /openapi.json 200:OpenApi
 ERRORS = {  # each starts with the codes it carries
     "400": "invalid_request: the schema refuses the body, a parameter or a header; a query "
     "parameter is unknown or repeated; or this server refuses a value of the right form: a "
-    "`workdir` that is no existing directory (inside the workspace root, if set), a `cursor` "
-    "it did not issue. A request that is not HTTP gets a plain-text 400.",
-    "401": "unauthorized: a missing or wrong bearer token.",
-    "404": "session_not_found, task_not_found, not_found: no such id (or route).",
+    "`workdir` or a principal's `workspace_root` that is no existing directory (inside the "
+    "workspace root, if set; a workdir inside its owner's too), a `cursor` it did not issue. A "
+    "request that is not HTTP gets a plain-text 400.",
+    "401": "unauthorized: a missing, wrong or revoked bearer token.",
+    "402": "budget_exceeded: the caller's `limits.budget_usd` is spent; no task is taken.",
+    "403": "forbidden: a route or a filter (`owner`) only admins may use, called by a user.",
+    "404": "session_not_found, task_not_found, not_found: no such id (or route), or one that is "
+    "not the caller's to see (a user's view: the sessions it opened, their tasks, itself).",
     "405": "method_not_allowed: the route has no such method; `Allow` names those it has.",
     "409": "session_closed, task_not_cancellable: the session or the task is past it.",
     "413": "payload_too_large: the body is over the size limit, whatever it holds.",
     "415": "unsupported_media_type: a body that is not application/json (none: read as JSON).",
-    "429": "too_many_requests: too many open sessions, or pending tasks in the session.",
+    "429": "too_many_requests: too many open sessions, or pending tasks in the session (the "
+    "server's limits, or the caller's own `limits`).",
     "500": "internal_error: a server fault; the details are in the server's log only.",
     "503": "unavailable: shutting down, the database is down, or no slot is free for a wait.",
 }
@@ -89,12 +107,31 @@ PREFERENCE_APPLIED = {
 LINKS = {
     "Session": ("session_id", "getSession closeSession submitTask listSessionTasks listTasks"),
     "Task": ("task_id", "getTask cancelTask getTaskEvents"),
+    "Principal": ("principal_id", "getPrincipal revokePrincipal"),
 }
 JSON = "application/json"
 REF = "#/components/schemas/{name}"
-RESPONSES = (c.Session, c.Page[c.Session], c.Task, c.Page[c.Task], c.EventPage, c.ErrorBody)
-# msgspec names a component after its type; no component refers to these three.
-NAMES = {"Page_Session_": "SessionPage", "Page_Task_": "TaskPage", "ErrorBody": "Error"}
+RESPONSES = (
+    c.Session,
+    c.Page[c.Session],
+    c.Task,
+    c.Page[c.Task],
+    c.EventPage,
+    c.Principal,
+    c.Page[c.Principal],
+    c.ErrorBody,
+)
+REQUESTS = (c.SessionCreate, c.TaskSubmit, c.PrincipalCreate)
+# msgspec names a component after its type; no component refers to these four.
+NAMES = {
+    "Page_Session_": "SessionPage",
+    "Page_Task_": "TaskPage",
+    "Page_Principal_": "PrincipalPage",
+    "ErrorBody": "Error",
+}
+# A struct both taken and answered (a principal's limits) has two schemas: every field is
+# written in an answer, and may be left out of a request, whose schema gets this suffix.
+REQUEST_SUFFIX = "Create"
 SERVICE = {  # the bodies of /healthz and /readyz
     "Health": {"status": {"const": "ok"}},
     "Ready": {
@@ -105,7 +142,7 @@ SERVICE = {  # the bodies of /healthz and /readyz
 }
 ID = {"type": "string", "pattern": c.ID}
 KEY = {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": f"^{IDEMPOTENCY_KEY}$"}
-BODIES = ("SessionCreate", "TaskSubmit")
+BODIES = tuple(kind.__name__ for kind in REQUESTS)
 AT = {"query": "Query", "header": "Headers"}
 
 
@@ -134,6 +171,26 @@ def _components(*kinds: Any) -> dict[str, Any]:
     return msgspec.json.schema_components(kinds, ref_template=REF)[1]
 
 
+def _renamed(node: Any, old: str, new: str) -> Any:
+    """``node`` with each reference to schema ``old`` made one to ``new``."""
+    if isinstance(node, dict):
+        if node.get("$ref") == REF.format(name=old):
+            return {**node, "$ref": REF.format(name=new)}
+        return {key: _renamed(value, old, new) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_renamed(value, old, new) for value in node]
+    return node
+
+
+def _requests(answered: dict[str, Any]) -> dict[str, Any]:
+    """The schemas of the request bodies; those of a struct also answered renamed."""
+    found = _components(*REQUESTS)
+    for name in [n for n in found if n in answered and found[n] != answered[n]]:
+        found = _renamed(found, name, name + REQUEST_SUFFIX)
+        found[name + REQUEST_SUFFIX] = found.pop(name)
+    return found
+
+
 def schemas(settings: Settings) -> dict[str, Any]:
     """Requests as the decoder takes them, responses as the encoder writes them: every field.
 
@@ -146,13 +203,14 @@ def schemas(settings: Settings) -> dict[str, Any]:
             field.pop("default", None)
         if "properties" in schema:
             schema.update(required=list(schema["properties"]), additionalProperties=False)
-    found.update(_components(c.SessionCreate, c.TaskSubmit), OpenApi={"type": "object"})
+    found.update(_requests(found), OpenApi={"type": "object"})
     found["ErrorDetail"]["properties"]["code"]["enum"] = ERROR_CODES
     command = found["TaskSubmit"]["properties"]["command"]
     command["maxLength"] = min(command["maxLength"], settings.max_command_chars)
     if settings.workspace_root:  # a workdir that is accepted, for clients and fuzzers
         root = os.path.realpath(settings.workspace_root)
         found["SessionCreate"]["properties"]["workdir"]["examples"] = [root]
+        found["PrincipalCreate"]["properties"]["workspace_root"]["examples"] = [root]
     return found
 
 
@@ -186,12 +244,14 @@ def _responses(ok: str, method: str, errors: set[str]) -> dict[str, Any]:
     return found
 
 
-def _operation(line: str, summary: str, settings: Settings) -> tuple[str, str, dict[str, Any]]:
+def _operation(
+    line: str, summary: str, settings: Settings, secured: bool
+) -> tuple[str, str, dict[str, Any]]:
     name, method, path, ok, *rest = line.split()
     body = next((token for token in rest if token in BODIES), None)
     errors = {code for token in rest if token[0].isdigit() for code in token.split(",")} | {"500"}
     errors |= {"413", "415"} if body else set()
-    errors |= {"401"} if settings.api_token and path != "/healthz" else set()
+    errors |= {"401"} if secured and path != "/healthz" else set()
     ids = [_param("path", id_, f"A {id_[:-3]} id.", **ID) for id_ in re.findall(r"{(\w+)}", path)]
     found = {
         "operationId": name,
@@ -210,12 +270,16 @@ def _operation(line: str, summary: str, settings: Settings) -> tuple[str, str, d
     return path, method.lower(), found
 
 
-def build_document(settings: Settings) -> dict[str, Any]:
-    """The document of a server with these settings: its token, limits and workspace root."""
+def build_document(settings: Settings, *, secured: bool | None = None) -> dict[str, Any]:
+    """The document of a server with these settings: its token, limits and workspace root.
+
+    ``secured``: whether callers need a bearer token; by default, whether one is configured.
+    """
+    secured = bool(settings.api_token) if secured is None else secured
     paths: dict[str, Any] = {}
     lines = OPERATIONS.strip().splitlines()
     for line, summary in zip(lines[::2], lines[1::2], strict=True):
-        path, method, operation = _operation(line, summary, settings)
+        path, method, operation = _operation(line, summary, settings, secured)
         paths.setdefault(path, {})[method] = operation
     components: dict[str, Any] = {"schemas": schemas(settings)}
     document = {
@@ -224,15 +288,23 @@ def build_document(settings: Settings) -> dict[str, Any]:
         "paths": paths,
         "components": components,
     }
-    if settings.api_token:
+    if secured:
         components["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
         document["security"] = [{"bearerAuth": []}]
     return document
 
 
 class OpenApiResource:
+    """The document as the caller finds the service: open, or guarded by bearer tokens.
+
+    A service started without a token is open only until a principal exists; from then on
+    every caller has a token (``req.context.principal``), and the document says so (401).
+    """
+
     def __init__(self, settings: Settings) -> None:
-        self._document = build_document(settings)
+        self._open = build_document(settings)
+        self._secured = build_document(settings, secured=True)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = self._document
+        secured = req.context.get("principal") is not None
+        resp.media = self._secured if secured else self._open

@@ -18,6 +18,7 @@ from aicli.contract import (
 )
 from aicli.errors import InvalidRequest, Unavailable
 from aicli.http import media
+from aicli.http.middleware import caller
 from aicli.http.preferences import preferred_wait
 from aicli.http.query import page_kwargs, params, statuses, time_param
 from aicli.http.slots import Slots
@@ -59,7 +60,7 @@ class SessionsResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         params(req)
         request = media.read(req, SessionCreate, self._runtime.settings.max_body_bytes)
-        session = self._runtime.open_session(request)
+        session = self._runtime.open_session(request, principal=caller(req))
         resp.status = falcon.HTTP_201
         resp.location = f"/sessions/{session.id}"
         media.write(resp, session)
@@ -67,7 +68,10 @@ class SessionsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         given = params(req, SessionListQuery)
         page = self._runtime.list_sessions(
-            status=statuses(given.status, tuple(SessionStatus)), **page_kwargs(given)
+            status=statuses(given.status, tuple(SessionStatus)),
+            owner=given.owner,
+            principal=caller(req),
+            **page_kwargs(given),
         )
         media.write(resp, page)
 
@@ -78,11 +82,11 @@ class SessionResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
         params(req)
-        media.write(resp, self._runtime.get_session(session_id))
+        media.write(resp, self._runtime.get_session(session_id, principal=caller(req)))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
         params(req)
-        media.write(resp, self._runtime.close_session(session_id))
+        media.write(resp, self._runtime.close_session(session_id, principal=caller(req)))
 
 
 class SessionTasksResource:
@@ -109,7 +113,7 @@ class SessionTasksResource:
                 wait = None
         try:
             task, created = self._runtime.submit_task(
-                session_id, request, idempotency_key=key, wait=wait
+                session_id, request, idempotency_key=key, wait=wait, principal=caller(req)
             )
         finally:
             if slot is not None:
@@ -123,5 +127,7 @@ class SessionTasksResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
         given = params(req, SessionTaskListQuery)
-        page = self._runtime.list_tasks(session_id=session_id, **task_list_filters(given))
+        page = self._runtime.list_tasks(
+            session_id=session_id, principal=caller(req), **task_list_filters(given)
+        )
         media.write(resp, page)

@@ -9,6 +9,7 @@ import falcon
 from aicli.contract import TaskListQuery, TaskStatus, TaskWaitQuery
 from aicli.errors import TaskNotCancellable
 from aicli.http import media
+from aicli.http.middleware import caller
 from aicli.http.query import params
 from aicli.http.sessions import task_list_filters
 from aicli.http.slots import Slots
@@ -23,7 +24,12 @@ class TasksResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         given = params(req, TaskListQuery)
-        page = self._runtime.list_tasks(session_id=given.session_id, **task_list_filters(given))
+        page = self._runtime.list_tasks(
+            session_id=given.session_id,
+            owner=given.owner,
+            principal=caller(req),
+            **task_list_filters(given),
+        )
         media.write(resp, page)
 
 
@@ -37,14 +43,14 @@ class TaskResource:
         if wait > 0:
             # A long-poll pins a worker thread like a stream does, so it takes a slot.
             with self._slots.acquire():
-                task = self._runtime.wait(task_id, wait)
+                task = self._runtime.wait(task_id, wait, principal=caller(req))
         else:
-            task = self._runtime.get_task(task_id)
+            task = self._runtime.get_task(task_id, principal=caller(req))
         media.write(resp, task)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
         params(req)
-        task = self._runtime.cancel(task_id)
+        task = self._runtime.cancel(task_id, principal=caller(req))
         # The runtime hands back a task that had already ended as it is.
         if task.status != TaskStatus.CANCELLED:
             raise TaskNotCancellable(task.id, task.status)

@@ -1,0 +1,69 @@
+"""Principals (1.1): who may call, created, listed and revoked by admins; and ``/me``.
+
+The caller is ``req.context.principal``, put there by the bearer-token middleware
+(``None``: the open service, where everything is allowed). Who may do what is the
+runtime's rule (``aicli.access``): a user calling an admin route gets 403, and
+another principal's id is 404 to it, as an unknown one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import falcon
+
+from aicli import access
+from aicli.contract import PrincipalCreate, PrincipalListQuery
+from aicli.http import media
+from aicli.http.middleware import caller
+from aicli.http.query import page_kwargs, params
+
+if TYPE_CHECKING:
+    from aicli.runtime import Runtime
+
+
+class PrincipalsResource:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        params(req)
+        who = caller(req)
+        # A user is refused before its body is read: whatever it sent, the route is not for it.
+        access.require_admin(who, "create principals")
+        request = media.read(req, PrincipalCreate, self._runtime.settings.max_body_bytes)
+        created = self._runtime.create_principal(request, principal=who)
+        resp.status = falcon.HTTP_201
+        resp.location = f"/principals/{created.id}"
+        media.write(resp, created)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        given = params(req, PrincipalListQuery)
+        page = self._runtime.list_principals(principal=caller(req), **page_kwargs(given))
+        media.write(resp, page)
+
+
+class PrincipalResource:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, principal_id: str) -> None:
+        params(req)
+        found = self._runtime.get_principal(principal_id, principal=caller(req))
+        media.write(resp, found)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, principal_id: str) -> None:
+        params(req)
+        who = caller(req)
+        access.require_admin(who, "revoke principals")  # a user learns nothing of the id
+        revoked = self._runtime.revoke_principal(principal_id, principal=who)
+        media.write(resp, revoked)
+
+
+class MeResource:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        params(req)
+        media.write(resp, self._runtime.me(caller(req)))
