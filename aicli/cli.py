@@ -3,6 +3,11 @@
 The flags are generated from ``Settings`` so the command line, ``AICLI_*``
 variables and ``Runtime.start`` can never disagree; a flag left out is None,
 which lets ``Settings.resolve`` fall back to the environment, then the default.
+
+``aicli principals create|list|revoke`` work on the database directly, with the
+server running or not (as Django's ``createsuperuser`` does), so the first
+admin token can be made before anyone can call the API. A new token is printed
+once, on a line of its own, and nowhere else: the store keeps only its hash.
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aicli import __version__
+from aicli import __version__, validation
 from aicli.errors import AicliError
 from aicli.log import configure as configure_logging
 from aicli.log import flush as flush_logs
 from aicli.settings import Settings, setting_fields
+
+if TYPE_CHECKING:
+    from aicli.contract import Principal, PrincipalCreate
+    from aicli.storage import Store
 
 log = logging.getLogger("aicli")
 
@@ -56,7 +65,47 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=name.upper(),
             help=f"{help_text} (env AICLI_{name.upper()}; default: {default})",
         )
+    add_principal_commands(commands)
     return parser
+
+
+def add_principal_commands(commands: Any) -> None:
+    """``aicli principals create|list|revoke``, each with its own ``--database-url``."""
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help=f"The database (env AICLI_DATABASE_URL; default: {Settings.database_url}).",
+    )
+    principals = commands.add_parser(
+        "principals",
+        help="Create, list and revoke principals (users with their own tokens).",
+        description="Work on the database directly, whether the server runs or not.",
+    )
+    actions = principals.add_subparsers(dest="action", required=True)
+    create = actions.add_parser(
+        "create", parents=[database], help="Create a principal and print its token once."
+    )
+    create.add_argument("name", help="A name for people; need not be unique.")
+    create.add_argument("--admin", action="store_true", help="Role admin (default: user).")
+    create.add_argument(
+        "--workspace-root",
+        metavar="DIR",
+        help="Confine its workdirs to this directory (inside AICLI_WORKSPACE_ROOT if set).",
+    )
+    create.add_argument("--max-sessions", type=int, metavar="N", help="Open sessions at once.")
+    create.add_argument(
+        "--max-pending-per-session", type=int, metavar="N", help="Pending tasks per session."
+    )
+    create.add_argument(
+        "--budget-usd", type=float, metavar="X", help="Total Claude cost allowed, in USD."
+    )
+    actions.add_parser("list", parents=[database], help="List every principal.")
+    revoke = actions.add_parser(
+        "revoke", parents=[database], help="Revoke a principal: its token stops working at once."
+    )
+    revoke.add_argument("id", help="The principal's id.")
 
 
 def is_loopback(host: str) -> bool:
@@ -76,16 +125,18 @@ def serve(overrides: dict[str, Any]) -> int:
 
     settings = Settings.resolve(overrides)
     configure_logging(settings.log_level, settings.log_format, batched=True)
-    if not is_loopback(settings.host) and not settings.api_token:
-        banner = "!" * 78
-        print(
-            f"{banner}\nWARNING: aicli is listening on {settings.host} with no API token: anyone "
-            "who can reach this port can run commands on this machine. Set AICLI_API_TOKEN or "
-            f"--api-token-file.\n{banner}",
-            file=sys.stderr,
-        )
     raise_open_file_limit(settings.connection_limit)
     runtime = Runtime.start(**overrides)
+    # Open to all (no token, no principal) and reachable from elsewhere: say so loudly.
+    open_to_all = not settings.api_token and not runtime.store.principals.count()
+    if open_to_all and not is_loopback(settings.host):
+        banner = "!" * 78
+        print(
+            f"{banner}\nWARNING: aicli is listening on {settings.host} with no API token: "
+            "anyone who can reach this port can run commands on this machine. Set "
+            f"AICLI_API_TOKEN or --api-token-file, or create principals.\n{banner}",
+            file=sys.stderr,
+        )
     try:
         server = Server(
             create_app(runtime),
@@ -129,10 +180,128 @@ def _wind_down(runtime: Any) -> None:
         runtime.stop()
 
 
+def principals(args: argparse.Namespace) -> int:
+    """One ``aicli principals`` action on the database that ``aicli serve`` would use.
+
+    The request is checked before the store is opened, so that a mistyped flag
+    leaves no new database file behind.
+    """
+    # Imported here so `aicli --version` stays fast and works without a database.
+    from aicli.storage import open_store
+
+    settings = Settings.resolve({"database_url": args.database_url})
+    configure_logging(settings.log_level, settings.log_format)
+    request = principal_request(args, settings.workspace_root) if args.action == "create" else None
+    store = open_store(settings.database_url)
+    try:
+        if request is not None:
+            return create_principal(store, request)
+        if args.action == "list":
+            return list_principals(store)
+        return revoke_principal(store, args.id)
+    finally:
+        store.close()
+
+
+def principal_request(args: argparse.Namespace, global_root: str | None) -> PrincipalCreate:
+    """The flags as a ``PrincipalCreate``, validated as ``POST /principals`` validates a body."""
+    from aicli.contract import PrincipalCreate, convert
+
+    fields: dict[str, Any] = {
+        "name": args.name,
+        "role": "admin" if args.admin else "user",
+        "workspace_root": args.workspace_root,
+        "limits": {
+            "max_sessions": args.max_sessions,
+            "max_pending_per_session": args.max_pending_per_session,
+            "budget_usd": args.budget_usd,
+        },
+    }
+    request = convert(fields, PrincipalCreate)  # a blank or overlong DIR is refused here first
+    if request.workspace_root is None:
+        return request
+    fields["workspace_root"] = validation.principal_root(request.workspace_root, global_root)
+    return convert(fields, PrincipalCreate)
+
+
+def create_principal(store: Store, request: PrincipalCreate) -> int:
+    """Print the new principal and, on the last line, its token: the only time it is shown."""
+    principal = store.principals.create(request)
+    print(f"id\t{principal.id}")
+    print(f"name\t{cell(principal.name)}")
+    print(f"role\t{principal.role}")
+    print(f"workspace_root\t{cell(principal.workspace_root or '-')}")
+    print(f"limits\t{limits_text(principal)}")
+    print("token (shown only now: aicli keeps only its hash and cannot show it again):")
+    print(principal.token, flush=True)
+    return 0
+
+
+def list_principals(store: Store) -> int:
+    """Every principal, oldest first, one tab-separated line each under a header."""
+    rows: list[Principal] = []
+    cursor: str | None = None
+    while True:
+        page = store.principals.list(limit=200, cursor=cursor, order="asc")
+        rows.extend(page.data)
+        if not page.has_more:
+            break
+        cursor = page.next_cursor
+    print("\t".join(("ID", "NAME", "ROLE", "STATUS", "WORKSPACE_ROOT", "LIMITS", "COST_USD")))
+    for principal in rows:
+        status = "active" if principal.revoked_at is None else "revoked"
+        columns = (
+            principal.id,
+            cell(principal.name),
+            str(principal.role),
+            status,
+            cell(principal.workspace_root or "-"),
+            limits_text(principal),
+            f"{principal.total_cost_usd:.4f}",
+        )
+        print("\t".join(columns))
+    return 0
+
+
+def revoke_principal(store: Store, principal_id: str) -> int:
+    """Revoke and say when: every request with its token is refused from now on."""
+    before = store.principals.get(principal_id)
+    principal = store.principals.revoke(principal_id)
+    when = principal.revoked_at.isoformat() if principal.revoked_at else "?"
+    if before.revoked_at is not None:
+        print(f"Principal {principal.id} ({cell(principal.name)}) was already revoked at {when}.")
+    else:
+        print(
+            f"Revoked principal {principal.id} ({cell(principal.name)}) at {when}: "
+            "its token stops working at once."
+        )
+    return 0
+
+
+def limits_text(principal: Principal) -> str:
+    """The limits that are set, as ``name=value`` pairs; ``-`` when there are none."""
+    limits = principal.limits
+    pairs = [
+        ("max_sessions", limits.max_sessions),
+        ("max_pending_per_session", limits.max_pending_per_session),
+        ("budget_usd", limits.budget_usd),
+    ]
+    shown = [(name, value) for name, value in pairs if value is not None]
+    # 15 significant digits: a budget of 1e6 reads 1000000, not 1e+06.
+    return ",".join(f"{name}={value:.15g}" for name, value in shown) or "-"
+
+
+def cell(text: str) -> str:
+    """``text`` with control characters escaped, so a name cannot break a line or a column."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = {key: value for key, value in vars(args).items() if key != "command"}
     try:
+        if args.command == "principals":
+            return principals(args)
+        overrides = {key: value for key, value in vars(args).items() if key != "command"}
         return serve(overrides)
     except AicliError as ex:
         print(f"aicli: {ex.message}", file=sys.stderr)
