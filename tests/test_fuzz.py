@@ -5,6 +5,9 @@ document: its examples, the coverage phase's boundary values, random valid and i
 cases, and stateful chains along the document's links (``POST /sessions``, then calls
 with the new session's id, and so on).
 
+It runs twice: as the built-in admin (the configured token) and as a user principal, whose
+admin-only routes answer 403 and whose view is its own work.
+
 Every check is on but ``use_after_free``: DELETE closes a session or cancels a task and
 keeps it readable (the contract), which that check counts as a fault. A body over the size
 limit is 413 whatever else is wrong with it, so ``negative_data_rejection`` takes 413 too.
@@ -41,7 +44,6 @@ from tests.http_server import Client, serving
 pytest_plugins = ("tests.http_fixtures",)
 
 TOKEN = "fuzz-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # Successes that only real ids and workdirs reach: proof that the hooks and links work.
 DEEP = {
     ("POST /sessions", 201),
@@ -67,6 +69,7 @@ class Real:
     victim: str  # a session the fuzzer may close
     task: str  # a finished task
     cursor: str  # a next_cursor the server issued
+    principal: str  # the caller's own principal id
 
 
 def _sometimes(generated: dict[str, Any] | None, name: str, *real: str) -> st.SearchStrategy:
@@ -92,26 +95,30 @@ def install_hooks(schema: schemathesis.BaseSchema, real: Real) -> None:
     @schema.hook
     def flatmap_path_parameters(context, path_parameters):
         strategy = _sometimes(path_parameters, "session_id", *sessions_for(context))
-        return strategy.flatmap(lambda params: _sometimes(params, "task_id", real.task))
+        strategy = strategy.flatmap(lambda params: _sometimes(params, "task_id", real.task))
+        return strategy.flatmap(lambda params: _sometimes(params, "principal_id", real.principal))
 
     @schema.hook
     def flatmap_query(context, query):
-        return _sometimes(query, "session_id", real.keeper, real.victim)
+        strategy = _sometimes(query, "session_id", real.keeper, real.victim)
+        return strategy.flatmap(lambda params: _sometimes(params, "owner", real.principal))
 
     @schema.hook
     def map_case(context, case):
         body = case.body if isinstance(case.body, dict) else {}
         if _valid(case, ParameterLocation.BODY) and "workdir" in body:
             case.body = {**body, "workdir": real.workdir}
+        if _valid(case, ParameterLocation.BODY) and body.get("workspace_root") is not None:
+            case.body = {**body, "workspace_root": real.workdir}
         if _valid(case, ParameterLocation.QUERY) and "cursor" in (case.query or {}):
             case.query = {**case.query, "cursor": real.cursor}
         return case
 
 
-def load_schema(url: str) -> schemathesis.BaseSchema:
+def load_schema(url: str, token: str) -> schemathesis.BaseSchema:
     config = schemathesis.Config.from_dict(
         {
-            "headers": AUTH,
+            "headers": {"Authorization": f"Bearer {token}"},
             "seed": int(SEED) if SEED else 0,
             "cache": {"enabled": False},
             "generation": {
@@ -164,8 +171,8 @@ def run(schema: schemathesis.BaseSchema) -> Outcome:
     return outcome
 
 
-@pytest.fixture
-def target(make_runtime, tmp_path) -> Iterator[tuple[str, Real]]:
+@pytest.fixture(params=["admin", "user"])
+def target(request, make_runtime, tmp_path) -> Iterator[tuple[str, str, Real]]:
     root = tmp_path / "workspace"
     (root / "project").mkdir(parents=True)
     runtime = make_runtime(
@@ -176,17 +183,22 @@ def target(make_runtime, tmp_path) -> Iterator[tuple[str, Real]]:
         max_command_chars=10_000,
     )
     with serving(runtime) as url:
-        client = Client(url, token=TOKEN)
+        token, principal = TOKEN, "root"
+        if request.param == "user":
+            made = Client(url, token=TOKEN).post("/principals", json={"name": "fuzzer"}).json()
+            token, principal = made["token"], made["id"]
+        client = Client(url, token=token)
         keeper = client.open_session(str(root / "project"))
         victim = client.open_session(str(root / "project"))
         task = client.wait_terminal(client.submit(keeper["id"], "[[say: ready]]")["id"])
         cursor = client.get("/sessions", params={"limit": 1}).json()["next_cursor"]
-        yield url, Real(str(root / "project"), keeper["id"], victim["id"], task["id"], cursor)
+        work = str(root / "project")
+        yield url, token, Real(work, keeper["id"], victim["id"], task["id"], cursor, principal)
 
 
 def test_every_check_holds_on_every_operation(target):
-    url, real = target
-    schema = load_schema(url)
+    url, token, real = target
+    schema = load_schema(url, token)
     install_hooks(schema, real)
     outcome = run(schema)
     if outcome.failures:
