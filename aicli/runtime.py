@@ -409,13 +409,14 @@ class Runtime:
     def principal_for(self, token: str | None) -> Principal | None:
         """The caller a bearer token names: ``None`` for the open service, else ``Unauthorized``.
 
-        A token given is always hashed and looked up, the configured one included,
-        so the time taken says nothing about which kind of token it was.
+        The configured token is compared in constant time; any other token is
+        hashed and looked up, a wrong one as much as a right one, so the time a
+        refusal takes says nothing about how near a guess came.
         """
         root = self.settings.api_token
-        found = self.store.principals.by_token(token) if token else None
         if root is not None and token and hmac.compare_digest(token.encode(), root.encode()):
             return access.ROOT
+        found = self.store.principals.by_token(token) if token else None
         if found is not None:
             return found
         if root is None and not self._principals_exist():
