@@ -13,6 +13,9 @@ channel::
     [[bash: echo hi]]          call the Bash tool with this command, then reply
                                with the tool's output once the result comes back
     [[bash-forever]]           call Bash (``echo again``) every turn: ends in max turns
+    [[tool: Write {"file_path": "x", "content": "y"}]]
+                               call any tool the CLI offers with this JSON input, then reply
+                               with the tool's result; the JSON may not hold "]]"
     [[slow: 3]]                stream the reply over 3 seconds
     [[error: 401]]             answer with an HTTP error (400, 401, 403, 429, 500,
                                529) and ``x-should-retry: false``
@@ -61,6 +64,7 @@ class Reply:
 
     text: str | None = None
     bash_command: str | None = None
+    tool: tuple[str, dict[str, Any]] | None = None  # any tool: its name and input
     stream_seconds: float = 0.0
     error_status: int | None = None
 
@@ -71,6 +75,10 @@ class Reply:
     @staticmethod
     def bash(command: str) -> Reply:
         return Reply(bash_command=command)
+
+    @staticmethod
+    def use(tool: str, given: dict[str, Any]) -> Reply:
+        return Reply(tool=(tool, given))
 
     @staticmethod
     def error(status: int) -> Reply:
@@ -98,7 +106,11 @@ class RecordedRequest:
 
     @property
     def has_tools(self) -> bool:
-        return any(tool.get("name") == "Bash" for tool in self.body.get("tools") or [])
+        return self.offers("Bash")
+
+    def offers(self, tool: str) -> bool:
+        """Whether the CLI sent ``tool`` among the tools the model may call."""
+        return any(given.get("name") == tool for given in self.body.get("tools") or [])
 
     @property
     def prompt(self) -> str:
@@ -169,6 +181,10 @@ def reply_from_directives(request: RecordedRequest) -> Reply:
             return Reply.bash("echo again")
         if "bash" in directives and tool_result is None:
             return Reply.bash(directives["bash"])
+    if "tool" in directives and tool_result is None:
+        name, _, given = directives["tool"].partition(" ")
+        if request.offers(name):
+            return Reply.use(name, json.loads(given or "{}"))
     if tool_result is not None:
         return Reply.say(f"Tool said: {tool_result.strip()}", seconds)
     if "big" in directives:
@@ -356,7 +372,10 @@ def _usage(output_tokens: int) -> dict[str, int]:
 
 def _message(model: str, reply: Reply) -> dict[str, Any]:
     if reply.bash_command is not None:
-        content = [_tool_block(reply.bash_command)]
+        content = [_tool_block("Bash", _bash_input(reply.bash_command))]
+        stop_reason = "tool_use"
+    elif reply.tool is not None:
+        content = [_tool_block(*reply.tool)]
         stop_reason = "tool_use"
     else:
         content = [{"type": "text", "text": reply.text or ""}]
@@ -373,12 +392,16 @@ def _message(model: str, reply: Reply) -> dict[str, Any]:
     }
 
 
-def _tool_block(command: str) -> dict[str, Any]:
+def _bash_input(command: str) -> dict[str, Any]:
+    return {"command": command, "description": "Run the command"}
+
+
+def _tool_block(name: str, given: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "tool_use",
         "id": f"toolu_{uuid.uuid4().hex[:24]}",
-        "name": "Bash",
-        "input": {"command": command, "description": "Run the command"},
+        "name": name,
+        "input": given,
     }
 
 
