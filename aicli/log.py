@@ -88,7 +88,7 @@ def logfmt_value(value: Any) -> str:
         return "null"
     elif kind is bool:
         return "true" if value else "false"
-    elif isinstance(value, int | float) and not isinstance(value, bool):
+    elif isinstance(value, int | float):  # subclasses (bool is handled above)
         return repr(value)
     else:
         text = str(value)

@@ -17,7 +17,9 @@ import binascii
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+from aicli.contract import Page
 from aicli.errors import InvalidRequest
 from aicli.storage.fields import to_db_time
 
@@ -51,6 +53,15 @@ def page_request(limit: int, cursor: str | None, order: str) -> PageRequest:
     if order not in ORDERS:
         raise InvalidRequest(f"'order' must be 'asc' or 'desc', not {order!r}.", {"field": "order"})
     return PageRequest(limit, order, None if cursor is None else decode_cursor(cursor))
+
+
+def page_of(items: list[Any], request: PageRequest) -> Page:
+    """A page from up to ``limit + 1`` items in page order: the extra one says more follow."""
+    has_more = len(items) > request.limit
+    items = items[: request.limit]
+    last = items[-1] if has_more else None
+    cursor = None if last is None else encode_cursor(last.created_at, last.id)
+    return Page(data=items, has_more=has_more, next_cursor=cursor)
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:

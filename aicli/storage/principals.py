@@ -131,11 +131,7 @@ class Principals:
 
         def read() -> Page:
             rows = self._execute(sql, [*params, request.limit + 1]).fetchall()
-            items = [principal_from_row(row) for row in rows[: request.limit]]
-            more = len(rows) > request.limit
-            last = items[-1] if more else None
-            cursor = None if last is None else paging.encode_cursor(last.created_at, last.id)
-            return Page(data=items, has_more=more, next_cursor=cursor)
+            return paging.page_of([principal_from_row(row) for row in rows], request)
 
         return self._engine.read(read, snapshot=True)
 

@@ -978,8 +978,4 @@ class Store:
             items = [item for status in sorted(statuses) for item in fetch(status)]
             if _merges(statuses):
                 items.sort(key=lambda item: (item.created_at, item.id), reverse=reverse)
-        has_more = len(items) > request.limit
-        items = items[: request.limit]
-        last = items[-1] if has_more else None
-        cursor = None if last is None else paging.encode_cursor(last.created_at, last.id)
-        return Page(data=items, has_more=has_more, next_cursor=cursor)
+        return paging.page_of(items, request)
