@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aicli.contract import ROOT_PRINCIPAL_ID, Principal, PrincipalLimits, Role
-from aicli.errors import Forbidden, SessionNotFound, TaskNotFound
+from aicli.errors import ApprovalNotFound, Forbidden, SessionNotFound, TaskNotFound
 from aicli.storage import Store
 
 # The built-in admin whose token is ``AICLI_API_TOKEN``; it has no row.
@@ -58,6 +58,20 @@ def check_task(store: Store, caller: Principal | None, task_id: str) -> None:
     _, owner = store.task_owner(task_id)
     if owner != caller.id:
         raise TaskNotFound(task_id)
+
+
+def check_approval(store: Store, caller: Principal | None, approval_id: str) -> None:
+    """``ApprovalNotFound`` unless ``caller`` may see (and so decide) the approval."""
+    if sees_all(caller):
+        return
+    _, owner = store.approvals.owner(approval_id)
+    if owner != caller.id:
+        raise ApprovalNotFound(approval_id)
+
+
+def decider(caller: Principal | None) -> str:
+    """Who an approval's ``decided_by`` names: the caller, or root in the open service."""
+    return ROOT_PRINCIPAL_ID if caller is None else caller.id
 
 
 def list_owner(caller: Principal | None, owner: str | None) -> str | None:

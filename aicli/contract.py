@@ -134,6 +134,8 @@ MAX_COMMAND_CHARS = 100_000
 MAX_TURNS = 10_000
 # A week: far beyond any real turn.
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
+MAX_APPROVAL_TIMEOUT_S = 604_800.0
+DEFAULT_APPROVAL_TIMEOUT_S = 3600.0
 
 Text = Annotated[str, Meta(pattern=NO_NUL)]
 Argument = Annotated[str, Meta(max_length=MAX_ARGUMENT_CHARS, pattern=NO_NUL)]
@@ -164,6 +166,9 @@ class SessionCreate(Struct, **_REQUEST):
     # A whole number; JSON Schema counts 5.0 as an integer too, so it is taken as one.
     max_turns: WholeNumber | None = None
     metadata: Metadata | None = None
+    # 1.1: "ask" has each tool use the session's permissions do not allow wait for a person.
+    approvals: ApprovalMode | None = None
+    approval_timeout_s: Annotated[float, Meta(gt=0, le=MAX_APPROVAL_TIMEOUT_S)] | None = None
 
 
 class TaskSubmit(Struct, **_REQUEST):
@@ -280,6 +285,27 @@ class SessionListQuery(Struct, **_QUERY):
     order: Order = ORDERS[0]
 
 
+class ApprovalListQuery(Struct, **_QUERY):
+    """``GET /approvals`` (1.1)."""
+
+    session_id: (
+        Annotated[str, Meta(description="Only this session's.", extra_json_schema={"pattern": ID})]
+        | None
+    ) = None
+    task_id: (
+        Annotated[str, Meta(description="Only this task's.", extra_json_schema={"pattern": ID})]
+        | None
+    ) = None
+    status: (
+        Annotated[str, Meta(description="Only these.", extra_json_schema=_statuses(ApprovalStatus))]
+        | None
+    ) = None
+    owner: Owner | None = None
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor | None = None
+    order: Order = ORDERS[0]
+
+
 class PrincipalListQuery(Struct, **_QUERY):
     """``GET /principals`` (1.1): pages only."""
 
@@ -353,6 +379,7 @@ class SessionSettings(Struct, **_VALUE):
     disallowed_tools: tuple[str, ...] = ()
     append_system_prompt: str | None = None
     max_turns: int | None = None
+    approvals: ApprovalMode = ApprovalMode.OFF
 
 
 class TaskCounts(Struct, **_VALUE):
@@ -361,6 +388,19 @@ class TaskCounts(Struct, **_VALUE):
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+
+
+class ApprovalRule(Struct, **_VALUE):
+    """1.1: a use of ``tool_name`` with exactly ``input`` runs without asking anyone.
+
+    Exactly, not by the CLI's suggested pattern (``echo hi *``): a pattern would
+    also match compound commands (``echo hi; rm -rf ~``) the person never saw.
+    """
+
+    tool_name: str
+    input: dict[str, Any]
+    approval_id: str
+    created_at: Timestamp
 
 
 class Session(Struct, **_VALUE):
@@ -374,6 +414,10 @@ class Session(Struct, **_VALUE):
     append_system_prompt: str | None = None
     max_turns: int | None = None
     metadata: dict[str, str] = {}
+    approvals: ApprovalMode = ApprovalMode.OFF  # 1.1
+    approval_timeout_s: float = DEFAULT_APPROVAL_TIMEOUT_S  # 1.1
+    # 1.1: tool uses allowed for the rest of the session by a decision with ``remember``.
+    approval_rules: tuple[ApprovalRule, ...] = ()
     claude_session_id: str | None = None
     owner: str | None = None  # 1.1: the principal that opened it (null: version 1, no principals)
     process_alive: bool = False
@@ -393,6 +437,7 @@ class Session(Struct, **_VALUE):
             disallowed_tools=self.disallowed_tools,
             append_system_prompt=self.append_system_prompt,
             max_turns=self.max_turns,
+            approvals=self.approvals,
         )
 
 
@@ -418,6 +463,7 @@ class Task(Struct, frozen=True):  # positional too: the store builds it from a r
     duration_ms: int | None = None
     usage: Usage | None = None
     metadata: dict[str, str] = {}
+    awaiting_approval: str | None = None  # 1.1: the id of the approval its turn waits for
 
     @property
     def is_terminal(self) -> bool:

@@ -67,8 +67,25 @@ class PrincipalNotFound(NotFound):
         super().__init__(f"No principal with id '{principal_id}'.", {"principal_id": principal_id})
 
 
+class ApprovalNotFound(NotFound):
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(f"No approval with id '{approval_id}'.", {"approval_id": approval_id})
+
+
 class Conflict(AicliError):
     code = "conflict"
+
+
+class ApprovalDecided(Conflict):
+    """The approval was decided already (by a person, a rule, its timeout or the system)."""
+
+    code = "approval_decided"
+
+    def __init__(self, approval_id: str, status: str, decided_by: str | None) -> None:
+        super().__init__(
+            f"Approval '{approval_id}' is already {status} (decided by {decided_by}).",
+            {"approval_id": approval_id, "status": status, "decided_by": decided_by},
+        )
 
 
 class SessionClosed(Conflict):

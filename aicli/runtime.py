@@ -45,7 +45,10 @@ from aicli.actors.session import (
     announce,
 )
 from aicli.actors.supervisor import Supervisor, SupervisorProxy
+from aicli.approval_desk import ApprovalDesk
 from aicli.contract import (
+    Approval,
+    ApprovalDecision,
     Event,
     Page,
     Principal,
@@ -116,6 +119,7 @@ class Runtime:
         self._stopped = threading.Event()
         self._principals_seen = False
         self._principals_checked = -PRINCIPALS_CHECK_S
+        self._desk = ApprovalDesk(store, self.notifier, self._tell)
 
     @classmethod
     def start(
@@ -406,6 +410,49 @@ class Runtime:
             if events or remaining <= 0 or self.notifier.closed:
                 return events
             self.notifier.wait(key, seen, remaining)
+
+    # Approvals
+
+    def approvals(
+        self,
+        *,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        status: Sequence[str] | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        order: str = "desc",
+        principal: Principal | None = None,
+    ) -> Page:
+        """A page of approvals the caller may see, newest first by default."""
+        return self._desk.list(
+            session_id=session_id,
+            task_id=task_id,
+            status=status,
+            owner=owner,
+            limit=limit,
+            cursor=cursor,
+            order=order,
+            principal=principal,
+        )
+
+    def get_approval(self, approval_id: str, *, principal: Principal | None = None) -> Approval:
+        return self._desk.get(approval_id, principal=principal)
+
+    def decide(
+        self,
+        approval_id: str,
+        decision: ApprovalDecision | str,
+        *,
+        principal: Principal | None = None,
+        **fields: Any,
+    ) -> Approval:
+        """Allow or deny a pending approval: an ``ApprovalDecision``, or its ``decision``
+        (``"allow"``, ``"deny"``) with the other fields as keywords."""
+        if not isinstance(decision, ApprovalDecision):
+            decision = contract.convert({"decision": decision, **fields}, ApprovalDecision)
+        return self._desk.decide(approval_id, decision, principal=principal)
 
     # Principals
 

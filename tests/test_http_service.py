@@ -30,6 +30,8 @@ ROUTES = {
     "/principals": {"get", "post"},
     "/principals/{principal_id}": {"get", "delete"},
     "/me": {"get"},
+    "/approvals": {"get"},
+    "/approvals/{approval_id}": {"get", "post"},
 }
 
 

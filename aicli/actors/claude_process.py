@@ -28,7 +28,7 @@ import psutil
 
 from aicli.actors import process_tree
 from aicli.actors.stream import storable
-from aicli.contract import SessionSettings
+from aicli.contract import ApprovalMode, SessionSettings
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class ClaudeLike(Protocol):
 
     def interrupt(self) -> str: ...
 
+    def answer(self, request_id: str, response: dict[str, Any]) -> None: ...
+
     def stop(self, grace: float = 5.0) -> None: ...
 
     def kill(self) -> None: ...
@@ -106,6 +108,9 @@ def build_argv(claude_bin: str, settings: SessionSettings, resume: str | None) -
         argv += ["--append-system-prompt", settings.append_system_prompt]
     if settings.max_turns:
         argv += ["--max-turns", str(settings.max_turns)]
+    if settings.approvals == ApprovalMode.ASK:
+        # The CLI then asks us on stdout (``can_use_tool``) for each use its rules do not allow.
+        argv += ["--permission-prompt-tool", "stdio"]
     return argv
 
 
@@ -206,6 +211,15 @@ class ClaudeProcess:
             }
         )
         return request_id
+
+    def answer(self, request_id: str, response: dict[str, Any]) -> None:
+        """Answer the CLI's control request ``request_id`` (a ``can_use_tool``, say)."""
+        self._send(
+            {
+                "type": "control_response",
+                "response": {"subtype": "success", "request_id": request_id, "response": response},
+            }
+        )
 
     def stop(self, grace: float = 5.0) -> None:
         """Close stdin so the CLI flushes its transcript and exits; force it after ``grace``.

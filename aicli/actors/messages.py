@@ -35,10 +35,27 @@ class Evict:
 
 @dataclass(frozen=True)
 class TaskDeadline:
-    """A timer for the running task fired: ``kind`` is ``timeout`` or ``kill``."""
+    """A timer for the running task fired: ``kind`` is ``timeout`` or ``kill``; a timeout's
+    ``token`` tells it from one set before its clock was paused for a person."""
 
     task_id: str
     kind: str
+    token: int = 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A decision on ``approval_id`` is committed: send the CLI ``response``."""
+
+    approval_id: str
+    response: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ApprovalDeadline:
+    """No one decided ``approval_id`` within the session's ``approval_timeout_s``."""
+
+    approval_id: str
 
 
 @dataclass(frozen=True)
@@ -100,6 +117,14 @@ class CancelRunning:
 @dataclass(frozen=True)
 class CloseSession:
     session_id: str
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A decision on one of the session's approvals is committed; its actor answers the CLI."""
+
+    session_id: str
+    answer: Answer
 
 
 @dataclass(frozen=True)

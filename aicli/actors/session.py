@@ -25,16 +25,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
+from aicli.actors.approval_requests import (
+    NO_TURN,
+    allow,
+    deny,
+    matching_rule,
+    tool_request_of,
+    unanswered,
+)
 from aicli.actors.census import CENSUS_KEY, ProcessCensus
 from aicli.actors.claude_process import ClaudeLike, ClaudeProcess, ProcessExit
 from aicli.actors.faults import Faults
 from aicli.actors.messages import (
     Advance,
+    Answer,
+    ApprovalDeadline,
     Cancel,
     Close,
     Drain,
@@ -57,8 +67,9 @@ from aicli.actors.messages import (
 from aicli.actors.notifier import Notifier, events_of
 from aicli.actors.scheduler import Scheduler, Timer
 from aicli.actors.stream import Outcome, event_of, outcome_of
-from aicli.contract import ROOT_PRINCIPAL_ID, Session, Task, TaskStatus
-from aicli.errors import IllegalTransition, StorageError, Unavailable
+from aicli.actors.turn import Turn
+from aicli.contract import ROOT_PRINCIPAL_ID, ApprovalStatus, Session, Task, TaskStatus
+from aicli.errors import ApprovalDecided, IllegalTransition, StorageError, Unavailable
 from aicli.metrics import Metrics
 from aicli.settings import Settings
 from aicli.storage import Store
@@ -91,23 +102,6 @@ class ActorContext:
     claude_env: Mapping[str, str]
     owner: str
     process_factory: ProcessFactory = ClaudeProcess
-
-
-@dataclass
-class Turn:
-    """The running task, on the process generation that runs it."""
-
-    task: Task
-    generation: int
-    started: float
-    end: tuple[str, str] | None = None  # (status, error) decided by us, not by Claude
-    outcome: Outcome | None = None  # decided; cleared with the turn once committed
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    timers: list[Timer] = field(default_factory=list)
-
-    def cancel_timers(self) -> None:
-        for timer in self.timers:
-            timer.cancel()
 
 
 class SessionActor(pykka.ThreadingActor):
@@ -192,6 +186,9 @@ class SessionActor(pykka.ThreadingActor):
 
     def _on_drain(self, _: Drain) -> None:
         self.draining = True
+        if self.current is not None and self.current.waiting:
+            # Nobody will be there to answer: the turn ends now, not at the end of the grace.
+            self._end_running(TaskStatus.CANCELLED, SERVER_SHUTDOWN)
 
     def _on_shutdown(self, _: Shutdown) -> None:
         self.draining = True
@@ -203,8 +200,15 @@ class SessionActor(pykka.ThreadingActor):
         if message.generation != self.generation or self.leaving:
             return
         data = message.message
-        if data.get("type") == "system" and data.get("subtype") == "init":
+        kind = data.get("type")
+        if kind == "system" and data.get("subtype") == "init":
             self._learn_claude_session(data.get("session_id"))
+            return
+        if kind == "control_request":
+            self._on_control_request(data)
+            return
+        if kind == "control_cancel_request":
+            self._forget_request(str(data.get("request_id")))
             return
         turn = self.current
         if turn is None or turn.generation != message.generation or turn.outcome is not None:
@@ -264,6 +268,8 @@ class SessionActor(pykka.ThreadingActor):
         if turn is None or turn.task.id != message.task_id or turn.outcome is not None:
             return
         if message.kind == "timeout":
+            if not turn.timed_out(message):
+                return  # set before the clock paused for a person; a new one is running
             limit = turn.task.timeout_s or 0
             self._end_running(
                 TaskStatus.FAILED, f"Timed out after {limit:g} s; the Claude turn was interrupted."
@@ -283,6 +289,86 @@ class SessionActor(pykka.ThreadingActor):
             self._stop_process()
         self._stop_if_done()
 
+    # Approvals: the CLI asks, a person (or a rule, or the clock) decides, we answer
+
+    def _on_control_request(self, data: dict[str, Any]) -> None:
+        """The CLI waits for our answer: record the request, then ask a person (or a rule).
+
+        The request is committed (pending, with its event and the task waiting on it)
+        before anyone hears of it; the answer goes out only once a decision is committed.
+        """
+        assert self.process is not None
+        asked = tool_request_of(data)
+        if asked is None:
+            log.warning("session %s: unexpected control request %.200r", self.session_id, data)
+            return
+        turn = self.current
+        if turn is None or turn.outcome is not None or turn.end is not None:
+            self.process.answer(asked.request_id, deny(NO_TURN))
+            return
+        rules = self.store.get_session(self.session_id).approval_rules
+        rule = matching_rule(rules, asked.tool_name, asked.input)
+        turn.asked = True  # before the commit: a failure after it must still expire the row
+        approval = self.store.approvals.request(
+            session_id=self.session_id,
+            task_id=turn.task.id,
+            kind=asked.kind,
+            tool_name=asked.tool_name,
+            given=asked.input,
+            suggestions=asked.suggestions,
+            rule=rule is not None,
+        )
+        self.ctx.notifier.announce(events_of(turn.task.id))
+        log.info(
+            "approval %s",
+            approval.status,
+            extra={"approval_id": approval.id, "task_id": turn.task.id, "tool": asked.tool_name},
+        )
+        if rule is not None:
+            self.process.answer(asked.request_id, allow(asked.input))
+            return
+        turn.waiting[approval.id] = asked.request_id
+        turn.pause_clock()
+        turn.timers.append(
+            self.ctx.scheduler.tell_later(
+                self.session.approval_timeout_s, self.actor_ref, ApprovalDeadline(approval.id)
+            )
+        )
+        if self.draining:
+            self._end_running(TaskStatus.CANCELLED, SERVER_SHUTDOWN)
+
+    def _on_answer(self, message: Answer) -> None:
+        """A decision is committed: tell the CLI, and the task's clock goes on."""
+        turn = self.current
+        if turn is None or message.approval_id not in turn.waiting:
+            return  # the turn is over: its end expired what was left
+        request_id = turn.waiting.pop(message.approval_id)
+        if self.process is not None and not self.leaving and turn.end is None:
+            self.process.answer(request_id, message.response)
+        if not turn.waiting and turn.end is None:
+            turn.start_clock(self.ctx.scheduler, self.actor_ref)
+
+    def _on_approval_deadline(self, message: ApprovalDeadline) -> None:
+        turn = self.current
+        if turn is None or message.approval_id not in turn.waiting:
+            return
+        text = unanswered(self.session.approval_timeout_s)
+        try:
+            self.store.approvals.decide(
+                message.approval_id, ApprovalStatus.EXPIRED, "timeout", text
+            )
+        except ApprovalDecided:
+            return  # a person was quicker; their answer is on its way here
+        self.ctx.notifier.announce(events_of(turn.task.id))
+        log.info("approval expired", extra={"approval_id": message.approval_id})
+        self._on_answer(Answer(message.approval_id, deny(text)))
+
+    def _forget_request(self, request_id: str) -> None:
+        """The CLI withdrew a request (we interrupted the turn): it wants no answer now."""
+        turn = self.current
+        if turn is not None:
+            turn.waiting = {a: r for a, r in turn.waiting.items() if r != request_id}
+
     _handlers: dict[type, Callable[[SessionActor, Any], None]] = {
         Advance: _on_advance,
         Cancel: _on_cancel,
@@ -297,6 +383,8 @@ class SessionActor(pykka.ThreadingActor):
         Evict: _on_evict,
         TaskDeadline: _on_deadline,
         IdleTimeout: _on_idle,
+        Answer: _on_answer,
+        ApprovalDeadline: _on_approval_deadline,
     }
 
     # Starting tasks
@@ -341,18 +429,15 @@ class SessionActor(pykka.ThreadingActor):
         if task is None:
             self._became_idle()
             return
-        self.current = turn = Turn(task, self.generation, time.monotonic())
+        self.current = turn = Turn(
+            task, self.generation, time.monotonic(), work_left=task.timeout_s or None
+        )
         self._not_idle()
         announce(self.ctx, task)
         self.ctx.faults.reach("start.after_commit")
         self.process.send_prompt(task.command)
         self.supervisor.tell(ProcessBusy(self.session_id))
-        if task.timeout_s:
-            turn.timers.append(
-                self.ctx.scheduler.tell_later(
-                    task.timeout_s, self.actor_ref, TaskDeadline(task.id, "timeout")
-                )
-            )
+        turn.start_clock(self.ctx.scheduler, self.actor_ref)
 
     def _budget_spent(self) -> str | None:
         """Why the next task may not run: its owner's budget is spent (None: it may)."""
@@ -502,6 +587,7 @@ class SessionActor(pykka.ThreadingActor):
                     duration_ms=outcome.duration_ms,
                     usage=outcome.usage,
                     events=turn.events,
+                    asked=turn.asked,
                 )
             except IllegalTransition:  # an earlier attempt committed, its answer was lost
                 task = self.store.get_task(turn.task.id)

@@ -29,6 +29,7 @@ from aicli.actors.messages import (
     CancelRunning,
     Close,
     CloseSession,
+    Decided,
     Drain,
     Evict,
     EvictRefused,
@@ -137,6 +138,8 @@ class Supervisor(pykka.ThreadingActor):
             self._tell(message.session_id, Cancel(message.task_id))
         elif isinstance(message, CloseSession):
             self._tell(message.session_id, Close())
+        elif isinstance(message, Decided):
+            self._tell(message.session_id, message.answer)
         elif isinstance(message, SlotRequested):
             self._request(message.session_id)
         elif isinstance(message, SlotReleased):

@@ -8,6 +8,7 @@ import falcon
 from falcon.routing import CompiledRouter
 
 from aicli.http import errors, media
+from aicli.http.approvals import ApprovalResource, ApprovalsResource
 from aicli.http.events import KEEPALIVE_S, EventsResource
 from aicli.http.metrics import HttpMetrics
 from aicli.http.middleware import (
@@ -55,6 +56,8 @@ def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.
     app.add_route(
         "/tasks/{task_id}/events", EventsResource(runtime, slots, keepalive_s=keepalive_s)
     )
+    app.add_route("/approvals", ApprovalsResource(runtime))
+    app.add_route("/approvals/{approval_id}", ApprovalResource(runtime))
     app.add_route("/principals", PrincipalsResource(runtime))
     app.add_route("/principals/{principal_id}", PrincipalResource(runtime))
     app.add_route("/me", MeResource(runtime))

@@ -17,7 +17,13 @@ from typing import Any
 
 import falcon
 
-from aicli.errors import PrincipalNotFound, SessionNotFound, TaskNotFound, Unavailable
+from aicli.errors import (
+    ApprovalNotFound,
+    PrincipalNotFound,
+    SessionNotFound,
+    TaskNotFound,
+    Unavailable,
+)
 from aicli.http.media import is_json_type, too_large
 from aicli.http.metrics import HttpMetrics
 from aicli.validation import unstorable
@@ -25,7 +31,7 @@ from aicli.validation import unstorable
 log = logging.getLogger("aicli.http.access")
 
 PUBLIC_PATHS = frozenset({"/healthz"})
-LOGGED_PARAMS = frozenset({"session_id", "task_id"})
+LOGGED_PARAMS = frozenset({"session_id", "task_id", "approval_id"})
 # A client's own request id is kept if it is short and plain; otherwise we make one.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -162,6 +168,7 @@ class ImpossibleIds:
         "session_id": SessionNotFound,
         "task_id": TaskNotFound,
         "principal_id": PrincipalNotFound,
+        "approval_id": ApprovalNotFound,
     }
 
     def process_resource(

@@ -50,6 +50,13 @@ cancelTask DELETE /tasks/{task_id} 200:Task 400,404,409,503
   Cancel a pending or running task (cancelled already: 200 again).
 getTaskEvents GET /tasks/{task_id}/events 200:EventPage,text/event-stream 400,404,503 EventQuery
   The event log: JSON pages after `after`, or (Accept: text/event-stream) a live SSE stream.
+listApprovals GET /approvals 200:ApprovalPage 400,403,404,503 ApprovalListQuery
+  List approvals: tool uses and questions that waited (or wait) for a person.
+getApproval GET /approvals/{approval_id} 200:Approval 400,404,503
+  One approval.
+decideApproval POST /approvals/{approval_id} 200:Approval 400,404,409,503 ApprovalDecision
+  Decide a pending approval: allow (perhaps with changed input, answers, or remembered for \
+the session) or deny with a message (decided already: 409 approval_decided).
 createPrincipal POST /principals 201:Principal 400,403,503 PrincipalCreate
   Create a principal (admins only): a user or an admin with a bearer token of its own, shown \
 only in this answer.
@@ -81,9 +88,11 @@ ERRORS = {  # each starts with the codes it carries
     "402": "budget_exceeded: the caller's `limits.budget_usd` is spent; no task is taken.",
     "403": "forbidden: a route or a filter (`owner`) only admins may use, called by a user.",
     "404": "session_not_found, task_not_found, not_found: no such id (or route), or one that is "
-    "not the caller's to see (a user's view: the sessions it opened, their tasks, itself).",
+    "not the caller's to see (a user's view: the sessions it opened, their tasks and "
+    "approvals, itself).",
     "405": "method_not_allowed: the route has no such method; `Allow` names those it has.",
-    "409": "session_closed, task_not_cancellable: the session or the task is past it.",
+    "409": "session_closed, task_not_cancellable, approval_decided: the session, the task or "
+    "the approval is past it.",
     "413": "payload_too_large: the body is over the size limit, whatever it holds.",
     "415": "unsupported_media_type: a body that is not application/json (none: read as JSON).",
     "429": "too_many_requests: too many open sessions, or pending tasks in the session (the "
@@ -108,6 +117,7 @@ LINKS = {
     "Session": ("session_id", "getSession closeSession submitTask listSessionTasks listTasks"),
     "Task": ("task_id", "getTask cancelTask getTaskEvents"),
     "Principal": ("principal_id", "getPrincipal revokePrincipal"),
+    "Approval": ("approval_id", "getApproval decideApproval"),
 }
 JSON = "application/json"
 REF = "#/components/schemas/{name}"
@@ -119,14 +129,17 @@ RESPONSES = (
     c.EventPage,
     c.Principal,
     c.Page[c.Principal],
+    c.Approval,
+    c.Page[c.Approval],
     c.ErrorBody,
 )
-REQUESTS = (c.SessionCreate, c.TaskSubmit, c.PrincipalCreate)
+REQUESTS = (c.SessionCreate, c.TaskSubmit, c.PrincipalCreate, c.ApprovalDecision)
 # msgspec names a component after its type; no component refers to these four.
 NAMES = {
     "Page_Session_": "SessionPage",
     "Page_Task_": "TaskPage",
     "Page_Principal_": "PrincipalPage",
+    "Page_Approval_": "ApprovalPage",
     "ErrorBody": "Error",
 }
 # A struct both taken and answered (a principal's limits) has two schemas: every field is

@@ -210,11 +210,67 @@ def _principals(db: Database) -> None:
     db.execute_sql("CREATE INDEX sessions_owner_created_at_id ON sessions (owner, created_at, id)")
 
 
+def _approvals(db: Database) -> None:
+    """Approvals (a person in the loop), each session's approval settings and rules, and the
+    approval a running task waits for."""
+
+    class Base(Model):
+        class Meta:
+            database = db
+
+    class Session(Base):
+        id = CharField(max_length=64, primary_key=True)
+
+        class Meta:
+            table_name = "sessions"
+
+    class Task(Base):
+        id = CharField(max_length=64, primary_key=True)
+
+        class Meta:
+            table_name = "tasks"
+
+    class Approval(Base):
+        id = CharField(max_length=64, primary_key=True)
+        session = ForeignKeyField(Session, column_name="session_id", backref="+", index=False)
+        task = ForeignKeyField(Task, column_name="task_id", backref="+", index=False)
+        kind = CharField(max_length=16, constraints=[Check("kind IN ('tool', 'question')")])
+        tool_name = TextField()
+        input = JsonTextField()
+        suggestions = JsonTextField()
+        status = CharField(
+            max_length=16,
+            constraints=[status_check(("pending", "allowed", "denied", "expired"))],
+        )
+        message = TextField(null=True)
+        created_at = UtcDateTimeField()
+        decided_at = UtcDateTimeField(null=True)
+        decided_by = CharField(max_length=64, null=True)
+
+        class Meta:
+            table_name = "approvals"
+            indexes = (
+                (("created_at", "id"), False),
+                (("session_id", "created_at", "id"), False),
+                (("task_id", "status"), False),
+                (("status", "created_at", "id"), False),
+            )
+
+    db.create_tables([Approval])
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN approvals VARCHAR(8) NOT NULL DEFAULT 'off'")
+    db.execute_sql(
+        "ALTER TABLE sessions ADD COLUMN approval_timeout_s DOUBLE PRECISION NOT NULL DEFAULT 3600"
+    )
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN approval_rules TEXT NOT NULL DEFAULT '[]'")
+    db.execute_sql("ALTER TABLE tasks ADD COLUMN awaiting_approval VARCHAR(64)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, tasks, task events, processes", _initial_schema),
     Migration(2, "tasks.updated_at", _task_updated_at),
     Migration(3, "tasks.seq and sessions.last_seq: the queue order", _queue_order),
     Migration(4, "principals and sessions.owner", _principals),
+    Migration(5, "approvals, sessions' approval settings and tasks.awaiting_approval", _approvals),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

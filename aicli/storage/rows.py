@@ -20,6 +20,8 @@ from typing import Any
 import msgspec
 
 from aicli.contract import (
+    ApprovalMode,
+    ApprovalRule,
     Event,
     PermissionMode,
     Session,
@@ -103,8 +105,13 @@ SESSION_COLUMNS = (
     "id, status, workdir, model, permission_mode, allowed_tools, disallowed_tools,"
     " append_system_prompt, max_turns, metadata, claude_session_id, created_at, updated_at,"
     " last_active_at, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd,"
-    " owner"
+    " owner, approvals, approval_timeout_s, approval_rules"
 )
+_rules_from_json = msgspec.json.Decoder(tuple[ApprovalRule, ...]).decode
+
+
+def rules_from_json(text: str) -> tuple[ApprovalRule, ...]:
+    return () if text == "[]" else _rules_from_json(text)
 
 
 def stored_value(value: Any) -> Any:
@@ -122,7 +129,7 @@ def session_from_row(row: Sequence[Any]) -> Session:
         session_id, status, workdir, model, permission_mode, allowed_tools, disallowed_tools,
         append_system_prompt, max_turns, metadata, claude_session_id, created_at, updated_at,
         last_active_at, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd,
-        owner,
+        owner, approvals, approval_timeout_s, approval_rules,
     ) = row  # fmt: skip
     return Session(
         id=session_id,
@@ -135,6 +142,9 @@ def session_from_row(row: Sequence[Any]) -> Session:
         append_system_prompt=append_system_prompt,
         max_turns=max_turns,
         metadata=from_json_text(metadata),
+        approvals=ApprovalMode(approvals),
+        approval_timeout_s=approval_timeout_s,
+        approval_rules=rules_from_json(approval_rules),
         claude_session_id=claude_session_id,
         owner=owner,
         created_at=from_db_time(created_at),

@@ -26,7 +26,7 @@ from peewee import (
     TextField,
 )
 
-from aicli.contract import SessionStatus, TaskStatus
+from aicli.contract import ApprovalKind, ApprovalStatus, SessionStatus, TaskStatus
 from aicli.storage.fields import JsonTextField, UtcDateTimeField
 
 
@@ -45,6 +45,7 @@ class Tables(NamedTuple):
     events: type[Model]
     processes: type[Model]
     principals: type[Model]
+    approvals: type[Model]
 
 
 def bind_tables(db: Database) -> Tables:
@@ -79,6 +80,10 @@ def bind_tables(db: Database) -> Tables:
         last_seq = BigIntegerField(constraints=[SQL("DEFAULT 0")])
         # Added by migration 4: the principal that opened it (null before principals).
         owner = CharField(max_length=64, null=True)
+        # Added by migration 5.
+        approvals = CharField(max_length=8, constraints=[SQL("DEFAULT 'off'")])
+        approval_timeout_s = DoubleField(constraints=[SQL("DEFAULT 3600")])
+        approval_rules = JsonTextField(constraints=[SQL("DEFAULT '[]'")])
 
         class Meta:
             table_name = "sessions"
@@ -109,6 +114,8 @@ def bind_tables(db: Database) -> Tables:
         updated_at = UtcDateTimeField(null=True)
         # Added by migration 3: the task's place in its session's queue.
         seq = BigIntegerField(null=True)
+        # Added by migration 5: the approval its turn waits for, while one does.
+        awaiting_approval = CharField(max_length=64, null=True)
 
         class Meta:
             table_name = "tasks"
@@ -152,6 +159,34 @@ def bind_tables(db: Database) -> Tables:
             table_name = "principals"
             indexes = ((("created_at", "id"), False),)
 
+    class ApprovalRow(Base):
+        """Added by migration 5: a tool use or a question that waited for a person."""
+
+        id = CharField(max_length=64, primary_key=True)
+        session = ForeignKeyField(SessionRow, column_name="session_id", backref="+", index=False)
+        task = ForeignKeyField(TaskRow, column_name="task_id", backref="+", index=False)
+        kind = CharField(
+            max_length=16,
+            constraints=[Check(f"kind IN ({', '.join(repr(str(k)) for k in ApprovalKind)})")],
+        )
+        tool_name = TextField()
+        input = JsonTextField()
+        suggestions = JsonTextField()
+        status = CharField(max_length=16, constraints=[status_check(tuple(ApprovalStatus))])
+        message = TextField(null=True)
+        created_at = UtcDateTimeField()
+        decided_at = UtcDateTimeField(null=True)
+        decided_by = CharField(max_length=64, null=True)
+
+        class Meta:
+            table_name = "approvals"
+            indexes = (
+                (("created_at", "id"), False),
+                (("session_id", "created_at", "id"), False),
+                (("task_id", "status"), False),
+                (("status", "created_at", "id"), False),
+            )
+
     class ProcessRow(Base):
         pid = IntegerField()
         start_time = DoubleField()
@@ -163,4 +198,4 @@ def bind_tables(db: Database) -> Tables:
             table_name = "processes"
             indexes = ((("pid", "start_time"), False),)
 
-    return Tables(SessionRow, TaskRow, EventRow, ProcessRow, PrincipalRow)
+    return Tables(SessionRow, TaskRow, EventRow, ProcessRow, PrincipalRow, ApprovalRow)

@@ -33,7 +33,9 @@ import msgspec
 from peewee import IntegrityError
 
 from aicli.contract import (
+    DEFAULT_APPROVAL_TIMEOUT_S,
     TERMINAL_STATUSES,
+    ApprovalMode,
     Event,
     Page,
     PermissionMode,
@@ -55,6 +57,7 @@ from aicli.errors import (
     TaskNotFound,
 )
 from aicli.storage import database, migrations, paging, transitions
+from aicli.storage.approvals import Approvals
 from aicli.storage.ended import EndedTasks
 from aicli.storage.engine import Engine
 from aicli.storage.fields import to_db_float, to_db_time, to_json_text
@@ -133,8 +136,8 @@ _SESSION_STATUS = "SELECT status FROM sessions WHERE id = ?"
 _INSERT_SESSION = (
     "INSERT INTO sessions (id, status, workdir, model, permission_mode, allowed_tools,"
     " disallowed_tools, append_system_prompt, max_turns, metadata, created_at, updated_at,"
-    " owner, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd)"
-    f" VALUES ({_marks(13)}, 0, 0, 0, 0, 0, 0)"
+    " owner, approvals, approval_timeout_s, n_pending, n_running, n_completed, n_failed,"
+    f" n_cancelled, total_cost_usd) VALUES ({_marks(15)}, 0, 0, 0, 0, 0, 0)"
 )
 _N_PENDING = count_column(TaskStatus.PENDING)
 _N_CANCELLED = count_column(TaskStatus.CANCELLED)
@@ -237,6 +240,7 @@ class Store:
         self._count_moves: dict[tuple[str, str, bool, str | None], str] = {}
         self._ended = EndedTasks()
         self.principals = Principals(engine)
+        self.approvals = Approvals(engine, self._append, self._lock_session_of)
         self.database_url = engine.url
 
     @property
@@ -263,6 +267,8 @@ class Store:
         max_turns: int | None = None,
         metadata: dict[str, str] | None = None,
         owner: str | None = None,
+        approvals: str | None = None,
+        approval_timeout_s: float | None = None,
     ) -> Session:
         if permission_mode is not None and permission_mode not in tuple(PermissionMode):
             raise InvalidRequest(
@@ -282,6 +288,8 @@ class Store:
             max_turns=max_turns,
             metadata=dict(metadata or {}),
             owner=owner,
+            approvals=ApprovalMode(approvals or ApprovalMode.OFF),
+            approval_timeout_s=to_db_float(approval_timeout_s or DEFAULT_APPROVAL_TIMEOUT_S),
             created_at=now,
             updated_at=now,
         )
@@ -300,6 +308,8 @@ class Store:
             stored_now,
             stored_now,
             owner,
+            session.approvals,
+            session.approval_timeout_s,
         )
         self._engine.write(lambda: self._execute(_INSERT_SESSION, params))
         return session
@@ -573,12 +583,14 @@ class Store:
         duration_ms: int | None = None,
         usage: dict[str, int] | None = None,
         events: Sequence[tuple[str, dict[str, Any]]] = (),
+        asked: bool = False,
     ) -> Task:
         """running -> completed | failed | cancelled, or pending -> cancelled, in one commit.
 
         Writes ``events`` (what carried the outcome), the move, its ``status``
         event, and the session's return to ``idle`` together, so no reader sees
         one without the others. Arguments left ``None`` keep what the task holds.
+        ``asked``: the turn asked for approvals, so any still pending expire in it too.
         """
         if status not in TERMINAL_STATUSES:
             raise IllegalTransition(
@@ -590,7 +602,9 @@ class Store:
 
         def write() -> Task:
             self._lock_session_of(task_id)
-            task = self._finish(task_id, status, values, cost_usd, predecessors, entries)
+            task = self._finish(
+                task_id, status, values, cost_usd, predecessors, entries, expire=asked
+            )
             if task is None:
                 raise self._illegal(task_id, status)
             return task
@@ -647,7 +661,9 @@ class Store:
         def write() -> list[str]:
             failed = [row[0] for row in self._execute(sql).fetchall()]
             for task_id in failed:
-                self._finish(task_id, TaskStatus.FAILED, values, None, (TaskStatus.RUNNING,))
+                self._finish(
+                    task_id, TaskStatus.FAILED, values, None, (TaskStatus.RUNNING,), expire=True
+                )
             self._execute(_IDLE_WITHOUT_RUNNING)
             return failed
 
@@ -856,10 +872,12 @@ class Store:
         cost: float | None,
         predecessors: tuple[str, ...],
         events: list[tuple[str, dict[str, Any]]] | None = None,
+        *,
+        expire: bool = False,
     ) -> Task | None:
         """Move the task to the terminal ``target`` from one of ``predecessors``, with all
         that goes with it (``events``, counters, ``status`` event, the session back to
-        idle); ``None`` when it was in none of them.
+        idle, with ``expire`` its pending approvals' end); ``None`` when it was in none.
 
         Each attempt is ``UPDATE ... WHERE status = ?``: the check and the write are one
         statement, so two writers cannot both win, and the predecessor that matched is
@@ -867,6 +885,8 @@ class Store:
         """
         now = to_db_time(utcnow())
         values = {**values, "completed_at": now}
+        if expire:
+            values["awaiting_approval"] = None
         names = tuple(values)
         params = [target, now, *values.values(), task_id]
         for previous in predecessors:
@@ -881,7 +901,14 @@ class Store:
         count_params: list[Any] = [to_db_float(cost)] if cost else []
         count_params += [now, now, task.session_id] if idle else [task.session_id]
         self._execute(self._count_move(previous, target, bool(cost), idle), count_params)
-        self._append(task.id, [*(events or ()), ("status", task.status_event())])
+        expired = (
+            self.approvals.expire_of_task(
+                task.id, f"The task ended ({target}) before this was decided."
+            )
+            if expire
+            else []
+        )
+        self._append(task.id, [*(events or ()), *expired, ("status", task.status_event())])
         return task
 
     def _lock_session_of(self, task_id: str) -> None:

@@ -16,6 +16,10 @@ channel::
     [[tool: Write {"file_path": "x", "content": "y"}]]
                                call any tool the CLI offers with this JSON input, then reply
                                with the tool's result; the JSON may not hold "]]"
+    [[ask: Which color? | Red | Blue]]
+                               ask the question with these options through the CLI's
+                               AskUserQuestion tool (offered with approvals on), then
+                               reply with the tool's result: the answer
     [[slow: 3]]                stream the reply over 3 seconds
     [[error: 401]]             answer with an HTTP error (400, 401, 403, 429, 500,
                                529) and ``x-should-retry: false``
@@ -41,6 +45,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+QUESTION_TOOL = "AskUserQuestion"
 DIRECTIVE = re.compile(r"\[\[([a-z-]+)(?::\s*(.*?))?\]\]", re.DOTALL)
 
 ERROR_TYPES = {
@@ -181,6 +186,8 @@ def reply_from_directives(request: RecordedRequest) -> Reply:
             return Reply.bash("echo again")
         if "bash" in directives and tool_result is None:
             return Reply.bash(directives["bash"])
+    if "ask" in directives and tool_result is None and request.offers(QUESTION_TOOL):
+        return Reply.use(QUESTION_TOOL, question_input(directives["ask"]))
     if "tool" in directives and tool_result is None:
         name, _, given = directives["tool"].partition(" ")
         if request.offers(name):
@@ -193,6 +200,17 @@ def reply_from_directives(request: RecordedRequest) -> Reply:
     if "say" in directives:
         return Reply.say(directives["say"], seconds)
     return Reply.say(f"Reply to: {prompt.strip()[:200]}", seconds)
+
+
+def question_input(spec: str) -> dict[str, Any]:
+    """AskUserQuestion's input for ``question | option | option ...``."""
+    question, *labels = [part.strip() for part in spec.split("|")]
+    options = [{"label": label, "description": f"Choose {label}"} for label in labels]
+    return {
+        "questions": [
+            {"question": question, "header": "Question", "options": options, "multiSelect": False}
+        ]
+    }
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:

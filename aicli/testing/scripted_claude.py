@@ -10,8 +10,10 @@ two turns of one session (one workdir) running at once.
 A prompt steers its turn with directives, like the fake API's:
 ``[[hold]]`` (answer only when the test calls ``release``), ``[[die]]`` (the
 process exits with code 1 mid-turn), ``[[surrogate]]`` (the answer holds a lone
-UTF-16 surrogate), ``[[slow:S]]`` (answer after S seconds). Any other prompt is
-answered at once with ``done: <prompt>``.
+UTF-16 surrogate), ``[[slow:S]]`` (answer after S seconds), ``[[ask]]`` (first
+ask, as ``--permission-prompt-tool stdio`` does, to run Bash, and go on once
+answered; the answers are kept in ``answers``). Any other prompt is answered
+with ``done: <prompt>``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from aicli.contract import SessionSettings
 
 _SLOW = re.compile(r"\[\[slow:([0-9.]+)\]\]")
 _STOP, _KILL, _INTERRUPT, _RELEASE = "stop", "kill", "interrupt", "release"
+_ANSWER = "answer"
 
 
 @dataclass
@@ -128,6 +131,7 @@ class ScriptedProcess:
         self.inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.turn: TurnRecord | None = None
         self.detached_sweeps = 0
+        self.answers: list[dict[str, Any]] = []
         self._on_message = on_message
         self._on_exit = on_exit
         self._started = False
@@ -155,6 +159,9 @@ class ScriptedProcess:
     def interrupt(self) -> str:
         self.inbox.put((_INTERRUPT, None))
         return "req_scripted"
+
+    def answer(self, request_id: str, response: dict[str, Any]) -> None:
+        self.inbox.put((_ANSWER, response))
 
     def stop(self, grace: float = 5.0) -> None:
         self._stop_requested = True
@@ -204,6 +211,10 @@ class ScriptedProcess:
     def _wait_for_turn_end(self, prompt: str) -> str:
         if "[[die]]" in prompt:
             return "died"
+        if "[[ask]]" in prompt:
+            how = self._ask()
+            if how is not None:
+                return how
         held = "[[hold]]" in prompt
         slow = _SLOW.search(prompt)
         deadline = time.monotonic() + float(slow.group(1)) if slow else None
@@ -217,14 +228,41 @@ class ScriptedProcess:
                 return "answered"
             if kind == _RELEASE:
                 return "answered"
+            how = self._ended_by(kind)
+            if how is not None:
+                return how
+
+    def _ask(self) -> str | None:
+        """Ask to run a command and wait for the answer; how the turn ended, if it did."""
+        request_id = f"scripted-{uuid.uuid4().hex[:8]}"
+        given = {"command": "echo hi > hi.txt", "description": "Write a file"}
+        request = {
+            "subtype": "can_use_tool",
+            "tool_name": "Bash",
+            "input": given,
+            "permission_suggestions": [],
+            "tool_use_id": f"toolu_{request_id}",
+        }
+        self._say({"type": "control_request", "request_id": request_id, "request": request})
+        while True:
+            kind, value = self.inbox.get()
+            if kind == _ANSWER:
+                self.answers.append(value)
+                return None
             if kind == _INTERRUPT:
-                return "interrupted"
-            if kind == "die":
-                return "died"
-            if kind == _KILL:
-                return "killed"
-            if kind == _STOP:
-                return "stopped"
+                self._say({"type": "control_cancel_request", "request_id": request_id})
+            how = self._ended_by(kind)
+            if how is not None:
+                return how
+
+    @staticmethod
+    def _ended_by(kind: str) -> str | None:
+        return {
+            _INTERRUPT: "interrupted",
+            "die": "died",
+            _KILL: "killed",
+            _STOP: "stopped",
+        }.get(kind)
 
     def _answer(self, prompt: str, *, interrupted: bool) -> None:
         text = f"done: {prompt}" + ("\ud83d" if "[[surrogate]]" in prompt else "")

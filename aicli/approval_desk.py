@@ -1,0 +1,160 @@
+"""Where people decide approvals: the runtime's part of "a person in the loop".
+
+A decision is checked (who may decide, and whether the body fits the request),
+committed in the store, and only then handed to the session's actor, which
+answers the CLI. The store settles every race: a person, the approval's
+timeout and the end of its task each try to move it from ``pending``, and the
+losers are told ``ApprovalDecided``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aicli import access
+from aicli.actors.approval_requests import DENIED, allow, deny
+from aicli.actors.messages import Answer, Decided
+from aicli.actors.notifier import Notifier, events_of
+from aicli.contract import (
+    Approval,
+    ApprovalDecision,
+    ApprovalKind,
+    ApprovalRule,
+    ApprovalStatus,
+    Decision,
+    Page,
+    Principal,
+    utcnow,
+)
+from aicli.errors import ApprovalDecided, InvalidRequest
+from aicli.storage import Store
+
+log = logging.getLogger(__name__)
+
+
+def _refuse(field: str, message: str) -> InvalidRequest:
+    return InvalidRequest(message, {"field": field})
+
+
+def response_to(approval: Approval, decision: ApprovalDecision) -> dict[str, Any]:
+    """What the CLI is answered; ``InvalidRequest`` (naming the field) for a body that does
+    not fit this approval."""
+    if decision.decision == Decision.DENY:
+        for name in ("updated_input", "answers"):
+            if getattr(decision, name) is not None:
+                raise _refuse(name, f"'{name}' goes with 'allow', not with 'deny'.")
+        if decision.remember:
+            raise _refuse("remember", "'remember' goes with 'allow', not with 'deny'.")
+        return deny(decision.message or DENIED)
+    given = dict(approval.input if decision.updated_input is None else decision.updated_input)
+    if approval.kind == ApprovalKind.QUESTION:
+        if decision.remember:
+            raise _refuse("remember", "'remember' allows tool uses; a question is answered once.")
+        given["answers"] = _answers(approval, decision.answers)
+    elif decision.answers is not None:
+        raise _refuse("answers", "'answers' answers a question; this approval is a tool use.")
+    if decision.remember and decision.updated_input is not None:
+        raise _refuse(
+            "remember",
+            "'remember' allows later uses as Claude asks for them, so it cannot go with "
+            "'updated_input'.",
+        )
+    return allow(given)
+
+
+def _answers(approval: Approval, answers: dict[str, str] | None) -> dict[str, str]:
+    """Each answer keyed by its question's text, as the CLI expects them."""
+    questions = [
+        q.get("question")
+        for q in approval.input.get("questions") or []
+        if isinstance(q, dict) and isinstance(q.get("question"), str)
+    ]
+    if not answers:
+        raise _refuse("answers", "'answers' is required to allow a question: one per question.")
+    for text in answers:
+        if text not in questions:
+            asked = "; ".join(repr(q) for q in questions) or "none"
+            raise _refuse(f"answers.{text}", f"No question {text!r} was asked; asked: {asked}.")
+    return dict(answers)
+
+
+class ApprovalDesk:
+    def __init__(self, store: Store, notifier: Notifier, tell: Callable[[object], None]) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._tell = tell
+
+    def list(
+        self,
+        *,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        status: Sequence[str] | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        order: str = "desc",
+        principal: Principal | None = None,
+    ) -> Page:
+        owner = access.list_owner(principal, owner)
+        if session_id is not None:  # an unknown (or someone else's) session is 404
+            access.check_session(self._store, principal, session_id)
+            if access.sees_all(principal):
+                self._store.session_owner(session_id)
+        if task_id is not None:
+            access.check_task(self._store, principal, task_id)
+            if access.sees_all(principal):
+                self._store.task_owner(task_id)
+        return self._store.approvals.list(
+            session_id=session_id,
+            task_id=task_id,
+            statuses=status,
+            owner=owner,
+            limit=limit,
+            cursor=cursor,
+            order=order,
+        )
+
+    def get(self, approval_id: str, *, principal: Principal | None = None) -> Approval:
+        access.check_approval(self._store, principal, approval_id)
+        return self._store.approvals.get(approval_id)
+
+    def decide(
+        self, approval_id: str, decision: ApprovalDecision, *, principal: Principal | None = None
+    ) -> Approval:
+        """Commit the decision, then have the session's actor answer the CLI with it."""
+        approval = self.get(approval_id, principal=principal)
+        response = response_to(approval, decision)
+        if approval.status != ApprovalStatus.PENDING:
+            raise ApprovalDecided(approval.id, approval.status, approval.decided_by)
+        allowed = decision.decision == Decision.ALLOW
+        rule = None
+        if allowed and decision.remember:
+            rule = ApprovalRule(
+                tool_name=approval.tool_name,
+                input=approval.input,
+                approval_id=approval.id,
+                created_at=utcnow(),
+            )
+        decided = self._store.approvals.decide(
+            approval.id,
+            ApprovalStatus.ALLOWED if allowed else ApprovalStatus.DENIED,
+            access.decider(principal),
+            decision.message if allowed else response["message"],
+            rule,
+        )
+        self._notifier.announce(events_of(decided.task_id))
+        self._tell(Decided(decided.session_id, Answer(decided.id, response)))
+        log.info(
+            "approval %s",
+            decided.status,
+            extra={
+                "approval_id": decided.id,
+                "task_id": decided.task_id,
+                "decided_by": decided.decided_by,
+                "remember": rule is not None,
+            },
+        )
+        return decided

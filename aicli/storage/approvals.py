@@ -1,0 +1,273 @@
+"""Approvals: tool uses and questions that waited for a person, and how each was decided.
+
+Reached as ``Store.approvals``. A request, a decision and an expiry each move
+the approval, the task's ``awaiting_approval`` and the task's event log in one
+transaction, so a reader never sees a decided approval whose task still waits
+for it, nor an event for a change that did not commit. Deciding is
+``UPDATE ... WHERE status = 'pending'``: a person, the timeout and the end of
+the task race for it, and exactly one wins; the others get ``ApprovalDecided``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from aicli.contract import (
+    Approval,
+    ApprovalKind,
+    ApprovalRule,
+    ApprovalStatus,
+    Page,
+    TaskStatus,
+    new_id,
+    utcnow,
+)
+from aicli.errors import ApprovalDecided, ApprovalNotFound, IllegalTransition, InvalidRequest
+from aicli.storage import paging
+from aicli.storage.engine import Engine
+from aicli.storage.fields import from_db_time, from_json_text, to_db_time, to_json_text
+from aicli.storage.rows import rules_from_json
+
+RULE = "rule"  # decided_by of a use a remembered rule allowed
+SYSTEM = "system"  # decided_by of a request its task's end (or a restart) expired
+
+_COLUMNS = (
+    "id, session_id, task_id, kind, tool_name, input, suggestions, status, message,"
+    " created_at, decided_at, decided_by"
+)
+_INSERT = f"INSERT INTO approvals ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+_GET = f"SELECT {_COLUMNS} FROM approvals WHERE id = ?"
+_OWNER = (
+    "SELECT approvals.session_id, sessions.owner FROM approvals"
+    " JOIN sessions ON sessions.id = approvals.session_id WHERE approvals.id = ?"
+)
+_AWAIT = (
+    "UPDATE tasks SET awaiting_approval = ?, updated_at = ?"
+    f" WHERE id = ? AND status = '{TaskStatus.RUNNING}' RETURNING id"
+)
+_DECIDE = (
+    "UPDATE approvals SET status = ?, message = ?, decided_at = ?, decided_by = ?"
+    f" WHERE id = ? AND status = '{ApprovalStatus.PENDING}' RETURNING {_COLUMNS}"
+)
+# The task waits for its oldest pending approval, or for none.
+_NEXT_AWAITED = (
+    "UPDATE tasks SET awaiting_approval = (SELECT id FROM approvals WHERE task_id = tasks.id"
+    f" AND status = '{ApprovalStatus.PENDING}' ORDER BY created_at, id LIMIT 1), updated_at = ?"
+    " WHERE id = ?"
+)
+_EXPIRE_OF_TASK = (
+    f"UPDATE approvals SET status = '{ApprovalStatus.EXPIRED}', message = ?, decided_at = ?,"
+    f" decided_by = '{SYSTEM}' WHERE task_id = ? AND status = '{ApprovalStatus.PENDING}'"
+    f" RETURNING {_COLUMNS}"
+)
+_RULES = "SELECT approval_rules FROM sessions WHERE id = ?"
+_SET_RULES = "UPDATE sessions SET approval_rules = ?, updated_at = ? WHERE id = ?"
+
+Append = Callable[[str, list[tuple[str, dict[str, Any]]]], Any]
+
+
+def approval_from_row(row: Sequence[Any]) -> Approval:
+    (
+        approval_id, session_id, task_id, kind, tool_name, given, suggestions, status, message,
+        created_at, decided_at, decided_by,
+    ) = row  # fmt: skip
+    return Approval(
+        id=approval_id,
+        session_id=session_id,
+        task_id=task_id,
+        kind=ApprovalKind(kind),
+        tool_name=tool_name,
+        input=from_json_text(given),
+        suggestions=from_json_text(suggestions),
+        status=ApprovalStatus(status),
+        message=message,
+        created_at=from_db_time(created_at),
+        decided_at=None if decided_at is None else from_db_time(decided_at),
+        decided_by=decided_by,
+    )
+
+
+def event_of(kind: str, approval: Approval) -> tuple[str, dict[str, Any]]:
+    """The task's event for ``approval``: ``approval_requested`` or ``approval_decided``."""
+    return kind, {"approval": msgspec.to_builtins(approval)}
+
+
+class Approvals:
+    def __init__(
+        self, engine: Engine, append: Append, lock_session_of: Callable[[str], None]
+    ) -> None:
+        self._engine = engine
+        self._execute = engine.execute
+        self._append = append
+        self._lock_session_of = lock_session_of
+
+    def request(
+        self,
+        *,
+        session_id: str,
+        task_id: str,
+        kind: ApprovalKind,
+        tool_name: str,
+        given: dict[str, Any],
+        suggestions: list[Any],
+        rule: bool = False,
+    ) -> Approval:
+        """Record what the CLI asks for the running task: pending, with the task waiting on
+        it; or, with ``rule``, allowed at once by a remembered rule (nobody is asked).
+
+        ``IllegalTransition`` if the task is not running (its turn is over)."""
+        now = utcnow()
+        approval = Approval(
+            id=new_id(),
+            session_id=session_id,
+            task_id=task_id,
+            kind=kind,
+            tool_name=tool_name,
+            input=given,
+            suggestions=suggestions,
+            status=ApprovalStatus.ALLOWED if rule else ApprovalStatus.PENDING,
+            message=None,
+            created_at=now,
+            decided_at=now if rule else None,
+            decided_by=RULE if rule else None,
+        )
+        stored_now = to_db_time(now)
+
+        def write() -> Approval:
+            self._lock_session_of(task_id)
+            waits = None if rule else approval.id
+            if self._execute(_AWAIT, (waits, stored_now, task_id)).fetchone() is None:
+                raise IllegalTransition(
+                    f"Task '{task_id}' is not running; it cannot wait for an approval.",
+                    {"task_id": task_id},
+                )
+            self._execute(
+                _INSERT,
+                (
+                    approval.id,
+                    session_id,
+                    task_id,
+                    kind,
+                    tool_name,
+                    to_json_text(given),
+                    to_json_text(suggestions),
+                    approval.status,
+                    None,
+                    stored_now,
+                    stored_now if rule else None,
+                    approval.decided_by,
+                ),
+            )
+            asked = msgspec.structs.replace(
+                approval, status=ApprovalStatus.PENDING, decided_at=None, decided_by=None
+            )
+            events = [event_of("approval_requested", asked)]
+            if rule:  # watchers see the request and the rule's answer, as for a person's
+                events.append(event_of("approval_decided", approval))
+            self._append(task_id, events)
+            return approval
+
+        return self._engine.write(write)
+
+    def decide(
+        self,
+        approval_id: str,
+        status: ApprovalStatus,
+        decided_by: str,
+        message: str | None = None,
+        rule: ApprovalRule | None = None,
+    ) -> Approval:
+        """Decide a pending approval; ``ApprovalDecided`` if someone else did first.
+
+        With ``rule``, the session remembers it in the same commit."""
+
+        def write() -> Approval:
+            row = self._execute(_GET, (approval_id,)).fetchone()
+            if row is None:
+                raise ApprovalNotFound(approval_id)
+            self._lock_session_of(row[2])  # the task's session: the one lock order
+            now = to_db_time(utcnow())
+            decided = self._execute(
+                _DECIDE, (status, message, now, decided_by, approval_id)
+            ).fetchone()
+            if decided is None:
+                current = approval_from_row(self._execute(_GET, (approval_id,)).fetchone())
+                raise ApprovalDecided(approval_id, current.status, current.decided_by)
+            approval = approval_from_row(decided)
+            self._execute(_NEXT_AWAITED, (now, approval.task_id))
+            if rule is not None:
+                self._remember(approval.session_id, rule, now)
+            self._append(approval.task_id, [event_of("approval_decided", approval)])
+            return approval
+
+        return self._engine.write(write)
+
+    def expire_of_task(self, task_id: str, message: str) -> list[tuple[str, dict[str, Any]]]:
+        """Inside a transaction that ends the task: its pending approvals expire (decided by
+        the system); returns their ``approval_decided`` events for the caller to append."""
+        rows = self._execute(_EXPIRE_OF_TASK, (message, to_db_time(utcnow()), task_id))
+        return [event_of("approval_decided", approval_from_row(row)) for row in rows.fetchall()]
+
+    def get(self, approval_id: str) -> Approval:
+        row = self._engine.read(lambda: self._execute(_GET, (approval_id,)).fetchone())
+        if row is None:
+            raise ApprovalNotFound(approval_id)
+        return approval_from_row(row)
+
+    def owner(self, approval_id: str) -> tuple[str, str | None]:
+        """The approval's session and that session's owner, in one read."""
+        row = self._engine.read(lambda: self._execute(_OWNER, (approval_id,)).fetchone())
+        if row is None:
+            raise ApprovalNotFound(approval_id)
+        return row[0], row[1]
+
+    def list(
+        self,
+        *,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        statuses: Iterable[str] | None = None,
+        owner: str | None = None,
+        limit: int = paging.DEFAULT_LIMIT,
+        cursor: str | None = None,
+        order: str = "desc",
+    ) -> Page:
+        request = paging.page_request(limit, cursor, order)
+        conditions, params = paging.window(request)
+        chosen = sorted(set(statuses or ()))
+        unknown = [status for status in chosen if status not in tuple(ApprovalStatus)]
+        if unknown:
+            raise InvalidRequest(f"No approval status {unknown[0]!r}.", {"field": "status"})
+        filters: list[tuple[str, list[Any]]] = [
+            ("session_id = ?", [session_id]) if session_id is not None else ("", []),
+            ("task_id = ?", [task_id]) if task_id is not None else ("", []),
+            (f"status IN ({', '.join('?' * len(chosen))})", chosen) if chosen else ("", []),
+            ("session_id IN (SELECT id FROM sessions WHERE owner = ?)", [owner])
+            if owner is not None
+            else ("", []),
+        ]
+        for condition, values in reversed(filters):
+            if condition:
+                conditions.insert(0, condition)
+                params[:0] = values
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = (
+            f"SELECT {_COLUMNS} FROM approvals{where}"
+            f" ORDER BY {paging.ordering(request.order)} LIMIT ?"
+        )
+
+        def read() -> Page:
+            rows = self._execute(sql, [*params, request.limit + 1]).fetchall()
+            return paging.page_of([approval_from_row(row) for row in rows], request)
+
+        return self._engine.read(read)
+
+    def _remember(self, session_id: str, rule: ApprovalRule, now: str) -> None:
+        known = rules_from_json(self._execute(_RULES, (session_id,)).fetchone()[0])
+        if any(r.tool_name == rule.tool_name and r.input == rule.input for r in known):
+            return
+        rules = [msgspec.to_builtins(r) for r in (*known, rule)]
+        self._execute(_SET_RULES, (to_json_text(rules), now, session_id))
