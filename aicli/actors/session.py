@@ -30,14 +30,7 @@ from typing import Any
 
 import pykka
 
-from aicli.actors.approval_requests import (
-    NO_TURN,
-    allow,
-    deny,
-    matching_rule,
-    tool_request_of,
-    unanswered,
-)
+from aicli.actors.asking import AskingMixin
 from aicli.actors.census import CENSUS_KEY, ProcessCensus
 from aicli.actors.claude_process import ClaudeLike, ClaudeProcess, ProcessExit
 from aicli.actors.faults import Faults
@@ -67,9 +60,9 @@ from aicli.actors.messages import (
 from aicli.actors.notifier import Notifier, events_of
 from aicli.actors.scheduler import Scheduler, Timer
 from aicli.actors.stream import Outcome, event_of, outcome_of
-from aicli.actors.turn import Turn
-from aicli.contract import ROOT_PRINCIPAL_ID, ApprovalStatus, Session, Task, TaskStatus
-from aicli.errors import ApprovalDecided, IllegalTransition, StorageError, Unavailable
+from aicli.actors.turn import SERVER_SHUTDOWN, Turn
+from aicli.contract import ROOT_PRINCIPAL_ID, Session, Task, TaskStatus
+from aicli.errors import IllegalTransition, StorageError, Unavailable
 from aicli.metrics import Metrics
 from aicli.settings import Settings
 from aicli.storage import Store
@@ -81,7 +74,6 @@ CANCELLED_PENDING = "Cancelled before it started."
 CANCELLED_RUNNING = "Cancelled while running; the Claude turn was interrupted."
 SESSION_CLOSED_PENDING = "The session was closed before this task started."
 SESSION_CLOSED_RUNNING = "The session was closed while this task ran."
-SERVER_SHUTDOWN = "The server shut down while this task ran; the Claude turn was interrupted."
 RETRY_S = 1.0
 
 ProcessFactory = Callable[..., ClaudeLike]
@@ -104,7 +96,7 @@ class ActorContext:
     process_factory: ProcessFactory = ClaudeProcess
 
 
-class SessionActor(pykka.ThreadingActor):
+class SessionActor(AskingMixin, pykka.ThreadingActor):
     def __init__(
         self, session: Session, context: ActorContext, supervisor: pykka.ActorRef[Any]
     ) -> None:
@@ -289,86 +281,6 @@ class SessionActor(pykka.ThreadingActor):
             self._stop_process()
         self._stop_if_done()
 
-    # Approvals: the CLI asks, a person (or a rule, or the clock) decides, we answer
-
-    def _on_control_request(self, data: dict[str, Any]) -> None:
-        """The CLI waits for our answer: record the request, then ask a person (or a rule).
-
-        The request is committed (pending, with its event and the task waiting on it)
-        before anyone hears of it; the answer goes out only once a decision is committed.
-        """
-        assert self.process is not None
-        asked = tool_request_of(data)
-        if asked is None:
-            log.warning("session %s: unexpected control request %.200r", self.session_id, data)
-            return
-        turn = self.current
-        if turn is None or turn.outcome is not None or turn.end is not None:
-            self.process.answer(asked.request_id, deny(NO_TURN))
-            return
-        rules = self.store.get_session(self.session_id).approval_rules
-        rule = matching_rule(rules, asked.tool_name, asked.input)
-        turn.asked = True  # before the commit: a failure after it must still expire the row
-        approval = self.store.approvals.request(
-            session_id=self.session_id,
-            task_id=turn.task.id,
-            kind=asked.kind,
-            tool_name=asked.tool_name,
-            given=asked.input,
-            suggestions=asked.suggestions,
-            rule=rule is not None,
-        )
-        self.ctx.notifier.announce(events_of(turn.task.id))
-        log.info(
-            "approval %s",
-            approval.status,
-            extra={"approval_id": approval.id, "task_id": turn.task.id, "tool": asked.tool_name},
-        )
-        if rule is not None:
-            self.process.answer(asked.request_id, allow(asked.input))
-            return
-        turn.waiting[approval.id] = asked.request_id
-        turn.pause_clock()
-        turn.timers.append(
-            self.ctx.scheduler.tell_later(
-                self.session.approval_timeout_s, self.actor_ref, ApprovalDeadline(approval.id)
-            )
-        )
-        if self.draining:
-            self._end_running(TaskStatus.CANCELLED, SERVER_SHUTDOWN)
-
-    def _on_answer(self, message: Answer) -> None:
-        """A decision is committed: tell the CLI, and the task's clock goes on."""
-        turn = self.current
-        if turn is None or message.approval_id not in turn.waiting:
-            return  # the turn is over: its end expired what was left
-        request_id = turn.waiting.pop(message.approval_id)
-        if self.process is not None and not self.leaving and turn.end is None:
-            self.process.answer(request_id, message.response)
-        if not turn.waiting and turn.end is None:
-            turn.start_clock(self.ctx.scheduler, self.actor_ref)
-
-    def _on_approval_deadline(self, message: ApprovalDeadline) -> None:
-        turn = self.current
-        if turn is None or message.approval_id not in turn.waiting:
-            return
-        text = unanswered(self.session.approval_timeout_s)
-        try:
-            self.store.approvals.decide(
-                message.approval_id, ApprovalStatus.EXPIRED, "timeout", text
-            )
-        except ApprovalDecided:
-            return  # a person was quicker; their answer is on its way here
-        self.ctx.notifier.announce(events_of(turn.task.id))
-        log.info("approval expired", extra={"approval_id": message.approval_id})
-        self._on_answer(Answer(message.approval_id, deny(text)))
-
-    def _forget_request(self, request_id: str) -> None:
-        """The CLI withdrew a request (we interrupted the turn): it wants no answer now."""
-        turn = self.current
-        if turn is not None:
-            turn.waiting = {a: r for a, r in turn.waiting.items() if r != request_id}
-
     _handlers: dict[type, Callable[[SessionActor, Any], None]] = {
         Advance: _on_advance,
         Cancel: _on_cancel,
@@ -383,8 +295,8 @@ class SessionActor(pykka.ThreadingActor):
         Evict: _on_evict,
         TaskDeadline: _on_deadline,
         IdleTimeout: _on_idle,
-        Answer: _on_answer,
-        ApprovalDeadline: _on_approval_deadline,
+        Answer: AskingMixin._on_answer,
+        ApprovalDeadline: AskingMixin._on_approval_deadline,
     }
 
     # Starting tasks

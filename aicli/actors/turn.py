@@ -19,6 +19,8 @@ from aicli.actors.scheduler import Scheduler, Timer
 from aicli.actors.stream import Outcome
 from aicli.contract import Task
 
+SERVER_SHUTDOWN = "The server shut down while this task ran; the Claude turn was interrupted."
+
 
 @dataclass
 class Turn:

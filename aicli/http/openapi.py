@@ -270,7 +270,8 @@ def _operation(
         "operationId": name,
         "summary": summary.strip(),
         "parameters": ids + [p for t in rest if t[0].isalpha() and t != body for p in _params(t)],
-        "responses": _responses(ok, method, errors),
+        # A POST to a collection makes something there (Location); one to an item acts on it.
+        "responses": _responses(ok, "ITEM" if path.endswith("}") else method, errors),
     }
     if body:
         size = f"A JSON object of at most {settings.max_body_bytes} bytes."
