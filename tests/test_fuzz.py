@@ -39,6 +39,7 @@ from schemathesis.engine import Status, events, from_schema
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.adapter.parameters import ParameterLocation
 
+from aicli.testing.waiting import wait_for
 from tests.http_server import Client, serving
 
 pytest_plugins = ("tests.http_fixtures",)
@@ -54,6 +55,7 @@ DEEP = {
     ("GET /tasks/{task_id}", 200),
     ("DELETE /tasks/{task_id}", 409),
     ("GET /tasks/{task_id}/events", 200),
+    ("GET /approvals/{approval_id}", 200),
 }
 REJECTED = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "15"))
@@ -70,6 +72,7 @@ class Real:
     task: str  # a finished task
     cursor: str  # a next_cursor the server issued
     principal: str  # the caller's own principal id
+    approval: str  # an approval that waits for a decision (until the fuzzer makes one)
 
 
 def _sometimes(generated: dict[str, Any] | None, name: str, *real: str) -> st.SearchStrategy:
@@ -96,11 +99,13 @@ def install_hooks(schema: schemathesis.BaseSchema, real: Real) -> None:
     def flatmap_path_parameters(context, path_parameters):
         strategy = _sometimes(path_parameters, "session_id", *sessions_for(context))
         strategy = strategy.flatmap(lambda params: _sometimes(params, "task_id", real.task))
+        strategy = strategy.flatmap(lambda params: _sometimes(params, "approval_id", real.approval))
         return strategy.flatmap(lambda params: _sometimes(params, "principal_id", real.principal))
 
     @schema.hook
     def flatmap_query(context, query):
         strategy = _sometimes(query, "session_id", real.keeper, real.victim)
+        strategy = strategy.flatmap(lambda params: _sometimes(params, "task_id", real.task))
         return strategy.flatmap(lambda params: _sometimes(params, "owner", real.principal))
 
     @schema.hook
@@ -110,6 +115,15 @@ def install_hooks(schema: schemathesis.BaseSchema, real: Real) -> None:
             case.body = {**body, "workdir": real.workdir}
         if _valid(case, ParameterLocation.BODY) and body.get("workspace_root") is not None:
             case.body = {**body, "workspace_root": real.workdir}
+        if _valid(case, ParameterLocation.BODY) and "decision" in body:
+            # What fits a tool use: no answers, and neither a changed input nor remember
+            # with deny or with each other (the 400 the document words).
+            fitting = {"decision": body["decision"], "message": body.get("message")}
+            if body["decision"] == "allow" and body.get("remember"):
+                fitting["remember"] = True
+            elif body["decision"] == "allow" and body.get("updated_input") is not None:
+                fitting["updated_input"] = body["updated_input"]
+            case.body = fitting
         if _valid(case, ParameterLocation.QUERY) and "cursor" in (case.query or {}):
             case.query = {**case.query, "cursor": real.cursor}
         return case
@@ -193,7 +207,17 @@ def target(request, make_runtime, tmp_path) -> Iterator[tuple[str, str, Real]]:
         task = client.wait_terminal(client.submit(keeper["id"], "[[say: ready]]")["id"])
         cursor = client.get("/sessions", params={"limit": 1}).json()["next_cursor"]
         work = str(root / "project")
-        yield url, token, Real(work, keeper["id"], victim["id"], task["id"], cursor, principal)
+        asker = client.open_session(work, approvals="ask")
+        waits = client.submit(asker["id"], "[[bash: echo fuzz > fuzz.txt]]")
+        approval = wait_for(
+            lambda: client.get("/approvals", params={"task_id": waits["id"]}).json()["data"],
+            what="the approval the fuzzer gets",
+        )[0]
+        yield (
+            url,
+            token,
+            Real(work, keeper["id"], victim["id"], task["id"], cursor, principal, approval["id"]),
+        )
 
 
 def test_every_check_holds_on_every_operation(target):

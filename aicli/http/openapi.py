@@ -82,8 +82,10 @@ ERRORS = {  # each starts with the codes it carries
     "400": "invalid_request: the schema refuses the body, a parameter or a header; a query "
     "parameter is unknown or repeated; or this server refuses a value of the right form: a "
     "`workdir` or a principal's `workspace_root` that is no existing directory (inside the "
-    "workspace root, if set; a workdir inside its owner's too), a `cursor` it did not issue. A "
-    "request that is not HTTP gets a plain-text 400.",
+    "workspace root, if set; a workdir inside its owner's too), a `cursor` it did not issue, a "
+    "decision that does not fit its approval (`answers` but to the questions of a `question`, "
+    "and required there; `updated_input`, `answers` or `remember` with `deny`; `remember` with "
+    "`updated_input` or on a question). A request that is not HTTP gets a plain-text 400.",
     "401": "unauthorized: a missing, wrong or revoked bearer token.",
     "402": "budget_exceeded: the caller's `limits.budget_usd` is spent; no task is taken.",
     "403": "forbidden: a route or a filter (`owner`) only admins may use, called by a user.",
