@@ -44,9 +44,8 @@ _OWNER = (
     "SELECT approvals.session_id, sessions.owner FROM approvals"
     " JOIN sessions ON sessions.id = approvals.session_id WHERE approvals.id = ?"
 )
-_AWAIT = (
-    "UPDATE tasks SET awaiting_approval = ?, updated_at = ?"
-    f" WHERE id = ? AND status = '{TaskStatus.RUNNING}' RETURNING id"
+_TOUCH_RUNNING = (
+    f"UPDATE tasks SET updated_at = ? WHERE id = ? AND status = '{TaskStatus.RUNNING}' RETURNING id"
 )
 _DECIDE = (
     "UPDATE approvals SET status = ?, message = ?, decided_at = ?, decided_by = ?"
@@ -138,8 +137,7 @@ class Approvals:
 
         def write() -> Approval:
             self._lock_session_of(task_id)
-            waits = None if rule else approval.id
-            if self._execute(_AWAIT, (waits, stored_now, task_id)).fetchone() is None:
+            if self._execute(_TOUCH_RUNNING, (stored_now, task_id)).fetchone() is None:
                 raise IllegalTransition(
                     f"Task '{task_id}' is not running; it cannot wait for an approval.",
                     {"task_id": task_id},
@@ -161,6 +159,8 @@ class Approvals:
                     approval.decided_by,
                 ),
             )
+            if not rule:
+                self._execute(_NEXT_AWAITED, (stored_now, task_id))
             asked = msgspec.structs.replace(
                 approval, status=ApprovalStatus.PENDING, decided_at=None, decided_by=None
             )
@@ -237,10 +237,14 @@ class Approvals:
     ) -> Page:
         request = paging.page_request(limit, cursor, order)
         conditions, params = paging.window(request)
-        chosen = sorted(set(statuses or ()))
+        chosen = [] if statuses is None else sorted(set(statuses))
         unknown = [status for status in chosen if status not in tuple(ApprovalStatus)]
-        if unknown:
-            raise InvalidRequest(f"No approval status {unknown[0]!r}.", {"field": "status"})
+        if unknown or (statuses is not None and not chosen):
+            raise InvalidRequest(
+                f"'status' must be among {', '.join(ApprovalStatus)}; got "
+                f"{', '.join(unknown) or 'nothing'}.",
+                {"field": "status"},
+            )
         filters: list[tuple[str, list[Any]]] = [
             ("session_id = ?", [session_id]) if session_id is not None else ("", []),
             ("task_id = ?", [task_id]) if task_id is not None else ("", []),
