@@ -9,11 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import requests
 
+from aicli.actors import process_tree
+from aicli.runtime import owner_prefix
 from aicli.testing.waiting import wait_for
 
 AICLI = str(Path(sys.executable).with_name("aicli"))
+
+
+def aicli_children(database_url: str) -> list[psutil.Process]:
+    """Processes started by any run on this database (other tests' servers use others)."""
+    return process_tree.marked_processes(owner_prefix(database_url), prefix=True)
 
 
 def free_port() -> int:

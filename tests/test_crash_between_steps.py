@@ -10,30 +10,12 @@ from __future__ import annotations
 
 import signal
 
-import pytest
 import requests
 
 from aicli.testing.waiting import wait_for
 from tests.serve_process import ServeProcess, submit, task
 
-
-@pytest.fixture
-def database_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path}/aicli.db"
-
-
-@pytest.fixture
-def serve(tmp_path, database_url, claude_bin, claude_env):
-    servers: list[ServeProcess] = []
-
-    def start(faults: str = "") -> ServeProcess:
-        env = {**claude_env, "AICLI_CLAUDE_BIN": claude_bin, "AICLI_FAULTS": faults}
-        servers.append(ServeProcess(database_url, env, tmp_path / "serve.log"))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.stop()
+pytest_plugins = ("tests.serve_fixtures",)
 
 
 def _three_tasks(server: ServeProcess, workdir: str) -> tuple[str, str, str]:
@@ -47,7 +29,7 @@ def _three_tasks(server: ServeProcess, workdir: str) -> tuple[str, str, str]:
 
 
 def test_killed_after_recording_running_before_sending_the_prompt(serve, workdir, fake_api):
-    server = serve("start.after_commit=stall@2")
+    server = serve(env={"AICLI_FAULTS": "start.after_commit=stall@2"})
     _, second, third = _three_tasks(server, workdir)
     wait_for(lambda: task(server.url, second)["status"] == "running", what="second running")
     server.signal(signal.SIGKILL)
@@ -66,7 +48,7 @@ def test_killed_after_recording_running_before_sending_the_prompt(serve, workdir
 def test_killed_while_recording_running_leaves_the_task_pending_to_run_once(
     serve, workdir, fake_api
 ):
-    server = serve("start.before_commit=stall@2")
+    server = serve(env={"AICLI_FAULTS": "start.before_commit=stall@2"})
     _, second, third = _three_tasks(server, workdir)
     # The first task is complete, so the actor is at the second start, stalled before it
     # commits: the task stays pending and no prompt has gone out.

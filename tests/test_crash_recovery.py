@@ -6,43 +6,19 @@ import signal
 import time
 
 import psutil
-import pytest
 import requests
 
-from aicli.actors import process_tree
 from aicli.runtime import owner_prefix
 from aicli.testing.processes import marked_running
 from aicli.testing.waiting import wait_for
-from tests.serve_process import ServeProcess, submit, task
+from tests.serve_process import aicli_children, submit, task
 
-
-@pytest.fixture
-def database_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path}/aicli.db"
-
-
-@pytest.fixture
-def serve(tmp_path, database_url, claude_bin, claude_env):
-    servers: list[ServeProcess] = []
-    env = {**claude_env, "AICLI_CLAUDE_BIN": claude_bin}
-
-    def start(*args: str) -> ServeProcess:
-        servers.append(ServeProcess(database_url, env, tmp_path / "serve.log", *args))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.stop()
+pytest_plugins = ("tests.serve_fixtures",)
 
 
 def sleepers(database_url: str) -> list[psutil.Process]:
     """The tool `sleep` processes that carry our mark."""
     return marked_running(owner_prefix(database_url), "sleep 600")
-
-
-def aicli_children(database_url: str) -> list[psutil.Process]:
-    """Processes started by any run on this database (other tests' servers use others)."""
-    return process_tree.marked_processes(owner_prefix(database_url), prefix=True)
 
 
 def open_session(url: str, workdir: str) -> str:

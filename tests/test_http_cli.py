@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 
-import pytest
 import requests
 
 from aicli import __version__
@@ -13,22 +12,9 @@ from aicli.cli import build_parser, is_loopback
 from aicli.settings import setting_fields
 from aicli.testing.waiting import wait_for
 from tests.http_server import Client
-from tests.serve_process import AICLI, ServeProcess
+from tests.serve_process import AICLI
 
-
-@pytest.fixture
-def serve(tmp_path, claude_bin, claude_env):
-    servers: list[ServeProcess] = []
-    env = {**claude_env, "AICLI_CLAUDE_BIN": claude_bin}
-
-    def start(*args: str, log_name: str = "serve.log") -> ServeProcess:
-        database_url = f"sqlite:///{tmp_path}/aicli.db"
-        servers.append(ServeProcess(database_url, env, tmp_path / log_name, *args))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.stop()
+pytest_plugins = ("tests.serve_fixtures",)
 
 
 def test_version():

@@ -1,0 +1,33 @@
+"""Fixtures for tests of a real ``aicli serve`` subprocess, loaded with
+``pytest_plugins = ("tests.serve_fixtures",)``: one database file per test, and servers
+on it that are killed at the end if they still run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.serve_process import ServeProcess
+
+
+@pytest.fixture
+def database_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path}/aicli.db"
+
+
+@pytest.fixture
+def serve(tmp_path, database_url, claude_bin, claude_env) -> Iterator[Callable[..., ServeProcess]]:
+    """``serve(*args, env=..., log_name=...)``: a server with the real CLI and the fake API."""
+    servers: list[ServeProcess] = []
+
+    def start(
+        *args: str, env: dict[str, str] | None = None, log_name: str = "serve.log"
+    ) -> ServeProcess:
+        given = {**claude_env, "AICLI_CLAUDE_BIN": claude_bin, **(env or {})}
+        servers.append(ServeProcess(database_url, given, tmp_path / log_name, *args))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
