@@ -10,13 +10,18 @@ from prometheus_client.registry import Collector
 
 
 class _StateCollector(Collector):
-    """Reads task counts and live processes at scrape time, so they can never drift."""
+    """Reads task counts, live processes and pending approvals at scrape time, so they can
+    never drift."""
 
     def __init__(
-        self, task_counts: Callable[[], dict[str, int]], live_processes: Callable[[], int]
+        self,
+        task_counts: Callable[[], dict[str, int]],
+        live_processes: Callable[[], int],
+        pending_approvals: Callable[[], int],
     ) -> None:
         self._task_counts = task_counts
         self._live_processes = live_processes
+        self._pending_approvals = pending_approvals
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         counts = self._task_counts()
@@ -32,11 +37,19 @@ class _StateCollector(Collector):
             "Claude CLI processes alive now.",
             value=self._live_processes(),
         )
+        yield GaugeMetricFamily(
+            "aicli_approvals_pending",
+            "Tool uses and questions waiting for a person now.",
+            value=self._pending_approvals(),
+        )
 
 
 class Metrics:
     def __init__(
-        self, task_counts: Callable[[], dict[str, int]], live_processes: Callable[[], int]
+        self,
+        task_counts: Callable[[], dict[str, int]],
+        live_processes: Callable[[], int],
+        pending_approvals: Callable[[], int],
     ) -> None:
         self.registry = CollectorRegistry()
         self.task_duration = Histogram(
@@ -49,4 +62,4 @@ class Metrics:
         self.cost = Counter(
             "aicli_cost_usd", "Cost reported by Claude over all tasks.", registry=self.registry
         )
-        self.registry.register(_StateCollector(task_counts, live_processes))
+        self.registry.register(_StateCollector(task_counts, live_processes, pending_approvals))

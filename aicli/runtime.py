@@ -96,7 +96,9 @@ class Runtime:
         self._event_tails = EventTails(store)
         self.census = ProcessCensus()
         self.scheduler = Scheduler()
-        self.metrics = Metrics(store.task_status_counts, lambda: len(self.census))
+        self.metrics = Metrics(
+            store.task_status_counts, lambda: len(self.census), store.approvals.pending_count
+        )
         self.owner_prefix = owner_prefix(store.database_url)
         self.context = ActorContext(
             store=store,

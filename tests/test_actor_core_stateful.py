@@ -3,13 +3,16 @@
 Hypothesis drives a runtime with a scripted Claude through random submits,
 cancels, closes, held turns released or killed, injected handler failures,
 idle stops (a short idle timeout), evictions (fewer process slots than
-sessions) and restarts on the same database. After every step it checks what
-must always hold:
+sessions), restarts on the same database, and approvals: turns that ask,
+decisions (some remembered) racing the approvals' timeouts and the turns' ends.
+After every step it checks what must always hold:
 
 * no prompt reached Claude twice, and no task has two ``running`` events;
 * no two turns of one session overlapped;
 * the tasks of a session started in acceptance order;
-* the store never shows two running tasks in one session.
+* the store never shows two running tasks in one session;
+* no approval is pending once its task has ended, and a task waits only for a
+  pending approval of its own.
 
 At the end of each run it lets everything finish and checks that every
 accepted task ended (none stranded) and that the store and the actors agree:
@@ -18,9 +21,11 @@ nothing running in the store, no live turn in the scripted Claude.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -29,11 +34,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from aicli import Runtime
 from aicli.actors.faults import Faults
 from aicli.contract import TaskStatus
-from aicli.errors import SessionClosed
+from aicli.errors import ApprovalDecided, SessionClosed
 from aicli.testing.scripted_claude import ScriptedClaude
 
 POINTS = ("start.before_commit", "start.after_commit", "stream.event", "finish.before_commit")
-DIRECTIVES = ("", "", "[[hold]] ", "[[slow:0.01]] ", "[[die]] ")
+DIRECTIVES = ("", "", "[[hold]] ", "[[slow:0.01]] ", "[[die]] ", "[[ask]] ", "[[ask]] [[hold]] ")
 
 
 class ActorCore(RuleBasedStateMachine):
@@ -73,7 +78,9 @@ class ActorCore(RuleBasedStateMachine):
 
     def _open(self) -> tuple[str, str]:
         workdir = tempfile.mkdtemp(dir=self.directory, prefix="session-")
-        session = self.rt.open_session(workdir=workdir)
+        # Every third session's approvals expire almost at once; the others wait for a decision.
+        timeout = 0.05 if len(self.accepted) % 3 == 0 else 30.0
+        session = self.rt.open_session(workdir=workdir, approvals="ask", approval_timeout_s=timeout)
         self.accepted[session.id] = []
         return session.id, workdir
 
@@ -94,6 +101,10 @@ class ActorCore(RuleBasedStateMachine):
             self.accepted[session_id].append(task.id)
             self.command_of[task.id] = command
 
+    @rule(which=st.integers(0, 2), held=st.booleans())
+    def submit_one_that_asks(self, which: int, held: bool) -> None:
+        self.submit(which, ["[[ask]] [[hold]] " if held else "[[ask]] "])
+
     @precondition(lambda self: any(self.accepted.values()))
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
@@ -109,6 +120,21 @@ class ActorCore(RuleBasedStateMachine):
         if reopen:  # keep submits flowing into an open session in that place
             self.sessions[which] = self._open()
             self.sessions.append((session_id, workdir))
+
+    @rule(data=st.data(), allow=st.booleans(), remember=st.booleans())
+    def decide(self, data: st.DataObject, allow: bool, remember: bool) -> None:
+        pending = self.rt.approvals(status=["pending"]).data
+        if not pending:
+            return
+        approval = data.draw(st.sampled_from(pending))
+        try:
+            if allow:
+                self.rt.decide(approval.id, "allow", remember=remember)
+            else:
+                self.rt.decide(approval.id, "deny", message="no")
+        except ApprovalDecided:  # its timeout or its task's end came first
+            decided = self.rt.get_approval(approval.id)
+            assert decided.decided_by in ("timeout", "system"), decided
 
     @rule()
     def release_held_turns(self) -> None:
@@ -154,6 +180,18 @@ class ActorCore(RuleBasedStateMachine):
             counts = self.rt.store.get_session(session_id).task_counts
             assert counts.running <= 1
 
+    @invariant()
+    def approvals_wait_only_on_running_tasks(self) -> None:
+        if self.runtime is None:
+            return
+        for approval in self.rt.approvals(status=["pending"], limit=200).data:
+            task = self.rt.get_task(approval.task_id)
+            assert task.status == TaskStatus.RUNNING, (approval, task)
+        for task in self.rt.store.running_tasks():
+            if task.awaiting_approval is not None:
+                awaited = self.rt.get_approval(task.awaiting_approval)
+                assert (awaited.task_id, awaited.status) == (task.id, "pending"), awaited
+
     def teardown(self) -> None:
         try:
             if self.runtime is not None:
@@ -162,6 +200,15 @@ class ActorCore(RuleBasedStateMachine):
             if self.runtime is not None:
                 self.runtime.stop()
             shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _all_approvals(self) -> list[Any]:
+        found, cursor = [], None
+        while True:
+            page = self.rt.approvals(limit=200, cursor=cursor)
+            found += page.data
+            if not page.has_more:
+                return found
+            cursor = page.next_cursor
 
     def _settle(self) -> None:
         """Let every accepted task end; then the store and the actors must agree."""
@@ -172,6 +219,9 @@ class ActorCore(RuleBasedStateMachine):
         task_ids = [t for ids in self.accepted.values() for t in ids]
         while True:
             self.scripted.release()
+            for approval in self.rt.approvals(status=["pending"]).data:
+                with contextlib.suppress(ApprovalDecided):  # its turn may end meanwhile
+                    self.rt.decide(approval.id, "allow")
             unfinished = [t for t in task_ids if not self.rt.get_task(t).is_terminal]
             if not unfinished:
                 break
@@ -184,6 +234,15 @@ class ActorCore(RuleBasedStateMachine):
                 if e.type == "status" and e.data.get("status") == TaskStatus.RUNNING
             ]
             assert len(running_events) <= 1, f"task {task_id} ran twice"
+            assert self.rt.get_task(task_id).awaiting_approval is None
+        for approval in self._all_approvals():
+            assert approval.status != "pending", approval
+            decided = [
+                e
+                for e in self.rt.store.list_events(approval.task_id)
+                if e.type == "approval_decided" and e.data["approval"]["id"] == approval.id
+            ]
+            assert len(decided) == 1, f"approval {approval.id} was decided {len(decided)} times"
         assert not self.rt.store.running_tasks()
         assert not self.scripted.live()
         self.no_prompt_twice_and_no_overlap()

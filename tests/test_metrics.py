@@ -38,6 +38,18 @@ def client(make_runtime) -> Client:
         yield Client(url, token=TOKEN)
 
 
+def test_pending_approvals_are_counted(client, workdir):
+    session = client.open_session(workdir, approvals="ask")
+    task = client.submit(session["id"], "[[bash: echo counted > counted.txt]]")
+    wait_for(
+        lambda: value(scrape(client), "aicli_approvals_pending") == 1,
+        timeout=30,
+        what="the pending approval in the metrics",
+    )
+    assert client.delete(f"/tasks/{task['id']}").json()["status"] == "cancelled"
+    assert value(scrape(client), "aicli_approvals_pending") == 0
+
+
 def test_metrics_after_traffic(client, workdir):
     session = client.open_session(workdir)
     done = client.wait_terminal(client.submit(session["id"], "[[say: one]]")["id"])
@@ -60,6 +72,7 @@ def test_metrics_after_traffic(client, workdir):
         assert value(samples, "aicli_tasks", status=status) == count, status
     assert value(samples, "aicli_queue_depth") == 1
     assert value(samples, "aicli_live_claude_processes") == 1
+    assert value(samples, "aicli_approvals_pending") == 0
     for status in ("completed", "failed"):
         assert value(samples, "aicli_task_duration_seconds_count", status=status) == 1
         assert value(samples, "aicli_task_duration_seconds_sum", status=status) > 0

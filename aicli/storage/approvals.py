@@ -224,6 +224,11 @@ class Approvals:
             raise ApprovalNotFound(approval_id)
         return row[0], row[1]
 
+    def pending_count(self) -> int:
+        """Approvals waiting for a person now, over every session (for metrics)."""
+        sql = f"SELECT COUNT(*) FROM approvals WHERE status = '{ApprovalStatus.PENDING}'"
+        return self._engine.read(lambda: self._execute(sql).fetchone()[0])
+
     def list(
         self,
         *,
