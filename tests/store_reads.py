@@ -55,3 +55,19 @@ def pending_tasks(store: Store, session_id: str | None = None) -> list[Task]:
     sql += " ORDER BY session_id, seq"
     engine = store._engine
     return engine.read(lambda: [task_from_row(r) for r in engine.execute(sql, params).fetchall()])
+
+
+def misplaced_waits(store: Store) -> list[tuple[str, str, str, str]]:
+    """``(approval, its status, task, its status)`` that break "only a running task waits, and
+    only for a pending approval of its own", read in one statement (so one snapshot)."""
+    sql = (
+        "SELECT approvals.id, approvals.status, tasks.id, tasks.status FROM approvals"
+        " JOIN tasks ON tasks.id = approvals.task_id"
+        " WHERE (approvals.status = 'pending' AND tasks.status <> 'running')"
+        " OR (tasks.awaiting_approval = approvals.id AND approvals.status <> 'pending')"
+        " UNION ALL SELECT tasks.awaiting_approval, NULL, tasks.id, tasks.status FROM tasks"
+        " WHERE tasks.awaiting_approval IS NOT NULL AND NOT EXISTS (SELECT 1 FROM approvals"
+        " WHERE approvals.id = tasks.awaiting_approval AND approvals.task_id = tasks.id)"
+    )
+    engine = store._engine
+    return engine.read(lambda: [tuple(row) for row in engine.execute(sql).fetchall()])

@@ -36,6 +36,7 @@ from aicli.actors.faults import Faults
 from aicli.contract import TaskStatus
 from aicli.errors import ApprovalDecided, SessionClosed
 from aicli.testing.scripted_claude import ScriptedClaude
+from tests import store_reads
 
 POINTS = ("start.before_commit", "start.after_commit", "stream.event", "finish.before_commit")
 DIRECTIVES = ("", "", "[[hold]] ", "[[slow:0.01]] ", "[[die]] ", "[[ask]] ", "[[ask]] [[hold]] ")
@@ -182,15 +183,8 @@ class ActorCore(RuleBasedStateMachine):
 
     @invariant()
     def approvals_wait_only_on_running_tasks(self) -> None:
-        if self.runtime is None:
-            return
-        for approval in self.rt.approvals(status=["pending"], limit=200).data:
-            task = self.rt.get_task(approval.task_id)
-            assert task.status == TaskStatus.RUNNING, (approval, task)
-        for task in self.rt.store.running_tasks():
-            if task.awaiting_approval is not None:
-                awaited = self.rt.get_approval(task.awaiting_approval)
-                assert (awaited.task_id, awaited.status) == (task.id, "pending"), awaited
+        if self.runtime is not None:
+            assert not store_reads.misplaced_waits(self.rt.store)
 
     def teardown(self) -> None:
         try:

@@ -822,8 +822,10 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(
         newer, _ = store.create_task(session_id="s1", command="next")
         assert newer.queue_position == 0
         assert queue_numbers(store, "s1")[newer.id] == 3
-        # Sessions from before principals have no owner.
+        # Sessions from before principals have no owner, and from before approvals ask none.
         assert store.get_session("s1").owner is None
+        assert (session.approvals, session.approval_rules) == ("off", ())
+        assert store.get_task("t1").awaiting_approval is None
     finally:
         store.close()
     reopened = open_store(database_url)

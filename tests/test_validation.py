@@ -60,6 +60,8 @@ def test_session_fields_normalise_everything(tmp_path):
         "append_system_prompt": "",
         "max_turns": 3,
         "metadata": {"team": "a"},
+        "approvals": None,
+        "approval_timeout_s": None,
     }
 
 
