@@ -26,12 +26,15 @@ from aicli.contract import (
     Decision,
     Page,
     Principal,
+    encode,
     utcnow,
 )
 from aicli.errors import ApprovalDecided, InvalidRequest
 from aicli.storage import Store
 
 log = logging.getLogger(__name__)
+
+MAX_RULE_BYTES = 16_384
 
 
 def _refuse(field: str, message: str) -> InvalidRequest:
@@ -61,18 +64,27 @@ def response_to(approval: Approval, decision: ApprovalDecision) -> dict[str, Any
             "'remember' allows later uses as Claude asks for them, so it cannot go with "
             "'updated_input'.",
         )
+    if decision.remember and len(encode(approval.input)) > MAX_RULE_BYTES:
+        raise _refuse(
+            "remember",
+            f"This tool use's input is over {MAX_RULE_BYTES} bytes, too big to remember: every "
+            "read of the session would carry it.",
+        )
     return allow(given)
 
 
 def _answers(approval: Approval, answers: dict[str, str] | None) -> dict[str, str]:
     """Each answer keyed by its question's text, as the CLI expects them."""
+    asked = approval.input.get("questions")
     questions = [
         q.get("question")
-        for q in approval.input.get("questions") or []
+        for q in (asked if isinstance(asked, list) else [])
         if isinstance(q, dict) and isinstance(q.get("question"), str)
     ]
     if not answers:
-        raise _refuse("answers", "'answers' is required to allow a question: one per question.")
+        raise _refuse(
+            "answers", "'answers' is required to allow a question: the chosen answer by question."
+        )
     for text in answers:
         if text not in questions:
             asked = "; ".join(repr(q) for q in questions) or "none"
@@ -126,9 +138,9 @@ class ApprovalDesk:
     ) -> Approval:
         """Commit the decision, then have the session's actor answer the CLI with it."""
         approval = self.get(approval_id, principal=principal)
-        response = response_to(approval, decision)
-        if approval.status != ApprovalStatus.PENDING:
+        if approval.status != ApprovalStatus.PENDING:  # whatever the body says
             raise ApprovalDecided(approval.id, approval.status, approval.decided_by)
+        response = response_to(approval, decision)
         allowed = decision.decision == Decision.ALLOW
         rule = None
         if allowed and decision.remember:
@@ -138,12 +150,18 @@ class ApprovalDesk:
                 approval_id=approval.id,
                 created_at=utcnow(),
             )
+        sent = {
+            name: getattr(decision, name)
+            for name in ("updated_input", "answers")
+            if getattr(decision, name) is not None
+        }
         decided = self._store.approvals.decide(
             approval.id,
             ApprovalStatus.ALLOWED if allowed else ApprovalStatus.DENIED,
             access.decider(principal),
             decision.message if allowed else response["message"],
             rule,
+            sent,
         )
         self._notifier.announce(events_of(decided.task_id))
         self._tell(Decided(decided.session_id, Answer(decided.id, response)))

@@ -395,12 +395,21 @@ class ApprovalRule(Struct, **_VALUE):
 
     Exactly, not by the CLI's suggested pattern (``echo hi *``): a pattern would
     also match compound commands (``echo hi; rm -rf ~``) the person never saw.
+    Only a ``description`` may differ: a label Claude writes for people, which
+    changes nothing that runs.
     """
 
     tool_name: str
     input: dict[str, Any]
     approval_id: str
     created_at: Timestamp
+
+    def allows(self, tool_name: str, given: dict[str, Any]) -> bool:
+        return tool_name == self.tool_name and _what_runs(given) == _what_runs(self.input)
+
+
+def _what_runs(given: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in given.items() if key != "description"}
 
 
 class Session(Struct, **_VALUE):

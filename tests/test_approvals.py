@@ -100,6 +100,25 @@ def test_updated_input_runs_the_changed_command_instead(client, workdir, asking)
     assert client.wait_terminal(task["id"])["status"] == "completed"
     assert (Path(workdir) / "changed.txt").read_text() == "changed\n"
     assert not (Path(workdir) / "asked.txt").exists()
+    # The log keeps what ran, beside what Claude asked for.
+    events = client.get(f"/tasks/{task['id']}/events").json()["data"]
+    [decided] = [e["data"] for e in events if e["type"] == "approval_decided"]
+    assert decided["updated_input"] == changed
+    assert decided["approval"]["input"]["command"] == "echo asked > asked.txt"
+
+
+def test_a_use_too_big_to_remember_is_refused_and_can_still_be_decided(client, workdir, asking):
+    content = "x" * 20_000
+    given = json.dumps({"file_path": str(Path(workdir) / "big.txt"), "content": content})
+    task = client.submit(asking["id"], f"[[tool: Write {given}]]")
+    approval = pending_of(client, task["id"])
+    assert approval["tool_name"] == "Write"
+    url = f"/approvals/{approval['id']}"
+    response = client.post(url, json={"decision": "allow", "remember": True})
+    assert "too big to remember" in error_of(response, 400, "invalid_request")
+    decide(client, approval["id"], decision="allow")
+    assert client.wait_terminal(task["id"])["status"] == "completed"
+    assert (Path(workdir) / "big.txt").read_text() == content
 
 
 def test_remember_allows_the_next_identical_use_without_asking(client, workdir, asking):
@@ -182,6 +201,9 @@ def test_deciding_twice_an_unknown_id_and_bad_bodies_are_refused(client, asking)
     decide(client, approval["id"], decision="allow")
     again = client.post(url, json={"decision": "deny"})
     assert "already allowed" in error_of(again, 409, "approval_decided")
+    # Decided is decided, whatever else the body gets wrong.
+    misfit = client.post(url, json={"decision": "allow", "answers": {"q": "a"}})
+    error_of(misfit, 409, "approval_decided")
     error_of(client.get("/approvals/nope"), 404, "not_found")
     error_of(client.post("/approvals/nope", json={"decision": "allow"}), 404, "not_found")
     error_of(client.get("/approvals", params={"status": "maybe"}), 400, "invalid_request")
@@ -216,7 +238,10 @@ def test_cancelling_a_task_that_waits_expires_its_approval(client, asking):
     expired = client.get(f"/approvals/{approval['id']}").json()
     assert (expired["status"], expired["decided_by"]) == ("expired", "system")
     events = client.get(f"/tasks/{task['id']}/events").json()["data"]
-    assert [e["type"] for e in events][-2:] == ["approval_decided", "status"]
+    types = [e["type"] for e in events]
+    # Expired as the cancel began, before the interrupted turn's last words and its end.
+    assert types.index("approval_requested") < types.index("approval_decided") < len(types) - 1
+    assert types[-1] == "status"
     error_of(
         client.post(f"/approvals/{approval['id']}", json={"decision": "allow"}),
         409,

@@ -34,6 +34,7 @@ from aicli.errors import (
 )
 from aicli.http.errors import handle_domain_error
 from aicli.storage import Store
+from aicli.storage.approvals import MAX_RULES
 
 pytest_plugins = ("tests.storage_fixtures",)
 
@@ -59,6 +60,15 @@ def _ask(
         given=dict(BASH if given is None else given),
         suggestions=[{"type": "addRules"}],
         rule=rule,
+    )
+
+
+def _rule(approval: Approval) -> ApprovalRule:
+    return ApprovalRule(
+        tool_name=approval.tool_name,
+        input=approval.input,
+        approval_id=approval.id,
+        created_at=utcnow(),
     )
 
 
@@ -340,7 +350,7 @@ def test_a_person_and_the_end_of_the_task_race_and_exactly_one_decides(
 
     def end() -> None:
         barrier.wait(timeout=10)
-        results["end"] = store.finish_task(task.id, TaskStatus.CANCELLED, error="x", asked=True)
+        results["end"] = store.finish_task(task.id, TaskStatus.CANCELLED, error="x")
 
     threads = [threading.Thread(target=person), threading.Thread(target=end)]
     for thread in threads:
@@ -374,7 +384,7 @@ def test_the_end_of_a_task_that_asked_expires_its_pending_approvals_in_the_same_
     assert store.get_task(task.id).awaiting_approval is not None
     seen = len(store.list_events(task.id))
     error = None if status == TaskStatus.COMPLETED else "stop"
-    ended = store.finish_task(task.id, status, error=error, asked=True)
+    ended = store.finish_task(task.id, status, error=error)
     assert ended.awaiting_approval is None
     assert store.get_task(task.id).awaiting_approval is None
     for approval in left:
@@ -395,9 +405,7 @@ def test_the_end_of_a_task_writes_its_events_then_the_expiries_then_its_status(
 ) -> None:
     _, task = running
     _ask(store, task)
-    store.finish_task(
-        task.id, TaskStatus.COMPLETED, output="ok", events=[("result", {"r": 1})], asked=True
-    )
+    store.finish_task(task.id, TaskStatus.COMPLETED, output="ok", events=[("result", {"r": 1})])
     assert _types(store, task.id)[-4:] == [
         "approval_requested",
         "result",
@@ -411,7 +419,7 @@ def test_a_pending_approval_is_decided_by_the_system_only_once(
 ) -> None:
     _, task = running
     approval = _ask(store, task)
-    store.finish_task(task.id, TaskStatus.CANCELLED, error="x", asked=True)
+    store.finish_task(task.id, TaskStatus.CANCELLED, error="x")
     with pytest.raises(ApprovalDecided) as caught:
         store.approvals.decide(approval.id, ApprovalStatus.ALLOWED, "late")
     assert caught.value.details == {
@@ -460,7 +468,7 @@ def many(store: Store, tmp_path: Path) -> dict[str, Any]:
             store.approvals.decide(approval.id, ApprovalStatus.DENIED, "alice", "no")
         elif approval.status == ApprovalStatus.PENDING and index % 3 == 2:
             store.approvals.decide(approval.id, ApprovalStatus.ALLOWED, "alice")
-    store.finish_task(t2.id, TaskStatus.CANCELLED, error="x", asked=True)
+    store.finish_task(t2.id, TaskStatus.CANCELLED, error="x")
     every = [store.approvals.get(approval.id) for approval in made]
     return {
         "sessions": (alice1, alice2, bob),
@@ -557,3 +565,40 @@ def test_owner_names_the_session_and_its_owner(store: Store, tmp_path: Path) -> 
     anonymous, other = _running(store, tmp_path / "b")
     assert store.approvals.owner(_ask(store, task).id) == (owned.id, "alice")
     assert store.approvals.owner(_ask(store, other).id) == (anonymous.id, None)
+
+
+def test_a_session_remembers_at_most_max_rules_and_a_refused_rule_decides_nothing(
+    store: Store, running: tuple[Session, Task]
+) -> None:
+    session, task = running
+    for n in range(MAX_RULES):
+        approval = _ask(store, task, {"command": f"echo {n} > n.txt"})
+        store.approvals.decide(approval.id, ApprovalStatus.ALLOWED, "alice", rule=_rule(approval))
+    over = _ask(store, task, {"command": "echo over > n.txt"})
+    with pytest.raises(InvalidRequest) as caught:
+        store.approvals.decide(over.id, ApprovalStatus.ALLOWED, "alice", rule=_rule(over))
+    assert caught.value.details["field"] == "remember"
+    assert store.approvals.get(over.id).status == ApprovalStatus.PENDING  # rolled back
+    assert len(store.get_session(session.id).approval_rules) == MAX_RULES
+
+
+def test_a_rule_allows_the_same_use_whatever_its_description_says() -> None:
+    rule = ApprovalRule(tool_name="Bash", input=BASH, approval_id="a", created_at=utcnow())
+    assert rule.allows("Bash", {**BASH, "description": "Put hi in a file"})
+    assert rule.allows("Bash", {"command": BASH["command"]})
+    assert not rule.allows("Bash", {**BASH, "command": "echo hi > hi.txt; rm -rf ~"})
+    assert not rule.allows("Write", BASH)
+
+
+def test_what_a_person_changed_is_kept_in_the_decision_event(
+    store: Store, running: tuple[Session, Task]
+) -> None:
+    _, task = running
+    approval = _ask(store, task)
+    changed = {"command": "echo changed > hi.txt"}
+    store.approvals.decide(
+        approval.id, ApprovalStatus.ALLOWED, "alice", decided={"updated_input": changed}
+    )
+    [event] = [e for e in store.list_events(task.id) if e.type == "approval_decided"]
+    assert event.data["updated_input"] == changed
+    assert event.data["approval"]["input"] == BASH  # what Claude asked for

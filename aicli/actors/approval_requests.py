@@ -7,15 +7,16 @@ requests, ``allow`` with ``updatedInput``, ``deny`` with a message, answers to
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aicli.contract import ApprovalKind, ApprovalRule
+from aicli.contract import ApprovalKind
 
 QUESTION_TOOL = "AskUserQuestion"
 DENIED = "The user denied this tool use."
 NO_TURN = "No task of this session is running now, so nobody can approve this."
+WITHDRAWN = "The CLI withdrew this request before anyone decided it."
+UNSERVED = "aicli answers only can_use_tool control requests."
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,6 @@ def tool_request_of(message: dict[str, Any]) -> ToolRequest | None:
         input=given if isinstance(given, dict) else {},
         suggestions=suggestions if isinstance(suggestions, list) else [],
     )
-
-
-def matching_rule(
-    rules: Iterable[ApprovalRule], tool_name: str, given: dict[str, Any]
-) -> ApprovalRule | None:
-    """The remembered rule that allows this use: same tool, same input (see ``ApprovalRule``)."""
-    for rule in rules:
-        if rule.tool_name == tool_name and rule.input == given:
-            return rule
-    return None
 
 
 def allow(given: dict[str, Any]) -> dict[str, Any]:

@@ -10,14 +10,16 @@ from the runtime, a timeout as a message from the scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from aicli.actors.approval_requests import (
     NO_TURN,
+    UNSERVED,
+    WITHDRAWN,
     allow,
     deny,
-    matching_rule,
     tool_request_of,
     unanswered,
 )
@@ -26,6 +28,7 @@ from aicli.actors.notifier import events_of
 from aicli.actors.turn import SERVER_SHUTDOWN
 from aicli.contract import ApprovalStatus, TaskStatus
 from aicli.errors import ApprovalDecided
+from aicli.storage.approvals import SYSTEM, TIMEOUT
 
 if TYPE_CHECKING:
     from aicli.actors.session import SessionActor
@@ -41,36 +44,36 @@ class AskingMixin:
         before anyone hears of it; the answer goes out only once a decision is committed.
         """
         assert self.process is not None
-        asked = tool_request_of(data)
-        if asked is None:
+        request = tool_request_of(data)
+        if request is None:
             log.warning("session %s: unexpected control request %.200r", self.session_id, data)
+            self.process.refuse(str(data.get("request_id")), UNSERVED)
             return
         turn = self.current
         if turn is None or turn.outcome is not None or turn.end is not None:
-            self.process.answer(asked.request_id, deny(NO_TURN))
+            self.process.answer(request.request_id, deny(NO_TURN))
             return
         rules = self.store.get_session(self.session_id).approval_rules
-        rule = matching_rule(rules, asked.tool_name, asked.input)
-        turn.asked = True  # before the commit: a failure after it must still expire the row
+        ruled = any(rule.allows(request.tool_name, request.input) for rule in rules)
         approval = self.store.approvals.request(
             session_id=self.session_id,
             task_id=turn.task.id,
-            kind=asked.kind,
-            tool_name=asked.tool_name,
-            given=asked.input,
-            suggestions=asked.suggestions,
-            rule=rule is not None,
+            kind=request.kind,
+            tool_name=request.tool_name,
+            given=request.input,
+            suggestions=request.suggestions,
+            rule=ruled,
         )
         self.ctx.notifier.announce(events_of(turn.task.id))
         log.info(
             "approval %s",
             approval.status,
-            extra={"approval_id": approval.id, "task_id": turn.task.id, "tool": asked.tool_name},
+            extra={"approval_id": approval.id, "task_id": turn.task.id, "tool": request.tool_name},
         )
-        if rule is not None:
-            self.process.answer(asked.request_id, allow(asked.input))
+        if ruled:
+            self.process.answer(request.request_id, allow(request.input))
             return
-        turn.waiting[approval.id] = asked.request_id
+        turn.waiting[approval.id] = request.request_id
         turn.pause_clock()
         turn.timers.append(
             self.ctx.scheduler.tell_later(
@@ -86,9 +89,11 @@ class AskingMixin:
         if turn is None or message.approval_id not in turn.waiting:
             return  # the turn is over: its end expired what was left
         request_id = turn.waiting.pop(message.approval_id)
-        if self.process is not None and not self.leaving and turn.end is None:
+        if turn.end is not None or turn.outcome is not None:
+            return
+        if self.process is not None and not self.leaving:
             self.process.answer(request_id, message.response)
-        if not turn.waiting and turn.end is None:
+        if not turn.waiting:
             turn.start_clock(self.ctx.scheduler, self.actor_ref)
 
     def _on_approval_deadline(self: SessionActor, message: ApprovalDeadline) -> None:
@@ -97,17 +102,32 @@ class AskingMixin:
             return
         text = unanswered(self.session.approval_timeout_s)
         try:
-            self.store.approvals.decide(
-                message.approval_id, ApprovalStatus.EXPIRED, "timeout", text
-            )
+            self.store.approvals.decide(message.approval_id, ApprovalStatus.EXPIRED, TIMEOUT, text)
         except ApprovalDecided:
             return  # a person was quicker; their answer is on its way here
         self.ctx.notifier.announce(events_of(turn.task.id))
         log.info("approval expired", extra={"approval_id": message.approval_id})
         self._on_answer(Answer(message.approval_id, deny(text)))
 
-    def _forget_request(self: SessionActor, request_id: str) -> None:
-        """The CLI withdrew a request (we interrupted the turn): it wants no answer now."""
+    def _expire_waiting(self: SessionActor, why: str) -> None:
+        """The turn is ending (cancel, close, shutdown, or the CLI withdrew a request): what
+        still waits expires now, before a decision could win for a tool that will not run."""
         turn = self.current
-        if turn is not None:
-            turn.waiting = {a: r for a, r in turn.waiting.items() if r != request_id}
+        if turn is None or not turn.waiting:
+            return
+        turn.waiting.clear()
+        if self.store.approvals.expire(turn.task.id, why):
+            self.ctx.notifier.announce(events_of(turn.task.id))
+
+    def _forget_request(self: SessionActor, request_id: str) -> None:
+        """The CLI withdrew a request: it wants no answer, and no one may decide it now."""
+        turn = self.current
+        if turn is None or request_id not in turn.waiting.values():
+            return
+        [approval_id] = [a for a, r in turn.waiting.items() if r == request_id]
+        del turn.waiting[approval_id]
+        with contextlib.suppress(ApprovalDecided):
+            self.store.approvals.decide(approval_id, ApprovalStatus.EXPIRED, SYSTEM, WITHDRAWN)
+            self.ctx.notifier.announce(events_of(turn.task.id))
+        if not turn.waiting and turn.end is None and turn.outcome is None:
+            turn.start_clock(self.ctx.scheduler, self.actor_ref)

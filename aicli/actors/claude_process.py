@@ -78,6 +78,8 @@ class ClaudeLike(Protocol):
 
     def answer(self, request_id: str, response: dict[str, Any]) -> None: ...
 
+    def refuse(self, request_id: str, error: str) -> None: ...
+
     def stop(self, grace: float = 5.0) -> None: ...
 
     def kill(self) -> None: ...
@@ -218,6 +220,15 @@ class ClaudeProcess:
             {
                 "type": "control_response",
                 "response": {"subtype": "success", "request_id": request_id, "response": response},
+            }
+        )
+
+    def refuse(self, request_id: str, error: str) -> None:
+        """Answer a control request we do not serve with an error: the CLI must not wait."""
+        self._send(
+            {
+                "type": "control_response",
+                "response": {"subtype": "error", "request_id": request_id, "error": error},
             }
         )
 

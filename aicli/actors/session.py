@@ -457,6 +457,7 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         if turn.end is not None or turn.outcome is not None:
             return
         turn.end = (status, error)
+        self._expire_waiting(f"The task is ending ({status}) before this was decided.")
         if self.process is not None and self.process.alive and not self.leaving:
             self.process.interrupt()
             turn.timers.append(
@@ -499,7 +500,6 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
                     duration_ms=outcome.duration_ms,
                     usage=outcome.usage,
                     events=turn.events,
-                    asked=turn.asked,
                 )
             except IllegalTransition:  # an earlier attempt committed, its answer was lost
                 task = self.store.get_task(turn.task.id)

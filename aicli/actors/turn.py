@@ -31,8 +31,7 @@ class Turn:
     outcome: Outcome | None = None  # decided; cleared with the turn once committed
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     timers: list[Timer] = field(default_factory=list)
-    # Approvals: whether the turn asked any, and the CLI's request id of each still pending.
-    asked: bool = False
+    # The CLI's request id of each approval still pending, by approval id.
     waiting: dict[str, str] = field(default_factory=dict)
     # The timeout's clock: seconds of work left, when it last started, its timer and token.
     work_left: float | None = None

@@ -259,6 +259,10 @@ def _responses(ok: str, method: str, errors: set[str]) -> dict[str, Any]:
     return found
 
 
+def _article(word: str) -> str:
+    return "An" if word[0] in "aeiou" else "A"
+
+
 def _operation(
     line: str, summary: str, settings: Settings, secured: bool
 ) -> tuple[str, str, dict[str, Any]]:
@@ -267,7 +271,9 @@ def _operation(
     errors = {code for token in rest if token[0].isdigit() for code in token.split(",")} | {"500"}
     errors |= {"413", "415"} if body else set()
     errors |= {"401"} if secured and path != "/healthz" else set()
-    ids = [_param("path", id_, f"A {id_[:-3]} id.", **ID) for id_ in re.findall(r"{(\w+)}", path)]
+    ids = [
+        _param("path", i, f"{_article(i)} {i[:-3]} id.", **ID) for i in re.findall(r"{(\w+)}", path)
+    ]
     found = {
         "operationId": name,
         "summary": summary.strip(),

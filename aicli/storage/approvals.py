@@ -33,6 +33,8 @@ from aicli.storage.rows import rules_from_json
 
 RULE = "rule"  # decided_by of a use a remembered rule allowed
 SYSTEM = "system"  # decided_by of a request its task's end (or a restart) expired
+TIMEOUT = "timeout"  # decided_by of a request no one answered in time
+MAX_RULES = 100  # a session's remembered rules: each session read carries them
 
 _COLUMNS = (
     "id, session_id, task_id, kind, tool_name, input, suggestions, status, message,"
@@ -51,11 +53,12 @@ _DECIDE = (
     "UPDATE approvals SET status = ?, message = ?, decided_at = ?, decided_by = ?"
     f" WHERE id = ? AND status = '{ApprovalStatus.PENDING}' RETURNING {_COLUMNS}"
 )
-# The task waits for its oldest pending approval, or for none.
+# The running task waits for its oldest pending approval, or for none. An ended task's row
+# never changes again (the store keeps it in memory as read): its end cleared the field.
 _NEXT_AWAITED = (
     "UPDATE tasks SET awaiting_approval = (SELECT id FROM approvals WHERE task_id = tasks.id"
     f" AND status = '{ApprovalStatus.PENDING}' ORDER BY created_at, id LIMIT 1), updated_at = ?"
-    " WHERE id = ?"
+    f" WHERE id = ? AND status = '{TaskStatus.RUNNING}'"
 )
 _EXPIRE_OF_TASK = (
     f"UPDATE approvals SET status = '{ApprovalStatus.EXPIRED}', message = ?, decided_at = ?,"
@@ -89,9 +92,31 @@ def approval_from_row(row: Sequence[Any]) -> Approval:
     )
 
 
-def event_of(kind: str, approval: Approval) -> tuple[str, dict[str, Any]]:
-    """The task's event for ``approval``: ``approval_requested`` or ``approval_decided``."""
-    return kind, {"approval": msgspec.to_builtins(approval)}
+def event_of(
+    kind: str, approval: Approval, decided: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The task's event for ``approval``: ``approval_requested`` or ``approval_decided``.
+
+    ``decided``: what the person sent besides the verdict (a changed input, answers), kept
+    in the log so that what ran can be told after the fact."""
+    return kind, {"approval": msgspec.to_builtins(approval), **(decided or {})}
+
+
+def _row_of(approval: Approval) -> tuple[Any, ...]:
+    return (
+        approval.id,
+        approval.session_id,
+        approval.task_id,
+        approval.kind,
+        approval.tool_name,
+        to_json_text(approval.input),
+        to_json_text(approval.suggestions),
+        approval.status,
+        approval.message,
+        to_db_time(approval.created_at),
+        None if approval.decided_at is None else to_db_time(approval.decided_at),
+        approval.decided_by,
+    )
 
 
 class Approvals:
@@ -119,7 +144,7 @@ class Approvals:
 
         ``IllegalTransition`` if the task is not running (its turn is over)."""
         now = utcnow()
-        approval = Approval(
+        asked = Approval(
             id=new_id(),
             session_id=session_id,
             task_id=task_id,
@@ -127,12 +152,15 @@ class Approvals:
             tool_name=tool_name,
             input=given,
             suggestions=suggestions,
-            status=ApprovalStatus.ALLOWED if rule else ApprovalStatus.PENDING,
+            status=ApprovalStatus.PENDING,
             message=None,
             created_at=now,
-            decided_at=now if rule else None,
-            decided_by=RULE if rule else None,
         )
+        approval = asked
+        if rule:
+            approval = msgspec.structs.replace(
+                asked, status=ApprovalStatus.ALLOWED, decided_at=now, decided_by=RULE
+            )
         stored_now = to_db_time(now)
 
         def write() -> Approval:
@@ -142,31 +170,12 @@ class Approvals:
                     f"Task '{task_id}' is not running; it cannot wait for an approval.",
                     {"task_id": task_id},
                 )
-            self._execute(
-                _INSERT,
-                (
-                    approval.id,
-                    session_id,
-                    task_id,
-                    kind,
-                    tool_name,
-                    to_json_text(given),
-                    to_json_text(suggestions),
-                    approval.status,
-                    None,
-                    stored_now,
-                    stored_now if rule else None,
-                    approval.decided_by,
-                ),
-            )
-            if not rule:
-                self._execute(_NEXT_AWAITED, (stored_now, task_id))
-            asked = msgspec.structs.replace(
-                approval, status=ApprovalStatus.PENDING, decided_at=None, decided_by=None
-            )
+            self._execute(_INSERT, _row_of(approval))
             events = [event_of("approval_requested", asked)]
             if rule:  # watchers see the request and the rule's answer, as for a person's
                 events.append(event_of("approval_decided", approval))
+            else:
+                self._execute(_NEXT_AWAITED, (stored_now, task_id))
             self._append(task_id, events)
             return approval
 
@@ -179,10 +188,12 @@ class Approvals:
         decided_by: str,
         message: str | None = None,
         rule: ApprovalRule | None = None,
+        decided: dict[str, Any] | None = None,
     ) -> Approval:
         """Decide a pending approval; ``ApprovalDecided`` if someone else did first.
 
-        With ``rule``, the session remembers it in the same commit."""
+        With ``rule``, the session remembers it in the same commit; ``decided`` goes into
+        the ``approval_decided`` event (see ``event_of``)."""
 
         def write() -> Approval:
             row = self._execute(_GET, (approval_id,)).fetchone()
@@ -190,26 +201,40 @@ class Approvals:
                 raise ApprovalNotFound(approval_id)
             self._lock_session_of(row[2])  # the task's session: the one lock order
             now = to_db_time(utcnow())
-            decided = self._execute(
+            moved = self._execute(
                 _DECIDE, (status, message, now, decided_by, approval_id)
             ).fetchone()
-            if decided is None:
+            if moved is None:
                 current = approval_from_row(self._execute(_GET, (approval_id,)).fetchone())
                 raise ApprovalDecided(approval_id, current.status, current.decided_by)
-            approval = approval_from_row(decided)
+            approval = approval_from_row(moved)
             self._execute(_NEXT_AWAITED, (now, approval.task_id))
             if rule is not None:
                 self._remember(approval.session_id, rule, now)
-            self._append(approval.task_id, [event_of("approval_decided", approval)])
+            self._append(approval.task_id, [event_of("approval_decided", approval, decided)])
             return approval
 
         return self._engine.write(write)
 
-    def expire_of_task(self, task_id: str, message: str) -> list[tuple[str, dict[str, Any]]]:
-        """Inside a transaction that ends the task: its pending approvals expire (decided by
-        the system); returns their ``approval_decided`` events for the caller to append."""
+    def expire(self, task_id: str, message: str) -> list[Approval]:
+        """The task's turn is ending: what waits for a person expires now (decided by the
+        system), so that no decision can win for a tool its turn will never run."""
+
+        def write() -> list[Approval]:
+            self._lock_session_of(task_id)
+            expired = self.expired_of_task(task_id, message)
+            if expired:
+                self._execute(_NEXT_AWAITED, (to_db_time(utcnow()), task_id))
+                self._append(task_id, [event_of("approval_decided", a) for a in expired])
+            return expired
+
+        return self._engine.write(write)
+
+    def expired_of_task(self, task_id: str, message: str) -> list[Approval]:
+        """Inside a transaction that ends the task's turn: its pending approvals expire
+        (decided by the system); the caller writes their events."""
         rows = self._execute(_EXPIRE_OF_TASK, (message, to_db_time(utcnow()), task_id))
-        return [event_of("approval_decided", approval_from_row(row)) for row in rows.fetchall()]
+        return [approval_from_row(row) for row in rows.fetchall()]
 
     def get(self, approval_id: str) -> Approval:
         row = self._engine.read(lambda: self._execute(_GET, (approval_id,)).fetchone())
@@ -276,7 +301,12 @@ class Approvals:
 
     def _remember(self, session_id: str, rule: ApprovalRule, now: str) -> None:
         known = rules_from_json(self._execute(_RULES, (session_id,)).fetchone()[0])
-        if any(r.tool_name == rule.tool_name and r.input == rule.input for r in known):
+        if any(r.allows(rule.tool_name, rule.input) for r in known):
             return
+        if len(known) >= MAX_RULES:
+            raise InvalidRequest(
+                f"Session '{session_id}' remembers {MAX_RULES} rules already, the most it may.",
+                {"field": "remember", "max_rules": MAX_RULES},
+            )
         rules = [msgspec.to_builtins(r) for r in (*known, rule)]
         self._execute(_SET_RULES, (to_json_text(rules), now, session_id))

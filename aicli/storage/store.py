@@ -58,6 +58,7 @@ from aicli.errors import (
 )
 from aicli.storage import database, migrations, paging, transitions
 from aicli.storage.approvals import Approvals
+from aicli.storage.approvals import event_of as approval_event
 from aicli.storage.ended import EndedTasks
 from aicli.storage.engine import Engine
 from aicli.storage.fields import to_db_float, to_db_time, to_json_text
@@ -583,14 +584,12 @@ class Store:
         duration_ms: int | None = None,
         usage: dict[str, int] | None = None,
         events: Sequence[tuple[str, dict[str, Any]]] = (),
-        asked: bool = False,
     ) -> Task:
         """running -> completed | failed | cancelled, or pending -> cancelled, in one commit.
 
         Writes ``events`` (what carried the outcome), the move, its ``status``
         event, and the session's return to ``idle`` together, so no reader sees
         one without the others. Arguments left ``None`` keep what the task holds.
-        ``asked``: the turn asked for approvals, so any still pending expire in it too.
         """
         if status not in TERMINAL_STATUSES:
             raise IllegalTransition(
@@ -602,9 +601,7 @@ class Store:
 
         def write() -> Task:
             self._lock_session_of(task_id)
-            task = self._finish(
-                task_id, status, values, cost_usd, predecessors, entries, expire=asked
-            )
+            task = self._finish(task_id, status, values, cost_usd, predecessors, entries)
             if task is None:
                 raise self._illegal(task_id, status)
             return task
@@ -661,9 +658,8 @@ class Store:
         def write() -> list[str]:
             failed = [row[0] for row in self._execute(sql).fetchall()]
             for task_id in failed:
-                self._finish(
-                    task_id, TaskStatus.FAILED, values, None, (TaskStatus.RUNNING,), expire=True
-                )
+                self._lock_session_of(task_id)
+                self._finish(task_id, TaskStatus.FAILED, values, None, (TaskStatus.RUNNING,))
             self._execute(_IDLE_WITHOUT_RUNNING)
             return failed
 
@@ -872,21 +868,17 @@ class Store:
         cost: float | None,
         predecessors: tuple[str, ...],
         events: list[tuple[str, dict[str, Any]]] | None = None,
-        *,
-        expire: bool = False,
     ) -> Task | None:
         """Move the task to the terminal ``target`` from one of ``predecessors``, with all
-        that goes with it (``events``, counters, ``status`` event, the session back to
-        idle, with ``expire`` its pending approvals' end); ``None`` when it was in none.
+        that goes with it (``events``, counters, the end of approvals its turn left
+        pending, ``status`` event, the session back to idle); ``None`` when it was in none.
 
         Each attempt is ``UPDATE ... WHERE status = ?``: the check and the write are one
         statement, so two writers cannot both win, and the predecessor that matched is
         the status the session's counters move from.
         """
         now = to_db_time(utcnow())
-        values = {**values, "completed_at": now}
-        if expire:
-            values["awaiting_approval"] = None
+        values = {**values, "completed_at": now, "awaiting_approval": None}
         names = tuple(values)
         params = [target, now, *values.values(), task_id]
         for previous in predecessors:
@@ -901,13 +893,13 @@ class Store:
         count_params: list[Any] = [to_db_float(cost)] if cost else []
         count_params += [now, now, task.session_id] if idle else [task.session_id]
         self._execute(self._count_move(previous, target, bool(cost), idle), count_params)
-        expired = (
-            self.approvals.expire_of_task(
-                task.id, f"The task ended ({target}) before this was decided."
-            )
-            if expire
-            else []
-        )
+        expired: list[tuple[str, dict[str, Any]]] = []
+        if previous == TaskStatus.RUNNING:  # one indexed look; nearly always it finds none
+            ended = f"The task ended ({target}) before this was decided."
+            expired = [
+                approval_event("approval_decided", approval)
+                for approval in self.approvals.expired_of_task(task.id, ended)
+            ]
         self._append(task.id, [*(events or ()), *expired, ("status", task.status_event())])
         return task
 

@@ -163,6 +163,9 @@ class ScriptedProcess:
     def answer(self, request_id: str, response: dict[str, Any]) -> None:
         self.inbox.put((_ANSWER, response))
 
+    def refuse(self, request_id: str, error: str) -> None:
+        self.inbox.put((_ANSWER, {"error": error}))
+
     def stop(self, grace: float = 5.0) -> None:
         self._stop_requested = True
         self.inbox.put((_STOP, None))
