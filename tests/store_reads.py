@@ -58,12 +58,14 @@ def pending_tasks(store: Store, session_id: str | None = None) -> list[Task]:
 
 
 def misplaced_waits(store: Store) -> list[tuple[str, str, str, str]]:
-    """``(approval, its status, task, its status)`` that break "only a running task waits, and
-    only for a pending approval of its own", read in one statement (so one snapshot)."""
+    """``(approval, its status, task, its status)`` that break "a task waits exactly while it
+    runs and one of its approvals is pending, and only for such a one", read in one statement
+    (so one snapshot)."""
     sql = (
         "SELECT approvals.id, approvals.status, tasks.id, tasks.status FROM approvals"
         " JOIN tasks ON tasks.id = approvals.task_id"
         " WHERE (approvals.status = 'pending' AND tasks.status <> 'running')"
+        " OR (approvals.status = 'pending' AND tasks.awaiting_approval IS NULL)"
         " OR (tasks.awaiting_approval = approvals.id AND approvals.status <> 'pending')"
         " UNION ALL SELECT tasks.awaiting_approval, NULL, tasks.id, tasks.status FROM tasks"
         " WHERE tasks.awaiting_approval IS NOT NULL AND NOT EXISTS (SELECT 1 FROM approvals"

@@ -208,6 +208,7 @@ _IDLE_WITHOUT_RUNNING = (
     f" AND tasks.status = '{TaskStatus.RUNNING}')"
 )
 _GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
+_NO_AWAITED_APPROVAL = "UPDATE tasks SET awaiting_approval = NULL WHERE id = ?"
 _SESSION_OWNER = "SELECT owner FROM sessions WHERE id = ?"
 _TASK_OWNER = (
     "SELECT tasks.session_id, sessions.owner FROM tasks"
@@ -878,7 +879,7 @@ class Store:
         the status the session's counters move from.
         """
         now = to_db_time(utcnow())
-        values = {**values, "completed_at": now, "awaiting_approval": None}
+        values = {**values, "completed_at": now}
         names = tuple(values)
         params = [target, now, *values.values(), task_id]
         for previous in predecessors:
@@ -888,20 +889,30 @@ class Store:
         else:
             return None
         task = task_from_row(row)
+        expired = []
+        if task.awaiting_approval is not None:  # so approvals of its turn wait: they end too
+            task = msgspec.structs.replace(task, awaiting_approval=None)
+            expired = self._expire_approvals(task.id, target)
         # A running task's end takes its session from busy back to idle, in the same statement.
         idle = SessionStatus.IDLE if previous == TaskStatus.RUNNING else None
         count_params: list[Any] = [to_db_float(cost)] if cost else []
         count_params += [now, now, task.session_id] if idle else [task.session_id]
         self._execute(self._count_move(previous, target, bool(cost), idle), count_params)
-        expired: list[tuple[str, dict[str, Any]]] = []
-        if previous == TaskStatus.RUNNING:  # one indexed look; nearly always it finds none
-            ended = f"The task ended ({target}) before this was decided."
-            expired = [
-                approval_event("approval_decided", approval)
-                for approval in self.approvals.expired_of_task(task.id, ended)
-            ]
         self._append(task.id, [*(events or ()), *expired, ("status", task.status_event())])
         return task
+
+    def _expire_approvals(self, task_id: str, target: str) -> list[tuple[str, dict[str, Any]]]:
+        """The pending approvals of an ending task expire, and it waits for none; their events.
+
+        Asked only when the task's row names one: a task waits exactly while one of its
+        approvals is pending (``approvals`` keeps that so), so most ends cost nothing here.
+        """
+        self._execute(_NO_AWAITED_APPROVAL, (task_id,))
+        ended = f"The task ended ({target}) before this was decided."
+        return [
+            approval_event("approval_decided", approval)
+            for approval in self.approvals.expired_of_task(task_id, ended)
+        ]
 
     def _lock_session_of(self, task_id: str) -> None:
         if self.is_postgres:  # SQLite's one write lock already orders every writer
