@@ -539,6 +539,12 @@ class Node(Struct, **_VALUE):
     live_processes: int
 
 
+class NodeList(Struct, **_VALUE):
+    """``GET /nodes`` (1.1): every node, in one answer (there are a handful)."""
+
+    data: list[Node]
+
+
 T = TypeVar("T")
 
 

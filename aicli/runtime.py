@@ -35,6 +35,7 @@ from aicli.actors.claude_process import ClaudeProcess
 from aicli.actors.event_tail import EventTails
 from aicli.actors.faults import Faults
 from aicli.actors.messages import CancelRunning, CloseSession, Wake
+from aicli.actors.node_lease import LeaseState, NodeLease
 from aicli.actors.notifier import Notifier, events_of
 from aicli.actors.scheduler import Scheduler
 from aicli.actors.session import (
@@ -50,6 +51,7 @@ from aicli.contract import (
     Approval,
     ApprovalDecision,
     Event,
+    Node,
     Page,
     Principal,
     PrincipalCreate,
@@ -115,6 +117,8 @@ class Runtime:
         )
         self.accepting = False
         self._server_lock: server_lock.ServerLock | None = None  # taken by ``start``
+        self.lease = LeaseState()
+        self._node_lease: pykka.ActorRef[NodeLease] | None = None
         self._supervisor: pykka.ActorRef[Supervisor] | None = None
         # Built once with the supervisor: a pykka proxy costs ~0.3 ms to build.
         self._supervisor_proxy: SupervisorProxy | None = None
@@ -162,6 +166,14 @@ class Runtime:
 
     def _start(self) -> None:
         self.reap_leftovers()
+        self._node_lease = NodeLease.start(
+            self.store,
+            self.scheduler,
+            self.lease,
+            url=self.settings.node_url,
+            ttl=self.settings.lease_ttl,
+            live_processes=lambda: len(self.census),
+        )
         self._supervisor = Supervisor.start(self.context)
         self._supervisor_proxy = cast(SupervisorProxy, self._supervisor.proxy())
         failed = self._supervisor_proxy.recover().get(timeout=60)
@@ -456,6 +468,13 @@ class Runtime:
             decision = contract.convert({"decision": decision, **fields}, ApprovalDecision)
         return self._desk.decide(approval_id, decision, principal=principal)
 
+    # Nodes
+
+    def nodes(self, *, principal: Principal | None = None) -> list[Node]:
+        """The servers sharing this database whose lease lasts (admins only)."""
+        access.require_admin(principal, "list nodes")
+        return self.store.nodes.live()
+
     # Principals
 
     def principal_for(self, token: str | None) -> Principal | None:
@@ -572,7 +591,10 @@ class Runtime:
             raise Unavailable(f"The database does not answer: {exc.message.rstrip('.')}.") from exc
         if not self.accepting:
             raise Unavailable("The server is shutting down.")
-        return {"database": "ok", "claude": claude_version(self.claude_bin)}
+        node = self.lease.node
+        if node is None:
+            raise Unavailable("This node holds no lease in the database; it is joining again.")
+        return {"database": "ok", "claude": claude_version(self.claude_bin), "node": node.id}
 
     def reap_leftovers(self) -> int:
         """End processes a previous run on this database left behind (after a crash).
@@ -646,6 +668,9 @@ class Runtime:
                 log.warning("the actors did not stop in time; ending their processes anyway")
         # Session actors end their own trees; this catches whatever escaped them.
         process_tree.kill_all(process_tree.marked_processes(self.context.owner, prefix=True))
+        if self._node_lease is not None:
+            with contextlib.suppress(pykka.Timeout):
+                self._node_lease.stop(timeout=10)
         self.scheduler.stop()
         self.notifier.close()
         self.store.close()

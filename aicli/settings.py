@@ -96,6 +96,16 @@ class Settings:
     max_command_chars: int = field(
         default=100_000, metadata={"help": "Longest task command (400)."}
     )
+    node_url: str | None = field(
+        default=None, metadata={"help": "How peers and people reach this node (GET /nodes)."}
+    )
+    lease_ttl: float = field(
+        default=10.0,
+        metadata={
+            "help": "Seconds a node's lease in the database lasts; it is renewed every third "
+            "of it, by the database's clock."
+        },
+    )
     log_level: str = field(default="INFO", metadata={"help": "Log level."})
     log_format: str = field(
         default="logfmt", metadata={"help": "Log lines as logfmt (key=value) or json."}

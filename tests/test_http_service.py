@@ -32,6 +32,7 @@ ROUTES = {
     "/me": {"get"},
     "/approvals": {"get"},
     "/approvals/{approval_id}": {"get", "post"},
+    "/nodes": {"get"},
 }
 
 

@@ -18,6 +18,7 @@ from aicli.http.middleware import (
     RequestLog,
     ShutdownGate,
 )
+from aicli.http.nodes import NodesResource
 from aicli.http.openapi import OpenApiResource
 from aicli.http.principals import MeResource, PrincipalResource, PrincipalsResource
 from aicli.http.service import HealthResource, MetricsResource, ReadyResource
@@ -61,6 +62,7 @@ def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.
     app.add_route("/principals", PrincipalsResource(runtime))
     app.add_route("/principals/{principal_id}", PrincipalResource(runtime))
     app.add_route("/me", MeResource(runtime))
+    app.add_route("/nodes", NodesResource(runtime))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(runtime))
     app.add_route("/metrics", MetricsResource(runtime))

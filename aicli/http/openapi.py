@@ -66,6 +66,8 @@ getPrincipal GET /principals/{principal_id} 200:Principal 400,404,503
   One principal (a user: only itself; any other id is unknown to it).
 revokePrincipal DELETE /principals/{principal_id} 200:Principal 400,403,404,503
   Revoke a principal (admins only): its token stops working at once (revoked already: 200 again).
+listNodes GET /nodes 200:NodeList 400,403,503
+  The servers sharing this database whose lease lasts (admins only).
 getMe GET /me 200:Principal 400,503
   The caller: the principal whose token this is (`root` for the configured token, and in an \
 open service).
@@ -133,6 +135,7 @@ RESPONSES = (
     c.Page[c.Principal],
     c.Approval,
     c.Page[c.Approval],
+    c.NodeList,
     c.ErrorBody,
 )
 REQUESTS = (c.SessionCreate, c.TaskSubmit, c.PrincipalCreate, c.ApprovalDecision)
@@ -153,6 +156,7 @@ SERVICE = {  # the bodies of /healthz and /readyz
         "status": {"const": "ready"},
         "database": {"const": "ok"},
         "claude": {"type": "string"},
+        "node": {"type": "string"},
     },
 }
 ID = {"type": "string", "pattern": c.ID}

@@ -265,12 +265,32 @@ def _approvals(db: Database) -> None:
     db.execute_sql("ALTER TABLE tasks ADD COLUMN awaiting_approval VARCHAR(64)")
 
 
+def _nodes(db: Database) -> None:
+    """A row per running server (a new id per start), leased by the database's clock."""
+
+    class Node(Model):
+        id = CharField(max_length=64, primary_key=True)
+        url = TextField(null=True)
+        started_at = UtcDateTimeField()
+        expires_at = UtcDateTimeField()
+        sessions = IntegerField(constraints=[SQL("DEFAULT 0")])
+        live_processes = IntegerField(constraints=[SQL("DEFAULT 0")])
+
+        class Meta:
+            database = db
+            table_name = "nodes"
+            indexes = ((("expires_at",), False),)
+
+    db.create_tables([Node])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, tasks, task events, processes", _initial_schema),
     Migration(2, "tasks.updated_at", _task_updated_at),
     Migration(3, "tasks.seq and sessions.last_seq: the queue order", _queue_order),
     Migration(4, "principals and sessions.owner", _principals),
     Migration(5, "approvals, sessions' approval settings and tasks.awaiting_approval", _approvals),
+    Migration(6, "nodes and their leases", _nodes),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

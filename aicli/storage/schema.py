@@ -46,6 +46,7 @@ class Tables(NamedTuple):
     processes: type[Model]
     principals: type[Model]
     approvals: type[Model]
+    nodes: type[Model]
 
 
 def bind_tables(db: Database) -> Tables:
@@ -187,6 +188,20 @@ def bind_tables(db: Database) -> Tables:
                 (("status", "created_at", "id"), False),
             )
 
+    class NodeRow(Base):
+        """Added by migration 6: one running server, while its lease lasts."""
+
+        id = CharField(max_length=64, primary_key=True)
+        url = TextField(null=True)
+        started_at = UtcDateTimeField()
+        expires_at = UtcDateTimeField()
+        sessions = IntegerField(constraints=[SQL("DEFAULT 0")])
+        live_processes = IntegerField(constraints=[SQL("DEFAULT 0")])
+
+        class Meta:
+            table_name = "nodes"
+            indexes = ((("expires_at",), False),)
+
     class ProcessRow(Base):
         pid = IntegerField()
         start_time = DoubleField()
@@ -198,4 +213,4 @@ def bind_tables(db: Database) -> Tables:
             table_name = "processes"
             indexes = ((("pid", "start_time"), False),)
 
-    return Tables(SessionRow, TaskRow, EventRow, ProcessRow, PrincipalRow, ApprovalRow)
+    return Tables(SessionRow, TaskRow, EventRow, ProcessRow, PrincipalRow, ApprovalRow, NodeRow)

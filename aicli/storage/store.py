@@ -62,6 +62,7 @@ from aicli.storage.approvals import event_of as approval_event
 from aicli.storage.ended import EndedTasks
 from aicli.storage.engine import Engine
 from aicli.storage.fields import to_db_float, to_db_time, to_json_text
+from aicli.storage.nodes import Nodes
 from aicli.storage.principals import Principals
 from aicli.storage.rows import (
     EVENT_COLUMNS,
@@ -243,6 +244,7 @@ class Store:
         self._ended = EndedTasks()
         self.principals = Principals(engine)
         self.approvals = Approvals(engine, self._append, self._lock_session_of)
+        self.nodes = Nodes(engine)
         self.database_url = engine.url
 
     @property
