@@ -13,6 +13,7 @@ or shut down, always with a timeout.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -112,7 +113,7 @@ class Runtime:
             faults=Faults.from_environment() if faults is None else faults,
             claude_bin=claude_bin,
             claude_env=dict(claude_env or {}),
-            owner=f"{self.owner_prefix}{uuid.uuid4().hex[:12]}",
+            owner=f"{self.owner_prefix}{uuid.uuid4().hex[:12]}",  # the node's id, once it joins
             process_factory=process_factory,
         )
         self.accepting = False
@@ -165,7 +166,6 @@ class Runtime:
         return runtime
 
     def _start(self) -> None:
-        self.reap_leftovers()
         self._node_lease = NodeLease.start(
             self.store,
             self.scheduler,
@@ -174,6 +174,10 @@ class Runtime:
             ttl=self.settings.lease_ttl,
             live_processes=lambda: len(self.census),
         )
+        node = self.lease.node
+        if node is not None:  # every process it starts carries the node's id in its mark
+            self.context = dataclasses.replace(self.context, owner=f"{self.owner_prefix}{node.id}")
+        self.reap_leftovers()
         self._supervisor = Supervisor.start(self.context)
         self._supervisor_proxy = cast(SupervisorProxy, self._supervisor.proxy())
         failed = self._supervisor_proxy.recover().get(timeout=60)
@@ -600,8 +604,10 @@ class Runtime:
         """End processes a previous run on this database left behind (after a crash).
 
         A process counts as ours only if its environment carries this database's
-        mark but not this run's; a process recorded by pid must also have the
-        recorded start time, so a reused pid is never hit.
+        mark but not this node's; a process recorded by pid must also have the
+        recorded start time, so a reused pid is never hit. Every other node's are
+        leftovers while one server holds the database (``server_lock``); once
+        several may, a live peer's (its lease lasts) must be spared.
         """
         this_run = self.context.owner
         leftovers = {

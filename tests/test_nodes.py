@@ -11,7 +11,9 @@ import time
 
 import pytest
 
+from aicli.actors import process_tree
 from aicli.errors import StorageError
+from aicli.runtime import owner_prefix
 from aicli.storage import Store
 from aicli.testing.waiting import wait_for
 from tests.http_server import Client, error_of, serving
@@ -108,3 +110,15 @@ def test_renewals_that_keep_failing_lose_the_lease_before_it_ends(make_runtime, 
     monkeypatch.undo()
     rejoined = wait_for(lambda: runtime.lease.node, timeout=5, what="a new lease")
     assert rejoined.id != node.id
+
+
+def test_every_process_a_node_starts_carries_its_id(make_runtime, workdir) -> None:
+    runtime = make_runtime()
+    node = runtime.lease.node
+    session = runtime.open_session(workdir=workdir)
+    assert runtime.submit(session.id, "[[say: marked]]", wait=30).status == "completed"
+    [(pid, _, mark, kind)] = runtime.store.recorded_processes()
+    assert kind == "claude" and mark.startswith(
+        f"{owner_prefix(runtime.store.database_url)}{node.id}/"
+    )
+    assert process_tree.mark_of(pid) == mark
