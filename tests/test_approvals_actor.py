@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from aicli import Runtime
-from aicli.actors.approval_requests import unanswered
+from aicli.actors.approval_requests import UNSERVED, WITHDRAWN, unanswered
 from aicli.actors.session import (
     CANCELLED_RUNNING,
     SERVER_SHUTDOWN,
@@ -164,6 +164,25 @@ def test_the_task_timeout_goes_on_once_the_person_answered(rt, session):
     # About the second of work left (the ask itself took milliseconds), not 3 s, not none.
     assert 0.6 < worked < 2.5, worked
     assert done.awaiting_approval is None
+
+
+def test_a_request_the_cli_withdraws_expires_and_the_clock_goes_on(rt, scripted, session, workdir):
+    task = rt.submit(session.id, "[[ask]] [[withdraw]] [[slow:3]]", timeout_s=1.0)
+    done = rt.wait(task.id, timeout=10)
+    assert done.status == TaskStatus.FAILED and done.error.startswith("Timed out after 1 s")
+    withdrawn = only_approval(rt, task.id)
+    assert (withdrawn.status, withdrawn.decided_by) == (ApprovalStatus.EXPIRED, "system")
+    assert withdrawn.message == WITHDRAWN
+    assert answers(scripted, workdir) == []  # a withdrawn request gets no answer
+
+
+def test_a_control_request_of_another_kind_is_refused_not_left_waiting(
+    rt, scripted, session, workdir
+):
+    task = rt.submit(session.id, "[[control]]")
+    assert rt.wait(task.id, timeout=10).status == TaskStatus.COMPLETED
+    assert answers(scripted, workdir) == [{"error": UNSERVED}]
+    assert rt.approvals(task_id=task.id).data == []
 
 
 def test_cancelling_a_task_that_waits_expires_its_approval(rt, scripted, session, workdir):

@@ -12,7 +12,9 @@ A prompt steers its turn with directives, like the fake API's:
 process exits with code 1 mid-turn), ``[[surrogate]]`` (the answer holds a lone
 UTF-16 surrogate), ``[[slow:S]]`` (answer after S seconds), ``[[ask]]`` (first
 ask, as ``--permission-prompt-tool stdio`` does, to run Bash, and go on once
-answered; the answers are kept in ``answers``). Any other prompt is answered
+answered; the answers are kept in ``answers``; with ``[[withdraw]]`` too, take the
+request back at once and go on), ``[[control]]`` (the same with a control request
+of another kind). Any other prompt is answered
 with ``done: <prompt>``.
 """
 
@@ -214,8 +216,9 @@ class ScriptedProcess:
     def _wait_for_turn_end(self, prompt: str) -> str:
         if "[[die]]" in prompt:
             return "died"
-        if "[[ask]]" in prompt:
-            how = self._ask()
+        if "[[ask]]" in prompt or "[[control]]" in prompt:
+            subtype = "can_use_tool" if "[[ask]]" in prompt else "mcp_message"
+            how = self._ask(subtype, withdraw="[[withdraw]]" in prompt)
             if how is not None:
                 return how
         held = "[[hold]]" in prompt
@@ -235,18 +238,25 @@ class ScriptedProcess:
             if how is not None:
                 return how
 
-    def _ask(self) -> str | None:
-        """Ask to run a command and wait for the answer; how the turn ended, if it did."""
+    def _ask(self, subtype: str, *, withdraw: bool = False) -> str | None:
+        """Ask to run a command and wait for the answer; how the turn ended, if it did.
+
+        ``subtype``: ``can_use_tool``, or another the CLI could send (which aicli refuses);
+        ``withdraw``: take the request back at once and go on without an answer.
+        """
         request_id = f"scripted-{uuid.uuid4().hex[:8]}"
         given = {"command": "echo hi > hi.txt", "description": "Write a file"}
         request = {
-            "subtype": "can_use_tool",
+            "subtype": subtype,
             "tool_name": "Bash",
             "input": given,
             "permission_suggestions": [],
             "tool_use_id": f"toolu_{request_id}",
         }
         self._say({"type": "control_request", "request_id": request_id, "request": request})
+        if withdraw:
+            self._say({"type": "control_cancel_request", "request_id": request_id})
+            return None
         while True:
             kind, value = self.inbox.get()
             if kind == _ANSWER:
