@@ -60,6 +60,23 @@ def check_task(store: Store, caller: Principal | None, task_id: str) -> None:
         raise TaskNotFound(task_id)
 
 
+def check_filter_session(store: Store, caller: Principal | None, session_id: str) -> None:
+    """A list narrowed to a session: ``SessionNotFound`` unless the session exists and
+    ``caller`` may see it. An empty page must still tell an unknown id, for admins too."""
+    if sees_all(caller):
+        store.session_owner(session_id)
+    else:
+        check_session(store, caller, session_id)
+
+
+def check_filter_task(store: Store, caller: Principal | None, task_id: str) -> None:
+    """``check_filter_session`` for a list narrowed to a task."""
+    if sees_all(caller):
+        store.task_owner(task_id)
+    else:
+        check_task(store, caller, task_id)
+
+
 def check_approval(store: Store, caller: Principal | None, approval_id: str) -> None:
     """``ApprovalNotFound`` unless ``caller`` may see (and so decide) the approval."""
     if sees_all(caller):

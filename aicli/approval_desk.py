@@ -111,14 +111,10 @@ class ApprovalDesk:
         principal: Principal | None = None,
     ) -> Page:
         owner = access.list_owner(principal, owner)
-        if session_id is not None:  # an unknown (or someone else's) session is 404
-            access.check_session(self._store, principal, session_id)
-            if access.sees_all(principal):
-                self._store.session_owner(session_id)
+        if session_id is not None:
+            access.check_filter_session(self._store, principal, session_id)
         if task_id is not None:
-            access.check_task(self._store, principal, task_id)
-            if access.sees_all(principal):
-                self._store.task_owner(task_id)
+            access.check_filter_task(self._store, principal, task_id)
         return self._store.approvals.list(
             session_id=session_id,
             task_id=task_id,

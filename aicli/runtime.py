@@ -339,11 +339,7 @@ class Runtime:
     ) -> Page:
         owner = access.list_owner(principal, owner)
         if session_id is not None:
-            # An empty page must still tell an unknown session (404): a user's check reads
-            # the session already, anyone else's existence is read here.
-            access.check_session(self.store, principal, session_id)
-            if access.sees_all(principal):
-                self.store.session_owner(session_id)
+            access.check_filter_session(self.store, principal, session_id)
         page = self.store.list_tasks(
             session_id=session_id,
             statuses=status,
