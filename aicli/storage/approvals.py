@@ -267,26 +267,18 @@ class Approvals:
     ) -> Page:
         request = paging.page_request(limit, cursor, order)
         conditions, params = paging.window(request)
-        chosen = [] if statuses is None else sorted(set(statuses))
-        unknown = [status for status in chosen if status not in tuple(ApprovalStatus)]
-        if unknown or (statuses is not None and not chosen):
-            raise InvalidRequest(
-                f"'status' must be among {', '.join(ApprovalStatus)}; got "
-                f"{', '.join(unknown) or 'nothing'}.",
-                {"field": "status"},
-            )
-        filters: list[tuple[str, list[Any]]] = [
-            ("session_id = ?", [session_id]) if session_id is not None else ("", []),
-            ("task_id = ?", [task_id]) if task_id is not None else ("", []),
-            (f"status IN ({', '.join('?' * len(chosen))})", chosen) if chosen else ("", []),
-            ("session_id IN (SELECT id FROM sessions WHERE owner = ?)", [owner])
-            if owner is not None
-            else ("", []),
-        ]
-        for condition, values in reversed(filters):
-            if condition:
-                conditions.insert(0, condition)
-                params[:0] = values
+        chosen = sorted(paging.status_filter(statuses, tuple(ApprovalStatus)) or ())
+        for condition, value in (
+            ("session_id = ?", session_id),
+            ("task_id = ?", task_id),
+            ("session_id IN (SELECT id FROM sessions WHERE owner = ?)", owner),
+        ):
+            if value is not None:
+                conditions.append(condition)
+                params.append(value)
+        if chosen:
+            conditions.append(f"status IN ({', '.join('?' * len(chosen))})")
+            params.extend(chosen)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         sql = (
             f"SELECT {_COLUMNS} FROM approvals{where}"

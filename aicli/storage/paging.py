@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -127,3 +128,20 @@ def window(
 def ordering(order: str) -> str:
     """The ``ORDER BY`` list of a page: the keyset, both columns the same way."""
     return "created_at DESC, id DESC" if order == "desc" else "created_at, id"
+
+
+def status_filter(
+    statuses: Iterable[str] | str | None, allowed: tuple[str, ...]
+) -> frozenset[str] | None:
+    """The statuses a list is narrowed to; ``None`` when no filter is needed (none given, or
+    all). ``InvalidRequest`` for an unknown one, or an empty set."""
+    if statuses is None:
+        return None
+    chosen = frozenset((statuses,) if isinstance(statuses, str) else statuses)
+    unknown = sorted(chosen - set(allowed))
+    if not chosen or unknown:
+        raise InvalidRequest(
+            f"'status' must be among {', '.join(allowed)}; got {', '.join(unknown) or 'nothing'}.",
+            {"field": "status"},
+        )
+    return None if chosen == frozenset(allowed) else chosen

@@ -106,22 +106,6 @@ def _marks(count: int) -> str:
     return ", ".join("?" * count)
 
 
-def _status_set(
-    statuses: Iterable[str] | str | None, allowed: tuple[str, ...]
-) -> frozenset[str] | None:
-    """The statuses to filter on; ``None`` when no filter is needed (none given, or all)."""
-    if statuses is None:
-        return None
-    chosen = frozenset((statuses,) if isinstance(statuses, str) else statuses)
-    unknown = sorted(chosen - set(allowed))
-    if not chosen or unknown:
-        raise InvalidRequest(
-            f"'status' must be among {', '.join(allowed)}; got {', '.join(unknown) or 'nothing'}.",
-            {"field": "status"},
-        )
-    return None if chosen == frozenset(allowed) else chosen
-
-
 def _merges(statuses: frozenset[str] | None) -> bool:
     """Whether a page is merged from one query per status (and so needs a snapshot)."""
     return statuses is not None and len(statuses) > 1
@@ -331,7 +315,7 @@ class Store:
         order: str = "desc",
     ) -> Page:
         request = paging.page_request(limit, cursor, order)
-        chosen = _status_set(statuses, tuple(SessionStatus))
+        chosen = paging.status_filter(statuses, tuple(SessionStatus))
         conditions, params = paging.window(request)
         if owner is not None:
             conditions.insert(0, "owner = ?")
@@ -517,7 +501,7 @@ class Store:
         """A page of tasks; see the module docstring for the time window. ``owner``: only
         tasks of sessions that principal opened."""
         request = paging.page_request(limit, cursor, order)
-        chosen = _status_set(statuses, tuple(TaskStatus))
+        chosen = paging.status_filter(statuses, tuple(TaskStatus))
         conditions, params = paging.window(
             request,
             _aware(created_after, "created_after"),
