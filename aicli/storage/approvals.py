@@ -46,9 +46,6 @@ _OWNER = (
     "SELECT approvals.session_id, sessions.owner FROM approvals"
     " JOIN sessions ON sessions.id = approvals.session_id WHERE approvals.id = ?"
 )
-_TOUCH_RUNNING = (
-    f"UPDATE tasks SET updated_at = ? WHERE id = ? AND status = '{TaskStatus.RUNNING}' RETURNING id"
-)
 _DECIDE = (
     "UPDATE approvals SET status = ?, message = ?, decided_at = ?, decided_by = ?"
     f" WHERE id = ? AND status = '{ApprovalStatus.PENDING}' RETURNING {_COLUMNS}"
@@ -58,7 +55,7 @@ _DECIDE = (
 _NEXT_AWAITED = (
     "UPDATE tasks SET awaiting_approval = (SELECT id FROM approvals WHERE task_id = tasks.id"
     f" AND status = '{ApprovalStatus.PENDING}' ORDER BY created_at, id LIMIT 1), updated_at = ?"
-    f" WHERE id = ? AND status = '{TaskStatus.RUNNING}'"
+    f" WHERE id = ? AND status = '{TaskStatus.RUNNING}' RETURNING id"
 )
 _EXPIRE_OF_TASK = (
     f"UPDATE approvals SET status = '{ApprovalStatus.EXPIRED}', message = ?, decided_at = ?,"
@@ -165,17 +162,16 @@ class Approvals:
 
         def write() -> Approval:
             self._lock_session_of(task_id)
-            if self._execute(_TOUCH_RUNNING, (stored_now, task_id)).fetchone() is None:
+            self._execute(_INSERT, _row_of(approval))
+            # The task's wait, and the check that it runs: no row means the insert rolls back.
+            if self._execute(_NEXT_AWAITED, (stored_now, task_id)).fetchone() is None:
                 raise IllegalTransition(
                     f"Task '{task_id}' is not running; it cannot wait for an approval.",
                     {"task_id": task_id},
                 )
-            self._execute(_INSERT, _row_of(approval))
             events = [event_of("approval_requested", asked)]
             if rule:  # watchers see the request and the rule's answer, as for a person's
                 events.append(event_of("approval_decided", approval))
-            else:
-                self._execute(_NEXT_AWAITED, (stored_now, task_id))
             self._append(task_id, events)
             return approval
 
