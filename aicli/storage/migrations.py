@@ -20,6 +20,7 @@ from peewee import (
     SQL,
     BigAutoField,
     BigIntegerField,
+    BlobField,
     CharField,
     Check,
     Database,
@@ -284,6 +285,37 @@ def _nodes(db: Database) -> None:
     db.create_tables([Node])
 
 
+def _ownership(db: Database) -> None:
+    """Which node runs each session (and the epoch of that claim), and the transcripts that
+    let a session move between nodes."""
+
+    class Base(Model):
+        class Meta:
+            database = db
+
+    class Session(Base):
+        id = CharField(max_length=64, primary_key=True)
+
+        class Meta:
+            table_name = "sessions"
+
+    class TranscriptChunk(Base):
+        id = BigAutoField()
+        session = ForeignKeyField(Session, column_name="session_id", backref="+", index=False)
+        claude_session_id = TextField()
+        offset = BigIntegerField()
+        data = BlobField()
+
+        class Meta:
+            table_name = "transcript_chunks"
+            indexes = ((("session_id", "claude_session_id", "offset"), True),)
+
+    db.create_tables([TranscriptChunk])
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN owner_node VARCHAR(64)")
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN owner_epoch BIGINT NOT NULL DEFAULT 0")
+    db.execute_sql("CREATE INDEX sessions_owner_node ON sessions (owner_node)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, tasks, task events, processes", _initial_schema),
     Migration(2, "tasks.updated_at", _task_updated_at),
@@ -291,6 +323,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "principals and sessions.owner", _principals),
     Migration(5, "approvals, sessions' approval settings and tasks.awaiting_approval", _approvals),
     Migration(6, "nodes and their leases", _nodes),
+    Migration(7, "sessions' owner node and epoch; transcript chunks", _ownership),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

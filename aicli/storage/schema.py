@@ -16,6 +16,7 @@ from peewee import (
     SQL,
     BigAutoField,
     BigIntegerField,
+    BlobField,
     CharField,
     Check,
     Database,
@@ -47,6 +48,7 @@ class Tables(NamedTuple):
     principals: type[Model]
     approvals: type[Model]
     nodes: type[Model]
+    transcript_chunks: type[Model]
 
 
 def bind_tables(db: Database) -> Tables:
@@ -85,6 +87,9 @@ def bind_tables(db: Database) -> Tables:
         approvals = CharField(max_length=8, constraints=[SQL("DEFAULT 'off'")])
         approval_timeout_s = DoubleField(constraints=[SQL("DEFAULT 3600")])
         approval_rules = JsonTextField(constraints=[SQL("DEFAULT '[]'")])
+        # Added by migration 7: the node running it now, and how many claims it has seen.
+        owner_node = CharField(max_length=64, null=True)
+        owner_epoch = BigIntegerField(constraints=[SQL("DEFAULT 0")])
 
         class Meta:
             table_name = "sessions"
@@ -202,6 +207,19 @@ def bind_tables(db: Database) -> Tables:
             table_name = "nodes"
             indexes = ((("expires_at",), False),)
 
+    class TranscriptChunkRow(Base):
+        """Added by migration 7: a piece of a session's CLI transcript, from ``offset`` on."""
+
+        id = BigAutoField()
+        session = ForeignKeyField(SessionRow, column_name="session_id", backref="+", index=False)
+        claude_session_id = TextField()
+        offset = BigIntegerField()
+        data = BlobField()
+
+        class Meta:
+            table_name = "transcript_chunks"
+            indexes = ((("session_id", "claude_session_id", "offset"), True),)
+
     class ProcessRow(Base):
         pid = IntegerField()
         start_time = DoubleField()
@@ -213,4 +231,13 @@ def bind_tables(db: Database) -> Tables:
             table_name = "processes"
             indexes = ((("pid", "start_time"), False),)
 
-    return Tables(SessionRow, TaskRow, EventRow, ProcessRow, PrincipalRow, ApprovalRow, NodeRow)
+    return Tables(
+        SessionRow,
+        TaskRow,
+        EventRow,
+        ProcessRow,
+        PrincipalRow,
+        ApprovalRow,
+        NodeRow,
+        TranscriptChunkRow,
+    )
