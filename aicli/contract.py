@@ -429,6 +429,7 @@ class Session(Struct, **_VALUE):
     approval_rules: tuple[ApprovalRule, ...] = ()
     claude_session_id: str | None = None
     owner: str | None = None  # 1.1: the principal that opened it (null: version 1, no principals)
+    node: str | None = None  # 1.1: the id of the node running it now (null: none does)
     process_alive: bool = False
     created_at: Timestamp | None = None
     updated_at: Timestamp | None = None

@@ -144,6 +144,14 @@ class IllegalTransition(AicliError):
     """A bug: code tried to move a task along an edge the state machine does not have."""
 
 
+class NotOwner(AicliError):
+    """This node's claim on a session is no longer the session's: another claim came after it.
+
+    Raised by the store for a write of a stale claim (its epoch no longer matches),
+    which therefore changed nothing; the node lets the session go.
+    """
+
+
 class DatabaseUnavailable(Unavailable, StorageError):
     """The connection to the database was lost and a fresh one did not cure it.
 
@@ -156,6 +164,6 @@ class DatabaseUnavailable(Unavailable, StorageError):
 
 
 class AlreadyServing(AicliError):
-    """Another live aicli server uses this database; two would reap each other's work."""
+    """Another live aicli server uses this SQLite file; two would reap each other's work."""
 
     code = "already_serving"

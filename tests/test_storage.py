@@ -420,7 +420,10 @@ def test_values_read_back_have_every_field(store: Store, session: Session) -> No
 
 
 def test_hot_calls_run_few_statements(store: Store, session: Session) -> None:
-    """What each call costs is mostly its statements: keep them few (BEGIN/COMMIT not shown)."""
+    """What each call costs is mostly its statements: keep them few (BEGIN/COMMIT not shown).
+
+    The actor's calls name its claim's epoch, checked within statements it runs anyway."""
+    epoch = store.ownership.claim(session.id, store.nodes.join(None, 60).id)
     task, _ = store.create_task(session_id=session.id, command="c")
     # An append costs one statement more on PostgreSQL: the task's row lock comes first.
     append = 3 if store.is_postgres else 2
@@ -433,10 +436,10 @@ def test_hot_calls_run_few_statements(store: Store, session: Session) -> None:
         "get_session": (lambda: store.get_session(session.id), 1),
         "update_session": (lambda: store.update_session(session.id, claude_session_id="x"), 1),
         # lock the session, claim the next task, counters with the session busy, its event
-        "start_next_task": (lambda: store.start_next_task(session.id), 3 + append),
-        "start_next_task (one runs)": (lambda: store.start_next_task(session.id), 2),
+        "start_next_task": (lambda: store.start_next_task(session.id, epoch=epoch), 3 + append),
+        "start_next_task (one runs)": (lambda: store.start_next_task(session.id, epoch=epoch), 2),
         "append_events": (
-            lambda: store.append_events(task.id, [("a", {}), ("b", {})]),
+            lambda: store.append_events(task.id, [("a", {}), ("b", {})], epoch=epoch),
             append + lazy,
         ),
         "list_events": (lambda: store.list_events(task.id), 1),
@@ -444,7 +447,7 @@ def test_hot_calls_run_few_statements(store: Store, session: Session) -> None:
         # events and status event together
         "finish_task": (
             lambda: store.finish_task(
-                task.id, TaskStatus.COMPLETED, cost_usd=0.5, events=[("r", {})]
+                task.id, TaskStatus.COMPLETED, cost_usd=0.5, events=[("r", {})], epoch=epoch
             ),
             (3 if store.is_postgres else 2) + append,
         ),
@@ -779,7 +782,7 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(
 
     store = open_store(database_url)
     try:
-        assert schema_version(store) == migrations.LATEST_VERSION == 6
+        assert schema_version(store) == migrations.LATEST_VERSION == 7
         session = store.get_session("s1")
         assert (session.status, session.allowed_tools, session.metadata) == (
             "busy",

@@ -32,6 +32,7 @@ from aicli.storage import database as storage_database
 from aicli.storage import store as store_module
 from aicli.storage.engine import Engine
 from aicli.storage.fields import to_db_time
+from aicli.storage.ownership import lost_node_error
 from tests import store_reads
 from tests.store_reads import count_tasks, last_event_seq, schema_version
 
@@ -646,48 +647,44 @@ def test_cancelling_the_next_task_while_it_starts_or_closes(
 # the restart rule
 
 
-def test_fail_running_tasks_after_a_restart(store: Store, tmp_path: Path) -> None:
-    working, stuck, queued, closing = (
-        store.create_session(workdir=str(tmp_path)) for _ in range(4)
-    )
+def test_rescue_fails_running_tasks_of_dead_nodes_once(store: Store, tmp_path: Path) -> None:
+    working, queued, closing = (store.create_session(workdir=str(tmp_path)) for _ in range(3))
+    dead = store.nodes.join(None, 60)
+    epoch = store.ownership.claim(working.id, dead.id)
     w1, w2 = _submit(store, working.id, 2)
-    store.start_next_task(working.id)
-    store.update_session(stuck.id, status="busy")  # busy, and nothing runs
+    store.start_next_task(working.id, epoch=epoch)
     (q1,) = _submit(store, queued.id, 1)
     (c1,) = _submit(store, closing.id, 1)
-    store.start_next_task(closing.id)
+    store.start_next_task(closing.id)  # no claim at all (a run before nodes): an orphan too
     store.close_session(closing.id, "bye")
-    failed = store.fail_running_tasks("The server restarted while the task ran.")
-    assert sorted(failed) == sorted([w1.id, c1.id])
-    for task_id in failed:
+    store.nodes.leave(dead.id)
+    me = store.nodes.join(None, 60)
+    assert sorted(store.ownership.rescue(me.id)) == sorted([working.id, closing.id])
+    for task_id, node in ((w1.id, dead.id), (c1.id, None)):
         task = store.get_task(task_id)
-        assert (task.status, task.error) == (
-            TaskStatus.FAILED,
-            "The server restarted while the task ran.",
-        )
+        assert (task.status, task.error) == (TaskStatus.FAILED, lost_node_error(node))
         assert task.completed_at is not None
         assert store.list_events(task_id)[-1].data == {
             "status": TaskStatus.FAILED,
-            "error": "The server restarted while the task ran.",
+            "error": lost_node_error(node),
         }
-    assert [store.get_session(s.id).status for s in (working, stuck, queued, closing)] == [
-        "idle",
+    assert dead.id in lost_node_error(dead.id)
+    assert [store.get_session(s.id).status for s in (working, queued, closing)] == [
         "idle",
         "idle",
         "closed",
     ]
+    assert store.get_session(working.id).node is None
     assert store.running_tasks() == []
-    assert (
-        store.get_task(w2.id).status == TaskStatus.PENDING
-        and store.get_task(q1.id).status == TaskStatus.PENDING
-    )
-    assert store.sessions_with_pending() == sorted([working.id, queued.id])
-    for session in (working, stuck, queued, closing):
+    assert store.get_task(w2.id).status == store.get_task(q1.id).status == TaskStatus.PENDING
+    assert store.ownership.unclaimed_with_pending() == sorted([working.id, queued.id])
+    for session in (working, queued, closing):
         _counters_match_tasks(store, session.id)
-    assert store.get_session(working.id).task_counts.failed == 1
-    # The queues carry on where they were.
-    assert store.fail_running_tasks("again") == []
-    assert store.start_next_task(working.id).id == w2.id
+    # Once: the queues carry on where they were, under a new claim.
+    assert store.ownership.rescue(me.id) == []
+    assert store.start_next_task(working.id, epoch=store.ownership.claim(working.id, me.id)).id == (
+        w2.id
+    )
     assert store.start_next_task(queued.id).id == q1.id
 
 

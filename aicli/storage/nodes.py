@@ -20,6 +20,13 @@ from aicli.storage.fields import from_db_time
 _COLUMNS = "id, url, started_at, expires_at, sessions, live_processes"
 
 
+def db_now(is_postgres: bool) -> str:
+    """The database's now, in SQL, in the form times are stored in (``fields.to_db_time``)."""
+    if is_postgres:
+        return "(now() AT TIME ZONE 'UTC')"
+    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"  # microseconds, of which SQLite keeps 3
+
+
 def node_from_row(row: Sequence[Any]) -> Node:
     node_id, url, started_at, expires_at, sessions, live_processes = row
     return Node(
@@ -36,11 +43,10 @@ class Nodes:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._execute = engine.execute
+        now = db_now(engine.is_postgres)
         if engine.is_postgres:
-            now = "(now() AT TIME ZONE 'UTC')"
             later = f"({now} + ? * INTERVAL '1 second')"
-        else:  # the form of ``fields.to_db_time``: microseconds, of which SQLite keeps three
-            now = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+        else:
             later = "strftime('%Y-%m-%d %H:%M:%f000', 'now', '+' || ? || ' seconds')"
         self._join = (
             f"INSERT INTO nodes (id, url, started_at, expires_at) VALUES (?, ?, {now}, {later})"

@@ -105,7 +105,7 @@ SESSION_COLUMNS = (
     "id, status, workdir, model, permission_mode, allowed_tools, disallowed_tools,"
     " append_system_prompt, max_turns, metadata, claude_session_id, created_at, updated_at,"
     " last_active_at, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd,"
-    " owner, approvals, approval_timeout_s, approval_rules"
+    " owner, approvals, approval_timeout_s, approval_rules, owner_node"
 )
 _rules_from_json = msgspec.json.Decoder(tuple[ApprovalRule, ...]).decode
 
@@ -129,7 +129,7 @@ def session_from_row(row: Sequence[Any]) -> Session:
         session_id, status, workdir, model, permission_mode, allowed_tools, disallowed_tools,
         append_system_prompt, max_turns, metadata, claude_session_id, created_at, updated_at,
         last_active_at, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd,
-        owner, approvals, approval_timeout_s, approval_rules,
+        owner, approvals, approval_timeout_s, approval_rules, owner_node,
     ) = row  # fmt: skip
     return Session(
         id=session_id,
@@ -147,6 +147,7 @@ def session_from_row(row: Sequence[Any]) -> Session:
         approval_rules=rules_from_json(approval_rules),
         claude_session_id=claude_session_id,
         owner=owner,
+        node=owner_node,
         created_at=from_db_time(created_at),
         updated_at=from_db_time(updated_at),
         last_active_at=_time(last_active_at),

@@ -51,6 +51,7 @@ from aicli.errors import (
     IllegalTransition,
     InvalidRequest,
     LimitExceeded,
+    NotOwner,
     SessionClosed,
     SessionNotFound,
     StorageError,
@@ -63,6 +64,7 @@ from aicli.storage.ended import EndedTasks
 from aicli.storage.engine import Engine
 from aicli.storage.fields import to_db_float, to_db_time, to_json_text
 from aicli.storage.nodes import Nodes
+from aicli.storage.ownership import Ownership
 from aicli.storage.principals import Principals
 from aicli.storage.rows import (
     EVENT_COLUMNS,
@@ -75,6 +77,7 @@ from aicli.storage.rows import (
     task_from_row,
 )
 from aicli.storage.schema import count_column
+from aicli.storage.transcripts import Transcripts
 
 _SESSION_UPDATABLE = frozenset({"status", "claude_session_id", "last_active_at"})
 _UNLIMITED = 2**62
@@ -119,6 +122,10 @@ def _aware(value: datetime | None, field: str) -> datetime | None:
 
 _GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"
 _SESSION_STATUS = "SELECT status FROM sessions WHERE id = ?"
+_SESSION_STATUS_EPOCH = "SELECT status, owner_epoch FROM sessions WHERE id = ?"
+_SESSION_EPOCH = "SELECT owner_epoch FROM sessions WHERE id = ?"
+# A claim's writes name its epoch: a statement of a claim that another came after matches no row.
+_EPOCH_OF_TASK = "(SELECT owner_epoch FROM sessions WHERE sessions.id = tasks.session_id)"
 _INSERT_SESSION = (
     "INSERT INTO sessions (id, status, workdir, model, permission_mode, allowed_tools,"
     " disallowed_tools, append_system_prompt, max_turns, metadata, created_at, updated_at,"
@@ -180,17 +187,17 @@ _RUNNING_TASKS = (
     f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = '{TaskStatus.RUNNING}'"
     f" ORDER BY {paging.ordering('asc')}"
 )
+_RUNNING_TASKS_OF_NODE = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = '{TaskStatus.RUNNING}'"
+    " AND session_id IN (SELECT id FROM sessions WHERE owner_node = ?)"
+    f" ORDER BY {paging.ordering('asc')}"
+)
 _HAS_PENDING = (
     f"SELECT 1 FROM tasks WHERE session_id = ? AND status = '{TaskStatus.PENDING}' LIMIT 1"
 )
 _SESSIONS_WITH_PENDING = (
     f"SELECT DISTINCT session_id FROM tasks WHERE status = '{TaskStatus.PENDING}'"
     " ORDER BY session_id"
-)
-_IDLE_WITHOUT_RUNNING = (
-    f"UPDATE sessions SET status = '{SessionStatus.IDLE}' WHERE status = '{SessionStatus.BUSY}'"
-    f" AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.session_id = sessions.id"
-    f" AND tasks.status = '{TaskStatus.RUNNING}')"
 )
 _GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
 _NO_AWAITED_APPROVAL = "UPDATE tasks SET awaiting_approval = NULL WHERE id = ?"
@@ -207,9 +214,12 @@ _PENDING_IDS = (
 )
 _LAST_SEQ = "SELECT MAX(seq) FROM task_events WHERE task_id = ?"
 # One statement where the write lock already serialises appenders (SQLite). On
-# PostgreSQL the row lock comes first and the maximum in a statement after it:
-# a statement that waited for a lock still reads with the snapshot it began with.
-_TASK_LAST_SEQ = f"SELECT ({_LAST_SEQ.replace('?', 'tasks.id')}) FROM tasks WHERE id = ?"
+# PostgreSQL the row lock comes first and this in a statement after it: a statement
+# that waited for a lock still reads other rows (the last seq, the session's epoch)
+# with the snapshot it began with, from before the writer it waited for committed.
+_TASK_LAST_SEQ = (
+    f"SELECT ({_LAST_SEQ.replace('?', 'tasks.id')}), {_EPOCH_OF_TASK} FROM tasks WHERE id = ?"
+)
 _EVENTS_AFTER = (
     f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq"
 )
@@ -223,12 +233,14 @@ class Store:
         self._execute = engine.execute
         self._for_update = " FOR UPDATE" if engine.is_postgres else ""
         self._session_updates: dict[tuple[tuple[str, ...], bool], str] = {}
-        self._task_updates: dict[tuple[tuple[str, ...], str], str] = {}
+        self._task_updates: dict[tuple[tuple[str, ...], str, bool], str] = {}
         self._count_moves: dict[tuple[str, str, bool, str | None], str] = {}
         self._ended = EndedTasks()
         self.principals = Principals(engine)
         self.approvals = Approvals(engine, self._append, self._lock_session_of)
         self.nodes = Nodes(engine)
+        self.ownership = Ownership(engine, self._fail_running_of_session)
+        self.transcripts = Transcripts(engine)
         self.database_url = engine.url
 
     @property
@@ -527,21 +539,24 @@ class Store:
             snapshot=_merges(chosen),
         )
 
-    def start_next_task(self, session_id: str) -> Task | None:
+    def start_next_task(self, session_id: str, *, epoch: int | None = None) -> Task | None:
         """Take the session's next task: pending -> running, committed, with its event.
 
         The store decides what runs next: the pending task with the lowest
         ``seq``, and nothing while another task of the session runs or once the
         session is closed. ``None`` when there is nothing to start. The session
         row is locked first, so two callers can never both start a task of
-        one session.
+        one session. With ``epoch`` (the caller's claim on the session),
+        ``NotOwner`` if a later claim holds the session.
         """
-        lock_session = _SESSION_STATUS + self._for_update
+        lock_session = _SESSION_STATUS_EPOCH + self._for_update
 
         def write() -> Task | None:
             row = self._execute(lock_session, (session_id,)).fetchone()
             if row is None:
                 raise SessionNotFound(session_id)
+            if epoch is not None and row[1] != epoch:
+                raise _not_owner(session_id, epoch)
             if row[0] == SessionStatus.CLOSED:
                 return None
             now = to_db_time(utcnow())
@@ -571,12 +586,15 @@ class Store:
         duration_ms: int | None = None,
         usage: dict[str, int] | None = None,
         events: Sequence[tuple[str, dict[str, Any]]] = (),
+        epoch: int | None = None,
     ) -> Task:
         """running -> completed | failed | cancelled, or pending -> cancelled, in one commit.
 
         Writes ``events`` (what carried the outcome), the move, its ``status``
         event, and the session's return to ``idle`` together, so no reader sees
         one without the others. Arguments left ``None`` keep what the task holds.
+        With ``epoch``, the move is made only while that claim holds the session
+        (else ``NotOwner``), checked in the move's own statement.
         """
         if status not in TERMINAL_STATUSES:
             raise IllegalTransition(
@@ -588,9 +606,9 @@ class Store:
 
         def write() -> Task:
             self._lock_session_of(task_id)
-            task = self._finish(task_id, status, values, cost_usd, predecessors, entries)
+            task = self._finish(task_id, status, values, cost_usd, predecessors, entries, epoch)
             if task is None:
-                raise self._illegal(task_id, status)
+                raise self._illegal(task_id, status, epoch)
             return task
 
         return self._ended.keep(self._engine.write(write))
@@ -634,23 +652,14 @@ class Store:
 
         return self._engine.write(write)
 
-    def fail_running_tasks(self, error: str) -> list[str]:
-        """After a restart: every running task fails (it is never run again); their ids.
-
-        Sessions left ``busy`` with nothing running become ``idle`` in the same commit.
-        """
+    def _fail_running_of_session(self, session_id: str, error: str) -> str | None:
+        """Inside a write that holds the session's row: its running task fails; its id."""
+        row = self._execute(_RUNNING_OF_SESSION, (session_id,)).fetchone()
+        if row is None:
+            return None
         values = self._finish_values(None, error, None, None, None, None)
-        sql = f"SELECT id FROM tasks WHERE status = '{TaskStatus.RUNNING}' ORDER BY seq"
-
-        def write() -> list[str]:
-            failed = [row[0] for row in self._execute(sql).fetchall()]
-            for task_id in failed:
-                self._lock_session_of(task_id)
-                self._finish(task_id, TaskStatus.FAILED, values, None, (TaskStatus.RUNNING,))
-            self._execute(_IDLE_WITHOUT_RUNNING)
-            return failed
-
-        return self._engine.write(write)
+        self._finish(row[0], TaskStatus.FAILED, values, None, (TaskStatus.RUNNING,))
+        return row[0]
 
     def running_task_of(self, session_id: str) -> Task | None:
         """The session's running task, if one is (at most one ever is)."""
@@ -682,10 +691,14 @@ class Store:
             lambda: [row[0] for row in self._execute(_PENDING_IDS, (session_id,)).fetchall()]
         )
 
-    def running_tasks(self) -> list[Task]:
-        """Every running task (at most one a session), in acceptance order."""
+    def running_tasks(self, node_id: str | None = None) -> list[Task]:
+        """Every running task (at most one a session), in acceptance order; with
+        ``node_id``, only those of the sessions that node holds."""
+        sql, params = (
+            (_RUNNING_TASKS, ()) if node_id is None else (_RUNNING_TASKS_OF_NODE, (node_id,))
+        )
         return self._engine.read(
-            lambda: [task_from_row(row) for row in self._execute(_RUNNING_TASKS).fetchall()]
+            lambda: [task_from_row(row) for row in self._execute(sql, params).fetchall()]
         )
 
     def task_status_counts(self) -> dict[str, int]:
@@ -702,17 +715,23 @@ class Store:
     # events
 
     def append_events(
-        self, task_id: str, events: Iterable[tuple[str, dict[str, Any]]]
+        self,
+        task_id: str,
+        events: Iterable[tuple[str, dict[str, Any]]],
+        *,
+        epoch: int | None = None,
     ) -> list[Event]:
         """Append ``(type, data)`` entries with the next sequence numbers, in one transaction.
 
         Appenders to one task are serialised (SQLite: the write lock;
         PostgreSQL: a row lock on the task), so sequence numbers never collide
-        and never leave gaps.
+        and never leave gaps. With ``epoch``, ``NotOwner`` unless that claim holds
+        the task's session (whoever takes the session over must fail the task,
+        which waits for this lock, so nothing of the old claim lands after that).
         """
         entries = self._checked_events(events)
         # Events of a running turn: its durable end (``finish_task``) makes them durable too.
-        return self._engine.write(lambda: self._append(task_id, entries), durable=False)
+        return self._engine.write(lambda: self._append(task_id, entries, epoch), durable=False)
 
     def list_events(self, task_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
         """Events with ``seq > after``, ascending; at most ``limit`` of them."""
@@ -803,16 +822,22 @@ class Store:
                 )
         return entries
 
-    def _append(self, task_id: str, entries: list[tuple[str, dict[str, Any]]]) -> list[Event]:
-        if self.is_postgres:
-            if self._execute(_TASK_EXISTS + self._for_update, (task_id,)).fetchone() is None:
-                raise TaskNotFound(task_id)
-            last = self._execute(_LAST_SEQ, (task_id,)).fetchone()[0]
-        else:
-            row = self._execute(_TASK_LAST_SEQ, (task_id,)).fetchone()
-            if row is None:
-                raise TaskNotFound(task_id)
-            last = row[0]
+    def _append(
+        self,
+        task_id: str,
+        entries: list[tuple[str, dict[str, Any]]],
+        epoch: int | None = None,
+    ) -> list[Event]:
+        # PostgreSQL: the lock first; what it guards is read by the next statement.
+        lock = _TASK_EXISTS + self._for_update
+        if self.is_postgres and self._execute(lock, (task_id,)).fetchone() is None:
+            raise TaskNotFound(task_id)
+        row = self._execute(_TASK_LAST_SEQ, (task_id,)).fetchone()
+        if row is None:
+            raise TaskNotFound(task_id)
+        last, held = row
+        if epoch is not None and held != epoch:
+            raise _not_owner(task_id, epoch)
         last = last or 0
         now = utcnow()
         stored_now = to_db_time(now)
@@ -855,6 +880,7 @@ class Store:
         cost: float | None,
         predecessors: tuple[str, ...],
         events: list[tuple[str, dict[str, Any]]] | None = None,
+        epoch: int | None = None,
     ) -> Task | None:
         """Move the task to the terminal ``target`` from one of ``predecessors``, with all
         that goes with it (``events``, counters, the end of approvals its turn left
@@ -868,8 +894,11 @@ class Store:
         values = {**values, "completed_at": now}
         names = tuple(values)
         params = [target, now, *values.values(), task_id]
+        if epoch is not None:
+            params.append(epoch)
         for previous in predecessors:
-            row = self._execute(self._task_update(names, previous), params).fetchone()
+            sql = self._task_update(names, previous, epoch is not None)
+            row = self._execute(sql, params).fetchone()
             if row is not None:
                 break
         else:
@@ -904,19 +933,26 @@ class Store:
         if self.is_postgres:  # SQLite's one write lock already orders every writer
             self._execute(_LOCK_SESSION_OF_TASK, (task_id,))
 
-    def _illegal(self, task_id: str, target: str) -> Exception:
+    def _illegal(self, task_id: str, target: str, epoch: int | None = None) -> Exception:
         current = self._execute(_TASK_STATUS, (task_id,)).fetchone()
         if current is None:
             return TaskNotFound(task_id)
+        if epoch is not None:
+            held = self._execute(f"SELECT {_EPOCH_OF_TASK} FROM tasks WHERE id = ?", (task_id,))
+            if held.fetchone()[0] != epoch:
+                return _not_owner(task_id, epoch)
         return transitions.illegal(task_id, current[0], target)
 
-    def _task_update(self, names: tuple[str, ...], previous: str) -> str:
-        key = (names, previous)
+    def _task_update(self, names: tuple[str, ...], previous: str, checked: bool = False) -> str:
+        """The move of one task from ``previous``; ``checked``: only while an epoch (the
+        last parameter) holds its session."""
+        key = (names, previous, checked)
         sql = self._task_updates.get(key)
         if sql is None:
             assignments = ", ".join(f"{name} = ?" for name in ("status", "updated_at", *names))
+            claim = f" AND {_EPOCH_OF_TASK} = ?" if checked else ""
             sql = (
-                f"UPDATE tasks SET {assignments} WHERE id = ? AND status = '{previous}'"
+                f"UPDATE tasks SET {assignments} WHERE id = ? AND status = '{previous}'{claim}"
                 f" RETURNING {TASK_COLUMNS}"
             )
             self._task_updates[key] = sql
@@ -995,3 +1031,10 @@ class Store:
             if _merges(statuses):
                 items.sort(key=lambda item: (item.created_at, item.id), reverse=reverse)
         return paging.page_of(items, request)
+
+
+def _not_owner(subject: str, epoch: int) -> NotOwner:
+    return NotOwner(
+        f"The claim {epoch} on the session of {subject} has been taken over by a later one.",
+        {"epoch": epoch},
+    )
