@@ -129,6 +129,29 @@ class ApprovalDesk:
         access.check_approval(self._store, principal, approval_id)
         return self._store.approvals.get(approval_id)
 
+    def answer_of(self, approval_id: str) -> Answer | None:
+        """The answer of a decision another node committed, rebuilt from the store, for the
+        node whose CLI asked; None unless a person decided it (a rule or timeout is told
+        by the asking node itself)."""
+        approval = self._store.approvals.get(approval_id)
+        if approval.status not in (ApprovalStatus.ALLOWED, ApprovalStatus.DENIED):
+            return None
+        if approval.status == ApprovalStatus.DENIED:
+            return Answer(approval.id, deny(approval.message or DENIED))
+        sent: dict[str, Any] = {}
+        for event in reversed(self._store.list_events(approval.task_id)):
+            data = event.data
+            if event.type == "approval_decided" and data["approval"]["id"] == approval.id:
+                sent = data
+                break
+        decision = ApprovalDecision(
+            Decision.ALLOW,
+            approval.message,
+            updated_input=sent.get("updated_input"),
+            answers=sent.get("answers"),
+        )
+        return Answer(approval.id, response_to(approval, decision))
+
     def decide(
         self, approval_id: str, decision: ApprovalDecision, *, principal: Principal | None = None
     ) -> Approval:

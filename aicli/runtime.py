@@ -13,13 +13,11 @@ or shut down, always with a timeout.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import hmac
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -35,7 +33,8 @@ from aicli.actors.claude_bin import claude_version, find_claude
 from aicli.actors.claude_process import ClaudeProcess
 from aicli.actors.event_tail import EventTails
 from aicli.actors.faults import Faults
-from aicli.actors.messages import CancelRunning, CloseSession, Wake
+from aicli.actors.fencer import Fencer
+from aicli.actors.messages import CancelRunning, CloseSession, Fence, Rescan, Wake
 from aicli.actors.node_lease import LeaseState, NodeLease
 from aicli.actors.notifier import Notifier, events_of
 from aicli.actors.scheduler import Scheduler
@@ -71,6 +70,7 @@ from aicli.errors import (
     Unavailable,
 )
 from aicli.metrics import Metrics
+from aicli.peers import Peers
 from aicli.settings import Settings
 from aicli.storage import Store, open_store, server_lock
 
@@ -99,6 +99,7 @@ class Runtime:
         self._event_tails = EventTails(store)
         self.census = ProcessCensus()
         self.scheduler = Scheduler()
+        self.lease = LeaseState()
         self.metrics = Metrics(
             store.task_status_counts, lambda: len(self.census), store.approvals.pending_count
         )
@@ -113,13 +114,17 @@ class Runtime:
             faults=Faults.from_environment() if faults is None else faults,
             claude_bin=claude_bin,
             claude_env=dict(claude_env or {}),
-            owner=f"{self.owner_prefix}{uuid.uuid4().hex[:12]}",  # the node's id, once it joins
+            owner_prefix=self.owner_prefix,
+            lease=self.lease,
             process_factory=process_factory,
         )
         self.accepting = False
         self._server_lock: server_lock.ServerLock | None = None  # taken by ``start``
-        self.lease = LeaseState()
+        self._fencer: pykka.ActorRef[Fencer] | None = None
         self._node_lease: pykka.ActorRef[NodeLease] | None = None
+        self._node_ids: list[str] = []  # every node this runtime has been (a fence makes anew)
+        self._nodes_seen: set[str] = set()  # the live nodes at the last renewal
+        self._reaping = threading.Lock()
         self._supervisor: pykka.ActorRef[Supervisor] | None = None
         # Built once with the supervisor: a pykka proxy costs ~0.3 ms to build.
         self._supervisor_proxy: SupervisorProxy | None = None
@@ -127,6 +132,7 @@ class Runtime:
         self._principals_seen = False
         self._principals_checked = -PRINCIPALS_CHECK_S
         self._desk = ApprovalDesk(store, self.notifier, self._tell)
+        self.peers = Peers(store.database_url, self.notifier, self._desk, self._tell_here)
 
     @classmethod
     def start(
@@ -166,24 +172,70 @@ class Runtime:
         return runtime
 
     def _start(self) -> None:
+        if self.store.is_postgres:  # only there can peers take this node's sessions over
+            self._fencer = Fencer.start(self.scheduler, self.owner_prefix, self._fenced)
         self._node_lease = NodeLease.start(
             self.store,
             self.scheduler,
             self.lease,
+            self._fencer,
             url=self.settings.node_url,
             ttl=self.settings.lease_ttl,
             live_processes=lambda: len(self.census),
+            on_renewed=self._renewed,
         )
         node = self.lease.node
-        if node is not None:  # every process it starts carries the node's id in its mark
-            self.context = dataclasses.replace(self.context, owner=f"{self.owner_prefix}{node.id}")
+        if node is not None:
+            self._node_ids.append(node.id)
+        if node is not None and not self.store.is_postgres:
+            # One server per SQLite file (``server_lock``): every other node is a dead run.
+            self.store.ownership.forget_other_nodes(node.id)
         self.reap_leftovers()
         self._supervisor = Supervisor.start(self.context)
         self._supervisor_proxy = cast(SupervisorProxy, self._supervisor.proxy())
-        failed = self._supervisor_proxy.recover().get(timeout=60)
-        if failed:
-            log.warning("failed %d tasks the previous run left running", len(failed))
+        rescued = self._supervisor_proxy.recover().get(timeout=60)
+        if rescued:
+            log.warning("took over %d sessions that stopped nodes ran", len(rescued))
+        self.peers.start()
         self.accepting = True
+
+    def _renewed(self) -> None:
+        """The lease holds (or was taken anew): look for work no live node runs, and end
+        what a node that died since the last look left running on this machine."""
+        node = self.lease.node
+        if node is not None and node.id not in self._node_ids:
+            self._node_ids.append(node.id)
+        if self.store.is_postgres:
+            try:
+                live = {n.id for n in self.store.nodes.live()}
+                if self._nodes_seen - live:
+                    self._reap_in_background()
+                self._nodes_seen = live
+            except (StorageError, Unavailable) as exc:
+                log.warning("could not look for dead nodes' processes: %s", exc)
+        if self.peers.active:  # news from peers may have been lost: everyone looks again
+            self.notifier.nudge_all()
+        self._tell_here(Rescan())
+
+    def _reap_in_background(self) -> None:
+        """Killing waits for the processes to die: not on the lease's thread, which must
+        renew in time. One reaper at a time; a death it misses, the next one sees."""
+        if self._reaping.acquire(blocking=False):
+
+            def reap() -> None:
+                try:
+                    self.reap_leftovers()
+                except (StorageError, Unavailable) as exc:
+                    log.warning("could not end dead nodes' processes: %s", exc)
+                finally:
+                    self._reaping.release()
+
+            threading.Thread(target=reap, name="aicli-reaper", daemon=True).start()
+
+    def _fenced(self, node_id: str) -> None:
+        """From the fencer, its processes dead: nothing of this node may act on its claims."""
+        self.lease.lose(node_id)
+        self._tell_here(Fence())
 
     def __enter__(self) -> Runtime:
         return self
@@ -597,26 +649,32 @@ class Runtime:
         return {"database": "ok", "claude": claude_version(self.claude_bin), "node": node.id}
 
     def reap_leftovers(self) -> int:
-        """End processes a previous run on this database left behind (after a crash).
+        """End processes that dead runs on this database left behind (after a crash).
 
-        A process counts as ours only if its environment carries this database's
-        mark but not this node's; a process recorded by pid must also have the
-        recorded start time, so a reused pid is never hit. Every other node's are
-        leftovers while one server holds the database (``server_lock``); once
-        several may, a live peer's (its lease lasts) must be spared.
+        A process counts as a leftover only if its environment carries this
+        database's mark with the id of a node whose lease has ended; a live node's
+        (this one's, or a peer's on this machine) are spared. A process recorded by
+        pid must also have the recorded start time, so a reused pid is never hit.
         """
-        this_run = self.context.owner
+        live = {node.id for node in self.store.nodes.live()}
+        self._nodes_seen = live
+
+        def dead_run(mark: str | None) -> bool:
+            if not mark or not mark.startswith(self.owner_prefix):
+                return False
+            return mark[len(self.owner_prefix) :].split("/", 1)[0] not in live
+
         leftovers = {
             p.pid: p
             for p in process_tree.marked_processes(self.owner_prefix, prefix=True)
-            if not (process_tree.mark_of(p.pid) or "").startswith(this_run)
+            if dead_run(process_tree.mark_of(p.pid))
         }
-        for pid, start_time, *_ in self.store.recorded_processes():
+        for pid, start_time, owner, _ in self.store.recorded_processes():
+            if not dead_run(owner):
+                continue
             process = _recorded_process(pid, start_time)
-            if process is not None:
-                mark = process_tree.mark_of(pid) or ""
-                if mark.startswith(self.owner_prefix) and not mark.startswith(this_run):
-                    leftovers[pid] = process
+            if process is not None and dead_run(process_tree.mark_of(pid)):
+                leftovers[pid] = process
             self.store.forget_process(pid, start_time)
         if leftovers:
             log.warning("ending %d processes left by an earlier run", len(leftovers))
@@ -638,14 +696,14 @@ class Runtime:
             self._ask(supervisor.drain_sessions())
         except Unavailable:
             log.warning("the supervisor did not answer the drain")
-        for task in self.store.running_tasks():
+        for task in self._running_here():
             self.wait(task.id, timeout=max(0.0, deadline - time.monotonic()))
         try:
             self._ask(supervisor.shutdown_sessions())
         except Unavailable:
             log.warning("the supervisor did not answer the shutdown")
         cutoff = self.settings.cancel_grace + 10
-        for task in self.store.running_tasks():
+        for task in self._running_here():
             self.wait(task.id, timeout=cutoff)
         end = time.monotonic() + cutoff
         while True:
@@ -654,6 +712,11 @@ class Runtime:
             if not len(self.census) or remaining <= 0:
                 return
             self.notifier.wait(CENSUS_KEY, seen, remaining)
+
+    def _running_here(self) -> list[Task]:
+        """The running tasks of the sessions this node holds (peers run the others)."""
+        node = self.lease.node
+        return [] if node is None else self.store.running_tasks(node.id)
 
     def stop(self) -> None:
         """Stop every actor in reverse order of start; no Claude process survives it."""
@@ -669,10 +732,14 @@ class Runtime:
             except pykka.Timeout:
                 log.warning("the actors did not stop in time; ending their processes anyway")
         # Session actors end their own trees; this catches whatever escaped them.
-        process_tree.kill_all(process_tree.marked_processes(self.context.owner, prefix=True))
-        if self._node_lease is not None:
-            with contextlib.suppress(pykka.Timeout):
-                self._node_lease.stop(timeout=10)
+        for node_id in self._node_ids:
+            mark = f"{self.owner_prefix}{node_id}/"
+            process_tree.kill_all(process_tree.marked_processes(mark, prefix=True))
+        for actor in (self._node_lease, self._fencer):
+            if actor is not None:
+                with contextlib.suppress(pykka.Timeout):
+                    actor.stop(timeout=10)
+        self.peers.close()
         self.scheduler.stop()
         self.notifier.close()
         self.store.close()
@@ -688,10 +755,19 @@ class Runtime:
         return self._supervisor_proxy
 
     def _tell(self, message: object) -> None:
-        """News for the supervisor; it is never asked, so this never waits."""
+        """News for the supervisor, and for the peers' (the session may run on one of them);
+        it is never asked, so this never waits."""
         if self._supervisor is None or self._stopped.is_set():
             raise Unavailable("The runtime is stopped.")
         self._supervisor.tell(message)
+        self.peers.tell(message)
+
+    def _tell_here(self, message: object) -> None:
+        """News for this node's supervisor only, if it runs (from peers, the lease, the fence)."""
+        supervisor = self._supervisor
+        if supervisor is not None and not self._stopped.is_set():
+            with contextlib.suppress(pykka.ActorDeadError):
+                supervisor.tell(message)
 
     def _ask(self, future: pykka.Future[Any]) -> Any:
         try:

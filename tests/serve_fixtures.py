@@ -24,7 +24,14 @@ def serve(tmp_path, database_url, claude_bin, claude_env) -> Iterator[Callable[.
     def start(
         *args: str, env: dict[str, str] | None = None, log_name: str = "serve.log"
     ) -> ServeProcess:
-        given = {**claude_env, "AICLI_CLAUDE_BIN": claude_bin, **(env or {})}
+        # A short lease: on PostgreSQL a restarted server takes its dead run's sessions
+        # over once that run's lease has ended.
+        given = {
+            **claude_env,
+            "AICLI_CLAUDE_BIN": claude_bin,
+            "AICLI_LEASE_TTL": "2",
+            **(env or {}),
+        }
         servers.append(ServeProcess(database_url, given, tmp_path / log_name, *args))
         return servers[-1]
 

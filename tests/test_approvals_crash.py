@@ -72,11 +72,15 @@ def test_a_pending_approval_expires_when_the_server_is_killed(serve, database_ur
     client = Client(server.url)
     # The restart ends the old run's processes (before it answers): nothing of that turn
     # can still run the tool.
+    # (On PostgreSQL: once the old run's lease has ended.)
     wait_for(
-        lambda: not still_running(old_children), timeout=10, what="the old run's CLI to be gone"
+        lambda: not still_running(old_children), timeout=30, what="the old run's CLI to be gone"
     )
-    failed = client.get(f"/tasks/{task['id']}").json()
-    assert failed["status"] == "failed", failed
+    failed = wait_for(
+        lambda: (t := client.get(f"/tasks/{task['id']}").json())["status"] == "failed" and t,
+        timeout=30,
+        what="the task to fail",
+    )
     assert "server stopped while this task was running" in failed["error"]
     assert failed["awaiting_approval"] is None
 

@@ -36,8 +36,12 @@ def test_killed_after_recording_running_before_sending_the_prompt(serve, workdir
     server.wait(10)
 
     server = serve()
-    crashed = task(server.url, second)
-    assert crashed["status"] == "failed"
+    # At once on SQLite; on PostgreSQL once the dead run's lease has ended.
+    crashed = wait_for(
+        lambda: (t := task(server.url, second))["status"] == "failed" and t,
+        timeout=30,
+        what="the crashed task to fail",
+    )
     assert "server stopped while this task was running" in crashed["error"]
     assert task(server.url, third, wait=60)["output"] == "third"
     assert not fake_api.requests_with_prompt("[[say: second]]"), "its prompt was never sent"

@@ -47,8 +47,12 @@ def test_sigkill_of_the_server_then_restart(serve, database_url, workdir, fake_a
     )
 
     server = serve()
-    crashed = task(server.url, running)
-    assert crashed["status"] == "failed"
+    # At once on SQLite; on PostgreSQL once the dead run's lease has ended.
+    crashed = wait_for(
+        lambda: (t := task(server.url, running))["status"] == "failed" and t,
+        timeout=30,
+        what="the crashed task to fail",
+    )
     assert "server stopped while this task was running" in crashed["error"]
     finished = [task(server.url, t, wait=60) for t in waiting]
     assert [t["status"] for t in finished] == ["completed"] * 3
@@ -56,8 +60,12 @@ def test_sigkill_of_the_server_then_restart(serve, database_url, workdir, fake_a
     starts = [t["started_at"] for t in finished]
     assert starts == sorted(starts)
     assert len(fake_api.requests_with_prompt("[[say: done before the crash]]")) == 1
-    assert not sleepers(database_url)
-    assert not old_children & {p.pid for p in psutil.process_iter()}
+    wait_for(lambda: not sleepers(database_url), timeout=30, what="the orphan's end")
+    wait_for(
+        lambda: not old_children & {p.pid for p in psutil.process_iter()},
+        timeout=30,
+        what="the old run's processes to end",
+    )
     last = fake_api.requests_with_prompt("[[say: after 2]]")[-1]
     assert "[[say: done before the crash]]" in last.user_texts()
 

@@ -15,6 +15,7 @@ from aicli.actors import process_tree
 from aicli.errors import StorageError
 from aicli.runtime import owner_prefix
 from aicli.storage import Store
+from aicli.storage.testing import fresh_schema_url
 from aicli.testing.waiting import wait_for
 from tests.http_server import Client, error_of, serving
 
@@ -93,8 +94,12 @@ def test_a_lease_that_ran_out_is_lost_and_the_node_joins_again_as_another(make_r
     assert runtime.readiness()["node"] == rejoined.id
 
 
-def test_renewals_that_keep_failing_lose_the_lease_before_it_ends(make_runtime, monkeypatch):
-    runtime = make_runtime(lease_ttl=0.9)
+@pytest.mark.postgres
+def test_renewals_that_keep_failing_lose_the_lease_before_it_ends(
+    make_runtime, monkeypatch, postgres_database
+):
+    """Where peers could take its sessions over (PostgreSQL), the node fences itself."""
+    runtime = make_runtime(lease_ttl=0.9, database_url=fresh_schema_url(postgres_database))
     node = runtime.lease.node
     failed_at: list[float] = []
 

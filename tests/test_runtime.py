@@ -25,7 +25,7 @@ def rt(make_runtime) -> Runtime:
 
 def sleepers(rt: Runtime) -> list[psutil.Process]:
     """The tool `sleep` processes that carry our mark."""
-    return marked_running(rt.context.owner, "sleep 600")
+    return marked_running(rt.owner_prefix, "sleep 600")
 
 
 def session_actors() -> list:
@@ -38,7 +38,7 @@ def claude_processes(rt: Runtime) -> list[psutil.Process]:
     A process that ended between the scan and the look at its parent is no live
     CLI: the CLI's own short-lived helpers did that, and were counted as a third.
     """
-    marked = process_tree.marked_processes(rt.context.owner, prefix=True)
+    marked = process_tree.marked_processes(rt.owner_prefix, prefix=True)
     pids = {p.pid for p in marked}
     return [p for p in marked if (parent := _ppid(p)) is not None and parent not in pids]
 
@@ -291,7 +291,7 @@ def test_stop_leaves_no_process_behind(make_runtime, workdir):
     session = rt.open_session(workdir=workdir, allowed_tools=["Bash"])
     rt.submit(session.id, "[[bash: echo started; sleep 600]]")
     wait_for(lambda: sleepers(rt), timeout=30, what="the tool's sleep")
-    owner = rt.context.owner
+    owner = rt.owner_prefix
     rt.stop()
     assert not process_tree.marked_processes(owner, prefix=True)
     assert not sleepers(rt)

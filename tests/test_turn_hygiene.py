@@ -45,7 +45,7 @@ def test_a_lone_surrogate_from_claude_is_stored_as_a_replacement_character(make_
 
 
 def _detached(rt: Runtime) -> list:
-    return marked_running(rt.context.owner, "sleep 601")
+    return marked_running(rt.owner_prefix, "sleep 601")
 
 
 @pytest.mark.parametrize("how", ["cancel", "timeout"])

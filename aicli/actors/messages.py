@@ -103,9 +103,14 @@ class Shutdown:
 # To the supervisor
 @dataclass(frozen=True)
 class Wake:
-    """The session's queue in the store changed: its actor (started if need be) should look."""
+    """The session's queue in the store changed: its actor (started if need be) should look.
+
+    ``here``: the change was made on this node; else a peer told of it, and only an
+    actor already running the session here need look.
+    """
 
     session_id: str
+    here: bool = True
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,21 @@ class EvictRefused:
 
 @dataclass(frozen=True)
 class SessionStopped:
-    """A session actor ended; ``actor_urn`` tells it apart from a newer actor of that session."""
+    """A session actor ended; ``actor_urn`` tells it apart from a newer actor of that session.
+
+    ``elsewhere``: it ended because another node holds the session, which runs its queue.
+    """
 
     session_id: str
     actor_urn: str
+    elsewhere: bool = False
+
+
+@dataclass(frozen=True)
+class Fence:
+    """This node lost its lease: end every Claude process and session actor, writing nothing."""
+
+
+@dataclass(frozen=True)
+class Rescan:
+    """Look for sessions no node runs that have work (a wake may have been lost)."""

@@ -1,11 +1,20 @@
 """This node's lease in the database: joined at start, renewed every third of its TTL.
 
 One actor owns it, ticked by the one scheduler, so the renewals are messages
-like every other timer. A renewal that the database refuses (the lease ran
-out, so peers may already act on it) or that has not succeeded for the TTL
-less a margin, by this process's monotonic clock, loses the lease: the node
-stops answering ready and joins again as a new node, with a new id. Leaving
-(a clean stop) deletes the row, so peers need not wait for it to expire.
+like every other timer. After each renewal it arms the fence (``fencer``):
+if no renewal has succeeded by the TTL less a margin, by this process's
+monotonic clock, the node fences itself, even while this actor is stuck in a
+call to a database that does not answer. A renewal that the database refuses
+(the lease ran out, so peers may act on it already) fences at once. A fenced
+node joins again as a new node, with a new id, after removing its old row (so
+that peers take its sessions without waiting for the old lease to run out).
+Leaving (a clean stop) deletes the row too.
+
+Without a fencer (SQLite, where no peer can take a session over) a lost lease
+is only joined again.
+
+Each successful renewal also tells the node (``on_renewed``) to look for work
+no node runs and for sessions of nodes that died.
 """
 
 from __future__ import annotations
@@ -15,9 +24,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pykka
 
+from aicli.actors.fencer import Armed, FenceNow
 from aicli.actors.scheduler import Scheduler
 from aicli.contract import Node
 from aicli.errors import StorageError, Unavailable
@@ -48,6 +59,19 @@ class LeaseState:
         with self._lock:
             self._node = node
 
+    def lose(self, node_id: str) -> bool:
+        """The lease of ``node_id`` is gone (unless a newer one is held); whether it was held."""
+        with self._lock:
+            if self._node is None or self._node.id != node_id:
+                return False
+            self._node = None
+            return True
+
+
+def fence_margin(ttl: float) -> float:
+    """How long before its lease runs out (by the database) a node stops acting on it."""
+    return ttl / 6
+
 
 class NodeLease(pykka.ThreadingActor):
     def __init__(
@@ -55,20 +79,23 @@ class NodeLease(pykka.ThreadingActor):
         store: Store,
         scheduler: Scheduler,
         state: LeaseState,
+        fencer: pykka.ActorRef[Any] | None,
         *,
         url: str | None,
         ttl: float,
         live_processes: Callable[[], int],
+        on_renewed: Callable[[], None],
     ) -> None:
         super().__init__()
         self.store = store
         self.scheduler = scheduler
         self.state = state
+        self.fencer = fencer
         self.url = url
         self.ttl = ttl
         self.live_processes = live_processes
+        self.on_renewed = on_renewed
         self.node: Node | None = None
-        self.renewed = 0.0  # monotonic time of the last renewal the database took
         self._join()  # before the start returns: a node answers ready from its first request
 
     def on_start(self) -> None:
@@ -76,10 +103,7 @@ class NodeLease(pykka.ThreadingActor):
 
     def on_stop(self) -> None:
         if self.node is not None:
-            try:
-                self.store.nodes.leave(self.node.id)
-            except (StorageError, Unavailable) as exc:  # its lease ends on its own
-                log.warning("node %s: could not leave: %s", self.node.id, exc)
+            self._leave(self.node)
         self.state.set(None)
 
     def on_receive(self, message: object) -> None:
@@ -90,8 +114,13 @@ class NodeLease(pykka.ThreadingActor):
                 self._next()
 
     def _tick(self) -> None:
+        if self.node is not None and self.state.node is None:  # fenced since the last tick
+            self._leave(self.node)
+            self.node = None
         if self.node is None:
             self._join()
+            if self.node is not None:
+                self.on_renewed()
             return
         started = time.monotonic()  # the database's now() is no earlier than this
         try:
@@ -99,33 +128,39 @@ class NodeLease(pykka.ThreadingActor):
             renewed = self.store.nodes.renew(self.node.id, self.ttl, live, live)
         except (StorageError, Unavailable) as exc:
             log.warning("node %s: lease not renewed: %s", self.node.id, exc)
-            # The next tick would come too late: give the lease up while it surely lasts.
-            if started + self.ttl / 3 - self.renewed > self.ttl - self.ttl / 4:
-                self._lose("the database did not renew it in time")
-            return
+            return  # the fence falls when the armed deadline passes
         if renewed is None:
-            self._lose("it had run out")
+            if self.fencer is None:
+                self.state.lose(self.node.id)  # the next tick joins again
+            else:
+                self.fencer.tell(FenceNow(self.node.id, "the database says its lease ran out"))
             return
-        self.node = renewed
-        self.renewed = started
-        self.state.set(renewed)
+        if self.state.node is None:  # fenced while the renewal was on its way
+            return
+        self._hold(renewed, started)
+        self.on_renewed()
 
     def _join(self) -> None:
         started = time.monotonic()
         try:
-            self.node = self.store.nodes.join(self.url, self.ttl)
+            node = self.store.nodes.join(self.url, self.ttl)
         except (StorageError, Unavailable) as exc:
             log.warning("could not join as a node: %s", exc)
             return
-        self.renewed = started
-        self.state.set(self.node)
-        log.info("joined as node %s", self.node.id, extra={"node_id": self.node.id})
+        self._hold(node, started)
+        log.info("joined as node %s", node.id, extra={"node_id": node.id})
 
-    def _lose(self, why: str) -> None:
-        assert self.node is not None
-        log.warning("node %s: lost its lease (%s); joining again", self.node.id, why)
-        self.node = None
-        self.state.set(None)
+    def _hold(self, node: Node, renewed_at: float) -> None:
+        self.node = node
+        self.state.set(node)
+        if self.fencer is not None:
+            self.fencer.tell(Armed(node.id, renewed_at + self.ttl - fence_margin(self.ttl)))
+
+    def _leave(self, node: Node) -> None:
+        try:
+            self.store.nodes.leave(node.id)
+        except (StorageError, Unavailable) as exc:  # its lease ends on its own
+            log.warning("node %s: could not leave: %s", node.id, exc)
 
     def _next(self) -> None:
         self.scheduler.tell_later(self.ttl / 3, self.actor_ref, Tick())

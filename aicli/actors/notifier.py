@@ -20,6 +20,7 @@ not every waiting thread in the process.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 
 def events_of(task_id: str) -> str:
@@ -43,16 +44,33 @@ class Notifier:
         self._versions: dict[str, int] = {}
         self._watches: dict[str, _Watch] = {}
         self._closed = False
+        # Where an announcement also goes: the other nodes (``peers``), if there are any.
+        self.relay: Callable[[str], None] | None = None
 
     def version(self, key: str) -> int:
         with self._lock:
             return self._versions.get(key, self._floor)
 
     def announce(self, key: str) -> None:
+        self.announce_here(key)
+        relay = self.relay
+        if relay is not None:
+            relay(key)
+
+    def announce_here(self, key: str) -> None:
+        """Wake this process's waiters only (the news came from another node)."""
         with self._lock:
             self._clock += 1
             self._versions[key] = self._clock
             self._wake(key)
+
+    def nudge_all(self) -> None:
+        """Wake every waiter to look again: news from other nodes may have been lost."""
+        with self._lock:
+            for key in list(self._watches):
+                self._clock += 1
+                self._versions[key] = self._clock
+                self._wake(key)
 
     def forget(self, *keys: str) -> None:
         """Drop finished keys so that the table does not grow with every task ever run."""

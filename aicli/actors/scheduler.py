@@ -59,6 +59,11 @@ class Scheduler:
                 self._condition.notify()
         return timer
 
+    @staticmethod
+    def now() -> float:
+        """The clock timers run by (monotonic)."""
+        return time.monotonic()
+
     def __len__(self) -> int:
         """Timers still to fire (cancelled ones excluded)."""
         with self._condition:

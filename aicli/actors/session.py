@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,7 @@ from aicli.actors.messages import (
     Drain,
     Evict,
     EvictRefused,
+    Fence,
     IdleTimeout,
     ProcessBusy,
     ProcessExited,
@@ -57,12 +59,14 @@ from aicli.actors.messages import (
     TaskDeadline,
     ToolsSwept,
 )
+from aicli.actors.node_lease import LeaseState
 from aicli.actors.notifier import Notifier, events_of
 from aicli.actors.scheduler import Scheduler, Timer
 from aicli.actors.stream import Outcome, event_of, outcome_of
+from aicli.actors.transcript_sync import TranscriptSync
 from aicli.actors.turn import SERVER_SHUTDOWN, Turn
 from aicli.contract import ROOT_PRINCIPAL_ID, Session, Task, TaskStatus
-from aicli.errors import IllegalTransition, StorageError, Unavailable
+from aicli.errors import IllegalTransition, NotOwner, StorageError, Unavailable
 from aicli.metrics import Metrics
 from aicli.settings import Settings
 from aicli.storage import Store
@@ -92,7 +96,8 @@ class ActorContext:
     faults: Faults
     claude_bin: str
     claude_env: Mapping[str, str]
-    owner: str
+    owner_prefix: str  # each process's mark: this, the node's id, and its own
+    lease: LeaseState
     process_factory: ProcessFactory = ClaudeProcess
 
 
@@ -123,6 +128,16 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         self.idle_token = 0
         self.idle_timer: Timer | None = None
         self.retry_timer: Timer | None = None
+        # This node's claim on the session (``ownership``): every write of ours names it.
+        self.node_id: str | None = None
+        self.epoch: int | None = None
+        self.elsewhere = False  # another node holds the session now: let it go, write nothing
+        self.fenced = False  # this node lost its lease: the database may not be reachable
+        self.transcript = (
+            TranscriptSync(self.store, session.id, {**os.environ, **context.claude_env})
+            if self.store.is_postgres  # several nodes: the conversation moves with the session
+            else None
+        )
 
     # Lifecycle
 
@@ -142,8 +157,11 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         if self.process is not None:
             if self.process.alive:
                 self.process.kill()
-            self._forget_process(self.process)
-        self.supervisor.tell(SessionStopped(self.session_id, self.actor_urn))
+            if not self.fenced:
+                self._forget_process(self.process)
+        if not self.fenced:
+            self._release_claim()
+        self.supervisor.tell(SessionStopped(self.session_id, self.actor_urn, self.elsewhere))
 
     # Tells
 
@@ -154,6 +172,8 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
             return
         try:
             handler(self, message)
+        except NotOwner:
+            self._let_go("another node took it over")
         except Exception as exc:
             kind = type(message).__name__
             if isinstance(exc, StorageError | Unavailable):  # an outage, not a bug of ours
@@ -181,6 +201,13 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         if self.current is not None and self.current.waiting:
             # Nobody will be there to answer: the turn ends now, not at the end of the grace.
             self._end_running(TaskStatus.CANCELLED, SERVER_SHUTDOWN)
+
+    def _on_fence(self, _: Fence) -> None:
+        """This node may no longer act for the session: its process dies, nothing is written.
+
+        A peer fails the running task once the lease has run out, and runs the rest."""
+        self.fenced = True
+        self._let_go("this node lost its lease")
 
     def _on_shutdown(self, _: Shutdown) -> None:
         self.draining = True
@@ -215,7 +242,7 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
             self._conclude(outcome, [event] if event else [])
         elif event is not None:
             self.ctx.faults.reach("stream.event")
-            self.store.append_events(turn.task.id, [event])
+            self.store.append_events(turn.task.id, [event], epoch=self.epoch)
             self.ctx.notifier.announce(events_of(turn.task.id))
 
     def _on_exit(self, message: ProcessExited) -> None:
@@ -287,6 +314,7 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         Close: _on_close,
         Drain: _on_drain,
         Shutdown: _on_shutdown,
+        Fence: _on_fence,
         StreamMessage: _on_stream,
         ProcessExited: _on_exit,
         RetryFinish: _on_retry_finish,
@@ -311,17 +339,13 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
             return
         if self.closed or self.draining:
             return
-        if self.unsure and self._settle_orphan():
-            return
         if self.process is not None and (self.leaving or not self.process.usable):
             return  # on its way out; its exit calls us again
         # A read first: taking nothing would cost a write transaction, and most turns end so.
         if (self.process is None or not likely) and not self.store.has_pending(self.session_id):
+            if self.unsure and self.epoch is not None:
+                self._settle_orphan()
             self._became_idle()
-            return
-        spent = self._budget_spent()
-        if spent is not None:
-            self._fail_unrun(spent)
             return
         if self.process is None:
             self._not_idle()
@@ -329,15 +353,76 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
                 self.slot = "requested"
                 self.supervisor.tell(SlotRequested(self.session_id))
                 return
-            if self.slot == "requested" or not self._spawn():
+            if self.slot == "requested":
                 return
+        # A slot is ours: now the session, unless another node runs it.
+        if not self._claimed() or (self.unsure and self._settle_orphan()):
+            return
+        spent = self._budget_spent()
+        if spent is not None:
+            self._fail_unrun(spent)
+            return
+        if self.process is None and not self._spawn():
+            return
         self._start_next()
+
+    def _claimed(self) -> bool:
+        """Whether this node holds the session, claiming it first if need be.
+
+        Not claimed here: while this node has no lease (try again soon), while
+        another live node holds it, or when its workdir is missing on this node
+        while other nodes could run it (workdirs live on storage every node sees).
+        """
+        if self.epoch is not None:
+            return True
+        node = self.ctx.lease.node
+        if node is None:
+            self._retry(Advance())
+            return False
+        if not os.path.isdir(self.session.workdir) and len(self.store.nodes.live()) > 1:
+            log.warning(
+                "session %s: workdir %s is missing on this node; leaving it to the others",
+                self.session_id,
+                self.session.workdir,
+            )
+            self._let_go("its workdir is missing here")
+            return False
+        epoch = self.store.ownership.claim(self.session_id, node.id)
+        if epoch is None:
+            self._let_go("another node runs it")
+            return False
+        self.node_id, self.epoch = node.id, epoch
+        return True
+
+    def _let_go(self, why: str) -> None:
+        """Another node runs the session (or must): stop here without writing for it."""
+        log.info("session %s: letting go here (%s)", self.session_id, why)
+        self.elsewhere = True
+        self.epoch = None
+        if self.current is not None:
+            self.current.cancel_timers()
+            self.current = None
+        if self.process is not None and not self.leaving:
+            self._kill_process()
+        self.stopping = True
+        self._release_slot()
+        self.stop()
+
+    def _release_claim(self) -> None:
+        """Best effort: a claim not released ends with this node's lease."""
+        if self.epoch is None or self.node_id is None:
+            return
+        try:
+            self.store.ownership.release(self.session_id, self.node_id, self.epoch)
+        except (StorageError, Unavailable) as exc:
+            log.warning("session %s: could not let go of its claim: %s", self.session_id, exc)
+        self.epoch = None
 
     def _start_next(self) -> None:
         """Record, then dispatch: the prompt goes out only after ``running`` is committed."""
         assert self.process is not None
         self.ctx.faults.reach("start.before_commit")
-        task = self.store.start_next_task(self.session_id)
+        task = self.store.start_next_task(self.session_id, epoch=self.epoch)
         if task is None:
             self._became_idle()
             return
@@ -367,12 +452,13 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
 
     def _fail_unrun(self, error: str) -> None:
         """Fail the next task without sending it; the rest follow one message at a time."""
-        task = self.store.start_next_task(self.session_id)
+        task = self.store.start_next_task(self.session_id, epoch=self.epoch)
         if task is None:
             self._became_idle()
             return
         announce(self.ctx, task)
-        announce(self.ctx, self.store.finish_task(task.id, TaskStatus.FAILED, error=error))
+        ended = self.store.finish_task(task.id, TaskStatus.FAILED, error=error, epoch=self.epoch)
+        announce(self.ctx, ended)
         self.actor_ref.tell(Advance())
 
     def _settle_orphan(self) -> bool:
@@ -419,14 +505,22 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         def on_exit(exit_: ProcessExit) -> None:
             tell_quietly(ref, ProcessExited(generation, exit_))
 
+        resume = self.session.claude_session_id
+        moving = resume and self.transcript is not None
+        if moving and not self.transcript.before_resume(self.session.workdir, resume):
+            log.warning(
+                "session %s: no transcript of its conversation here or stored; starting a new one",
+                self.session_id,
+            )
+            resume = None
         process = self.ctx.process_factory(
             claude_bin=self.ctx.claude_bin,
             settings=self.session.settings,
             on_message=on_message,
             on_exit=on_exit,
-            resume=self.session.claude_session_id,
+            resume=resume,
             env=self.ctx.claude_env,
-            owner=self.ctx.owner,
+            owner=f"{self.ctx.owner_prefix}{self.node_id}",
         )
         try:
             process.start()
@@ -444,7 +538,7 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
 
     def _fail_next(self, error: str) -> None:
         self._release_slot()
-        task = self.store.start_next_task(self.session_id)
+        task = self.store.start_next_task(self.session_id, epoch=self.epoch)
         if task is not None:
             self._fail_turn(task, error)
 
@@ -487,6 +581,9 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         turn = self.current
         assert turn is not None and turn.outcome is not None
         outcome = turn.outcome
+        if self.transcript is not None and self.session.claude_session_id:
+            # Before the end is committed: a peer that runs the next task resumes from it.
+            self.transcript.after_turn(self.session.workdir, self.session.claude_session_id)
         try:
             self.ctx.faults.reach("finish.before_commit")
             try:
@@ -500,9 +597,13 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
                     duration_ms=outcome.duration_ms,
                     usage=outcome.usage,
                     events=turn.events,
+                    epoch=self.epoch,
                 )
             except IllegalTransition:  # an earlier attempt committed, its answer was lost
                 task = self.store.get_task(turn.task.id)
+        except NotOwner:
+            self._let_go("another node took it over; it ends the task")
+            return
         except Exception:
             log.exception(
                 "session %s: could not record how task %s ended; retrying",

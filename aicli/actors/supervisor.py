@@ -33,8 +33,10 @@ from aicli.actors.messages import (
     Drain,
     Evict,
     EvictRefused,
+    Fence,
     ProcessBusy,
     ProcessIdle,
+    Rescan,
     SessionStopped,
     Shutdown,
     SlotGranted,
@@ -45,13 +47,9 @@ from aicli.actors.messages import (
 from aicli.actors.session import RETRY_S, ActorContext, SessionActor
 from aicli.contract import Session, SessionStatus
 from aicli.errors import LimitExceeded
+from aicli.storage.ownership import RESCUE_BATCH
 
 log = logging.getLogger(__name__)
-
-SERVER_DIED = (
-    "The server stopped while this task was running; it was not run again "
-    "because Claude may already have changed files."
-)
 
 
 class Supervisor(pykka.ThreadingActor):
@@ -67,14 +65,13 @@ class Supervisor(pykka.ThreadingActor):
     # Asks from the runtime
 
     def recover(self) -> list[str]:
-        """Settle what a previous run left: fail its running tasks, start its queues again.
+        """Settle what dead runs left: take their sessions, start the queues no node runs.
 
-        Returns the ids of the tasks it failed.
+        Returns the ids of the sessions it took from dead nodes.
         """
-        failed = self.ctx.store.fail_running_tasks(SERVER_DIED)
-        for session_id in self.ctx.store.sessions_with_pending():
-            self._wake(session_id)
-        return failed
+        rescued = self._rescue()
+        self._rescan()
+        return rescued
 
     def open_session(self, fields: dict[str, Any]) -> Session:
         """Store a new session; its actor starts with its first task, not before."""
@@ -133,7 +130,15 @@ class Supervisor(pykka.ThreadingActor):
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, Wake):
-            self._wake(message.session_id)
+            if message.here:
+                self._wake(message.session_id)
+            else:  # news from a peer: only the session's actor here, if one lives, need hear it
+                self._tell(message.session_id, Advance())
+        elif isinstance(message, Rescan):
+            self._rescue()
+            self._rescan()
+        elif isinstance(message, Fence):
+            self._fence()
         elif isinstance(message, CancelRunning):
             self._tell(message.session_id, Cancel(message.task_id))
         elif isinstance(message, CloseSession):
@@ -164,7 +169,7 @@ class Supervisor(pykka.ThreadingActor):
             self._release(message.session_id)
             if message.session_id in self.waiting:
                 self.waiting.remove(message.session_id)
-            if self.ctx.store.has_pending(message.session_id):
+            if not message.elsewhere and self.ctx.store.has_pending(message.session_id):
                 self._wake(message.session_id)  # a task came in while it was stopping
         else:
             log.warning("supervisor: unexpected message %r", message)
@@ -213,7 +218,8 @@ class Supervisor(pykka.ThreadingActor):
         return True
 
     def _wake(self, session_id: str) -> None:
-        """Tell the session's actor to look at its queue, starting one if none lives."""
+        """Tell the session's actor to look at its queue, starting one if none lives here
+        and no other live node runs the session (that one heard of it from its peers)."""
         if self.draining:
             return
         ref = self.sessions.get(session_id)
@@ -222,8 +228,45 @@ class Supervisor(pykka.ThreadingActor):
                 ref.tell(Advance())
             return
         session = self.ctx.store.get_session(session_id)
-        if session.status != SessionStatus.CLOSED:
-            self.sessions[session_id] = SessionActor.start(session, self.ctx, self.actor_ref)
+        if session.status == SessionStatus.CLOSED:
+            return
+        node = self.ctx.lease.node
+        if node is None:
+            return  # joining again: the first rescan after the join looks again
+        if session.node not in (None, node.id) and self.ctx.store.ownership.owner_live(
+            session_id, node.id
+        ):
+            return
+        self.sessions[session_id] = SessionActor.start(session, self.ctx, self.actor_ref)
+
+    def _rescue(self) -> list[str]:
+        """Take over the sessions of dead nodes, as many batches as there are."""
+        node = self.ctx.lease.node
+        if node is None:
+            return []
+        rescued: list[str] = []
+        while batch := self.ctx.store.ownership.rescue(node.id):
+            rescued += batch
+            if len(batch) < RESCUE_BATCH:
+                break
+        if rescued:
+            log.warning("took over %d sessions of nodes that stopped", len(rescued))
+        return rescued
+
+    def _rescan(self) -> None:
+        """Start the queues that no node runs: a wake may have been lost, or a node died."""
+        for session_id in self.ctx.store.ownership.unclaimed_with_pending():
+            if session_id not in self.sessions:
+                self._wake(session_id)
+
+    def _fence(self) -> None:
+        """The lease is lost: every session actor ends its process and stops, writing nothing.
+
+        New actors start only once the node has joined again (``_wake`` needs a lease).
+        """
+        for session_id in list(self.sessions):
+            self._tell(session_id, Fence())
+        self.waiting.clear()
 
 
 class SupervisorProxy(ActorMemberMixin, pykka.ActorProxy[Supervisor]):

@@ -74,7 +74,17 @@ _POSTGRES_DEFAULTS: dict[str, Any] = {
     "timeout": 10,
     "stale_timeout": 300,
     "connect_timeout": 5,
+    # A node cut off from the database must not hold rows locked for long: a peer that
+    # takes its sessions over waits on those locks. The TCP settings notice a dead
+    # network within seconds; the server ends a transaction its client left open.
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+    "tcp_user_timeout": 10_000,
 }
+# No transaction of ours waits on its client: one idle this long lost its client.
+PG_IDLE_IN_TRANSACTION_MS = 5_000
 
 PG_TRUST_S = 1.0
 _PG_TIMESTAMP_OID = 1114
@@ -160,6 +170,10 @@ def parse(url: str) -> tuple[str, dict[str, Any]]:
         params["database"] = os.path.abspath(name)
         for setting in _POOL_ONLY:
             params.pop(setting, None)
+    else:
+        given = params.get("options", "")
+        timeout = f"-c idle_in_transaction_session_timeout={PG_IDLE_IN_TRANSACTION_MS}"
+        params["options"] = f"{timeout} {given}".strip()
     return kind, params
 
 

@@ -1,0 +1,91 @@
+"""The fence: this node's Claude processes die before its lease can run out.
+
+Peers take a session over once its node's lease ran out by the database's
+clock. Before that moment this node must have stopped acting for it, even if
+it cannot reach the database at all (a renewal stuck in the driver, a cut
+network). So the lease actor arms a deadline after each renewal, TTL less a
+margin from when that renewal was sent, by this process's monotonic clock, and
+this actor, which never touches the database, fences the node when a deadline
+passes unrenewed: it kills every process tree the node started, marks the lease
+lost (``/readyz`` answers 503) and tells the supervisor to stop the session
+actors without writing. The lease actor then joins again as a new node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pykka
+
+from aicli.actors import process_tree
+from aicli.actors.scheduler import Scheduler, Timer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Armed:
+    """``node_id`` holds its lease until ``until`` (monotonic) at least: fence it then."""
+
+    node_id: str
+    until: float
+
+
+@dataclass(frozen=True)
+class FenceNow:
+    """The database refused to renew ``node_id``'s lease: it has run out already."""
+
+    node_id: str
+    why: str
+
+
+@dataclass(frozen=True)
+class _Due:
+    node_id: str
+    token: int
+
+
+class Fencer(pykka.ThreadingActor):
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        owner_prefix: str,
+        on_fenced: Callable[[str], None],
+    ) -> None:
+        """``on_fenced(node_id)``: after the kill, tell the rest of the node (the lease
+        state and the supervisor); it must not touch the database either."""
+        super().__init__()
+        self.scheduler = scheduler
+        self.owner_prefix = owner_prefix
+        self.on_fenced = on_fenced
+        self.token = 0
+        self.timer: Timer | None = None
+        self.fenced: set[str] = set()
+
+    def on_receive(self, message: object) -> None:
+        if isinstance(message, Armed):
+            if message.node_id in self.fenced:
+                return
+            self.token += 1
+            if self.timer is not None:
+                self.timer.cancel()
+            delay = message.until - self.scheduler.now()
+            due = _Due(message.node_id, self.token)
+            self.timer = self.scheduler.tell_later(delay, self.actor_ref, due)
+        elif isinstance(message, _Due):
+            if message.token == self.token:
+                self._fence(message.node_id, "its lease was not renewed in time")
+        elif isinstance(message, FenceNow):
+            self._fence(message.node_id, message.why)
+
+    def _fence(self, node_id: str, why: str) -> None:
+        if node_id in self.fenced:
+            return
+        self.fenced.add(node_id)
+        self.token += 1
+        log.warning("node %s: fencing itself (%s): ending its Claude processes", node_id, why)
+        processes = process_tree.marked_processes(f"{self.owner_prefix}{node_id}/", prefix=True)
+        process_tree.kill_all(processes)
+        self.on_fenced(node_id)
