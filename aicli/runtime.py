@@ -116,6 +116,7 @@ class Runtime:
             claude_env=dict(claude_env or {}),
             owner_prefix=self.owner_prefix,
             lease=self.lease,
+            answer_of=lambda approval_id: self._desk.answer_of(approval_id),
             process_factory=process_factory,
         )
         self.accepting = False
@@ -654,8 +655,10 @@ class Runtime:
         A process counts as a leftover only if its environment carries this
         database's mark with the id of a node whose lease has ended; a live node's
         (this one's, or a peer's on this machine) are spared. A process recorded by
-        pid must also have the recorded start time, so a reused pid is never hit.
+        pid must also have the recorded start time, so a reused pid is never hit, and
+        any process must be older than the look at the live nodes.
         """
+        read_at = time.time()  # a node that joins after this read is live, even if unlisted
         live = {node.id for node in self.store.nodes.live()}
         self._nodes_seen = live
 
@@ -667,10 +670,10 @@ class Runtime:
         leftovers = {
             p.pid: p
             for p in process_tree.marked_processes(self.owner_prefix, prefix=True)
-            if dead_run(process_tree.mark_of(p.pid))
+            if dead_run(process_tree.mark_of(p.pid)) and _started_before(p, read_at)
         }
         for pid, start_time, owner, _ in self.store.recorded_processes():
-            if not dead_run(owner):
+            if not dead_run(owner) or start_time >= read_at:
                 continue
             process = _recorded_process(pid, start_time)
             if process is not None and dead_run(process_tree.mark_of(pid)):
@@ -806,6 +809,13 @@ class Runtime:
 def owner_prefix(database_url: str) -> str:
     """A mark shared by every run on one database, so a new run can find an old one's children."""
     return f"aicli-{hashlib.sha256(database_url.encode()).hexdigest()[:12]}/"
+
+
+def _started_before(process: psutil.Process, moment: float) -> bool:
+    try:
+        return process.create_time() < moment
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _recorded_process(pid: int, start_time: float) -> psutil.Process | None:

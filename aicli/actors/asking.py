@@ -104,7 +104,13 @@ class AskingMixin:
         try:
             self.store.approvals.decide(message.approval_id, ApprovalStatus.EXPIRED, TIMEOUT, text)
         except ApprovalDecided:
-            return  # a person was quicker; their answer is on its way here
+            # A person was quicker. Their answer is on its way here, unless it was decided
+            # on a peer and the word of it was lost: rebuilt from the store, the first of
+            # the two to arrive is sent, the other ignored.
+            answer = self.ctx.answer_of(message.approval_id)
+            if answer is not None:
+                self._on_answer(answer)
+            return
         self.ctx.notifier.announce(events_of(turn.task.id))
         log.info("approval expired", extra={"approval_id": message.approval_id})
         self._on_answer(Answer(message.approval_id, deny(text)))

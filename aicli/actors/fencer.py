@@ -54,8 +54,8 @@ class Fencer(pykka.ThreadingActor):
         owner_prefix: str,
         on_fenced: Callable[[str], None],
     ) -> None:
-        """``on_fenced(node_id)``: after the kill, tell the rest of the node (the lease
-        state and the supervisor); it must not touch the database either."""
+        """``on_fenced(node_id)``: tell the rest of the node (the lease state and the
+        supervisor), before the kill; it must not touch the database either."""
         super().__init__()
         self.scheduler = scheduler
         self.owner_prefix = owner_prefix
@@ -86,6 +86,6 @@ class Fencer(pykka.ThreadingActor):
         self.fenced.add(node_id)
         self.token += 1
         log.warning("node %s: fencing itself (%s): ending its Claude processes", node_id, why)
+        self.on_fenced(node_id)  # first: nothing may start a process under this id any more
         processes = process_tree.marked_processes(f"{self.owner_prefix}{node_id}/", prefix=True)
         process_tree.kill_all(processes)
-        self.on_fenced(node_id)

@@ -48,6 +48,7 @@ class LeaseState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._node: Node | None = None
+        self._lost: set[str] = set()  # never held again: the fence has acted on them
 
     @property
     def node(self) -> Node | None:
@@ -55,13 +56,19 @@ class LeaseState:
         with self._lock:
             return self._node
 
-    def set(self, node: Node | None) -> None:
+    def set(self, node: Node | None) -> bool:
+        """Hold ``node`` (or none); refused (False) for a node already lost, whose
+        renewal came back just as it was fenced."""
         with self._lock:
+            if node is not None and node.id in self._lost:
+                return False
             self._node = node
+            return True
 
     def lose(self, node_id: str) -> bool:
         """The lease of ``node_id`` is gone (unless a newer one is held); whether it was held."""
         with self._lock:
+            self._lost.add(node_id)
             if self._node is None or self._node.id != node_id:
                 return False
             self._node = None
@@ -110,6 +117,8 @@ class NodeLease(pykka.ThreadingActor):
         if isinstance(message, Tick):
             try:
                 self._tick()
+            except Exception:  # a bug must not end the renewals (the fence would follow)
+                log.exception("node lease: the tick failed")
             finally:
                 self._next()
 
@@ -152,7 +161,8 @@ class NodeLease(pykka.ThreadingActor):
 
     def _hold(self, node: Node, renewed_at: float) -> None:
         self.node = node
-        self.state.set(node)
+        if not self.state.set(node):
+            return  # fenced meanwhile: the next tick joins as a new node
         if self.fencer is not None:
             self.fencer.tell(Armed(node.id, renewed_at + self.ttl - fence_margin(self.ttl)))
 

@@ -98,6 +98,8 @@ class ActorContext:
     claude_env: Mapping[str, str]
     owner_prefix: str  # each process's mark: this, the node's id, and its own
     lease: LeaseState
+    # A decision's answer from the store (one made on a peer whose word was lost).
+    answer_of: Callable[[str], Answer | None]
     process_factory: ProcessFactory = ClaudeProcess
 
 
@@ -157,9 +159,9 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         if self.process is not None:
             if self.process.alive:
                 self.process.kill()
-            if not self.fenced:
-                self._forget_process(self.process)
-        if not self.fenced:
+            self._forget_process(self.process)
+        # A turn still live keeps the claim: its task fails when this node's lease ends.
+        if not self.fenced and self.current is None:
             self._release_claim()
         self.supervisor.tell(SessionStopped(self.session_id, self.actor_urn, self.elsewhere))
 
@@ -271,6 +273,7 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         self.slot = "held"
         if self.closed or self.draining or not self.store.has_pending(self.session_id):
             self._release_slot()
+            self._became_idle()
             return
         self._advance()
 
@@ -373,9 +376,12 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         another live node holds it, or when its workdir is missing on this node
         while other nodes could run it (workdirs live on storage every node sees).
         """
-        if self.epoch is not None:
-            return True
         node = self.ctx.lease.node
+        if self.epoch is not None:
+            if node is not None and node.id == self.node_id:
+                return True
+            self._let_go("this node's lease is gone")
+            return False
         if node is None:
             self._retry(Advance())
             return False
@@ -581,7 +587,7 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         turn = self.current
         assert turn is not None and turn.outcome is not None
         outcome = turn.outcome
-        if self.transcript is not None and self.session.claude_session_id:
+        if self.transcript is not None and self.session.claude_session_id and not self.fenced:
             # Before the end is committed: a peer that runs the next task resumes from it.
             self.transcript.after_turn(self.session.workdir, self.session.claude_session_id)
         try:
@@ -708,7 +714,7 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         """Best effort: a row left behind only makes the next start look for a dead pid."""
         self.ctx.census.discard(self.session_id)
         self.ctx.notifier.announce(CENSUS_KEY)
-        if process.pid is not None:
+        if process.pid is not None and not self.fenced:  # fenced: the database may not answer
             try:
                 self.store.forget_process(process.pid, process.start_time or 0.0)
             except (StorageError, Unavailable) as exc:

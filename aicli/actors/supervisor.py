@@ -132,8 +132,8 @@ class Supervisor(pykka.ThreadingActor):
         if isinstance(message, Wake):
             if message.here:
                 self._wake(message.session_id)
-            else:  # news from a peer: only the session's actor here, if one lives, need hear it
-                self._tell(message.session_id, Advance())
+            elif not self._tell(message.session_id, Advance()):
+                self._wake_if_held(message.session_id)
         elif isinstance(message, Rescan):
             self._rescue()
             self._rescan()
@@ -254,10 +254,25 @@ class Supervisor(pykka.ThreadingActor):
         return rescued
 
     def _rescan(self) -> None:
-        """Start the queues that no node runs: a wake may have been lost, or a node died."""
+        """Start the queues that no node runs, and end the turns of sessions closed on a
+        peer: a wake may have been lost, or a node died."""
         for session_id in self.ctx.store.ownership.unclaimed_with_pending():
             if session_id not in self.sessions:
                 self._wake(session_id)
+        node = self.ctx.lease.node
+        if node is not None and self.ctx.store.is_postgres:
+            for session_id in self.ctx.store.ownership.held_with_pending(node.id):
+                self._wake(session_id)
+            for session_id in self.ctx.store.ownership.closed_held(node.id):
+                self._tell(session_id, Close())
+
+    def _wake_if_held(self, session_id: str) -> None:
+        """A peer's news of a session this node holds but runs no actor for (its release
+        failed, say): only the holder may run it. One nobody holds, the news's sender
+        claims itself."""
+        node = self.ctx.lease.node
+        if node is not None and self.ctx.store.get_session(session_id).node == node.id:
+            self._wake(session_id)
 
     def _fence(self) -> None:
         """The lease is lost: every session actor ends its process and stops, writing nothing.

@@ -44,9 +44,9 @@ class TranscriptSync:
             if files.restore(path, data):
                 log.info("session %s: restored its transcript (%d bytes)", self.session_id, stored)
             return True
-        except (OSError, StorageError, Unavailable) as exc:
+        except (OSError, ValueError, StorageError, Unavailable) as exc:  # ValueError: a bad id
             log.warning("session %s: could not restore its transcript: %s", self.session_id, exc)
-            return _size(self._path(workdir, claude_session_id)) > 0
+            return False
 
     def after_turn(self, workdir: str, claude_session_id: str) -> None:
         """Store the lines the turn added."""
@@ -60,7 +60,7 @@ class TranscriptSync:
                     self.session_id, claude_session_id, offset, data
                 )
             self.stored[claude_session_id] = offset
-        except (OSError, StorageError, Unavailable) as exc:
+        except (OSError, ValueError, StorageError, Unavailable) as exc:
             self.stored.pop(claude_session_id, None)  # read the stored size again next time
             log.warning("session %s: could not store its transcript: %s", self.session_id, exc)
 

@@ -177,7 +177,10 @@ def parse(url: str) -> tuple[str, dict[str, Any]]:
     return kind, params
 
 
-def connect(url: str) -> Database:
-    """A Peewee database for ``url``; no connection is opened yet."""
+def connect(url: str, *, max_connections: int | None = None) -> Database:
+    """A Peewee database for ``url``; no connection is opened yet. ``max_connections``
+    (PostgreSQL): a pool of that size, whatever the URL says."""
     kind, params = parse(url)
+    if kind == POSTGRES and max_connections is not None:
+        params["max_connections"] = max_connections
     return SqliteDatabase(**params) if kind == SQLITE else PostgresPool(**params)

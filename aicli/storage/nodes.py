@@ -52,9 +52,12 @@ class Nodes:
             f"INSERT INTO nodes (id, url, started_at, expires_at) VALUES (?, ?, {now}, {later})"
             f" RETURNING {_COLUMNS}"
         )
+        # SQLite has one server (``server_lock``): no peer takes over from a lease that
+        # ran out (a stalled host, a laptop asleep), so it is renewed all the same.
+        lasting = f" AND expires_at > {now}" if engine.is_postgres else ""
         self._renew = (
             f"UPDATE nodes SET expires_at = {later}, sessions = ?, live_processes = ?"
-            f" WHERE id = ? AND expires_at > {now} RETURNING {_COLUMNS}"
+            f" WHERE id = ?{lasting} RETURNING {_COLUMNS}"
         )
         self._live = (
             f"SELECT {_COLUMNS} FROM nodes WHERE expires_at > {now} ORDER BY started_at, id"

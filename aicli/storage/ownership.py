@@ -133,6 +133,22 @@ class Ownership:
         )
         return self._engine.read(lambda: [row[0] for row in self._execute(sql).fetchall()])
 
+    def held_with_pending(self, node_id: str) -> list[str]:
+        """Sessions ``node_id`` holds that have work waiting (a wake may have been lost)."""
+        sql = (
+            "SELECT DISTINCT tasks.session_id FROM tasks JOIN sessions"
+            " ON sessions.id = tasks.session_id"
+            f" WHERE tasks.status = '{TaskStatus.PENDING}' AND sessions.owner_node = ?"
+            " ORDER BY tasks.session_id"
+        )
+        return self._engine.read(lambda: [row[0] for row in self._execute(sql, (node_id,))])
+
+    def closed_held(self, node_id: str) -> list[str]:
+        """Sessions closed while ``node_id`` held them: their actors there must end the
+        running task (a peer's word of the close may have been lost)."""
+        sql = f"SELECT id FROM sessions WHERE owner_node = ? AND status = '{SessionStatus.CLOSED}'"
+        return self._engine.read(lambda: [row[0] for row in self._execute(sql, (node_id,))])
+
     def owner_live(self, session_id: str, node_id: str) -> bool:
         """Whether a node other than ``node_id`` holds the session under a lasting lease."""
         now = db_now(self._engine.is_postgres)

@@ -86,6 +86,7 @@ _IN_CHUNK = 500
 _TASK_CREATED_AT = TASK_COLUMNS.split(", ").index("created_at")
 _json_rows = msgspec.json.Decoder(list[list[Any]]).decode
 _MAX_EVENT_TYPE = 64  # the width of task_events.type
+LEASE_CONNECTIONS = 2  # the lease actor's, and a reader of the live nodes at once
 
 
 def open_store(url: str | None = None) -> Store:
@@ -98,7 +99,10 @@ def open_store(url: str | None = None) -> Store:
     except BaseException:
         engine.close()
         raise
-    return Store(engine)
+    lease_engine = None
+    if engine.is_postgres:  # renewals must not queue behind a busy pool: a late one fences
+        lease_engine = Engine(database.connect(url, max_connections=LEASE_CONNECTIONS), url)
+    return Store(engine, lease_engine)
 
 
 def _where(conditions: Sequence[str]) -> str:
@@ -228,8 +232,10 @@ _EVENT_MARKS = f"({_marks(5)})"
 
 
 class Store:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lease_engine: Engine | None = None) -> None:
+        """``lease_engine``: connections of the node's lease alone (default: ``engine``'s)."""
         self._engine = engine
+        self._lease_engine = lease_engine
         self._execute = engine.execute
         self._for_update = " FOR UPDATE" if engine.is_postgres else ""
         self._session_updates: dict[tuple[tuple[str, ...], bool], str] = {}
@@ -238,7 +244,7 @@ class Store:
         self._ended = EndedTasks()
         self.principals = Principals(engine)
         self.approvals = Approvals(engine, self._append, self._lock_session_of)
-        self.nodes = Nodes(engine)
+        self.nodes = Nodes(lease_engine or engine)
         self.ownership = Ownership(engine, self._fail_running_of_session)
         self.transcripts = Transcripts(engine)
         self.database_url = engine.url
@@ -249,6 +255,8 @@ class Store:
 
     def close(self) -> None:
         self._engine.close()
+        if self._lease_engine is not None:
+            self._lease_engine.close()
 
     def ping(self) -> None:
         self._engine.ping()
