@@ -201,21 +201,25 @@ class Runtime:
         self.accepting = True
 
     def _renewed(self) -> None:
-        """The lease holds (or was taken anew): look for work no live node runs, and end
-        what a node that died since the last look left running on this machine."""
+        """The lease holds (or was taken anew). With peers (PostgreSQL): look for work no
+        live node runs, have every waiter look again (news may have been lost), and end
+        what a node that died since the last look left running on this machine. One
+        SQLite server did all that at its start (or its join), and nobody else changes
+        its file."""
         node = self.lease.node
         if node is not None and node.id not in self._node_ids:
             self._node_ids.append(node.id)
-        if self.store.is_postgres:
-            try:
-                live = {n.id for n in self.store.nodes.live()}
-                if self._nodes_seen - live:
-                    self._reap_in_background()
-                self._nodes_seen = live
-            except (StorageError, Unavailable) as exc:
-                log.warning("could not look for dead nodes' processes: %s", exc)
-        if self.peers.active:  # news from peers may have been lost: everyone looks again
-            self.notifier.nudge_all()
+            self._tell_here(Rescan())  # joined anew: start what waited meanwhile
+        if not self.peers.active:
+            return
+        try:
+            live = {n.id for n in self.store.nodes.live()}
+            if self._nodes_seen - live:
+                self._reap_in_background()
+            self._nodes_seen = live
+        except (StorageError, Unavailable) as exc:
+            log.warning("could not look for dead nodes' processes: %s", exc)
+        self.notifier.nudge_all()
         self._tell_here(Rescan())
 
     def _reap_in_background(self) -> None:
