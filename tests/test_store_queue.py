@@ -356,9 +356,9 @@ def test_cancel_pending(store: Store, session: Session) -> None:
     ) == (0, 1, 1)
 
 
-def test_has_pending_and_sessions_with_pending(store: Store, tmp_path: Path) -> None:
+def test_has_pending_and_unclaimed_sessions_with_pending(store: Store, tmp_path: Path) -> None:
     sessions = [store.create_session(workdir=str(tmp_path)) for _ in range(4)]
-    assert store.sessions_with_pending() == []
+    assert store.ownership.unclaimed_with_pending() == []
     busy, waiting, done, closed = sessions
     _submit(store, busy.id, 2)
     _submit(store, waiting.id, 1)
@@ -368,7 +368,7 @@ def test_has_pending_and_sessions_with_pending(store: Store, tmp_path: Path) -> 
     _run_queue(store, done.id)
     store.close_session(closed.id, "bye")
     assert [store.has_pending(s.id) for s in sessions] == [True, True, False, False]
-    assert store.sessions_with_pending() == sorted([busy.id, waiting.id])
+    assert store.ownership.unclaimed_with_pending() == sorted([busy.id, waiting.id])
 
 
 # max_pending
@@ -565,7 +565,7 @@ def test_submissions_racing_a_close_leave_nothing_pending(store: Store, tmp_path
     """Whatever lands before the close is cancelled by it; whatever comes after is refused."""
     for wait_for in (1, 5, 20, 60):
         _submit_while_closing(store, store.create_session(workdir=str(tmp_path)), wait_for)
-    assert store.sessions_with_pending() == []
+    assert store.ownership.unclaimed_with_pending() == []
 
 
 def test_starts_racing_a_close_either_run_first_or_not_at_all(store: Store, tmp_path: Path) -> None:

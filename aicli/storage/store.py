@@ -199,10 +199,6 @@ _RUNNING_TASKS_OF_NODE = (
 _HAS_PENDING = (
     f"SELECT 1 FROM tasks WHERE session_id = ? AND status = '{TaskStatus.PENDING}' LIMIT 1"
 )
-_SESSIONS_WITH_PENDING = (
-    f"SELECT DISTINCT session_id FROM tasks WHERE status = '{TaskStatus.PENDING}'"
-    " ORDER BY session_id"
-)
 _GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
 _NO_AWAITED_APPROVAL = "UPDATE tasks SET awaiting_approval = NULL WHERE id = ?"
 _SESSION_OWNER = "SELECT owner FROM sessions WHERE id = ?"
@@ -685,12 +681,6 @@ class Store:
     def has_pending(self, session_id: str) -> bool:
         return self._engine.read(
             lambda: self._execute(_HAS_PENDING, (session_id,)).fetchone() is not None
-        )
-
-    def sessions_with_pending(self) -> list[str]:
-        """Sessions whose queue holds work (to start their actors after a restart)."""
-        return self._engine.read(
-            lambda: [row[0] for row in self._execute(_SESSIONS_WITH_PENDING).fetchall()]
         )
 
     def pending_task_ids(self, session_id: str) -> list[str]:
