@@ -342,14 +342,7 @@ class Cluster:
 def poll(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
     """``wait_for`` for conditions that cost the cluster a request: checked every ``interval``
     (on two cores, a poll every 20 ms of a list would take a good part of one)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    return wait_for(condition, timeout, what, interval)
 
 
 # HTTP

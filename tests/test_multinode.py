@@ -41,11 +41,8 @@ import psycopg2
 import pytest
 
 from aicli.storage.testing import (
-    PostgresUnavailable,
     fresh_schema_url,
     postgres_admin_url,
-    postgres_required,
-    temporary_postgres_database,
 )
 from aicli.testing.relay import Relay
 from aicli.testing.waiting import wait_for
@@ -65,35 +62,25 @@ from tests.cluster import (
 )
 from tests.http_server import Client
 
+pytest_plugins = ("tests.storage_fixtures",)
+
 TTL = LEASE_TTL
 
 
 # Fixtures
 
 
-@pytest.fixture(scope="module")
-def cluster_postgres() -> Iterator[str]:
-    """A throwaway database for the module (LISTEN/NOTIFY channels are per database)."""
-    try:
-        with temporary_postgres_database() as url:
-            yield url
-    except PostgresUnavailable as exc:
-        if postgres_required():
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-
-
 @pytest.fixture
 def cluster(
     request: pytest.FixtureRequest,
     tmp_path: Path,
-    cluster_postgres: str,
+    postgres_database: str,
     claude_bin: str,
     claude_env: dict[str, str],
 ) -> Iterator[Callable[..., Cluster]]:
     """``cluster(count, relayed=(), args=(), lease_ttl=3)``: nodes started on a fresh schema,
     with the real CLI and the fake API; killed at the end (their logs printed on failure)."""
-    database_url = fresh_schema_url(cluster_postgres)
+    database_url = fresh_schema_url(postgres_database)
     made: list[Cluster] = []
     failed_before = request.session.testsfailed
 
@@ -238,7 +225,7 @@ def test_a_cut_resets_the_connections_and_down_refuses_new_ones(echo_port) -> No
 
 
 @pytest.mark.postgres
-def test_a_paused_relay_holds_a_postgres_query(cluster_postgres) -> None:
+def test_a_paused_relay_holds_a_postgres_query(postgres_database) -> None:
     url = postgres_admin_url()
     with Relay("127.0.0.1", 5432) as relay:
         conn = psycopg2.connect(relay.url_for(url), connect_timeout=5)

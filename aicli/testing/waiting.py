@@ -9,8 +9,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Re-check ``condition`` until it is truthy and return its value; fail after ``timeout``."""
+def wait_for(
+    condition: Callable[[], T],
+    timeout: float = 10.0,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> T:
+    """Re-check ``condition`` every ``interval`` s until it is truthy and return its value;
+    fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -18,4 +24,4 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, what: str = "con
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
