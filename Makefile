@@ -8,7 +8,7 @@ CLAUDE_CODE_VERSION ?= $(shell sed -n 's/^CLAUDE_CODE_VERSION = "\(.*\)"$$/\1/p'
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench clean chromium
 
 setup: $(VENV)/.installed .tools/.installed
 
@@ -27,7 +27,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml aicli/__init__.py
 run: setup
 	$(BIN)/aicli serve
 
-test: setup
+# The browser tests drive Debian's Chromium through Playwright (which cannot
+# download a browser here); installed from Debian's packages when missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium \
+		|| { $(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium; }; }
+
+test: setup chromium
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q

@@ -1,0 +1,399 @@
+"""``Client``: the runtime's methods, over the public HTTP API.
+
+A program written against an embedded ``Runtime`` moves to a remote service by
+swapping the object: the same method names, the same return types (the
+``aicli.contract`` structs) and the same exception classes for the API's error
+codes. Where HTTP adds something the runtime has no need of, the client takes
+care of it: long waits are cut into the API's 60-second long-polls, submits
+carry an ``Idempotency-Key`` so a retried one never makes a second task, lists
+can be walked page after page, and a task's live events resume after a dropped
+connection from the last one seen, so none is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from aicli.client import retries, sse
+from aicli.client.wire import Wire
+from aicli.contract import (
+    TERMINAL_STATUSES,
+    Approval,
+    ApprovalDecision,
+    Event,
+    EventPage,
+    Node,
+    NodeList,
+    Page,
+    Principal,
+    PrincipalCreate,
+    Session,
+    SessionCreate,
+    Task,
+)
+from aicli.errors import (
+    ApprovalNotFound,
+    PrincipalNotFound,
+    TaskNotCancellable,
+    Unavailable,
+)
+
+# The API holds a long-poll at most this long (``?wait=``, ``Prefer: wait=``).
+MAX_WAIT_S = 60.0
+# A stream sends a comment at least every 15 s: silence far past that is a dead connection.
+STREAM_SILENCE_S = 45.0
+# Cancelling a running task and closing a session answer once the turn has stopped.
+STOPPING_S = 30.0
+PAGE_SIZE = 200
+
+
+def _query(**given: Any) -> dict[str, str]:
+    """Filters as the API spells them: lists comma-joined, times RFC 3339, None left out."""
+    query: dict[str, str] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            # RFC 3339 needs an offset; a naive time is taken to be UTC, as the API's are.
+            aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+            value = aware.isoformat()
+        elif isinstance(value, list | tuple | set | frozenset):
+            value = ",".join(str(item) for item in value)
+        query[name] = str(value)
+    return query
+
+
+class Client:
+    """A connection pool to one aicli service; safe to share between threads.
+
+    ``timeout`` bounds each request (a long-poll gets its wait on top);
+    ``retries`` is how many times a call that may be repeated is sent again
+    (see ``aicli.client.retries``). ``transport`` is httpx's: a proxy, a Unix
+    socket, or an app in the same process.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._wire = Wire(base_url, token, timeout=timeout, retries=retries, transport=transport)
+        self.base_url = self._wire.base_url
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._wire.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r})"
+
+    # Principals
+
+    def me(self) -> Principal:
+        return self._wire.call("GET", "/me", kind=Principal)
+
+    def create_principal(
+        self, request: PrincipalCreate | None = None, /, **fields: Any
+    ) -> Principal:
+        """A new principal and its ``token``, shown only in this answer (admins only)."""
+        body = request if request is not None else fields
+        return self._wire.call("POST", "/principals", kind=Principal, body=body, safe=False)
+
+    def list_principals(
+        self, *, limit: int = 50, cursor: str | None = None, order: str = "desc"
+    ) -> Page[Principal]:
+        query = _query(limit=limit, cursor=cursor, order=order)
+        return self._wire.call("GET", "/principals", kind=Page[Principal], params=query)
+
+    def get_principal(self, principal_id: str) -> Principal:
+        path = f"/principals/{principal_id}"
+        return self._wire.call("GET", path, kind=Principal, not_found=PrincipalNotFound)
+
+    def revoke_principal(self, principal_id: str) -> Principal:
+        """Its token stops working at the next request (admins only)."""
+        path = f"/principals/{principal_id}"
+        return self._wire.call("DELETE", path, kind=Principal, not_found=PrincipalNotFound)
+
+    # Sessions
+
+    def open_session(self, request: SessionCreate | None = None, /, **fields: Any) -> Session:
+        """Open a session from a ``SessionCreate`` or its fields as keyword arguments."""
+        body = request if request is not None else fields
+        return self._wire.call("POST", "/sessions", kind=Session, body=body, safe=False)
+
+    def get_session(self, session_id: str) -> Session:
+        return self._wire.call("GET", f"/sessions/{session_id}", kind=Session)
+
+    def list_sessions(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        order: str = "desc",
+    ) -> Page[Session]:
+        query = _query(status=status, owner=owner, limit=limit, cursor=cursor, order=order)
+        return self._wire.call("GET", "/sessions", kind=Page[Session], params=query)
+
+    def iter_sessions(
+        self, *, status: Sequence[str] | None = None, owner: str | None = None, order: str = "desc"
+    ) -> Iterator[Session]:
+        """Every session the filters match, a page at a time."""
+        return self._walk(self.list_sessions, status=status, owner=owner, order=order)
+
+    def close_session(self, session_id: str) -> Session:
+        """Close: pending tasks are cancelled, a running one is interrupted; answers once done."""
+        path = f"/sessions/{session_id}"
+        return self._wire.call("DELETE", path, kind=Session, timeout=self._timeout + STOPPING_S)
+
+    # Tasks
+
+    def submit(
+        self,
+        session_id: str,
+        command: str,
+        *,
+        wait: float | None = None,
+        timeout_s: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Task:
+        """Accept a task; with ``wait``, return it once terminal or after ``wait`` seconds.
+
+        Every submit carries an ``Idempotency-Key`` (``idempotency_key``, or a new
+        one), so that retrying it after a lost answer returns the first task.
+        """
+        body: dict[str, Any] = {"command": command}
+        if timeout_s is not None:
+            body["timeout_s"] = timeout_s
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        deadline = time.monotonic() + (wait or 0)
+        held = min(wait or 0, MAX_WAIT_S)
+        if held:
+            headers["Prefer"] = f"wait={held:g}"
+        task = self._wire.call(
+            "POST",
+            f"/sessions/{session_id}/tasks",
+            kind=Task,
+            body=body,
+            headers=headers,
+            timeout=self._timeout + held,
+        )
+        remaining = deadline - time.monotonic()
+        if task.is_terminal or remaining <= 0:
+            return task
+        return self.wait(task.id, remaining)
+
+    def get_task(self, task_id: str) -> Task:
+        return self._wire.call("GET", f"/tasks/{task_id}", kind=Task)
+
+    def wait(self, task_id: str, timeout: float) -> Task:
+        """The task once it is terminal, or as it is when ``timeout`` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            held = max(0.0, min(deadline - time.monotonic(), MAX_WAIT_S))
+            task = self._wire.call(
+                "GET",
+                f"/tasks/{task_id}",
+                kind=Task,
+                params={"wait": f"{held:.3f}"},
+                timeout=self._timeout + held,
+            )
+            if task.is_terminal or time.monotonic() >= deadline:
+                return task
+
+    def list_tasks(
+        self,
+        *,
+        session_id: str | None = None,
+        status: Sequence[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        order: str = "desc",
+    ) -> Page[Task]:
+        query = _query(
+            session_id=session_id,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+            owner=owner,
+            limit=limit,
+            cursor=cursor,
+            order=order,
+        )
+        return self._wire.call("GET", "/tasks", kind=Page[Task], params=query)
+
+    def iter_tasks(
+        self,
+        *,
+        session_id: str | None = None,
+        status: Sequence[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        owner: str | None = None,
+        order: str = "desc",
+    ) -> Iterator[Task]:
+        """Every task the filters match, a page at a time."""
+        return self._walk(
+            self.list_tasks,
+            session_id=session_id,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+            owner=owner,
+            order=order,
+        )
+
+    def cancel(self, task_id: str) -> Task:
+        """Cancel a pending or running task; returns it once it has ended.
+
+        As with the runtime, a task that had already ended is returned as it is:
+        only ``status == "cancelled"`` means the cancel took effect.
+        """
+        try:
+            path = f"/tasks/{task_id}"
+            return self._wire.call("DELETE", path, kind=Task, timeout=self._timeout + STOPPING_S)
+        except TaskNotCancellable:
+            return self.get_task(task_id)
+
+    def event_log(self, task_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        """One page of the task's events with ``seq > after`` (the JSON form)."""
+        query = _query(after=after, limit=limit)
+        page = self._wire.call("GET", f"/tasks/{task_id}/events", kind=EventPage, params=query)
+        return page.data
+
+    def events(self, task_id: str, after: int = 0) -> Iterator[Event]:
+        """The task's events after ``after``, live, until its terminal status event.
+
+        A connection that drops is opened again with ``Last-Event-ID`` set to the
+        last event yielded, so each event comes exactly once, in order. Only
+        ``retries`` failures in a row with no new event between them give up.
+        """
+        last, failures = after, 0
+        while True:
+            try:
+                for event in self._stream(task_id, last):
+                    last, failures = event.seq, 0
+                    yield event
+                    if event.type == "status" and event.data.get("status") in TERMINAL_STATUSES:
+                        return
+                failed: Exception | None = None  # ended early: the server is stopping
+            except httpx.TransportError as ex:
+                failed = ex
+            except Unavailable as ex:
+                failed = ex
+            failures += 1
+            if failures > self._wire.retries:
+                if failed is None:
+                    failed = Unavailable(f"The event stream of task '{task_id}' kept ending early.")
+                raise self._wire.unreachable(failed)
+            time.sleep(retries.delay(failures - 1, getattr(failed, "retry_after", None)))
+
+    def _stream(self, task_id: str, after: int) -> Iterator[Event]:
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}
+        with self._wire.lines(f"/tasks/{task_id}/events", headers, STREAM_SILENCE_S) as lines:
+            for event in sse.events(lines):
+                if event.seq > after:
+                    after = event.seq
+                    yield event
+
+    # Approvals
+
+    def approvals(
+        self,
+        *,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        status: Sequence[str] | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        order: str = "desc",
+    ) -> Page[Approval]:
+        """A page of approvals the caller may see, newest first by default."""
+        query = _query(
+            session_id=session_id,
+            task_id=task_id,
+            status=status,
+            owner=owner,
+            limit=limit,
+            cursor=cursor,
+            order=order,
+        )
+        return self._wire.call("GET", "/approvals", kind=Page[Approval], params=query)
+
+    def iter_approvals(
+        self,
+        *,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        status: Sequence[str] | None = None,
+        owner: str | None = None,
+        order: str = "desc",
+    ) -> Iterator[Approval]:
+        return self._walk(
+            self.approvals,
+            session_id=session_id,
+            task_id=task_id,
+            status=status,
+            owner=owner,
+            order=order,
+        )
+
+    def get_approval(self, approval_id: str) -> Approval:
+        path = f"/approvals/{approval_id}"
+        return self._wire.call("GET", path, kind=Approval, not_found=ApprovalNotFound)
+
+    def decide(self, approval_id: str, decision: ApprovalDecision | str, **fields: Any) -> Approval:
+        """Allow or deny a pending approval: an ``ApprovalDecision``, or its ``decision``
+        (``"allow"``, ``"deny"``) with the other fields as keywords."""
+        body: Any = decision
+        if not isinstance(decision, ApprovalDecision):
+            body = {"decision": decision, **fields}
+        return self._wire.call(
+            "POST",
+            f"/approvals/{approval_id}",
+            kind=Approval,
+            body=body,
+            safe=False,
+            not_found=ApprovalNotFound,
+        )
+
+    # Nodes
+
+    def nodes(self) -> list[Node]:
+        """The servers sharing the service's database (admins only)."""
+        return self._wire.call("GET", "/nodes", kind=NodeList).data
+
+    # The wire
+
+    def _walk(self, list_page: Any, **filters: Any) -> Iterator[Any]:
+        cursor = None
+        while True:
+            page = list_page(limit=PAGE_SIZE, cursor=cursor, **filters)
+            yield from page.data
+            if not page.has_more:
+                return
+            cursor = page.next_cursor

@@ -1,0 +1,120 @@
+"""The API's error bodies as the exceptions the runtime raises for the same codes.
+
+A program written against ``Runtime`` catches ``SessionClosed`` or
+``LimitExceeded``; the same program on the client must catch the same classes,
+so each ``error.code`` of the contract maps to the runtime's class. The body's
+own ``message`` and ``details`` are kept as the server wrote them, and so is
+its ``code`` where several codes share one class (413 and 415 are
+``InvalidRequest`` to a program, and the code still tells which).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import msgspec
+
+from aicli.contract import ErrorBody
+from aicli.errors import (
+    AicliError,
+    ApprovalDecided,
+    BudgetExceeded,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    SessionClosed,
+    SessionNotFound,
+    TaskNotCancellable,
+    TaskNotFound,
+    Unauthorized,
+    Unavailable,
+)
+
+CLASSES: dict[str, type[AicliError]] = {
+    "invalid_request": InvalidRequest,
+    "method_not_allowed": InvalidRequest,
+    "payload_too_large": InvalidRequest,
+    "unsupported_media_type": InvalidRequest,
+    "unauthorized": Unauthorized,
+    "forbidden": Forbidden,
+    "budget_exceeded": BudgetExceeded,
+    "not_found": NotFound,
+    "session_not_found": SessionNotFound,
+    "task_not_found": TaskNotFound,
+    "conflict": Conflict,
+    "approval_decided": ApprovalDecided,
+    "session_closed": SessionClosed,
+    "task_not_cancellable": TaskNotCancellable,
+    "too_many_requests": LimitExceeded,
+    "unavailable": Unavailable,
+}
+# Codes a status implies when a body is not the API's (a proxy's page, say).
+STATUS_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    402: "budget_exceeded",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    502: "unavailable",
+    503: "unavailable",
+    504: "unavailable",
+}
+_decoder = msgspec.json.Decoder(ErrorBody)
+
+
+def build(
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    *,
+    retry_after: float | None = None,
+    not_found: type[NotFound] = NotFound,
+) -> AicliError:
+    """The exception for ``code``, made without its class's own ``__init__``.
+
+    The runtime's classes build their message from ids (``SessionNotFound(id)``);
+    here the server's message is the one to keep, word for word. ``not_found``
+    names the class a plain ``not_found`` means on the route asked (an approval's,
+    a principal's).
+    """
+    cls = CLASSES.get(code, AicliError)
+    if cls is NotFound:
+        cls = not_found
+    error = cls.__new__(cls)
+    AicliError.__init__(error, message, details)
+    if error.code != code:
+        error.code = code
+    if isinstance(error, LimitExceeded | Unavailable):
+        error.retry_after = retry_after
+    return error
+
+
+def from_response(response: httpx.Response, *, not_found: type[NotFound] = NotFound) -> AicliError:
+    """The error an answer of 400 or more stands for."""
+    retry_after = _seconds(response.headers.get("Retry-After"))
+    try:
+        body = _decoder.decode(response.content).error
+    except msgspec.MsgspecError:
+        code = STATUS_CODES.get(response.status_code, "internal_error")
+        text = response.reason_phrase or "an error"
+        message = f"The server answered {response.status_code} {text} without an error body."
+        return build(code, message, retry_after=retry_after, not_found=not_found)
+    return build(
+        body.code, body.message, body.details, retry_after=retry_after, not_found=not_found
+    )
+
+
+def _seconds(value: str | None) -> float | None:
+    """``Retry-After`` in seconds; the HTTP-date form is not worth a parser here."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,232 @@
+"""The Python client against a real ``aicli serve``: every method, the error classes,
+the event iterator across a dropped connection, and a retried submit."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aicli.client import Client
+from aicli.client import client as client_module
+from aicli.contract import Approval, Event, Page, Session, Task
+from aicli.errors import (
+    ApprovalDecided,
+    ApprovalNotFound,
+    Forbidden,
+    InvalidRequest,
+    LimitExceeded,
+    PrincipalNotFound,
+    SessionClosed,
+    SessionNotFound,
+    TaskNotFound,
+    Unauthorized,
+    Unavailable,
+)
+from aicli.testing.relay import Relay
+from aicli.testing.waiting import wait_for
+from tests.serve_process import free_port
+
+pytest_plugins = ("tests.serve_fixtures",)
+pytestmark = pytest.mark.cli
+
+TOKEN = "aicli_" + secrets.token_hex(32)
+
+
+@pytest.fixture
+def server(serve):
+    return serve(env={"AICLI_API_TOKEN": TOKEN})
+
+
+@pytest.fixture
+def client(server):
+    with Client(server.url, token=TOKEN) as client:
+        yield client
+
+
+def test_sessions_tasks_and_pages(client, workdir, monkeypatch):
+    session = client.open_session(workdir=workdir, metadata={"team": "docs"})
+    assert isinstance(session, Session) and session.metadata == {"team": "docs"}
+    assert client.get_session(session.id).workdir == workdir
+    assert session.id in [s.id for s in client.list_sessions(status=["idle", "busy"]).data]
+
+    done = client.submit(session.id, "[[say: first]]", wait=30, metadata={"n": "1"})
+    assert isinstance(done, Task) and done.status == "completed" and done.output == "first"
+    accepted = client.submit(session.id, "[[say: second]]")
+    assert client.wait(accepted.id, 30).output == "second"
+    assert client.get_task(accepted.id).status == "completed"
+    more = [client.submit(session.id, f"[[say: {n}]]") for n in range(3)]
+    client.wait(more[-1].id, 30)
+
+    page = client.list_tasks(session_id=session.id, limit=2, order="asc")
+    assert isinstance(page, Page) and [t.id for t in page.data] == [done.id, accepted.id]
+    assert page.has_more and page.next_cursor
+    monkeypatch.setattr(client_module, "PAGE_SIZE", 2)  # five tasks: three pages
+    walked = [t.id for t in client.iter_tasks(session_id=session.id, order="asc")]
+    assert walked == [done.id, accepted.id, *(t.id for t in more)]
+    assert [s.id for s in client.iter_sessions()] == [session.id]
+    assert [t.id for t in client.list_tasks(status=["failed"]).data] == []
+
+    log = client.event_log(done.id)
+    assert log and all(isinstance(e, Event) for e in log)
+    assert [e.seq for e in client.event_log(done.id, after=1, limit=2)] == [2, 3]
+    assert [e.seq for e in client.events(done.id)] == [e.seq for e in log]
+
+    closed = client.close_session(session.id)
+    assert closed.status == "closed" and client.close_session(session.id).status == "closed"
+    with pytest.raises(SessionClosed) as closed_error:
+        client.submit(session.id, "too late")
+    assert closed_error.value.code == "session_closed"
+
+
+def test_cancel_mirrors_the_runtime(client, workdir):
+    session = client.open_session(workdir=workdir)
+    running = client.submit(session.id, "[[slow: 60]] long")
+    pending = client.submit(session.id, "never runs")
+    wait_for(lambda: client.get_task(running.id).status == "running", 30, "the task to run")
+
+    assert client.cancel(pending.id).status == "cancelled"
+    assert client.cancel(running.id).status == "cancelled"
+    assert client.cancel(running.id).status == "cancelled"  # again: as it is
+    done = client.submit(session.id, "[[say: ok]]", wait=30)
+    assert client.cancel(done.id).status == "completed"  # ended: returned, not raised
+
+
+def test_approvals_and_principals(client, workdir):
+    session = client.open_session(workdir=workdir, approvals="ask")
+    tool = '[[tool: Write {"file_path": "out.txt", "content": "hi"}]]'
+    task = client.submit(session.id, tool)
+    approval = wait_for(
+        lambda: next(iter(client.approvals(task_id=task.id, status=["pending"]).data), None),
+        30,
+        "the approval request",
+    )
+    assert isinstance(approval, Approval) and approval.tool_name == "Write"
+    assert client.get_approval(approval.id).status == "pending"
+    assert [a.id for a in client.iter_approvals(session_id=session.id)] == [approval.id]
+    assert client.decide(approval.id, "allow").status == "allowed"
+    with pytest.raises(ApprovalDecided) as decided:
+        client.decide(approval.id, "deny", message="changed my mind")
+    assert decided.value.details["status"] == "allowed"
+    assert client.wait(task.id, 30).status == "completed"
+    assert (Path(workdir) / "out.txt").read_text() == "hi"
+
+    user = client.create_principal(name="bob", role="user")
+    assert user.token and client.get_principal(user.id).name == "bob"
+    assert user.id in [p.id for p in client.list_principals().data]
+    assert [n.id for n in client.nodes()]
+    with Client(client.base_url, token=user.token) as bob:
+        assert bob.me().id == user.id
+        with pytest.raises(Forbidden):
+            bob.nodes()
+        with pytest.raises(SessionNotFound):  # another's session does not exist for bob
+            bob.get_session(session.id)
+    assert client.revoke_principal(user.id).revoked_at is not None
+    with Client(client.base_url, token=user.token) as bob, pytest.raises(Unauthorized):
+        bob.me()
+
+
+def test_errors_are_the_runtime_classes(client, server, workdir):
+    with pytest.raises(SessionNotFound) as missing:
+        client.get_session("nope")
+    assert missing.value.message == "No session with id 'nope'."
+    with pytest.raises(TaskNotFound):
+        client.get_task("nope")
+    with pytest.raises(TaskNotFound):
+        list(client.events("nope"))
+    with pytest.raises(ApprovalNotFound):
+        client.get_approval("nope")
+    with pytest.raises(PrincipalNotFound):
+        client.get_principal("nope")
+    with pytest.raises(InvalidRequest) as invalid:
+        client.open_session(workdir=str(Path(workdir) / "missing"))
+    assert invalid.value.code == "invalid_request" and "workdir" in invalid.value.message
+    with pytest.raises(InvalidRequest):
+        client.list_tasks(limit=0)
+    with Client(server.url, token="aicli_wrong") as stranger, pytest.raises(Unauthorized):
+        stranger.list_sessions()
+
+    limited = client.create_principal(name="one", limits={"max_sessions": 1})
+    with Client(server.url, token=limited.token) as one:
+        one.open_session(workdir=workdir)
+        with pytest.raises(LimitExceeded) as full:
+            one.open_session(workdir=workdir)
+    assert full.value.code == "too_many_requests" and full.value.retry_after
+
+    nowhere = Client(f"http://127.0.0.1:{free_port()}", retries=1)
+    with nowhere, pytest.raises(Unavailable) as unreachable:
+        nowhere.list_sessions()
+    assert "Could not reach aicli at http://127.0.0.1:" in unreachable.value.message
+
+
+def test_events_resume_after_a_dropped_connection(server, workdir):
+    """The relay resets the stream mid-task; the iterator goes on from the last seq."""
+    relay = Relay("127.0.0.1", server.port)
+    with relay, Client(relay.url_for(server.url), token=TOKEN) as client:
+        session = client.open_session(workdir=workdir)
+        task = client.submit(session.id, "[[slow: 4]] streamed slowly")
+        seen: list[Event] = []
+
+        def follow() -> None:
+            for event in client.events(task.id):
+                seen.append(event)
+
+        def running() -> bool:
+            return any(e.type == "status" and e.data["status"] == "running" for e in seen)
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        wait_for(running, 30, "the running event")
+        dropped = relay.accepted
+        relay.cut()
+        assert client.get_task(task.id).status == "running"  # cut mid-task (and retried)
+        follower.join(60)
+        assert not follower.is_alive()
+        assert relay.accepted > dropped  # the stream connected again
+        log = client.event_log(task.id)
+    assert [e.seq for e in seen] == [e.seq for e in log] == list(range(1, len(log) + 1))
+    assert seen[-1].type == "status" and seen[-1].data["status"] == "completed"
+
+
+class LosesFirstSubmitAnswer(httpx.HTTPTransport):
+    """Sends every request; the first submit's answer is dropped as a reset would drop it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.submits: list[str | None] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method == "POST" and request.url.path.endswith("/tasks"):
+            self.submits.append(request.headers.get("Idempotency-Key"))
+            if len(self.submits) == 1:
+                response.read()
+                response.close()
+                raise httpx.ReadError("connection reset by peer", request=request)
+        return response
+
+
+def test_a_retried_submit_makes_no_second_task(server, workdir):
+    transport = LosesFirstSubmitAnswer()
+    with Client(server.url, token=TOKEN, transport=transport) as client:
+        session = client.open_session(workdir=workdir)
+        task = client.submit(session.id, "[[say: once]]", wait=30)
+        assert task.status == "completed" and task.output == "once"
+        assert len(transport.submits) == 2 and transport.submits[0] == transport.submits[1]
+        assert [t.id for t in client.list_tasks(session_id=session.id).data] == [task.id]
+
+        # Opening a session is not retried once sent: a second one would be made.
+        with pytest.raises(Unavailable):
+            Client(server.url, token=TOKEN, transport=LosesEveryAnswer()).open_session(
+                workdir=workdir
+            )
+        assert len(client.list_sessions().data) == 2
+
+
+class LosesEveryAnswer(httpx.HTTPTransport):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        super().handle_request(request).close()
+        raise httpx.ReadError("connection reset by peer", request=request)
