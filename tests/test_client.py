@@ -16,6 +16,7 @@ from aicli.contract import Approval, Event, Page, Session, Task
 from aicli.errors import (
     ApprovalDecided,
     ApprovalNotFound,
+    BudgetExceeded,
     Forbidden,
     InvalidRequest,
     LimitExceeded,
@@ -149,11 +150,18 @@ def test_errors_are_the_runtime_classes(client, server, workdir):
     with Client(server.url, token="aicli_wrong") as stranger, pytest.raises(Unauthorized):
         stranger.list_sessions()
 
-    limited = client.create_principal(name="one", limits={"max_sessions": 1})
+    with pytest.raises(InvalidRequest) as too_large:
+        client.submit(client.open_session(workdir=workdir).id, "x" * (1 << 20))
+    assert too_large.value.code == "payload_too_large"
+
+    limits = {"max_sessions": 1, "budget_usd": 0}
+    limited = client.create_principal(name="one", limits=limits)
     with Client(server.url, token=limited.token) as one:
-        one.open_session(workdir=workdir)
+        session = one.open_session(workdir=workdir)
         with pytest.raises(LimitExceeded) as full:
             one.open_session(workdir=workdir)
+        with pytest.raises(BudgetExceeded):
+            one.submit(session.id, "spent")
     assert full.value.code == "too_many_requests" and full.value.retry_after
 
     nowhere = Client(f"http://127.0.0.1:{free_port()}", retries=1)
@@ -230,3 +238,22 @@ class LosesEveryAnswer(httpx.HTTPTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         super().handle_request(request).close()
         raise httpx.ReadError("connection reset by peer", request=request)
+
+
+def test_every_code_the_api_sends_maps_to_the_runtime_class():
+    from aicli import errors as runtime_errors
+    from aicli.client import errors as client_errors
+    from aicli.http.errors import _HTTP_CODES
+
+    coded = [
+        cls
+        for cls in vars(runtime_errors).values()
+        if isinstance(cls, type) and issubclass(cls, runtime_errors.AicliError)
+        if "code" in vars(cls) and cls.code not in ("internal_error", "already_serving")
+    ]
+    for cls in coded:
+        built = client_errors.build(cls.code, "said", {"k": "v"}, retry_after=2)
+        assert type(built) is cls and built.message == "said" and built.details == {"k": "v"}
+    assert set(_HTTP_CODES.values()) <= set(client_errors.CLASSES)
+    assert client_errors.build("too_many_requests", "full", retry_after=3).retry_after == 3
+    assert type(client_errors.build("something_new", "hm")) is runtime_errors.AicliError
