@@ -574,6 +574,25 @@ class ErrorBody(Struct, **_VALUE):
     error: ErrorDetail
 
 
+# The ``error.code`` an HTTP status stands for when nothing more is known: the server
+# gives it to the errors Falcon raises itself, a client to an answer without our body.
+STATUS_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    402: "budget_exceeded",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    502: "unavailable",
+    503: "unavailable",
+    504: "unavailable",
+}
+
+
 # Encoding and decoding
 
 

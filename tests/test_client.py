@@ -243,7 +243,7 @@ class LosesEveryAnswer(httpx.HTTPTransport):
 def test_every_code_the_api_sends_maps_to_the_runtime_class():
     from aicli import errors as runtime_errors
     from aicli.client import errors as client_errors
-    from aicli.http.errors import _HTTP_CODES
+    from aicli.contract import STATUS_CODES
 
     coded = [
         cls
@@ -254,6 +254,6 @@ def test_every_code_the_api_sends_maps_to_the_runtime_class():
     for cls in coded:
         built = client_errors.build(cls.code, "said", {"k": "v"}, retry_after=2)
         assert type(built) is cls and built.message == "said" and built.details == {"k": "v"}
-    assert set(_HTTP_CODES.values()) <= set(client_errors.CLASSES)
+    assert set(STATUS_CODES.values()) <= set(client_errors.CLASSES)
     assert client_errors.build("too_many_requests", "full", retry_after=3).retry_after == 3
     assert type(client_errors.build("something_new", "hm")) is runtime_errors.AicliError

@@ -152,11 +152,9 @@ class Client:
         query = _query(status=status, owner=owner, limit=limit, cursor=cursor, order=order)
         return self._wire.call("GET", "/sessions", kind=Page[Session], params=query)
 
-    def iter_sessions(
-        self, *, status: Sequence[str] | None = None, owner: str | None = None, order: str = "desc"
-    ) -> Iterator[Session]:
-        """Every session the filters match, a page at a time."""
-        return self._walk(self.list_sessions, status=status, owner=owner, order=order)
+    def iter_sessions(self, **filters: Any) -> Iterator[Session]:
+        """Every session ``list_sessions`` would list with ``filters``, a page at a time."""
+        return self._walk(self.list_sessions, **filters)
 
     def close_session(self, session_id: str) -> Session:
         """Close: pending tasks are cancelled, a running one is interrupted; answers once done."""
@@ -245,26 +243,9 @@ class Client:
         )
         return self._wire.call("GET", "/tasks", kind=Page[Task], params=query)
 
-    def iter_tasks(
-        self,
-        *,
-        session_id: str | None = None,
-        status: Sequence[str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        owner: str | None = None,
-        order: str = "desc",
-    ) -> Iterator[Task]:
-        """Every task the filters match, a page at a time."""
-        return self._walk(
-            self.list_tasks,
-            session_id=session_id,
-            status=status,
-            created_after=created_after,
-            created_before=created_before,
-            owner=owner,
-            order=order,
-        )
+    def iter_tasks(self, **filters: Any) -> Iterator[Task]:
+        """Every task ``list_tasks`` would list with ``filters``, a page at a time."""
+        return self._walk(self.list_tasks, **filters)
 
     def cancel(self, task_id: str) -> Task:
         """Cancel a pending or running task; returns it once it has ended.
@@ -344,23 +325,9 @@ class Client:
         )
         return self._wire.call("GET", "/approvals", kind=Page[Approval], params=query)
 
-    def iter_approvals(
-        self,
-        *,
-        session_id: str | None = None,
-        task_id: str | None = None,
-        status: Sequence[str] | None = None,
-        owner: str | None = None,
-        order: str = "desc",
-    ) -> Iterator[Approval]:
-        return self._walk(
-            self.approvals,
-            session_id=session_id,
-            task_id=task_id,
-            status=status,
-            owner=owner,
-            order=order,
-        )
+    def iter_approvals(self, **filters: Any) -> Iterator[Approval]:
+        """Every approval ``approvals`` would list with ``filters``, a page at a time."""
+        return self._walk(self.approvals, **filters)
 
     def get_approval(self, approval_id: str) -> Approval:
         path = f"/approvals/{approval_id}"

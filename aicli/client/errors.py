@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from aicli.contract import ErrorBody
+from aicli.contract import STATUS_CODES, ErrorBody
 from aicli.errors import (
     AicliError,
     ApprovalDecided,
@@ -50,22 +50,6 @@ CLASSES: dict[str, type[AicliError]] = {
     "task_not_cancellable": TaskNotCancellable,
     "too_many_requests": LimitExceeded,
     "unavailable": Unavailable,
-}
-# Codes a status implies when a body is not the API's (a proxy's page, say).
-STATUS_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    402: "budget_exceeded",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
-    502: "unavailable",
-    503: "unavailable",
-    504: "unavailable",
 }
 _decoder = msgspec.json.Decoder(ErrorBody)
 
@@ -103,6 +87,7 @@ def from_response(response: httpx.Response, *, not_found: type[NotFound] = NotFo
     try:
         body = _decoder.decode(response.content).error
     except msgspec.MsgspecError:
+        # Not our body (a proxy's page, say): the status alone tells what it means.
         code = STATUS_CODES.get(response.status_code, "internal_error")
         text = response.reason_phrase or "an error"
         message = f"The server answered {response.status_code} {text} without an error body."

@@ -17,7 +17,7 @@ from typing import Any
 import falcon
 
 from aicli import errors
-from aicli.contract import ErrorBody, ErrorDetail
+from aicli.contract import STATUS_CODES, ErrorBody, ErrorDetail
 from aicli.http import media
 
 log = logging.getLogger(__name__)
@@ -34,19 +34,6 @@ _DOMAIN_STATUS: tuple[tuple[type[errors.AicliError], str], ...] = (
     (errors.LimitExceeded, falcon.HTTP_429),
     (errors.Unavailable, falcon.HTTP_503),
 )
-
-# Falcon raises these itself (routing, method, our middleware): status -> code.
-_HTTP_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
-    503: "unavailable",
-}
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> ErrorBody:
@@ -82,7 +69,7 @@ def handle_domain_error(
 def handle_http_error(
     req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict[str, Any]
 ) -> None:
-    code = _HTTP_CODES.get(ex.status_code, "internal_error" if ex.status_code >= 500 else "error")
+    code = STATUS_CODES.get(ex.status_code, "internal_error" if ex.status_code >= 500 else "error")
     message = ex.description or f"{ex.title}."
     if isinstance(ex, falcon.HTTPNotFound) and not ex.description:
         message = f"No route matches {req.method} {req.path}."
