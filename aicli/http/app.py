@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import falcon
 from falcon.routing import CompiledRouter
 
-from aicli.http import errors, media
+from aicli.http import dashboard, errors, media
 from aicli.http.approvals import ApprovalResource, ApprovalsResource
 from aicli.http.events import KEEPALIVE_S, EventsResource
 from aicli.http.metrics import HttpMetrics
@@ -67,4 +67,6 @@ def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.
     app.add_route("/readyz", ReadyResource(runtime))
     app.add_route("/metrics", MetricsResource(runtime))
     app.add_route("/openapi.json", OpenApiResource(settings))
+    # The web dashboard: static files, not API operations, so not in the OpenAPI document.
+    dashboard.add_routes(app)
     return app

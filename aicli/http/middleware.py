@@ -31,6 +31,9 @@ from aicli.validation import unstorable
 log = logging.getLogger("aicli.http.access")
 
 PUBLIC_PATHS = frozenset({"/healthz"})
+# The web dashboard's static files (``dashboard``): code, no data, so no token. The page
+# then calls the API routes, which check the token it sends as any client's.
+DASHBOARD_PREFIX = "/ui"
 LOGGED_PARAMS = frozenset({"session_id", "task_id", "approval_id"})
 # A client's own request id is kept if it is short and plain; otherwise we make one.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -91,6 +94,11 @@ class RequestLog:
         )
 
 
+def is_dashboard(path: str) -> bool:
+    """Whether ``path`` is one of the dashboard's static files (``/ui``, ``/ui/...``)."""
+    return path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/")
+
+
 def caller(req: falcon.Request) -> Any:
     """Who is calling (a ``Principal``, set by ``BearerAuth``; None: the open service)."""
     return req.context.get("principal")
@@ -102,14 +110,15 @@ class BearerAuth:
     The runtime decides (``Runtime.principal_for``): the configured token is the
     built-in admin ``root``, a principal's token is that principal, and with no
     token configured and no principal created the service is open (``None``).
-    Anything else is 401, before a route can tell whether an id exists.
+    Anything else is 401, before a route can tell whether an id exists. ``/healthz``
+    and the dashboard's static files (``/ui``) need no token.
     """
 
     def __init__(self, runtime: Any) -> None:
         self._runtime = runtime
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.path in PUBLIC_PATHS:
+        if req.path in PUBLIC_PATHS or is_dashboard(req.path):
             req.context.principal = None
             return
         header = req.get_header("Authorization") or ""

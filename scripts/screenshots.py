@@ -1,0 +1,176 @@
+"""Remake the dashboard screenshots in docs/screenshots/.
+
+    .venv/bin/python scripts/screenshots.py [--out docs/screenshots]
+
+Runs ``aicli serve`` as a subprocess with the real Claude CLI pointed at the fake
+Anthropic API (as the browser tests do), makes a few sessions and tasks through the
+HTTP API, then drives the dashboard with Playwright and headless Chromium (Debian's
+``chromium``) and writes one PNG per view: desktop at 1280x800, phone at 390x844.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+from playwright.sync_api import expect, sync_playwright
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from aicli.actors.claude_bin import find_claude  # noqa: E402
+from aicli.testing.fake_anthropic import FakeAnthropic  # noqa: E402
+from tests.serve_process import ServeProcess  # noqa: E402
+
+TOKEN = "aicli_screenshots-0123456789abcdef0123456789abcdef"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+WRITE = '[[tool: Write {{"file_path": "{name}", "content": "hello"}}]]'
+
+
+class Api:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {TOKEN}"
+
+    def __call__(self, method: str, path: str, **kwargs) -> dict:
+        response = self.http.request(method, self.url + path, timeout=60, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def submit(self, session_id: str, command: str) -> dict:
+        return self("POST", f"/sessions/{session_id}/tasks", json={"command": command})
+
+    def wait(self, task_id: str) -> dict:
+        return self("GET", f"/tasks/{task_id}", params={"wait": 30})
+
+    def pending_approval(self, task_id: str) -> dict:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = self("GET", "/approvals", params={"task_id": task_id, "status": "pending"})
+            if found["data"]:
+                return found["data"][0]
+            time.sleep(0.1)
+        raise TimeoutError(f"no approval for task {task_id}")
+
+
+def make_data(api: Api, root: Path) -> dict[str, str]:
+    """A few sessions in different states; returns the ids the screenshots show."""
+    project = root / "demo-project"
+    project.mkdir()
+    for name in ("docs-site", "old-experiment"):
+        (root / name).mkdir()
+    old = api("POST", "/sessions", json={"workdir": str(root / "old-experiment")})
+    api.wait(api.submit(old["id"], "[[say: Done.]]")["id"])
+    api("DELETE", f"/sessions/{old['id']}")
+    docs = api("POST", "/sessions", json={"workdir": str(root / "docs-site")})
+    api.wait(api.submit(docs["id"], "[[error: 500]]")["id"])
+
+    main = api(
+        "POST",
+        "/sessions",
+        json={"workdir": str(project), "approvals": "ask", "metadata": {"team": "demo"}},
+    )
+    first = api.submit(main["id"], "[[say: The project has 3 modules and 42 tests.]]")
+    api.wait(first["id"])
+    wrote = api.submit(main["id"], WRITE.format(name="NOTES.md"))
+    approval = api.pending_approval(wrote["id"])
+    api("POST", f"/approvals/{approval['id']}", json={"decision": "allow"})
+    api.wait(wrote["id"])
+    slow = api.submit(main["id"], "[[slow: 60]] Refactor the parser.")
+    deadline = time.monotonic() + 30
+    while api("GET", f"/tasks/{slow['id']}")["status"] != "running":
+        if time.monotonic() > deadline:
+            raise TimeoutError("the slow task did not start")
+        time.sleep(0.1)
+    api("DELETE", f"/tasks/{slow['id']}")
+    pending = api.submit(main["id"], WRITE.format(name="CHANGELOG.md"))
+    api.pending_approval(pending["id"])
+    return {"session": main["id"], "task": wrote["id"], "pending": pending["id"]}
+
+
+def shoot(url: str, ids: dict[str, str], out: Path) -> list[Path]:
+    written: list[Path] = []
+
+    def save(page, name: str) -> None:
+        page.wait_for_timeout(300)  # let the last paint settle (a screenshot, not a test)
+        path = out / f"{name}.png"
+        page.screenshot(path=str(path))
+        written.append(path)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"), headless=True
+        )
+        desktop = browser.new_context(viewport=DESKTOP, color_scheme="light")
+        page = desktop.new_page()
+        page.goto(f"{url}/ui")
+        expect(page.locator("#signin-form")).to_be_visible()
+        save(page, "sign-in")
+
+        page.locator("#token").fill(TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("tr.session-row")).to_have_count(3)
+        save(page, "sessions")
+
+        page.goto(f"{url}/ui#/sessions/{ids['session']}")
+        expect(page.locator("tr.task-row")).to_have_count(4)
+        save(page, "session")
+
+        page.goto(f"{url}/ui#/tasks/{ids['task']}")
+        expect(page.locator("#stream-state")).to_contain_text("ended")
+        save(page, "task")
+
+        page.goto(f"{url}/ui#/approvals")
+        expect(page.locator("article.approval")).to_have_count(1)
+        save(page, "approvals")
+
+        phone = browser.new_context(viewport=PHONE, color_scheme="light", is_mobile=True)
+        small = phone.new_page()
+        small.goto(f"{url}/ui")
+        small.locator("#token").fill(TOKEN)
+        small.get_by_role("button", name="Sign in").click()
+        expect(small.locator("tr.session-row")).to_have_count(3)
+        save(small, "phone-sessions")
+        small.goto(f"{url}/ui#/tasks/{ids['task']}")
+        expect(small.locator("#stream-state")).to_contain_text("ended")
+        save(small, "phone-task")
+        browser.close()
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
+    out = parser.parse_args().out
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="aicli-demo-"))
+    with FakeAnthropic() as fake:
+        home = root / "home"
+        home.mkdir()
+        env = {
+            **fake.env(),
+            "HOME": str(home),
+            "PATH": os.environ["PATH"],
+            "AICLI_CLAUDE_BIN": find_claude(),
+            "AICLI_API_TOKEN": TOKEN,
+        }
+        server = ServeProcess(f"sqlite:///{root}/aicli.db", env, root / "serve.log")
+        try:
+            ids = make_data(Api(server.url), root)
+            for path in shoot(server.url, ids, out):
+                print(f"{path.relative_to(REPO)}: {path.stat().st_size // 1024} KB")
+        finally:
+            server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""The dashboard at /ui in a real browser, against a real ``aicli serve`` with the real
+Claude CLI and the fake Anthropic API.
+
+Every wait is a condition with a deadline (Playwright's auto-waiting ``expect``), never a
+bare sleep. Every test's page records its request URLs; none may hold the token
+(``tests/browser_fixtures.py`` checks that, and that no script error happened).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from aicli.testing.relay import Relay
+
+# Imported here only if Playwright is there (it is a test extra); the fixtures skip otherwise.
+expect = pytest.importorskip("playwright.sync_api").expect
+
+pytest_plugins = ("tests.serve_fixtures", "tests.browser_fixtures")
+pytestmark = pytest.mark.cli
+
+PHONE = {"width": 390, "height": 844}
+WRITE = '[[tool: Write {"file_path": "out.txt", "content": "hi"}]]'
+
+
+def seqs_shown(page) -> list[int]:
+    return [
+        int(seq)
+        for seq in page.locator("#events > li").evaluate_all(
+            "items => items.map(item => item.dataset.seq)"
+        )
+    ]
+
+
+def no_page_scroll(page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_a_wrong_token_shows_an_error_and_stays_on_sign_in(page, server, recorded, token):
+    page.goto(f"{server.url}/ui")
+    page.locator("#token").fill("not-the-token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#alert")).to_be_visible()
+    expect(page.locator("#alert")).to_contain_text("That token was not accepted (401)")
+    expect(page.locator("#signin-form")).to_be_visible()
+    expect(page.locator("#nav")).to_be_hidden()
+    assert page.evaluate("sessionStorage.getItem('aicli.token')") is None
+    # No token at all is refused too when the service has one.
+    page.locator("#token").fill("")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#alert")).to_contain_text("not accepted (401)")
+    me = [r for r in recorded.requests if r.url.endswith("/me")]
+    assert me and all(r.headers.get("authorization") != f"Bearer {token}" for r in me)
+
+
+def test_sign_in_open_a_session_and_see_it_listed(page, server, tmp_path, recorded, token, sign_in):
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    sign_in(page, server.url)
+    expect(page).to_have_url(re.compile(r"#/sessions$"))
+    page.locator("#workdir").fill(str(workdir))
+    page.get_by_role("button", name="Open session").click()
+    row = page.locator("tr.session-row")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text(str(workdir))
+    expect(row.locator(".badge")).to_have_text("idle")
+    expect(page.locator("#alert")).to_contain_text("opened")
+    # The token went as a header on the API calls, and survives a reload (sessionStorage).
+    sessions = [r for r in recorded.requests if r.url.startswith(f"{server.url}/sessions")]
+    assert sessions and all(r.headers["authorization"] == f"Bearer {token}" for r in sessions)
+    page.reload()
+    expect(page.locator("tr.session-row")).to_have_count(1)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#signin-form")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('aicli.token')") is None
+
+
+def test_submit_a_task_and_watch_its_events_live(page, server, api, workdir, sign_in):
+    session = api.open_session(workdir)
+    sign_in(page, server.url, hash_=f"#/sessions/{session['id']}")
+    page.locator("#command").fill("[[say: hello from the browser]]")
+    page.get_by_role("button", name="Submit task").click()
+    expect(page).to_have_url(re.compile(r"#/tasks/[0-9a-f]+$"))
+    task_id = page.url.rpartition("/")[2]
+    events = page.locator("#events")
+    expect(events.locator("li.t-assistant")).to_contain_text("hello from the browser")
+    expect(events.locator("li.t-status").last).to_contain_text("completed")
+    expect(page.locator("#task-status")).to_have_text("completed")
+    expect(page.locator("#task-output")).to_have_text("hello from the browser")
+    expect(page.locator("#stream-state")).to_contain_text("ended")
+    assert seqs_shown(page) == [event["seq"] for event in api.events(task_id)]
+    # The session's task list shows it too.
+    page.get_by_role("link", name=re.compile("session")).first.click()
+    expect(page.locator("tr.task-row")).to_have_count(1)
+    expect(page.locator("tr.task-row .badge")).to_have_text("completed")
+
+
+def test_cancel_a_running_task(page, server, api, workdir, sign_in):
+    session = api.open_session(workdir)
+    task = api.submit(session["id"], "[[slow: 60]] [[say: never seen]]")
+    sign_in(page, server.url, hash_=f"#/tasks/{task['id']}")
+    expect(page.locator("#task-status")).to_have_text("running")
+    page.locator("#cancel-task").click()
+    expect(page.locator("#task-status")).to_have_text("cancelled")
+    expect(page.locator("#cancel-task")).to_be_hidden()
+    expect(page.locator("#events li.t-status").last).to_contain_text("cancelled")
+    assert api.task(task["id"])["status"] == "cancelled"
+
+
+def test_allow_a_tool_use_from_the_approvals_panel(page, server, api, tmp_path, sign_in):
+    workdir = tmp_path / "asked"
+    workdir.mkdir()
+    sign_in(page, server.url)
+    page.locator("#workdir").fill(str(workdir))
+    page.locator("#approvals").select_option("ask")
+    page.get_by_role("button", name="Open session").click()
+    page.locator("tr.session-row a").first.click()
+    expect(page.locator("dl.details")).to_contain_text("ask")
+    page.locator("#command").fill(WRITE)
+    page.get_by_role("button", name="Submit task").click()
+    expect(page.locator("#events li.t-approval_requested")).to_contain_text("Write")
+    task_id = page.url.rpartition("/")[2]
+    expect(page.locator("#approval-count")).to_have_text("1")
+    page.get_by_role("link", name=re.compile("^Approvals")).click()
+    card = page.locator("article.approval")
+    expect(card).to_have_count(1)
+    expect(card).to_contain_text("Write")
+    expect(card.locator("pre")).to_contain_text("out.txt")
+    card.get_by_role("button", name="Allow").click()
+    expect(page.locator("#alert")).to_contain_text("Allowed Write")
+    expect(card).to_have_count(0)
+    expect(page.locator("#approval-count")).to_have_text("0")
+    page.goto(f"{server.url}/ui#/tasks/{task_id}")
+    expect(page.locator("#task-status")).to_have_text("completed")
+    expect(page.locator("#events li.t-approval_decided")).to_contain_text("allowed")
+    assert (workdir / "out.txt").read_text() == "hi"
+
+
+def test_answer_a_question_and_see_a_decided_approval_refused(page, server, api, workdir, sign_in):
+    session = api.open_session(workdir, approvals="ask")
+    task = api.submit(session["id"], "[[ask: Which color? | Red | Blue]]")
+    sign_in(page, server.url, hash_="#/approvals")
+    card = page.locator("article.approval")
+    expect(card).to_have_count(1)
+    expect(card.locator("legend")).to_contain_text("Which color?")
+    card.get_by_label(re.compile("^Blue")).check()
+    # Someone else answers first: the page says the approval was decided already.
+    approval = api.call("GET", "/approvals", params={"status": "pending"})["data"][0]
+    api.call(
+        "POST",
+        f"/approvals/{approval['id']}",
+        json={"decision": "allow", "answers": {"Which color?": "Red"}},
+    )
+    card.get_by_role("button", name="Answer").click()
+    expect(page.locator("#alert")).to_contain_text("Already decided")
+    done = api.task(task["id"], wait=30)
+    assert done["status"] == "completed" and "Red" in done["output"]
+
+
+def test_the_stream_resumes_after_a_dropped_connection(
+    page, server, api, tmp_path, recorded, sign_in
+):
+    """Cut every connection while the task waits for a person: the page reconnects with
+    Last-Event-ID and shows each event exactly once, in order, like the JSON log."""
+    workdir = tmp_path / "relayed"
+    workdir.mkdir()
+    session = api.open_session(str(workdir), approvals="ask")
+    with Relay("127.0.0.1", server.port) as relay:
+        relayed = f"http://127.0.0.1:{relay.port}"
+        sign_in(page, relayed)
+        page.goto(f"{relayed}/ui#/sessions/{session['id']}")
+        page.locator("#command").fill(WRITE)
+        page.get_by_role("button", name="Submit task").click()
+        expect(page.locator("#events li.t-approval_requested")).to_have_count(1)
+        task_id = page.url.rpartition("/")[2]
+        shown_before = seqs_shown(page)
+        relay.cut()
+        expect(page.locator("#stream-state")).to_contain_text(re.compile(r"^live \(reconnected"))
+        approval = api.call("GET", "/approvals", params={"task_id": task_id})["data"][0]
+        api.call("POST", f"/approvals/{approval['id']}", json={"decision": "allow"})
+        expect(page.locator("#task-status")).to_have_text("completed")
+        expect(page.locator("#stream-state")).to_contain_text("ended")
+        logged = [event["seq"] for event in api.events(task_id)]
+        assert seqs_shown(page) == logged
+        assert shown_before == logged[: len(shown_before)]
+    streams = [r for r in recorded.requests if r.url.endswith(f"/tasks/{task_id}/events")]
+    resumed = [r.headers.get("last-event-id") for r in streams[1:]]
+    assert len(streams) >= 2 and resumed and resumed[0] == str(shown_before[-1])
+    assert (workdir / "out.txt").exists()
+
+
+@pytest.mark.parametrize("viewport", [PHONE], ids=["phone"])
+def test_a_phone_sized_screen_has_no_horizontal_scroll(page, server, api, workdir, sign_in):
+    session = api.open_session(workdir)
+    api.submit(session["id"], "[[say: a long line " + "x" * 300 + "]]")
+    sign_in(page, server.url)
+    expect(page.locator("tr.session-row")).to_have_count(1)
+    assert no_page_scroll(page)
+    page.locator("tr.session-row a").first.click()
+    expect(page.locator("tr.task-row")).to_have_count(1)
+    assert no_page_scroll(page)
+    command = page.locator("#command")
+    command.click()
+    command.fill("[[say: from a phone]]")
+    button = page.get_by_role("button", name="Submit task")
+    box = button.bounding_box()
+    assert box and box["height"] >= 40 and box["x"] + box["width"] <= PHONE["width"]
+    button.click()
+    expect(page.locator("#task-output")).to_have_text("from a phone")
+    assert no_page_scroll(page)
+    page.get_by_role("link", name=re.compile("^Approvals")).click()
+    expect(page.locator("h1")).to_have_text("Pending approvals")
+    assert no_page_scroll(page)
+
+
+def test_an_open_service_signs_in_with_no_token(page, serve, recorded):
+    server = serve()
+    page.goto(f"{server.url}/ui#/approvals")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("h1")).to_have_text("Pending approvals")
+    expect(page.locator("#who")).to_have_text("root (admin)")
+    assert all("authorization" not in r.headers for r in recorded.requests)
