@@ -23,6 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from aicli import __version__, validation
+from aicli.console import parser as console_parser
 from aicli.errors import AicliError
 from aicli.log import configure as configure_logging
 from aicli.log import flush as flush_logs
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{help_text} (env AICLI_{name.upper()}; default: {default})",
         )
     add_principal_commands(commands)
+    console_parser.add_commands(commands)  # run, sessions, tasks, approvals: the HTTP client
     return parser
 
 
@@ -298,6 +300,11 @@ def cell(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in console_parser.COMMANDS:
+        # Imported here so `aicli --version` stays fast; prints its own errors.
+        from aicli.console.commands import dispatch
+
+        return dispatch(args)
     try:
         if args.command == "principals":
             return principals(args)
