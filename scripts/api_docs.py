@@ -51,7 +51,9 @@ limits are those of the server's settings.
 - Ids are opaque and URL-safe; an id this server did not issue is 404.
 - Lists are keyset-paginated: pass `next_cursor` back as `cursor` while `has_more`.
 - With a token configured (`AICLI_API_TOKEN`), every route but `GET /healthz` needs
-  `Authorization: Bearer <token>`.
+  `Authorization: Bearer <token>`. The dashboard's files (`GET /ui`, `GET /ui/{name}`)
+  are not part of the API and need none: the page asks for a token and sends it on
+  its API calls.
 - Every response carries `X-Request-ID`: the client's own (1 to 128 characters of
   `A-Z a-z 0-9 . _ : -`) or a new one. An unknown route is 404 `not_found`; a method
   a route lacks is 405 `method_not_allowed`, with `Allow`.

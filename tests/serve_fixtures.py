@@ -18,11 +18,15 @@ def database_url(tmp_path) -> str:
 
 @pytest.fixture
 def serve(tmp_path, database_url, claude_bin, claude_env) -> Iterator[Callable[..., ServeProcess]]:
-    """``serve(*args, env=..., log_name=...)``: a server with the real CLI and the fake API."""
+    """``serve(*args, env=..., log_name=..., port=...)``: a server with the real CLI and the
+    fake API (on ``port``: where a server that was killed listened, for its clients)."""
     servers: list[ServeProcess] = []
 
     def start(
-        *args: str, env: dict[str, str] | None = None, log_name: str = "serve.log"
+        *args: str,
+        env: dict[str, str] | None = None,
+        log_name: str = "serve.log",
+        port: int | None = None,
     ) -> ServeProcess:
         # A short lease: on PostgreSQL a restarted server takes its dead run's sessions
         # over once that run's lease has ended.
@@ -32,7 +36,7 @@ def serve(tmp_path, database_url, claude_bin, claude_env) -> Iterator[Callable[.
             "AICLI_LEASE_TTL": "2",
             **(env or {}),
         }
-        servers.append(ServeProcess(database_url, given, tmp_path / log_name, *args))
+        servers.append(ServeProcess(database_url, given, tmp_path / log_name, *args, port=port))
         return servers[-1]
 
     yield start

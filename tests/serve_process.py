@@ -31,8 +31,15 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    def __init__(self, database_url: str, env: dict[str, str], log_path: Path, *args: str):
-        self.port = free_port()
+    def __init__(
+        self,
+        database_url: str,
+        env: dict[str, str],
+        log_path: Path,
+        *args: str,
+        port: int | None = None,
+    ):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         command = [AICLI, "serve", "--port", str(self.port), "--database-url", database_url]

@@ -170,33 +170,79 @@ def test_errors_are_the_runtime_classes(client, server, workdir):
     assert "Could not reach aicli at http://127.0.0.1:" in unreachable.value.message
 
 
+WRITE = '[[tool: Write {"file_path": "out.txt", "content": "hi"}]]'
+
+
+class Follower:
+    """``client.events(task_id)`` in a thread, each event kept as it comes."""
+
+    def __init__(self, client: Client, task_id: str) -> None:
+        self.seen: list[Event] = []
+        self._stream = client.events(task_id)
+        self._thread = threading.Thread(target=self._follow)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        with self._stream as events:
+            for event in events:
+                self.seen.append(event)
+
+    def has(self, event_type: str) -> bool:
+        return any(e.type == event_type for e in self.seen)
+
+    def join(self, timeout: float) -> list[Event]:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the event iterator did not end"
+        return self.seen
+
+
 def test_events_resume_after_a_dropped_connection(server, workdir):
-    """The relay resets the stream mid-task; the iterator goes on from the last seq."""
+    """The relay resets every connection while the task waits; the iterator goes on."""
     relay = Relay("127.0.0.1", server.port)
     with relay, Client(relay.url_for(server.url), token=TOKEN) as client:
-        session = client.open_session(workdir=workdir)
-        task = client.submit(session.id, "[[slow: 4]] streamed slowly")
-        seen: list[Event] = []
-
-        def follow() -> None:
-            for event in client.events(task.id):
-                seen.append(event)
-
-        def running() -> bool:
-            return any(e.type == "status" and e.data["status"] == "running" for e in seen)
-
-        follower = threading.Thread(target=follow)
-        follower.start()
-        wait_for(running, 30, "the running event")
-        dropped = relay.accepted
+        session = client.open_session(workdir=workdir, approvals="ask")
+        task = client.submit(session.id, WRITE)
+        follower = Follower(client, task.id)
+        wait_for(lambda: follower.has("approval_requested"), 30, "the approval request")
+        before = relay.accepted
         relay.cut()
-        assert client.get_task(task.id).status == "running"  # cut mid-task (and retried)
-        follower.join(60)
-        assert not follower.is_alive()
-        assert relay.accepted > dropped  # the stream connected again
+        (approval,) = client.approvals(task_id=task.id).data  # this call is retried
+        client.decide(approval.id, "allow")
+        seen = follower.join(60)
+        assert relay.accepted > before  # connected again (the pool may share one connection)
         log = client.event_log(task.id)
     assert [e.seq for e in seen] == [e.seq for e in log] == list(range(1, len(log) + 1))
     assert seen[-1].type == "status" and seen[-1].data["status"] == "completed"
+
+
+def test_events_outlast_a_server_killed_and_started_again(serve, workdir):
+    """kill -9 mid-task: the iterator reconnects to the next server and sees the task fail."""
+    first = serve(env={"AICLI_API_TOKEN": TOKEN})
+    with Client(first.url, token=TOKEN) as client:
+        session = client.open_session(workdir=workdir, approvals="ask")
+        task = client.submit(session.id, WRITE)
+        follower = Follower(client, task.id)
+        wait_for(lambda: follower.has("approval_requested"), 30, "the approval request")
+        first.stop()
+        serve(env={"AICLI_API_TOKEN": TOKEN}, port=first.port, log_name="again.log")
+        seen = follower.join(60)
+        log = client.event_log(task.id)
+    assert [e.seq for e in seen] == [e.seq for e in log] == list(range(1, len(log) + 1))
+    assert seen[-1].data["status"] == "failed" and "stopped" in seen[-1].data["error"]
+
+
+def test_events_of_an_ended_task_end_and_let_go(server, workdir):
+    with Client(server.url, token=TOKEN) as client:
+        session = client.open_session(workdir=workdir)
+        done = client.submit(session.id, "[[say: done]]", wait=30)
+        last = client.event_log(done.id)[-1].seq
+        assert list(client.events(done.id, after=last)) == []  # nothing after the end
+        assert [e.seq for e in client.events(done.id, after=last - 1)] == [last]
+
+        running = client.submit(session.id, "[[slow: 60]] long")
+        with client.events(running.id) as events:
+            assert next(events).data["status"] == "pending"
+        assert client.cancel(running.id).status == "cancelled"
 
 
 class LosesFirstSubmitAnswer(httpx.HTTPTransport):
@@ -227,10 +273,9 @@ def test_a_retried_submit_makes_no_second_task(server, workdir):
         assert [t.id for t in client.list_tasks(session_id=session.id).data] == [task.id]
 
         # Opening a session is not retried once sent: a second one would be made.
-        with pytest.raises(Unavailable):
-            Client(server.url, token=TOKEN, transport=LosesEveryAnswer()).open_session(
-                workdir=workdir
-            )
+        lossy = Client(server.url, token=TOKEN, transport=LosesEveryAnswer())
+        with lossy, pytest.raises(Unavailable):
+            lossy.open_session(workdir=workdir)
         assert len(client.list_sessions().data) == 2
 
 

@@ -20,10 +20,9 @@ from typing import Any
 
 import httpx
 
-from aicli.client import retries, sse
+from aicli.client.follow import EventStream
 from aicli.client.wire import Wire
 from aicli.contract import (
-    TERMINAL_STATUSES,
     Approval,
     ApprovalDecision,
     Event,
@@ -41,13 +40,10 @@ from aicli.errors import (
     ApprovalNotFound,
     PrincipalNotFound,
     TaskNotCancellable,
-    Unavailable,
 )
 
 # The API holds a long-poll at most this long (``?wait=``, ``Prefer: wait=``).
 MAX_WAIT_S = 60.0
-# A stream sends a comment at least every 15 s: silence far past that is a dead connection.
-STREAM_SILENCE_S = 45.0
 # Cancelling a running task and closing a session answer once the turn has stopped.
 STOPPING_S = 30.0
 PAGE_SIZE = 200
@@ -185,9 +181,10 @@ class Client:
             body["metadata"] = dict(metadata)
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         deadline = time.monotonic() + (wait or 0)
-        held = min(wait or 0, MAX_WAIT_S)
+        # The API reads whole seconds; a fraction left over is waited for by ``wait``.
+        held = int(max(0, min(wait or 0, MAX_WAIT_S)))
         if held:
-            headers["Prefer"] = f"wait={held:g}"
+            headers["Prefer"] = f"wait={held}"
         task = self._wire.call(
             "POST",
             f"/sessions/{session_id}/tasks",
@@ -265,40 +262,15 @@ class Client:
         page = self._wire.call("GET", f"/tasks/{task_id}/events", kind=EventPage, params=query)
         return page.data
 
-    def events(self, task_id: str, after: int = 0) -> Iterator[Event]:
+    def events(self, task_id: str, after: int = 0) -> EventStream:
         """The task's events after ``after``, live, until its terminal status event.
 
-        A connection that drops is opened again with ``Last-Event-ID`` set to the
-        last event yielded, so each event comes exactly once, in order. Only
-        ``retries`` failures in a row with no new event between them give up.
+        Where the runtime hands out a page (``event_log`` here), a client far from
+        the server wants them as they happen: each comes once, in order, across
+        dropped connections (see ``aicli.client.follow``). Close the stream, or
+        use it in ``with``, to let go of its connection before the task ends.
         """
-        last, failures = after, 0
-        while True:
-            try:
-                for event in self._stream(task_id, last):
-                    last, failures = event.seq, 0
-                    yield event
-                    if event.type == "status" and event.data.get("status") in TERMINAL_STATUSES:
-                        return
-                failed: Exception | None = None  # ended early: the server is stopping
-            except httpx.TransportError as ex:
-                failed = ex
-            except Unavailable as ex:
-                failed = ex
-            failures += 1
-            if failures > self._wire.retries:
-                if failed is None:
-                    failed = Unavailable(f"The event stream of task '{task_id}' kept ending early.")
-                raise self._wire.unreachable(failed)
-            time.sleep(retries.delay(failures - 1, getattr(failed, "retry_after", None)))
-
-    def _stream(self, task_id: str, after: int) -> Iterator[Event]:
-        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}
-        with self._wire.lines(f"/tasks/{task_id}/events", headers, STREAM_SILENCE_S) as lines:
-            for event in sse.events(lines):
-                if event.seq > after:
-                    after = event.seq
-                    yield event
+        return EventStream(self, self._wire, task_id, after)
 
     # Approvals
 

@@ -97,6 +97,11 @@ def from_response(response: httpx.Response, *, not_found: type[NotFound] = NotFo
     )
 
 
+def not_ours(where: object, error: Exception) -> AicliError:
+    """A success answer that is not the API's (a proxy's page, another service on the port)."""
+    return AicliError(f"The answer from {where} is not aicli's: {error}.")
+
+
 def _seconds(value: str | None) -> float | None:
     """``Retry-After`` in seconds; the HTTP-date form is not worth a parser here."""
     try:

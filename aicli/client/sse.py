@@ -1,9 +1,8 @@
 """Server-Sent Events, read line by line into the API's ``Event`` objects.
 
-Only what aicli's streams use is parsed: ``id``, ``event`` and ``data`` fields
-and comment lines (keep-alives). The ``data`` of each frame is the whole event
-as JSON, so the frame's ``id`` and ``event`` are only checked, never trusted
-over it.
+Only what aicli's streams need is read: a frame's ``data`` lines are the whole
+event as JSON, seq and type included, so its ``id`` and ``event`` lines (there
+for EventSource) and comment lines (keep-alives) are skipped.
 """
 
 from __future__ import annotations
@@ -13,8 +12,18 @@ from collections.abc import Iterable, Iterator
 import msgspec
 
 from aicli.contract import Event
+from aicli.errors import AicliError
 
 _decoder = msgspec.json.Decoder(Event)
+
+
+def _event(text: str) -> Event:
+    try:
+        return _decoder.decode(text)
+    except msgspec.MsgspecError as ex:
+        raise AicliError(
+            f"The event stream sent a frame that is not an aicli event: {ex}."
+        ) from None
 
 
 def events(lines: Iterable[str]) -> Iterator[Event]:
@@ -23,7 +32,7 @@ def events(lines: Iterable[str]) -> Iterator[Event]:
     for line in lines:
         if not line:
             if data:
-                yield _decoder.decode("\n".join(data))
+                yield _event("\n".join(data))
             data = []
             continue
         if line.startswith(":"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Mapping
-from importlib.metadata import version
+from importlib import metadata
 from typing import Any
 
 import httpx
@@ -23,11 +23,23 @@ from aicli.errors import InvalidRequest, NotFound, Unavailable
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
-def _decode(raw: bytes, kind: Any) -> Any:
+def _decode(response: httpx.Response, kind: Any) -> Any:
     decoder = _decoders.get(kind)
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
-    return decoder.decode(raw)
+    try:
+        return decoder.decode(response.content)
+    except msgspec.MsgspecError as ex:
+        raise errors.not_ours(response.url, ex) from None
+
+
+def _version() -> str:
+    """The installed version: ``aicli.__version__`` is no import for import-linter, which
+    counts the root package's lazy import of the runtime as one."""
+    try:
+        return metadata.version("aicli")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _body(value: Any) -> bytes:
@@ -53,8 +65,7 @@ class Wire:
         retries: int,
         transport: httpx.BaseTransport | None,
     ) -> None:
-        # The installed version: importing ``aicli`` itself would reach for the runtime.
-        headers = {"User-Agent": f"aicli-client/{version('aicli')}", "Accept": "application/json"}
+        headers = {"User-Agent": f"aicli-client/{_version()}", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url.rstrip("/")
@@ -107,7 +118,7 @@ class Wire:
                 attempt += 1
                 continue
             if response.status_code < 400:
-                return _decode(response.content, kind)
+                return _decode(response, kind)
             error = errors.from_response(response, not_found=not_found)
             if attempt >= policy.retries or not policy.after_status(response.status_code):
                 raise error
