@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aicli import __version__, validation
 from aicli.console import parser as console_parser
+from aicli.console.output import cell
 from aicli.errors import AicliError
 from aicli.log import configure as configure_logging
 from aicli.log import flush as flush_logs
@@ -291,11 +292,6 @@ def limits_text(principal: Principal) -> str:
     shown = [(name, value) for name, value in pairs if value is not None]
     # 15 significant digits: a budget of 1e6 reads 1000000, not 1e+06.
     return ",".join(f"{name}={value:.15g}" for name, value in shown) or "-"
-
-
-def cell(text: str) -> str:
-    """``text`` with control characters escaped, so a name cannot break a line or a column."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,12 +11,14 @@ import subprocess
 import sys
 import termios
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from aicli.client import Client
+from aicli.console.output import json_line, plain
 from aicli.testing.waiting import wait_for
 from tests.serve_process import free_port
 
@@ -25,11 +27,11 @@ pytestmark = pytest.mark.cli
 
 AICLI = str(Path(sys.executable).with_name("aicli"))
 LONG_TASK = "[[bash: echo started; sleep 600]]"
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but \t and \n
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but \t and \n, DEL, C1
 
 
 def environment(url: str, token: str | None = None) -> dict[str, str]:
-    """The outer environment without its AICLI_* variables, pointed at ``url``."""
+    """Without the outer AICLI_* variables, which could point the client at another server."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("AICLI_")}
     env["AICLI_URL"] = url
     if token is not None:
@@ -62,12 +64,10 @@ def refused(result: subprocess.CompletedProcess[str], code: int, *words: str) ->
 
 
 def fields(text: str) -> dict[str, str]:
-    """The ``field<TAB>value`` lines of a ``show``."""
     return dict(line.split("\t", 1) for line in text.splitlines())
 
 
 def rows(text: str) -> dict[str, dict[str, str]]:
-    """The rows of a list under its header, by the first column."""
     header, *lines = text.splitlines()
     names = header.split("\t")
     assert names[0] == "ID", header
@@ -91,6 +91,31 @@ def client(server):
         yield api
 
 
+@pytest.fixture
+def spawn():
+    """``Popen`` for the test, killed at its end: an assertion failing before ``communicate``
+    would otherwise leave the process (and its pipes) behind."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)  # reaps it and closes its pipes
+
+
 def test_run_piped_prints_the_answer_as_plain_text(server, client, workdir):
     result = aicli(server.url, "run", "--workdir", workdir, "[[say: hello from claude]]")
     assert result.returncode == 0, result
@@ -112,6 +137,20 @@ def test_run_piped_prints_the_answer_as_plain_text(server, client, workdir):
     assert "> Bash: echo hi" in again.stderr and "> Bash" not in again.stdout
     assert again.stdout.strip() == "Tool said: hi"
     assert ids_of(again.stderr)[0] == session_id
+
+    # Claude's text with an OSC 52 (clipboard) and a cursor move in it: printed without them.
+    nasty = aicli(
+        server.url, "run", "--session", session_id, "[[say: an\x1b]52;c;aGk=\x07sw\x1b[2Aer]]"
+    )
+    assert nasty.returncode == 0, nasty
+    assert nasty.stdout == "answer\n"
+    _, nasty_id = ids_of(nasty.stderr)
+    assert "\x1b]52;" in client.get_task(nasty_id).output  # the server did send it
+    shown = ok(aicli(server.url, "tasks", "show", nasty_id))
+    events = ok(aicli(server.url, "tasks", "events", "--json", nasty_id))
+    for text in (shown, events):
+        assert not CONTROL.search(text), repr(text)
+    assert fields(shown)["output"] == "an\\x1b]52;c;aGk=\\x07sw\\x1b[2Aer"  # escaped, not lost
 
 
 def test_run_of_a_failing_task_exits_1_with_its_error(server, client, workdir):
@@ -229,6 +268,12 @@ def test_sessions_and_tasks_commands(server, client, workdir):
     assert list(first) == [running.id]  # newest first
     assert set(rows(ok(aicli(url, "tasks", "list", "--all")))) == {done_id, running.id}
 
+    other = fields(ok(aicli(url, "sessions", "open", workdir)))["id"]
+    newest = aicli(url, "sessions", "list", "--limit", "1")
+    assert list(rows(ok(newest))) == [other] and "(more sessions" in newest.stderr
+    assert set(rows(ok(aicli(url, "sessions", "list", "--limit", "2")))) == {session_id, other}
+    ok(aicli(url, "sessions", "close", other))
+
     closed = fields(ok(aicli(url, "sessions", "close", session_id)))
     assert closed["status"] == "closed" and client.get_session(session_id).status == "closed"
     assert session_id not in rows(ok(aicli(url, "sessions", "list")))
@@ -240,19 +285,12 @@ def test_sessions_and_tasks_commands(server, client, workdir):
     refused(aicli(url, "run", "--session", session_id, "hi"), 2, "closed")
 
 
-def test_approvals_commands_decide_what_a_run_waits_for(server, client, workdir):
+def test_approvals_commands_decide_what_a_run_waits_for(server, client, workdir, spawn):
     url = server.url
     session_id = fields(ok(aicli(url, "sessions", "open", workdir, "--approvals", "ask")))["id"]
 
     def waiting_run(prompt: str) -> tuple[subprocess.Popen[str], str]:
-        """A piped ``aicli run`` in the session, and the id of the approval it waits for."""
-        process = subprocess.Popen(
-            [AICLI, "run", "--session", session_id, prompt],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environment(url),
-        )
+        process = spawn([AICLI, "run", "--session", session_id, prompt], environment(url))
 
         def pending() -> str | None:
             listed = rows(ok(aicli(url, "approvals", "list", "--status", "pending")))
@@ -312,12 +350,32 @@ def test_a_wrong_token_and_an_unreachable_server_are_clear(serve, workdir, tmp_p
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-class HangingCancel(ThreadingHTTPServer):
-    """Just enough of the API for ``aicli run``, with a cancel that never answers."""
+NOW = "2026-01-01T00:00:00.000001Z"
+TASK = {"id": "t1", "session_id": "s1", "command": "hi", "status": "pending"}
+
+
+def sse(seq: int, kind: str, data: dict) -> bytes:
+    event = {"seq": seq, "type": kind, "created_at": NOW, "data": data}
+    return f"id: {seq}\nevent: {kind}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+class FakeApi(ThreadingHTTPServer):
+    """Just enough of the API for the console, scripted where the real server cannot be
+    made to misbehave: a submit whose answer is held back, a cancel that never answers,
+    text full of escape sequences."""
 
     daemon_threads = True
 
     def __init__(self) -> None:
+        self.hold_first_submit = False
+        self.hang_cancel = False
+        self.events: list[bytes] | None = None  # None: one "running" event, then silence
+        self.task = dict(TASK, status="running")  # what GET /tasks/t1 answers
+        self.listed = [dict(TASK, id=f"t{n}") for n in range(1, 6)]
+        self.keys: list[str | None] = []  # the Idempotency-Key of each submit
+        self.list_queries: list[dict[str, list[str]]] = []
+        self.cancelled: list[str] = []
+        self.submit_asked = threading.Event()
         self.cancel_asked = threading.Event()
         self.release = threading.Event()
         super().__init__(("127.0.0.1", 0), self._handler())
@@ -328,9 +386,6 @@ class HangingCancel(ThreadingHTTPServer):
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
-        now = "2026-01-01T00:00:00.000001Z"
-        session = {"id": "s1", "status": "idle", "workdir": "/tmp"}
-        task = {"id": "t1", "session_id": "s1", "command": "hi", "status": "running"}
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -348,35 +403,59 @@ class HangingCancel(ThreadingHTTPServer):
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self._json(
-                    201 if self.path == "/sessions" else 202,
-                    session if self.path == "/sessions" else task,
-                )
+                if self.path == "/sessions":
+                    return self._json(201, {"id": "s1", "status": "idle", "workdir": "/tmp"})
+                server.keys.append(self.headers.get("Idempotency-Key"))
+                first = len(server.keys) == 1
+                if first and server.hold_first_submit:
+                    server.submit_asked.set()
+                    server.release.wait(60)
+                self._json(202 if first else 200, TASK)
 
             def do_GET(self) -> None:
+                path, _, query = self.path.partition("?")
+                if path == "/tasks":
+                    given = urllib.parse.parse_qs(query)
+                    server.list_queries.append(given)
+                    limit = int(given["limit"][0])
+                    more = len(server.listed) > limit
+                    page = {"data": server.listed[:limit], "has_more": more, "next_cursor": None}
+                    return self._json(200, dict(page, next_cursor="next" if more else None))
+                if path == "/tasks/t1":
+                    return self._json(200, server.task)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
-                event = {
-                    "seq": 1,
-                    "type": "status",
-                    "created_at": now,
-                    "data": {"status": "running"},
-                }
-                self.wfile.write(f"id: 1\nevent: status\ndata: {json.dumps(event)}\n\n".encode())
-                self.wfile.flush()
-                server.release.wait(60)
+                if server.events is None:
+                    self.wfile.write(sse(1, "status", {"status": "running"}))
+                    self.wfile.flush()
+                    server.release.wait(60)
+                else:
+                    self.wfile.write(b"".join(server.events))
+                    self.wfile.flush()
 
             def do_DELETE(self) -> None:
+                server.cancelled.append(self.path.rsplit("/", 1)[-1])
                 server.cancel_asked.set()
-                server.release.wait(60)
+                if server.hang_cancel:
+                    server.release.wait(60)
+                self._json(200, dict(TASK, status="cancelled"))
 
         return Handler
 
 
-def test_a_second_ctrl_c_while_cancelling_exits_at_once(workdir):
-    fake = HangingCancel()
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
+@pytest.fixture
+def fake():
+    api = FakeApi()
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    yield api
+    api.release.set()
+    api.shutdown()
+    api.server_close()
+
+
+def test_a_second_ctrl_c_while_cancelling_exits_at_once(fake, workdir):
+    fake.hang_cancel = True
     terminal = Terminal([AICLI, "run", "hi"], environment(fake.url), cwd=workdir)
     try:
         wait_for(lambda: "running · " in terminal.text, 10, "the spinner")
@@ -388,7 +467,65 @@ def test_a_second_ctrl_c_while_cancelling_exits_at_once(workdir):
         assert terminal.popen.wait(5) == 130
         assert "cancelled task" not in terminal.text
     finally:
-        fake.release.set()
         terminal.close()
-        fake.shutdown()
-        fake.server_close()
+
+
+def test_ctrl_c_before_the_submit_answers_cancels_the_task_it_made(fake, workdir):
+    # The server has the submit (and may have accepted the task) but its answer, the task's
+    # id, has not come back: the same submit again, with the same key, gets the id to cancel.
+    fake.hold_first_submit = True
+    terminal = Terminal([AICLI, "run", "hi"], environment(fake.url), cwd=workdir)
+    try:
+        assert fake.submit_asked.wait(10)
+        terminal.type(b"\x03")
+        assert terminal.popen.wait(10) == 130
+        first, again = fake.keys
+        assert first is not None and re.fullmatch(r"[0-9a-f]{32}", first) and again == first
+        assert fake.cancelled == ["t1"]
+        wait_for(lambda: "cancelled task t1" in terminal.text, 5, "the cancel notice")
+    finally:
+        terminal.close()
+
+
+def test_escape_sequences_from_the_server_never_reach_the_output(fake, workdir):
+    # OSC 52 (write the clipboard), OSC 8 (a link), cursor moves and colours, a C1 CSI,
+    # a bell, a carriage return and DEL, in Claude's text, a tool line and the error.
+    nasty = "\x1b]52;c;aGk=\x07\x1b]8;;http://x\x1b\\\x1b[2A\x1b[31m\x9b2J\x07\r\x7f"
+    fake.events = [
+        sse(1, "status", {"status": "running"}),
+        sse(2, "assistant", {"content": [{"type": "text", "text": f"an{nasty}swer"}]}),
+        sse(3, "assistant", {"content": [{"type": "tool_use", "name": f"T{nasty}", "input": {}}]}),
+        sse(4, "status", {"status": "failed", "error": f"bro{nasty}ken"}),
+    ]
+    fake.task = dict(TASK, status="failed", error=f"bro{nasty}ken")
+    result = aicli(fake.url, "run", "--workdir", workdir, "hi")
+    assert result.returncode == 1, result
+    assert result.stdout == "answer\n"
+    assert "aicli: task t1 failed: broken" in result.stderr
+    for stream in (result.stdout, result.stderr):
+        assert not CONTROL.search(stream), repr(stream)
+
+
+def test_plain_and_json_line_keep_the_text_and_lose_the_controls():
+    assert plain("a\x1b]52;c;aGk=\x07b") == "ab"  # OSC ended by BEL
+    assert plain("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\") == "link"  # ended by ST
+    assert plain("x\x1b[2A\x1b[1;31mred\x1b[0m") == "xred"  # CSI
+    assert plain("a\x9b2Jb\x9d0;title\x9cc") == "abc"  # their 8-bit C1 forms
+    assert plain("open\x1b]52;c;abc\nnext") == "open\nnext"  # unterminated: to its line's end
+    assert plain("k\x1bc\x1b(B\x1b") == "k"  # two-character escapes, a lone ESC
+    assert plain("\ttab\nline\r\x00\x07\x7f\x85end") == "\ttab\nlineend"
+    assert plain("é ✓ 漢字 ⠋") == "é ✓ 漢字 ⠋"
+    encoded = json.dumps({"text": "\x9b\x7f\x1b"}, ensure_ascii=False)
+    safe = json_line(encoded)
+    assert not CONTROL.search(safe) and json.loads(safe) == {"text": "\x9b\x7f\x1b"}
+
+
+def test_a_limit_asks_for_one_more_row_than_it_shows(fake):
+    listed = aicli(fake.url, "tasks", "list", "--limit", "1")
+    assert list(rows(ok(listed))) == ["t1"]
+    assert "(more tasks: use --limit N or --all)" in listed.stderr
+    assert [query["limit"] for query in fake.list_queries] == [["2"]]
+    everything = aicli(fake.url, "tasks", "list", "--limit", "5")
+    assert list(rows(ok(everything))) == ["t1", "t2", "t3", "t4", "t5"]
+    assert "(more" not in everything.stderr
+    assert fake.list_queries[-1]["limit"] == ["6"]

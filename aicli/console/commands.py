@@ -9,37 +9,34 @@ Errors are ``AicliError``s, which ``dispatch`` prints as ``aicli: <message>``
 from __future__ import annotations
 
 import argparse
-import itertools
+import contextlib
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from aicli.console import connect
-from aicli.console.output import cell, shorten, show, table, tool_line, value_text
+from aicli.console.output import cell, json_line, plain, shorten, show, table, tool_line, value_text
+from aicli.console.run import INTERRUPTED, run
+from aicli.contract import MAX_LIMIT
 from aicli.errors import AicliError, InvalidRequest
 
 if TYPE_CHECKING:
     from aicli.client import Client
     from aicli.contract import Approval, Event, Session, Task
 
-INTERRUPTED = 130
-
 
 def dispatch(args: argparse.Namespace) -> int:
-    """Run one console command; ``aicli: <message>`` and 2 for an API error."""
     try:
         with connect.client(args) as client:
             if args.command == "run":
-                from aicli.console.run import run
-
                 return run(client, args)
             handler = HANDLERS[(args.command, args.action)]
             return handler(client, args)
-    except AicliError as ex:
-        print(f"aicli: {connect.explained(ex, args)}", file=sys.stderr)
+    except AicliError as ex:  # its message may be the server's words
+        print(f"aicli: {plain(connect.explained(ex, args))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return INTERRUPTED
@@ -48,14 +45,31 @@ def dispatch(args: argparse.Namespace) -> int:
         return 0
 
 
-def _limited(items: Iterator[Any], args: argparse.Namespace, noun: str) -> Iterable[Any]:
-    """Every item with ``--all``; else at most ``--limit``, saying on stderr if more exist."""
-    if getattr(args, "all", False):
-        yield from items
-        return
-    yield from itertools.islice(items, args.limit)
-    if next(items, None) is not None:
-        print(f"(more {noun}: use --limit N or --all)", file=sys.stderr)
+def _limited(
+    list_page: Callable[..., Any], args: argparse.Namespace, noun: str, **filters: Any
+) -> Iterator[Any]:
+    """The pages of ``list_page`` up to ``--limit`` (or all with ``--all``), one at a time.
+
+    A page holds at most one more item than is still wanted, so ``--limit 1`` reads
+    two rows, not a full page, and that one more says whether to note on stderr that
+    more exist.
+    """
+    wanted = None if args.all else args.limit
+    cursor = None
+    while True:
+        size = MAX_LIMIT if wanted is None else min(wanted + 1, MAX_LIMIT)
+        page = list_page(limit=size, cursor=cursor, **filters)
+        if wanted is not None:
+            yield from page.data[:wanted]
+            if len(page.data) > wanted or (page.has_more and len(page.data) == wanted):
+                print(f"(more {noun}: use --limit N or --all)", file=sys.stderr)
+                return
+            wanted -= len(page.data)
+        else:
+            yield from page.data
+        if not page.has_more:
+            return
+        cursor = page.next_cursor
 
 
 # Sessions
@@ -63,7 +77,8 @@ def _limited(items: Iterator[Any], args: argparse.Namespace, noun: str) -> Itera
 
 def sessions_list(client: Client, args: argparse.Namespace) -> int:
     status = args.status or (None if args.all else ["idle", "busy"])
-    rows = (_session_row(s) for s in client.iter_sessions(status=status))
+    found = _limited(client.list_sessions, args, "sessions", status=status)
+    rows = (_session_row(s) for s in found)
     header = ("ID", "STATUS", "WORKDIR", "APPROVALS", "TASKS", "COST_USD", "LAST_ACTIVE_AT")
     table(header, rows)
     return 0
@@ -116,8 +131,8 @@ def sessions_close(client: Client, args: argparse.Namespace) -> int:
 
 
 def tasks_list(client: Client, args: argparse.Namespace) -> int:
-    found = client.iter_tasks(session_id=args.session, status=args.status)
-    rows = (_task_row(task) for task in _limited(found, args, "tasks"))
+    found = _limited(client.list_tasks, args, "tasks", session_id=args.session, status=args.status)
+    rows = (_task_row(task) for task in found)
     table(("ID", "SESSION", "STATUS", "CREATED_AT", "COST_USD", "COMMAND"), rows)
     return 0
 
@@ -143,7 +158,7 @@ def tasks_cancel(client: Client, args: argparse.Namespace) -> int:
     task = client.cancel(args.id)
     if str(task.status) != "cancelled":  # it had ended already: the API's 409
         print(
-            f"aicli: Task '{task.id}' is already {task.status} and cannot be cancelled.",
+            plain(f"aicli: Task '{task.id}' is already {task.status} and cannot be cancelled."),
             file=sys.stderr,
         )
         return 2
@@ -152,18 +167,18 @@ def tasks_cancel(client: Client, args: argparse.Namespace) -> int:
 
 
 def tasks_events(client: Client, args: argparse.Namespace) -> int:
-    for event in client.events(args.id):
-        if args.json:
-            line = msgspec.json.encode(event).decode()
-        else:
-            when = value_text(event.created_at)
-            line = f"{event.seq}\t{when}\t{cell(event.type)}\t{event_summary(event)}"
-        print(line, flush=True)
+    with contextlib.closing(client.events(args.id)) as events:
+        for event in events:
+            if args.json:
+                line = json_line(msgspec.json.encode(event).decode())
+            else:
+                when = value_text(event.created_at)
+                line = f"{event.seq}\t{when}\t{cell(event.type)}\t{event_summary(event)}"
+            print(line, flush=True)
     return 0
 
 
 def event_summary(event: Event) -> str:
-    """One event's gist in one line: the text, the tool use, the status."""
     data = event.data if isinstance(event.data, dict) else {}
     if event.type == "status":
         error = data.get("error")
@@ -189,8 +204,15 @@ def event_summary(event: Event) -> str:
 
 
 def approvals_list(client: Client, args: argparse.Namespace) -> int:
-    found = client.iter_approvals(session_id=args.session, task_id=args.task, status=args.status)
-    rows = (_approval_row(a) for a in _limited(found, args, "approvals"))
+    found = _limited(
+        client.approvals,
+        args,
+        "approvals",
+        session_id=args.session,
+        task_id=args.task,
+        status=args.status,
+    )
+    rows = (_approval_row(a) for a in found)
     table(("ID", "TASK", "STATUS", "KIND", "TOOL", "INPUT", "CREATED_AT"), rows)
     return 0
 

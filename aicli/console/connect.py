@@ -43,7 +43,7 @@ def client(args: argparse.Namespace) -> Client:
 
 
 def explained(ex: AicliError, args: argparse.Namespace) -> str:
-    """The error's message, with a hint on how to fix it where the client can give one."""
+    """A 401 alone does not say what to fix: which token was sent, if any, and where from."""
     message = ex.message
     if isinstance(ex, Unauthorized):
         if token(args) is None:

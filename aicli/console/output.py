@@ -1,12 +1,17 @@
-"""How the terminal client writes values: tab-separated tables and ``field<TAB>value`` lines.
+"""How the terminal client writes what the server sent: tables, ``field<TAB>value`` lines, text.
 
-Every cell is escaped (``cell``), so no value can break a line or a column,
-nor put a control character on the terminal.
+Nothing the server sent reaches the terminal with a control character in it,
+tty or not: a model steered by a file's contents could otherwise print an
+OSC 52 (write the clipboard), an OSC 8 (a disguised link) or cursor moves that
+rewrite what the user already saw. A table cell or a field is escaped
+(``cell``: it must also keep its line and column); Claude's text, an error or
+any other free text is stripped (``plain``: it stays readable as prose).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -14,6 +19,30 @@ from enum import Enum
 from typing import Any, TextIO
 
 import msgspec
+
+# A whole escape sequence goes, not just its ESC, lest its parameters show as litter:
+# OSC, DCS, SOS, PM and APC up to their terminator (BEL or ST; an unterminated one up to the
+# end of its line, so no more text is lost than that), CSI, and two-character escapes; the
+# 8-bit C1 forms of the introducers too.
+ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"
+    r"|(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|\x1b[ -/]*[0-~]?"
+)
+# What is left: C0 but for \t and \n, DEL, C1.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# The 8-bit C1 controls, which JSON leaves as they are; escaped as \u00XX they mean the same.
+JSON_UNSAFE = re.compile(r"[\x7f-\x9f]")
+
+
+def plain(text: str) -> str:
+    """For prose (Claude's text, an error): stripped, not escaped, it reads as it was meant."""
+    return CONTROL.sub("", ESCAPE_SEQUENCE.sub("", text))
+
+
+def json_line(text: str) -> str:
+    """JSON text that is safe on a terminal and decodes to the same value."""
+    return JSON_UNSAFE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def cell(text: str) -> str:
@@ -44,7 +73,6 @@ def value_text(value: Any) -> str:
 
 
 def show(value: msgspec.Struct, out: TextIO | None = None) -> None:
-    """Each field of ``value`` as a ``field<TAB>value`` line, in declaration order."""
     out = out or sys.stdout
     for name in value.__struct_fields__:
         out.write(f"{name}\t{value_text(getattr(value, name))}\n")
@@ -52,7 +80,11 @@ def show(value: msgspec.Struct, out: TextIO | None = None) -> None:
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]], out: TextIO | None = None) -> int:
-    """A header and tab-separated rows, written as they come; returns the number of rows."""
+    """A header and tab-separated rows, written as they come; returns the number of rows.
+
+    Every cell goes through ``cell`` (which changes nothing already escaped), so
+    an id or a status the server sent is as safe as the values formatted here.
+    """
     out = out or sys.stdout
     rows = iter(rows)
     first = next(rows, None)  # the first page is asked for before the header: errors come alone
@@ -60,10 +92,10 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]], out: TextIO | No
     if first is None:
         out.flush()
         return 0
-    out.write("\t".join(first) + "\n")
+    out.write("\t".join(map(cell, first)) + "\n")
     count = 1
     for row in rows:
-        out.write("\t".join(row) + "\n")
+        out.write("\t".join(map(cell, row)) + "\n")
         count += 1
     out.flush()
     return count

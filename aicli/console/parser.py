@@ -15,7 +15,7 @@ COMMANDS = frozenset({"run", "sessions", "tasks", "approvals"})
 
 
 def _connection() -> argparse.ArgumentParser:
-    """``--url`` and ``--token-file``, shared by every command; never a ``--token``."""
+    """No ``--token``: a command line is visible to every user of the machine (``ps``)."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("server")
     group.add_argument(
@@ -55,18 +55,23 @@ def _status_option(parser: argparse.ArgumentParser, choices: str) -> None:
     )
 
 
-def _paging(parser: argparse.ArgumentParser, noun: str) -> None:
+def _paging(parser: argparse.ArgumentParser, noun: str, every: str | None = None) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--limit", type=_positive, default=50, metavar="N", help=f"At most N {noun} (default 50)."
     )
-    group.add_argument("--all", action="store_true", help=f"Every {noun[:-1]}, all pages.")
+    group.add_argument("--all", action="store_true", help=every or f"Every {noun[:-1]}, all pages.")
 
 
 def add_commands(commands: Any) -> None:
-    """``run``, ``sessions``, ``tasks`` and ``approvals`` on ``aicli``'s subparsers."""
     connection = _connection()
+    _run_command(commands, connection)
+    _session_commands(commands, connection)
+    _task_commands(commands, connection)
+    _approval_commands(commands, connection)
 
+
+def _run_command(commands: Any, connection: argparse.ArgumentParser) -> None:
     run = commands.add_parser(
         "run",
         parents=[connection],
@@ -92,15 +97,15 @@ def add_commands(commands: Any) -> None:
     )
     run.add_argument("prompt", help="What to ask Claude.")
 
-    sessions = commands.add_parser(
-        "sessions", help="List, open, show and close sessions.", parents=[]
-    )
+
+def _session_commands(commands: Any, connection: argparse.ArgumentParser) -> None:
+    sessions = commands.add_parser("sessions", help="List, open, show and close sessions.")
     actions = sessions.add_subparsers(dest="action", required=True)
     listing = actions.add_parser(
-        "list", parents=[connection], help="List sessions (open ones unless --all or --status)."
+        "list", parents=[connection], help="List sessions: the open ones, unless --status or --all."
     )
     _status_option(listing, "idle, busy, closed")
-    listing.add_argument("--all", action="store_true", help="Closed sessions too.")
+    _paging(listing, "sessions", every="Every session, closed ones too, all pages.")
     opening = actions.add_parser("open", parents=[connection], help="Open a session in DIR.")
     opening.add_argument("workdir", metavar="DIR", help="Its working directory.")
     opening.add_argument("--approvals", choices=("ask", "off"), default=None)
@@ -114,6 +119,8 @@ def add_commands(commands: Any) -> None:
         action = actions.add_parser(name, parents=[connection], help=text)
         action.add_argument("id", help="The session's id.")
 
+
+def _task_commands(commands: Any, connection: argparse.ArgumentParser) -> None:
     tasks = commands.add_parser("tasks", help="List, show and cancel tasks; follow their events.")
     actions = tasks.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", parents=[connection], help="List tasks, newest first.")
@@ -130,6 +137,8 @@ def add_commands(commands: Any) -> None:
         if name == "events":
             action.add_argument("--json", action="store_true", help="Each event as a JSON line.")
 
+
+def _approval_commands(commands: Any, connection: argparse.ArgumentParser) -> None:
     approvals = commands.add_parser(
         "approvals", help="List approval requests and decide them (allow, deny, answer)."
     )

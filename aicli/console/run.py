@@ -10,17 +10,30 @@ Exit status: 0 completed, 1 failed (or cancelled by someone else), 130 after
 Ctrl-C, which cancels the task first; a second Ctrl-C exits at once. The
 session stays open, so ``aicli run --session ID`` can go on with it (the server
 stops idle Claude processes by itself).
+
+A Ctrl-C while the submit is still under way (or between the client's retries
+of it) may come after the server accepted the task, with its id still on the
+way back. So every submit carries an Idempotency-Key made beforehand: after
+such a Ctrl-C the same submit again gets that task back (the server creates no
+second one), or accepts it if the first never arrived, and then it is cancelled.
+
+Everything the server sent goes through ``output.plain`` (or ``cell``) before it
+is printed, whether or not the output is a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
-from aicli.console.output import cell, tool_line
+from aicli.console.output import cell, plain, tool_line
 from aicli.console.spinner import Spinner
 from aicli.errors import AicliError, InvalidRequest
 
@@ -28,6 +41,7 @@ if TYPE_CHECKING:
     from aicli.client import Client
     from aicli.contract import Event, Task
 
+# The exit status after Ctrl-C, as a shell gives a process that SIGINT ended (128 + 2).
 INTERRUPTED = 130
 # The model of the messages the CLI writes itself ("API Error: ..."): not Claude's words; a
 # failed task's error says the same on stderr at the end.
@@ -39,25 +53,40 @@ class Runner:
     def __init__(self, client: Client, spinner: Spinner) -> None:
         self.client = client
         self.spinner = spinner
+        # The submit, to repeat with its Idempotency-Key after a Ctrl-C that came before its answer.
+        self.resubmit: Callable[[], Task] | None = None
         self.task_id: str | None = None
         self.streamed = False
 
+    def say(self, stream: TextIO, text: str) -> None:
+        """Through the spinner, so its line is cleared first; ``text`` may come from the server."""
+        text = plain(text)
+        self.spinner.write(stream, text if text.endswith("\n") else f"{text}\n")
+
     def note(self, text: str) -> None:
-        """One line on stderr, below the spinner."""
-        self.spinner.write(sys.stderr, f"{text}\n")
+        self.say(sys.stderr, text)
 
     def run(self, args: argparse.Namespace) -> int:
         session_id = args.session or self._open(args)
-        task = self.client.submit(session_id, args.prompt, timeout_s=args.timeout_s)
+        self.resubmit = functools.partial(
+            self.client.submit,
+            session_id,
+            args.prompt,
+            timeout_s=args.timeout_s,
+            idempotency_key=uuid.uuid4().hex,
+        )
+        task = self.resubmit()
         self.task_id = task.id
         self.note(f"session {session_id} · task {task.id}")
         self.spinner.state = STATES.get(str(task.status), str(task.status))
         self.spinner.start()
-        for event in self.client.events(task.id):
-            self.show(event)
+        # Closed on the way out, so a Ctrl-C lets go of the stream before cancelling
+        # (``closing``, not the stream's own ``with``: a plain generator has ``close`` too).
+        with contextlib.closing(self.client.events(task.id)) as events:
+            for event in events:
+                self.show(event)
+        # events() returns only after the terminal status event (it raises otherwise).
         final = self.client.get_task(task.id)
-        if not final.is_terminal:  # the stream ended early; the server says how it ends
-            final = self.client.wait(task.id, 60)
         self.spinner.stop()
         return self.finish(final)
 
@@ -70,14 +99,13 @@ class Runner:
     def show(self, event: Event) -> None:
         data = event.data
         if event.type == "status":
-            self.spinner.state = STATES.get(str(data.get("status")), str(data.get("status")))
+            self.spinner.state = plain(STATES.get(str(data.get("status")), str(data.get("status"))))
         elif event.type == "assistant" and data.get("model") != SYNTHETIC:
             for block in data.get("content") or []:
                 if not isinstance(block, dict):
                     continue
-                if block.get("type") == "text" and block.get("text"):
-                    text = str(block["text"])
-                    self.spinner.write(sys.stdout, text if text.endswith("\n") else f"{text}\n")
+                if block.get("type") == "text" and plain(str(block.get("text") or "")):
+                    self.say(sys.stdout, str(block["text"]))
                     self.streamed = True
                 elif block.get("type") == "tool_use":
                     self.note(f"> {tool_line(str(block.get('name')), block.get('input'))}")
@@ -97,39 +125,40 @@ class Runner:
     def finish(self, task: Task) -> int:
         status = str(task.status)
         if status == "completed":
-            if not self.streamed and task.output:
-                text = task.output
-                sys.stdout.write(text if text.endswith("\n") else f"{text}\n")
-                sys.stdout.flush()
+            if not self.streamed and plain(task.output or ""):
+                self.say(sys.stdout, task.output or "")
             return 0
         reason = f": {task.error}" if task.error else ""
-        word = "was cancelled" if status == "cancelled" else "failed"
-        print(f"aicli: task {task.id} {word}{reason}", file=sys.stderr)
+        word = {"cancelled": "was cancelled", "failed": "failed"}.get(status, f"ended {status}")
+        self.note(f"aicli: task {task.id} {word}{reason}")
         return 1
 
     def interrupted(self) -> int:
-        """Ctrl-C: cancel the task and say so; another Ctrl-C meanwhile exits at once."""
-
         def again(signum: int, frame: Any) -> None:
-            self.spinner.stop()
-            os._exit(INTERRUPTED)
+            try:
+                self.spinner.stop()
+            finally:
+                os._exit(INTERRUPTED)
 
         signal.signal(signal.SIGINT, again)
-        if self.task_id is None:
+        if self.resubmit is None:  # nothing submitted yet
             self.spinner.stop()
             return INTERRUPTED
         self.spinner.state = "cancelling (Ctrl-C again to exit at once)"
         try:
+            if self.task_id is None:
+                self.task_id = self.resubmit().id
             task = self.client.cancel(self.task_id)
         except AicliError as ex:
             self.spinner.stop()
-            print(f"aicli: could not cancel task {self.task_id}: {ex.message}", file=sys.stderr)
+            which = f"task {self.task_id}" if self.task_id else "the task being submitted"
+            self.note(f"aicli: could not cancel {which}: {ex.message}")
             return INTERRUPTED
         self.spinner.stop()
         if str(task.status) == "cancelled":
-            print(f"cancelled task {task.id}", file=sys.stderr)
+            self.note(f"cancelled task {task.id}")
         else:
-            print(f"task {task.id} had already {task.status}; not cancelled", file=sys.stderr)
+            self.note(f"task {task.id} had already {task.status}; not cancelled")
         return INTERRUPTED
 
 
