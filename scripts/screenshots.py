@@ -166,7 +166,8 @@ def main() -> None:
         try:
             ids = make_data(Api(server.url), root)
             for path in shoot(server.url, ids, out):
-                print(f"{path.relative_to(REPO)}: {path.stat().st_size // 1024} KB")
+                shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+                print(f"{shown}: {path.stat().st_size // 1024} KB")
         finally:
             server.stop()
     shutil.rmtree(root, ignore_errors=True)

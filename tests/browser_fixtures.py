@@ -38,9 +38,8 @@ def browser() -> Iterator[object]:
 
 @dataclass
 class Recorded:
-    """What the page did: the URL of every request and every uncaught script error."""
+    """What the page did: every request (``.url``, ``.headers``) and every uncaught script error."""
 
-    urls: list[str] = field(default_factory=list)
     requests: list[object] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -61,16 +60,13 @@ def page(browser, viewport, recorded) -> Iterator[object]:
     context.set_default_timeout(20_000)
     opened = context.new_page()
 
-    def on_request(request) -> None:
-        recorded.urls.append(request.url)
-        recorded.requests.append(request)
-
-    opened.on("request", on_request)
+    # A function of ours: Playwright cannot take a builtin such as ``list.append``.
+    opened.on("request", lambda request: recorded.requests.append(request))
     opened.on("pageerror", lambda error: recorded.errors.append(str(error)))
     yield opened
     context.close()
-    assert recorded.urls, "the page made no request"
-    leaked = [url for url in recorded.urls if TOKEN in url]
+    assert recorded.requests, "the page made no request"
+    leaked = [request.url for request in recorded.requests if TOKEN in request.url]
     assert not leaked, f"the token appeared in request URLs: {leaked}"
     assert not recorded.errors, f"script errors in the page: {recorded.errors}"
 

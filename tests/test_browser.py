@@ -2,7 +2,7 @@
 Claude CLI and the fake Anthropic API.
 
 Every wait is a condition with a deadline (Playwright's auto-waiting ``expect``), never a
-bare sleep. Every test's page records its request URLs; none may hold the token
+bare sleep. Every test's page records its requests; no URL may hold the token
 (``tests/browser_fixtures.py`` checks that, and that no script error happened).
 """
 
@@ -37,21 +37,35 @@ def no_page_scroll(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 
-def test_a_wrong_token_shows_an_error_and_stays_on_sign_in(page, server, recorded, token):
+def sign_in_answer(page):
+    """Click Sign in and return the answer to the ``GET /me`` it makes."""
+    with page.expect_response(lambda response: response.url.endswith("/me")) as info:
+        page.get_by_role("button", name="Sign in").click()
+    return info.value
+
+
+def test_a_wrong_token_shows_an_error_and_stays_on_sign_in(page, server):
     page.goto(f"{server.url}/ui")
     page.locator("#token").fill("not-the-token")
-    page.get_by_role("button", name="Sign in").click()
+    me = sign_in_answer(page)
+    assert me.status == 401
+    assert me.request.headers["authorization"] == "Bearer not-the-token"
     expect(page.locator("#alert")).to_be_visible()
     expect(page.locator("#alert")).to_contain_text("That token was not accepted (401)")
     expect(page.locator("#signin-form")).to_be_visible()
     expect(page.locator("#nav")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('aicli.token')") is None
-    # No token at all is refused too when the service has one.
+    # No token at all is refused too when the service has one. The first alert is
+    # dismissed, so the one checked next can only come from this second attempt.
+    page.locator("#alert-close").click()
+    expect(page.locator("#alert")).to_be_hidden()
     page.locator("#token").fill("")
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.locator("#alert")).to_contain_text("not accepted (401)")
-    me = [r for r in recorded.requests if r.url.endswith("/me")]
-    assert me and all(r.headers.get("authorization") != f"Bearer {token}" for r in me)
+    me = sign_in_answer(page)
+    assert me.status == 401
+    assert "authorization" not in me.request.headers
+    expect(page.locator("#alert")).to_be_visible()
+    expect(page.locator("#alert")).to_contain_text("That token was not accepted (401)")
+    expect(page.locator("#nav")).to_be_hidden()
 
 
 def test_sign_in_open_a_session_and_see_it_listed(page, server, tmp_path, recorded, token, sign_in):
@@ -140,9 +154,27 @@ def test_allow_a_tool_use_from_the_approvals_panel(page, server, api, tmp_path, 
 def test_answer_a_question_and_see_a_decided_approval_refused(page, server, api, workdir, sign_in):
     session = api.open_session(workdir, approvals="ask")
     task = api.submit(session["id"], "[[ask: Which color? | Red | Blue]]")
+    # The panel polls GET /approvals and drops a card that is no longer pending: once the
+    # card is shown, no list reaches the page any more, so the card is still there to click
+    # after someone else decided. A list is let through only if it was fetched before
+    # that: the handler fetches it itself and looks at ``held`` once it has the answer.
+    held = []
+
+    def hold_lists(route) -> None:
+        if route.request.method != "GET":
+            route.fallback()
+            return
+        response = route.fetch()
+        if held:
+            route.abort()
+        else:
+            route.fulfill(response=response)
+
+    page.route(re.compile(r"/approvals\?"), hold_lists)
     sign_in(page, server.url, hash_="#/approvals")
     card = page.locator("article.approval")
     expect(card).to_have_count(1)
+    held.append(True)
     expect(card.locator("legend")).to_contain_text("Which color?")
     card.get_by_label(re.compile("^Blue")).check()
     # Someone else answers first: the page says the approval was decided already.
@@ -188,6 +220,72 @@ def test_the_stream_resumes_after_a_dropped_connection(
     resumed = [r.headers.get("last-event-id") for r in streams[1:]]
     assert len(streams) >= 2 and resumed and resumed[0] == str(shown_before[-1])
     assert (workdir / "out.txt").exists()
+
+
+# Streams the page cannot get from the real server, answered by ``page.route`` instead.
+EVENTS = re.compile(r"/tasks/[0-9a-f]+/events$")
+ODD_EVENTS = (
+    'id: 1\ndata: {"seq": 1, "type": "assistant", "data": {"content":'
+    ' [null, 7, {"type": "text", "text": "after a null block"}]}}\n\n'
+    'id: 2\ndata: {"seq": 2, "type": "tool_result", "data": {"content": "not a list"}}\n\n'
+    'id: 3\ndata: {"seq": 3, "type": "status", "data": null}\n\n'
+    'id: 4\nevent: odd\ndata: "just a string"\n\n'
+)
+
+
+def test_odd_events_are_shown_raw_and_a_finished_task_stops_reconnecting(
+    page, server, api, workdir, sign_in
+):
+    """Events of an unexpected shape are drawn as their JSON instead of breaking the page,
+    and a stream that ends without the terminal event (here: the task is long done) is
+    opened once more, for anything in between, and then no more."""
+    session = api.open_session(workdir)
+    task = api.submit(session["id"], "[[say: done]]")
+    assert api.task(task["id"], wait=30)["status"] == "completed"
+    streams = []
+
+    def odd_stream(route) -> None:
+        streams.append(route.request.headers.get("last-event-id"))
+        body = "" if streams[-1] else ODD_EVENTS  # nothing after seq 4
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+
+    page.route(EVENTS, odd_stream)
+    sign_in(page, server.url, hash_=f"#/tasks/{task['id']}")
+    expect(page.locator("#stream-state")).to_have_text("ended (reconnected 1×)")
+    assert seqs_shown(page) == [1, 2, 3, 4]
+    first = page.locator("#events > li").nth(0)
+    expect(first.locator("p.say")).to_have_text("after a null block")
+    expect(first.locator("pre.raw")).to_have_text(["null", "7"])
+    expect(page.locator("#events > li").nth(1).locator("pre.raw")).to_contain_text("not a list")
+    expect(page.locator("#events > li").nth(2).locator("pre.raw")).to_have_text("null")
+    expect(page.locator("#events > li.t-odd pre.raw")).to_have_text('"just a string"')
+    expect(page.locator("#task-status")).to_have_text("completed")
+    assert streams == [None, "4"]
+
+
+def test_a_401_on_the_event_stream_signs_out(page, server, api, workdir, sign_in):
+    session = api.open_session(workdir)
+    task = api.submit(session["id"], "[[say: done]]")
+    page.route(
+        EVENTS,
+        lambda route: route.fulfill(
+            status=401,
+            json={"error": {"code": "unauthorized", "message": "Revoked.", "details": {}}},
+        ),
+    )
+    sign_in(page, server.url)
+    page.goto(f"{server.url}/ui#/tasks/{task['id']}")
+    expect(page.locator("#signin-form")).to_be_visible()
+    expect(page.locator("#alert")).to_contain_text("no longer accepted (401): Revoked.")
+    assert page.evaluate("sessionStorage.getItem('aicli.token')") is None
+
+
+def test_a_malformed_address_shows_not_found(page, server, sign_in):
+    sign_in(page, server.url, hash_="#/tasks/%zz")
+    expect(page.locator("h1")).to_have_text("Not found")
+    expect(page.locator("#alert")).to_contain_text("malformed")
+    page.get_by_role("link", name="Go to the sessions").click()
+    expect(page.locator("h1")).to_have_text("Sessions")
 
 
 @pytest.mark.parametrize("viewport", [PHONE], ids=["phone"])

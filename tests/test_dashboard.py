@@ -16,6 +16,7 @@ from aicli.http import create_app, dashboard
 from tests.http_server import serving
 
 TOKEN = "dashboard-t0ken"
+AUTHORIZED = {"Authorization": f"Bearer {TOKEN}"}
 UI = Path(dashboard.__file__).with_name("ui")
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -68,7 +69,7 @@ def test_the_api_still_needs_the_token(guarded):
     assert guarded.simulate_get("/sessions").status_code == 401
     assert guarded.simulate_get("/me").status_code == 401
     assert guarded.simulate_get("/uix").status_code == 401  # not a dashboard path
-    me = guarded.simulate_get("/me", headers={"Authorization": f"Bearer {TOKEN}"})
+    me = guarded.simulate_get("/me", headers=AUTHORIZED)
     assert me.status_code == 200 and me.json["id"] == "root"
 
 
@@ -93,8 +94,24 @@ def test_an_unknown_file_is_the_apis_404(guarded, path):
     assert result.json["error"]["message"]
 
 
-def test_a_method_other_than_get_is_405(guarded):
-    result = guarded.simulate_post("/ui/app.js", json={})
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("path", ["/ui", "/ui/", "/ui/app.js", "/ui/nope"])
+def test_only_reading_needs_no_token(guarded, method, path):
+    """The exemption is for GET and HEAD: any other method is checked like the API."""
+    result = guarded.simulate_request(method, path, json={})
+    assert result.status_code == 401, (method, path, result.status_code)
+    assert error_code(result) == "unauthorized"
+
+
+def test_a_method_other_than_get_is_405_once_signed_in(guarded):
+    for path in ("/ui", "/ui/app.js"):
+        result = guarded.simulate_post(path, json={}, headers=AUTHORIZED)
+        assert result.status_code == 405 and error_code(result) == "method_not_allowed"
+
+
+def test_a_method_other_than_get_is_405_on_an_open_service(make_runtime):
+    client = falcon.testing.TestClient(create_app(make_runtime()))
+    result = client.simulate_post("/ui", json={})
     assert result.status_code == 405 and error_code(result) == "method_not_allowed"
 
 
@@ -119,9 +136,7 @@ def test_files_are_read_once_when_the_app_is_made(make_runtime, monkeypatch):
 
 
 def test_the_dashboard_is_not_in_the_openapi_document(guarded):
-    document = guarded.simulate_get(
-        "/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}
-    ).json
+    document = guarded.simulate_get("/openapi.json", headers=AUTHORIZED).json
     assert not [path for path in document["paths"] if path.startswith("/ui")]
 
 

@@ -7,9 +7,10 @@ is the page, ``/ui/{name}`` a file of that folder. Only those names exist: a
 name is looked up in the dictionary of files read at start, never joined to a
 path, so there is nothing to traverse; any other name is the API's 404 body.
 
-Why these routes need no token (``middleware.is_dashboard``): they hold no data,
-only the code of the page. The page asks for a token, checks it with ``GET /me``
-and then calls the same public routes any client calls, with the same checks.
+Why reading these routes (``GET``, ``HEAD``) needs no token (``middleware.BearerAuth``):
+they hold no data, only the code of the page; any other method is checked like the
+API's. The page asks for a token, checks it with ``GET /me`` and then calls the same
+public routes any client calls, with the same checks.
 
 Why no cookie: the page keeps the token in ``sessionStorage`` (this tab only,
 gone when it closes) and sends it only as ``Authorization: Bearer`` on its
@@ -46,10 +47,6 @@ CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".txt": "text/plain; charset=utf-8",
 }
 
 CONTENT_SECURITY_POLICY = (
@@ -73,10 +70,11 @@ class StaticFile:
     etag: str
 
 
-def load_files(folder: Path = UI_DIR) -> dict[str, StaticFile]:
-    """Every file directly in ``folder`` whose type we know, by name."""
+def load_files() -> dict[str, StaticFile]:
+    """Only names with a known type, so a stray file in the folder (an editor's backup,
+    a ``.py``) is never served, and never served with a guessed type."""
     files: dict[str, StaticFile] = {}
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+    for path in sorted(UI_DIR.iterdir()) if UI_DIR.is_dir() else []:
         content_type = CONTENT_TYPES.get(path.suffix.lower())
         if content_type is None or not path.is_file() or path.name.startswith("."):
             continue
@@ -106,21 +104,20 @@ class _Files:
 
 
 class DashboardPageResource(_Files):
-    """``GET /ui``: the page itself."""
+    """A route of its own because ``/ui/{name}`` does not match ``/ui``: the page's
+    address is the short ``/ui``, not ``/ui/index.html``."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         self._serve(req, resp, INDEX)
 
 
 class DashboardFileResource(_Files):
-    """``GET /ui/{name}``: one file of the dashboard's folder."""
-
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         self._serve(req, resp, name)
 
 
-def add_routes(app: falcon.App, folder: Path = UI_DIR) -> None:
-    """Serve the dashboard at ``/ui`` from ``folder``, read now, once."""
-    files = load_files(folder)
+def add_routes(app: falcon.App) -> None:
+    """The files are read here, once: they are small, and no request should wait on the disk."""
+    files = load_files()
     app.add_route(DASHBOARD_PREFIX, DashboardPageResource(files))
     app.add_route(DASHBOARD_PREFIX + "/{name}", DashboardFileResource(files))

@@ -34,6 +34,8 @@ PUBLIC_PATHS = frozenset({"/healthz"})
 # The web dashboard's static files (``dashboard``): code, no data, so no token. The page
 # then calls the API routes, which check the token it sends as any client's.
 DASHBOARD_PREFIX = "/ui"
+# Only reading them: any other method on a /ui path is checked like the API (401, or 405).
+DASHBOARD_METHODS = frozenset({"GET", "HEAD"})
 LOGGED_PARAMS = frozenset({"session_id", "task_id", "approval_id"})
 # A client's own request id is kept if it is short and plain; otherwise we make one.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -111,14 +113,16 @@ class BearerAuth:
     built-in admin ``root``, a principal's token is that principal, and with no
     token configured and no principal created the service is open (``None``).
     Anything else is 401, before a route can tell whether an id exists. ``/healthz``
-    and the dashboard's static files (``/ui``) need no token.
+    and reading the dashboard's static files (``GET``/``HEAD`` of ``/ui``) need no
+    token; any other method there is checked like the API, so the open service's
+    principal (None) is never given to a request that could change something.
     """
 
     def __init__(self, runtime: Any) -> None:
         self._runtime = runtime
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.path in PUBLIC_PATHS or is_dashboard(req.path):
+        if req.path in PUBLIC_PATHS or (req.method in DASHBOARD_METHODS and is_dashboard(req.path)):
             req.context.principal = None
             return
         header = req.get_header("Authorization") or ""

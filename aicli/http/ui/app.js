@@ -74,11 +74,17 @@ async function api(method, path, { body, query, signal, token } = {}) {
   }
   if (!response.ok) {
     const error = await errorOf(response);
-    if (error.status === 401 && token === undefined && auth.signedIn) signOut(
-      `Your token is no longer accepted (401): ${error.message}`);
+    if (token === undefined) signOutOn401(error);
     throw error;
   }
   return response.status === 204 ? null : response.json();
+}
+
+// A 401 to a call made with the saved token: that token is no longer good anywhere.
+function signOutOn401(error) {
+  if (error.status === 401 && auth.signedIn) {
+    signOut(`Your token is no longer accepted (401): ${error.message}`);
+  }
 }
 
 const enc = encodeURIComponent;
@@ -223,7 +229,12 @@ function every(view, ms, run) {
 }
 
 function route() {
-  const parts = (location.hash.replace(/^#\/?/, "") || "sessions").split("/").map(decodeURIComponent);
+  let parts;
+  try {
+    parts = (location.hash.replace(/^#\/?/, "") || "sessions").split("/").map(decodeURIComponent);
+  } catch {
+    return { view: "not-found" }; // a malformed %-escape: decodeURIComponent throws
+  }
   if (parts[0] === "sessions" && parts[1]) return { view: "session", id: parts[1] };
   if (parts[0] === "tasks" && parts[1]) return { view: "task", id: parts[1] };
   if (parts[0] === "approvals") return { view: "approvals" };
@@ -240,8 +251,9 @@ function render() {
   nav.hidden = false;
   startApprovalCount();
   const where = route();
+  const section = where.view === "approvals" || where.view === "not-found" ? where.view : "sessions";
   for (const link of nav.querySelectorAll("[data-nav]")) {
-    const here = link.dataset.nav === where.view || (link.dataset.nav === "sessions" && where.view !== "approvals");
+    const here = link.dataset.nav === section;
     if (here) link.setAttribute("aria-current", "page"); else link.removeAttribute("aria-current");
   }
   const view = enterView();
@@ -249,7 +261,16 @@ function render() {
   if (where.view === "session") renderSession(view, where.id);
   else if (where.view === "task") renderTask(view, where.id);
   else if (where.view === "approvals") renderApprovals(view);
+  else if (where.view === "not-found") renderNotFound();
   else renderSessions(view);
+}
+
+function renderNotFound() {
+  main.append(h("section.card", { id: "not-found" },
+    h("h1", { text: "Not found" }),
+    h("p", {}, "The dashboard has nothing at this address. ",
+      h("a", { href: "#/sessions", text: "Go to the sessions" }), ".")));
+  showAlert("This address could not be read: it has a malformed %-escape.");
 }
 
 window.addEventListener("hashchange", render);
@@ -261,8 +282,10 @@ function renderSignIn(message) {
   stopApprovalCount();
   nav.hidden = true;
   clear(main);
+  // "new-password": browsers ignore "off" on a password field, and would offer to fill in
+  // or save a password here.
   const input = h("input", {
-    type: "password", name: "token", id: "token", autocomplete: "off", spellcheck: "false",
+    type: "password", name: "token", id: "token", autocomplete: "new-password", spellcheck: "false",
     placeholder: "aicli_…",
   });
   const submit = h("button", { type: "submit", text: "Sign in" });
@@ -354,6 +377,9 @@ function pagedTable({ view, load, columns, empty, rowClass }) {
   const note = h("p.muted.empty", { text: empty, hidden: true });
   let cursor = null;
   let pages = 0;
+  // Each reload is a generation: a poll and a filter change may both be in flight, and
+  // only the answer to the newest may fill the table (not the old filter's rows).
+  let generation = 0;
 
   function row(item) {
     return h(`tr${rowClass ? `.${rowClass}` : ""}`, { dataset: { id: item.id } },
@@ -361,7 +387,11 @@ function pagedTable({ view, load, columns, empty, rowClass }) {
   }
 
   async function fetchPage(reset) {
-    const page = await load(reset ? null : cursor, view.controller.signal);
+    if (reset) generation += 1;
+    const asked = { generation, cursor: reset ? null : cursor };
+    const page = await load(asked.cursor, view.controller.signal);
+    if (asked.generation !== generation) return; // a newer reload answers instead
+    if (!reset && asked.cursor !== cursor) return; // it continued the list a reload replaced
     if (reset) { clear(body); pages = 0; }
     for (const item of page.data) body.append(row(item));
     pages += 1;
@@ -384,12 +414,14 @@ function pagedTable({ view, load, columns, empty, rowClass }) {
 
 // ---------------------------------------------------------------- sessions
 
-function renderSessions(view) {
-  const statusFilter = select("session-status", [
-    ["", "All"], ["idle,busy", "Open (idle, busy)"], ["idle", "Idle"], ["busy", "Busy"],
-    ["closed", "Closed"],
-  ], "");
-  const list = pagedTable({
+const dash = () => h("span.muted", { text: "—" });
+
+function processState(s) {
+  return h(`span.live.${s.process_alive ? "on" : "off"}`, { text: s.process_alive ? "live" : "stopped" });
+}
+
+function sessionsTable(view, statusFilter) {
+  return pagedTable({
     view,
     empty: "No sessions yet: open one below.",
     rowClass: "session-row",
@@ -401,15 +433,17 @@ function renderSessions(view) {
         h("a.mono.nowrap", { href: `#/sessions/${enc(s.id)}`, text: shortId(s.id), title: s.id }),
         h("span.muted.break", { text: s.workdir }))],
       ["Status", (s) => badge(s.status)],
-      ["Owner", (s) => s.owner || h("span.muted", { text: "—" })],
-      ["Node", (s) => s.node ? h("span.mono", { text: shortId(s.node), title: s.node }) : h("span.muted", { text: "—" })],
-      ["Process", (s) => h(`span.live.${s.process_alive ? "on" : "off"}`, { text: s.process_alive ? "live" : "stopped" })],
+      ["Owner", (s) => s.owner || dash()],
+      ["Node", (s) => (s.node ? h("span.mono", { text: shortId(s.node), title: s.node }) : dash())],
+      ["Process", processState],
       ["Cost", (s) => h("span.nowrap", { text: money(s.total_cost_usd) })],
       ["Tasks", (s) => counts(s.task_counts)],
     ],
   });
-  statusFilter.addEventListener("change", () => list.reload().catch(showError));
+}
 
+// The form that opens a session; `opened(session)` runs once the server made it.
+function openSessionForm(view, opened) {
   const workdir = h("input", { name: "workdir", id: "workdir", required: true, placeholder: "/path/to/project", autocomplete: "off" });
   const approvals = select("approvals", [["off", "off: refuse tools the permissions do not allow"], ["ask", "ask: wait for a person"]], "off");
   const mode = select("permission_mode", [
@@ -435,15 +469,27 @@ function renderSessions(view) {
     try {
       const session = await api("POST", "/sessions", { body, signal: view.controller.signal });
       workdir.value = "";
-      await list.reload();
-      showAlert(`Session ${shortId(session.id)} opened in ${session.workdir}.`, "info");
+      await opened(session);
     } catch (err) {
       showError(err);
     } finally {
       open.disabled = false;
     }
   });
+  return form;
+}
 
+function renderSessions(view) {
+  const statusFilter = select("session-status", [
+    ["", "All"], ["idle,busy", "Open (idle, busy)"], ["idle", "Idle"], ["busy", "Busy"],
+    ["closed", "Closed"],
+  ], "");
+  const list = sessionsTable(view, statusFilter);
+  statusFilter.addEventListener("change", () => list.reload().catch(showError));
+  const form = openSessionForm(view, async (session) => {
+    await list.reload();
+    showAlert(`Session ${shortId(session.id)} opened in ${session.workdir}.`, "info");
+  });
   main.append(
     h("section.card", {},
       h("div.head", {},
@@ -457,16 +503,7 @@ function renderSessions(view) {
 
 // ---------------------------------------------------------------- one session
 
-function renderSession(view, id) {
-  const info = h("div", {}, h("p.muted", { text: "Loading…" }));
-  const closeButton = action("Close session", async () => {
-    const session = await api("DELETE", `/sessions/${enc(id)}`, { signal: view.controller.signal });
-    showSessionInfo(session);
-    await tasks.reload();
-    showAlert("Session closed: its tasks were cancelled and its Claude process stopped.", "info");
-  }, ".danger");
-  closeButton.id = "close-session";
-
+function submitTaskForm(view, sessionId) {
   const command = h("textarea", { name: "command", id: "command", rows: 3, required: true, placeholder: "What should Claude do?" });
   const timeout = h("input", { name: "timeout_s", id: "timeout_s", type: "number", min: "1", step: "any", inputmode: "decimal", placeholder: "none" });
   const submit = h("button", { type: "submit", text: "Submit task" });
@@ -480,7 +517,7 @@ function renderSession(view, id) {
     if (timeout.value) body.timeout_s = Number(timeout.value);
     submit.disabled = true;
     try {
-      const task = await api("POST", `/sessions/${enc(id)}/tasks`, { body, signal: view.controller.signal });
+      const task = await api("POST", `/sessions/${enc(sessionId)}/tasks`, { body, signal: view.controller.signal });
       command.value = "";
       go(`#/tasks/${enc(task.id)}`);
     } catch (err) {
@@ -489,16 +526,15 @@ function renderSession(view, id) {
       submit.disabled = false;
     }
   });
+  return form;
+}
 
-  const statusFilter = select("task-status", [
-    ["", "All"], ["pending,running", "Active (pending, running)"], ["pending", "Pending"],
-    ["running", "Running"], ["completed", "Completed"], ["failed", "Failed"], ["cancelled", "Cancelled"],
-  ], "");
-  const tasks = pagedTable({
+function sessionTasksTable(view, sessionId, statusFilter) {
+  return pagedTable({
     view,
     empty: "No tasks here.",
     rowClass: "task-row",
-    load: (cursor, signal) => api("GET", `/sessions/${enc(id)}/tasks`, {
+    load: (cursor, signal) => api("GET", `/sessions/${enc(sessionId)}/tasks`, {
       query: { limit: PAGE, cursor, status: statusFilter.value }, signal,
     }),
     columns: [
@@ -506,36 +542,54 @@ function renderSession(view, id) {
       ["Status", (t) => badge(t.status)],
       ["Command", (t) => h("span.command", { text: t.command.length > 140 ? `${t.command.slice(0, 140)}…` : t.command })],
       ["Created", (t) => when(t.created_at)],
-      ["Cost", (t) => (t.cost_usd === null ? h("span.muted", { text: "—" }) : h("span.nowrap", { text: money(t.cost_usd) }))],
+      ["Cost", (t) => (t.cost_usd === null ? dash() : h("span.nowrap", { text: money(t.cost_usd) }))],
     ],
   });
-  statusFilter.addEventListener("change", () => tasks.reload().catch(showError));
+}
 
-  function showSessionInfo(s) {
+function sessionDetails(s) {
+  return details([
+    ["Status", badge(s.status)],
+    ["Working directory", h("span.mono.break", { text: s.workdir })],
+    ["Owner", s.owner],
+    ["Node", s.node ? h("span.mono", { text: s.node }) : null],
+    ["Process", processState(s)],
+    ["Approvals", s.approvals],
+    ["Permission mode", s.permission_mode],
+    ["Model", s.model],
+    ["Claude session", s.claude_session_id ? h("span.mono.break", { text: s.claude_session_id }) : null],
+    ["Created", when(s.created_at)],
+    ["Last active", when(s.last_active_at)],
+    ["Total cost", money(s.total_cost_usd)],
+    ["Tasks", counts(s.task_counts)],
+  ]);
+}
+
+function renderSession(view, id) {
+  const info = h("div", {}, h("p.muted", { text: "Loading…" }));
+  const form = submitTaskForm(view, id);
+  const statusFilter = select("task-status", [
+    ["", "All"], ["pending,running", "Active (pending, running)"], ["pending", "Pending"],
+    ["running", "Running"], ["completed", "Completed"], ["failed", "Failed"], ["cancelled", "Cancelled"],
+  ], "");
+  const tasks = sessionTasksTable(view, id, statusFilter);
+  statusFilter.addEventListener("change", () => tasks.reload().catch(showError));
+  const closeButton = action("Close session", async () => {
+    showSession(await api("DELETE", `/sessions/${enc(id)}`, { signal: view.controller.signal }));
+    await tasks.reload();
+    showAlert("Session closed: its tasks were cancelled and its Claude process stopped.", "info");
+  }, ".danger");
+  closeButton.id = "close-session";
+
+  function showSession(s) {
     closeButton.hidden = s.status === "closed";
     form.hidden = s.status === "closed";
-    clear(info).append(details([
-      ["Status", badge(s.status)],
-      ["Working directory", h("span.mono.break", { text: s.workdir })],
-      ["Owner", s.owner],
-      ["Node", s.node ? h("span.mono", { text: s.node }) : null],
-      ["Process", h(`span.live.${s.process_alive ? "on" : "off"}`, { text: s.process_alive ? "live" : "stopped" })],
-      ["Approvals", s.approvals],
-      ["Permission mode", s.permission_mode],
-      ["Model", s.model],
-      ["Claude session", s.claude_session_id ? h("span.mono.break", { text: s.claude_session_id }) : null],
-      ["Created", when(s.created_at)],
-      ["Last active", when(s.last_active_at)],
-      ["Total cost", money(s.total_cost_usd)],
-      ["Tasks", counts(s.task_counts)],
-    ]));
+    clear(info).append(sessionDetails(s));
   }
 
   async function refresh(withTasks) {
-    const session = await api("GET", `/sessions/${enc(id)}`, { signal: view.controller.signal });
-    showSessionInfo(session);
+    showSession(await api("GET", `/sessions/${enc(id)}`, { signal: view.controller.signal }));
     if (withTasks) await tasks.reload();
-    return session;
   }
 
   main.append(
@@ -552,46 +606,56 @@ function renderSession(view, id) {
           h("div.head", {}, h("h2", { text: "Tasks" }),
             h("div.tools", {}, field("Status", statusFilter), action("Refresh", () => refresh(true), ".secondary"))),
           tasks.node))));
-  refresh(true).then((session) => {
-    // Follow a working session: its details, and its first page of tasks when that is all we show.
-    every(view, POLL_SESSION_MS, () => {
-      refresh(tasks.pages <= 1).catch(() => {});
-    });
-    return session;
+  // Follow a working session: its details, and its first page of tasks when that is all we show.
+  refresh(true).then(() => {
+    every(view, POLL_SESSION_MS, () => { refresh(tasks.pages <= 1).catch(() => {}); });
   }).catch(showError);
 }
 
 // ---------------------------------------------------------------- one task and its events
 
-// Reads an SSE body: calls onFrame({id, event, data}) per frame; comments are skipped.
-async function readSse(body, onFrame) {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  let frame = { id: null, event: "message", data: [] };
+// Splits complete lines off `buffer` into SSE frames: onFrame({id, event, data}) per frame,
+// comments (the keep-alive) skipped. Returns what is left: the start of a line.
+function sseLines(buffer, state, onFrame) {
   for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    for (;;) {
-      const match = /\r\n|\r|\n/.exec(buffer);
-      if (!match) break;
-      if (match[0] === "\r" && match.index === buffer.length - 1) break; // maybe \r\n split
-      const line = buffer.slice(0, match.index);
-      buffer = buffer.slice(match.index + match[0].length);
-      if (line === "") {
-        if (frame.data.length) onFrame({ id: frame.id, event: frame.event, data: frame.data.join("\n") });
-        frame = { id: null, event: "message", data: [] };
-        continue;
-      }
-      if (line.startsWith(":")) continue; // a comment: the keep-alive
-      const colon = line.indexOf(":");
-      const name = colon < 0 ? line : line.slice(0, colon);
-      let text = colon < 0 ? "" : line.slice(colon + 1);
-      if (text.startsWith(" ")) text = text.slice(1);
-      if (name === "data") frame.data.push(text);
-      else if (name === "event") frame.event = text;
-      else if (name === "id") frame.id = text;
+    const match = /\r\n|\r|\n/.exec(buffer);
+    if (!match) return buffer;
+    if (match[0] === "\r" && match.index === buffer.length - 1) return buffer; // maybe \r\n split
+    const line = buffer.slice(0, match.index);
+    buffer = buffer.slice(match.index + match[0].length);
+    const { frame } = state;
+    if (line === "") {
+      state.frame = { id: null, event: "message", data: [] };
+      if (frame.data.length) onFrame({ id: frame.id, event: frame.event, data: frame.data.join("\n") });
+      continue;
     }
+    if (line.startsWith(":")) continue;
+    const colon = line.indexOf(":");
+    const name = colon < 0 ? line : line.slice(0, colon);
+    let text = colon < 0 ? "" : line.slice(colon + 1);
+    if (text.startsWith(" ")) text = text.slice(1);
+    if (name === "data") frame.data.push(text);
+    else if (name === "event") frame.event = text;
+    else if (name === "id") frame.id = text;
+  }
+}
+
+// Reads an SSE body until it ends. The reader is cancelled however the reading ends (onFrame
+// throwing included): that closes the response, which otherwise holds one of the server's
+// few stream slots until it times out.
+async function readSse(body, onFrame) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  const state = { frame: { id: null, event: "message", data: [] } };
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer = sseLines(buffer + decoder.decode(value, { stream: true }), state, onFrame);
+    }
+  } finally {
+    reader.cancel().catch(() => {});
   }
 }
 
@@ -602,43 +666,79 @@ function sleep(ms, signal) {
   });
 }
 
+async function openEventStream(taskId, last, signal) {
+  const headers = headersFor({ Accept: "text/event-stream" });
+  if (last > 0) headers["Last-Event-ID"] = String(last);
+  const response = await fetch(`/tasks/${enc(taskId)}/events`, {
+    headers, signal, cache: "no-store", credentials: "omit",
+  });
+  if (response.ok) return response;
+  const error = await errorOf(response);
+  signOutOn401(error);
+  if (response.status !== 429 && response.status < 500) throw error; // will not get better
+  throw Object.assign(error, { retry: true });
+}
+
+// A frame's event with a numeric seq (null without one). Data that is not a JSON object is
+// kept as the event's data, to be shown as it came.
+function eventOf(frame) {
+  let event;
+  try { event = JSON.parse(frame.data); } catch { event = frame.data; }
+  if (!event || typeof event !== "object" || Array.isArray(event)) {
+    event = { type: frame.event, data: event };
+  }
+  const seq = Number(event.seq ?? frame.id);
+  return Number.isFinite(seq) ? { ...event, seq } : null;
+}
+
+function isTerminalEvent(event) {
+  return event.type === "status" && Boolean(event.data) && TERMINAL.has(event.data.status);
+}
+
+async function taskIsTerminal(taskId, signal) {
+  try {
+    const task = await api("GET", `/tasks/${enc(taskId)}`, { signal });
+    return TERMINAL.has(task.status);
+  } catch {
+    return false; // not known: keep following (a 401 signed out, which stops it)
+  }
+}
+
 // Follows GET /tasks/{id}/events as SSE until the terminal status event. A dropped
-// connection reconnects with Last-Event-ID = the last seq seen, so the server replays only
-// what was missed; seqs not above it are dropped too, in case anything comes twice.
+// connection reconnects with Last-Event-ID = the last seq shown, so the server replays only
+// what was missed; seqs not above it are dropped too, in case anything comes twice. A
+// stream the server ends without the terminal event is followed again only while the
+// task is not terminal, plus once after, for what came in between.
 async function followEvents(taskId, { signal, onEvent, onState }) {
   let last = 0;
   let failures = 0;
   let reconnects = 0;
   let ended = false;
+  let terminal = false;
   while (!signal.aborted && !ended) {
-    const headers = headersFor({ Accept: "text/event-stream" });
-    if (last > 0) headers["Last-Event-ID"] = String(last);
+    let closed = false; // by the server, not by an error
     try {
-      const response = await fetch(`/tasks/${enc(taskId)}/events`, {
-        headers, signal, cache: "no-store", credentials: "omit",
-      });
-      if (!response.ok) {
-        const error = await errorOf(response);
-        if (response.status !== 429 && response.status < 500) throw error; // will not get better
-        throw Object.assign(error, { retry: true });
-      }
+      const response = await openEventStream(taskId, last, signal);
       onState(reconnects ? `live (reconnected ${reconnects}×)` : "live", "live");
       failures = 0;
       await readSse(response.body, (frame) => {
-        let event;
-        try { event = JSON.parse(frame.data); } catch { return; }
-        const seq = Number(event.seq ?? frame.id);
-        if (!Number.isFinite(seq) || seq <= last) return;
-        last = seq;
+        const event = eventOf(frame);
+        if (!event || event.seq <= last) return;
         onEvent(event);
-        if (event.type === "status" && TERMINAL.has(event.data && event.data.status)) ended = true;
+        last = event.seq; // only once shown: an event whose drawing threw comes again
+        if (isTerminalEvent(event)) ended = true;
       });
+      closed = true;
     } catch (err) {
       if (signal.aborted) return;
       if (err instanceof ApiError && !err.retry) {
         onState("stopped", "off");
         throw err;
       }
+    }
+    if (closed && !ended && !signal.aborted) {
+      if (terminal) ended = true;
+      else terminal = await taskIsTerminal(taskId, signal);
     }
     if (ended || signal.aborted) break;
     failures += 1;
@@ -649,6 +749,17 @@ async function followEvents(taskId, { signal, onEvent, onState }) {
   if (ended) onState(reconnects ? `ended (reconnected ${reconnects}×)` : "ended", "off");
 }
 
+function isObject(value) {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+// What did not fit the expected shape, as the JSON it came as.
+function raw(value) {
+  let text;
+  try { text = JSON.stringify(value, null, 2); } catch { /* not JSON-able */ }
+  return h("pre.raw", { text: text ?? String(value) });
+}
+
 function textOfToolResult(content) {
   if (typeof content === "string") return content;
   if (Array.isArray(content)) {
@@ -657,63 +768,112 @@ function textOfToolResult(content) {
   return pretty(content);
 }
 
+function messageBlock(block) {
+  if (block.type === "text") return h("p.say", { text: block.text });
+  if (block.type === "tool_use") {
+    return h("div.tool", {}, h("span.tool-name", { text: `Tool use: ${block.name}` }),
+      h("pre", { text: pretty(block.input) }));
+  }
+  if (block.type === "thinking") return h("p.muted", { text: block.thinking || "(thinking)" });
+  return raw(block);
+}
+
+function toolResultBlock(block) {
+  if (block.type === "tool_result") {
+    return h(`pre${block.is_error ? ".error" : ""}`, { text: textOfToolResult(block.content) });
+  }
+  if (block.type === "text") return h("p", { text: block.text });
+  return null;
+}
+
+// The blocks of a message event, each drawn by `draw`; one that is not an object shows raw.
+function blocks(data, draw) {
+  if (!Array.isArray(data.content)) return [raw(data)];
+  return data.content.map((block) => (isObject(block) ? draw(block) : raw(block)));
+}
+
+function resultSummary(data) {
+  const bits = [data.subtype, data.is_error ? "error" : null,
+    data.num_turns != null ? `${data.num_turns} turns` : null,
+    data.duration_ms != null ? `${data.duration_ms} ms` : null,
+    data.total_cost_usd != null ? money(data.total_cost_usd) : null].filter(Boolean);
+  return [h("span", { text: `Result: ${bits.join(" · ")}` })];
+}
+
 function eventBody(event) {
-  const data = event.data || {};
+  const data = event.data;
+  if (!isObject(data)) return [raw(data)];
+  const a = isObject(data.approval) ? data.approval : {};
   switch (event.type) {
     case "status":
       return [h("span", { text: "Status: " }), badge(data.status)];
     case "assistant":
-    case "user": {
-      const parts = [];
-      for (const block of data.content || []) {
-        if (block.type === "text") parts.push(h("p.say", { text: block.text }));
-        else if (block.type === "tool_use") {
-          parts.push(h("div.tool", {}, h("span.tool-name", { text: `Tool use: ${block.name}` }),
-            h("pre", { text: pretty(block.input) })));
-        } else if (block.type === "thinking") parts.push(h("p.muted", { text: block.thinking || "(thinking)" }));
-        else parts.push(h("pre", { text: pretty(block) }));
-      }
-      return parts;
-    }
-    case "tool_result": {
-      const parts = [];
-      for (const block of data.content || []) {
-        if (block.type === "tool_result") {
-          parts.push(h(`pre${block.is_error ? ".error" : ""}`, { text: textOfToolResult(block.content) }));
-        } else if (block.type === "text") parts.push(h("p", { text: block.text }));
-      }
-      return parts;
-    }
-    case "result": {
-      const bits = [data.subtype, data.is_error ? "error" : null,
-        data.num_turns != null ? `${data.num_turns} turns` : null,
-        data.duration_ms != null ? `${data.duration_ms} ms` : null,
-        data.total_cost_usd != null ? money(data.total_cost_usd) : null].filter(Boolean);
-      return [h("span", { text: `Result: ${bits.join(" · ")}` })];
-    }
-    case "approval_requested": {
-      const a = data.approval || {};
+    case "user":
+      return blocks(data, messageBlock);
+    case "tool_result":
+      return blocks(data, toolResultBlock);
+    case "result":
+      return resultSummary(data);
+    case "approval_requested":
       return [h("span", {}, `Approval requested: ${a.tool_name} (${a.kind}) — `,
         h("a", { href: "#/approvals", text: "decide in Approvals" })),
       h("pre", { text: pretty(a.input) })];
-    }
-    case "approval_decided": {
-      const a = data.approval || {};
+    case "approval_decided":
       return [h("span", {}, "Approval decided: ", badge(a.status), ` ${a.tool_name} by ${a.decided_by || "—"}`),
         a.message ? h("p", { text: a.message }) : null];
-    }
     default:
-      return [h("pre", { text: pretty(data) })];
+      return [raw(data)];
   }
+}
+
+function eventItem(event) {
+  const type = String(event.type);
+  let body;
+  try { body = eventBody(event); } catch { body = [raw(event.data)]; }
+  return h(`li.event.t-${type.replace(/[^a-z_]/gi, "")}`, { dataset: { seq: event.seq, type } },
+    h("div.event-head", {}, h("span.seq", { text: `#${event.seq}` }),
+      h("span.type", { text: type }), when(event.created_at)),
+    h("div.event-body", {}, body));
+}
+
+function taskDetails(t) {
+  return details([
+    ["Status", h("span", { id: "task-status" }, badge(t.status))],
+    ["Waiting for", t.awaiting_approval ? h("a", { href: "#/approvals", text: "an approval" }) : undefined],
+    ["Queue position", t.queue_position ?? undefined],
+    ["Created", when(t.created_at)],
+    ["Started", when(t.started_at)],
+    ["Completed", when(t.completed_at)],
+    ["Cost", t.cost_usd === null ? null : money(t.cost_usd)],
+    ["Turns", t.num_turns],
+    ["Duration", t.duration_ms === null ? null : `${t.duration_ms} ms`],
+    ["Tokens", t.usage ? `${t.usage.input_tokens} in, ${t.usage.output_tokens} out` : null],
+    ["Timeout", t.timeout_s === null ? undefined : `${t.timeout_s} s`],
+  ]);
+}
+
+function taskOutput(t) {
+  return [
+    h("h2", { text: "Command" }), h("pre.command-text", { text: t.command }),
+    t.output !== null ? [h("h2", { text: "Output" }), h("pre.output", { id: "task-output", text: t.output })] : null,
+    t.error !== null ? [h("h2", { text: "Error" }), h("p.error-text", { id: "task-error", text: t.error })] : null,
+  ];
+}
+
+function taskCrumbs(t) {
+  const crumbs = [h("a", { href: "#/sessions", text: "← Sessions" })];
+  if (t) {
+    crumbs.push(" / ", h("a", { href: `#/sessions/${enc(t.session_id)}`, text: `session ${shortId(t.session_id)}` }));
+  }
+  return crumbs;
 }
 
 function renderTask(view, id) {
   const info = h("div", {}, h("p.muted", { text: "Loading…" }));
   const output = h("div");
-  const crumbs = h("p.crumbs", {}, h("a", { href: "#/sessions", text: "← Sessions" }));
+  const crumbs = h("p.crumbs", {}, taskCrumbs(null));
   const cancel = action("Cancel task", async () => {
-    const task = await api("DELETE", `/tasks/${enc(id)}`, { signal: view.controller.signal });
-    showTask(task);
+    showTask(await api("DELETE", `/tasks/${enc(id)}`, { signal: view.controller.signal }));
   }, ".danger");
   cancel.id = "cancel-task";
   cancel.hidden = true;
@@ -722,42 +882,18 @@ function renderTask(view, id) {
 
   function showTask(t) {
     cancel.hidden = !CANCELLABLE.has(t.status);
-    clear(crumbs).append(h("a", { href: "#/sessions", text: "← Sessions" }), " / ",
-      h("a", { href: `#/sessions/${enc(t.session_id)}`, text: `session ${shortId(t.session_id)}` }));
-    clear(info).append(details([
-      ["Status", h("span", { id: "task-status" }, badge(t.status))],
-      ["Waiting for", t.awaiting_approval ? h("a", { href: "#/approvals", text: "an approval" }) : undefined],
-      ["Queue position", t.queue_position ?? undefined],
-      ["Created", when(t.created_at)],
-      ["Started", when(t.started_at)],
-      ["Completed", when(t.completed_at)],
-      ["Cost", t.cost_usd === null ? null : money(t.cost_usd)],
-      ["Turns", t.num_turns],
-      ["Duration", t.duration_ms === null ? null : `${t.duration_ms} ms`],
-      ["Tokens", t.usage ? `${t.usage.input_tokens} in, ${t.usage.output_tokens} out` : null],
-      ["Timeout", t.timeout_s === null ? undefined : `${t.timeout_s} s`],
-    ]));
-    append(clear(output), [
-      h("h2", { text: "Command" }), h("pre.command-text", { text: t.command }),
-      t.output !== null ? [h("h2", { text: "Output" }), h("pre.output", { id: "task-output", text: t.output })] : null,
-      t.error !== null ? [h("h2", { text: "Error" }), h("p.error-text", { id: "task-error", text: t.error })] : null,
-    ]);
+    append(clear(crumbs), taskCrumbs(t));
+    clear(info).append(taskDetails(t));
+    append(clear(output), taskOutput(t));
   }
 
-  async function refresh() {
-    const task = await api("GET", `/tasks/${enc(id)}`, { signal: view.controller.signal });
-    showTask(task);
-    return task;
-  }
+  const refresh = async () => showTask(await api("GET", `/tasks/${enc(id)}`, { signal: view.controller.signal }));
 
   function addEvent(event) {
-    events.append(h(`li.event.t-${String(event.type).replace(/[^a-z_]/gi, "")}`,
-      { dataset: { seq: event.seq, type: event.type } },
-      h("div.event-head", {}, h("span.seq", { text: `#${event.seq}` }),
-        h("span.type", { text: event.type }), when(event.created_at)),
-      h("div.event-body", {}, eventBody(event))));
+    events.append(eventItem(event));
     // A status change: the task's details change with it.
-    if (event.type === "status" || event.type.startsWith("approval_")) refresh().catch(() => {});
+    const type = String(event.type);
+    if (type === "status" || type.startsWith("approval_")) refresh().catch(() => {});
   }
 
   main.append(crumbs, h("div.split", {},
@@ -779,14 +915,67 @@ function renderTask(view, id) {
 
 // ---------------------------------------------------------------- approvals
 
-function approvalCard(a, onDecided) {
-  const message = h("input", { name: "message", placeholder: "Message for Claude (optional)", autocomplete: "off" });
-  const head = h("div.head", {},
+function approvalHead(a) {
+  return h("div.head", {},
     h("h2", {}, h("span.tool-name", { text: a.kind === "question" ? "Question" : a.tool_name }), " ", badge(a.kind)),
     h("span.muted", {}, "task ", h("a.mono", { href: `#/tasks/${enc(a.task_id)}`, text: shortId(a.task_id) }),
       " · session ", h("a.mono", { href: `#/sessions/${enc(a.session_id)}`, text: shortId(a.session_id) }),
       " · ", when(a.created_at)));
-  const card = h("article.card.approval", { dataset: { id: a.id, kind: a.kind } }, head);
+}
+
+// The optional message of a decision, when one was typed.
+function withMessage(body, message) {
+  const text = message.value.trim();
+  return text ? { ...body, message: text } : body;
+}
+
+function questionGroup(a, q, index) {
+  const name = `q-${a.id}-${index}`;
+  const options = (q.options || []).map((option) => h("label.option", {},
+    h("input", { type: q.multiSelect ? "checkbox" : "radio", name, value: option.label }),
+    h("span", {}, h("strong", { text: option.label }),
+      option.description ? h("span.muted", { text: ` — ${option.description}` }) : null)));
+  const fieldset = h("fieldset.question", {},
+    h("legend", {}, q.header ? h("span.badge.s-header", { text: q.header }) : null, ` ${q.question}`),
+    options);
+  return { q, fieldset };
+}
+
+// A question's controls: one group of options per question, Answer and Decline.
+function questionControls(a, message, decide) {
+  const questions = Array.isArray(a.input && a.input.questions) ? a.input.questions : [];
+  const groups = questions.map((q, index) => questionGroup(a, q, index));
+  const answer = action("Answer", async () => {
+    const answers = {};
+    for (const { q, fieldset } of groups) {
+      const chosen = [...fieldset.querySelectorAll("input:checked")].map((input) => input.value);
+      if (!chosen.length) { showAlert(`Choose an answer to “${q.question}”.`); return; }
+      answers[q.question] = chosen.join(", ");
+    }
+    await decide({ decision: "allow", answers }, () => "Answered.");
+  });
+  const decline = action("Decline", () => decide(withMessage({ decision: "deny" }, message),
+    () => "Declined."), ".secondary");
+  return [groups.map((g) => g.fieldset), h("div.actions", {}, answer, decline),
+    field("Message if you decline", message)];
+}
+
+// A tool use's controls: its input, a message, remember, Allow and Deny.
+function toolControls(a, message, decide) {
+  const remember = h("input", { type: "checkbox", name: "remember" });
+  const allow = action("Allow", () => decide(
+    withMessage({ decision: "allow", ...(remember.checked ? { remember: true } : {}) }, message),
+    (d) => `Allowed ${d.tool_name}.`));
+  const deny = action("Deny", () => decide(withMessage({ decision: "deny" }, message),
+    (d) => `Denied ${d.tool_name}.`), ".danger");
+  return [h("pre", { text: pretty(a.input) }),
+    field("Message", message),
+    h("label.option", {}, remember, h("span", { text: "Allow such uses for the rest of the session" })),
+    h("div.actions", {}, allow, deny)];
+}
+
+function approvalCard(a, onDecided) {
+  const message = h("input", { name: "message", placeholder: "Message for Claude (optional)", autocomplete: "off" });
 
   async function decide(body, done) {
     try {
@@ -799,48 +988,8 @@ function approvalCard(a, onDecided) {
     }
   }
 
-  if (a.kind === "question") {
-    const questions = Array.isArray(a.input && a.input.questions) ? a.input.questions : [];
-    const groups = questions.map((q, index) => {
-      const name = `q-${a.id}-${index}`;
-      const options = (q.options || []).map((option) => h("label.option", {},
-        h("input", { type: q.multiSelect ? "checkbox" : "radio", name, value: option.label }),
-        h("span", {}, h("strong", { text: option.label }),
-          option.description ? h("span.muted", { text: ` — ${option.description}` }) : null)));
-      const fieldset = h("fieldset.question", {},
-        h("legend", {}, q.header ? h("span.badge.s-header", { text: q.header }) : null, ` ${q.question}`),
-        options);
-      return { q, fieldset };
-    });
-    card.append(...groups.map((g) => g.fieldset));
-    card.append(h("div.actions", {},
-      action("Answer", async () => {
-        const answers = {};
-        for (const { q, fieldset } of groups) {
-          const chosen = [...fieldset.querySelectorAll("input:checked")].map((input) => input.value);
-          if (!chosen.length) { showAlert(`Choose an answer to “${q.question}”.`); return; }
-          answers[q.question] = chosen.join(", ");
-        }
-        await decide({ decision: "allow", answers }, () => "Answered.");
-      }),
-      action("Decline", () => decide({ decision: "deny", ...(message.value.trim() ? { message: message.value.trim() } : {}) },
-        () => "Declined."), ".secondary")),
-    field("Message if you decline", message));
-  } else {
-    const remember = h("input", { type: "checkbox", name: "remember" });
-    card.append(h("pre", { text: pretty(a.input) }),
-      field("Message", message),
-      h("label.option", {}, remember, h("span", { text: "Allow such uses for the rest of the session" })),
-      h("div.actions", {},
-        action("Allow", () => decide({
-          decision: "allow", ...(remember.checked ? { remember: true } : {}),
-          ...(message.value.trim() ? { message: message.value.trim() } : {}),
-        }, (d) => `Allowed ${d.tool_name}.`)),
-        action("Deny", () => decide({
-          decision: "deny", ...(message.value.trim() ? { message: message.value.trim() } : {}),
-        }, (d) => `Denied ${d.tool_name}.`), ".danger")));
-  }
-  return card;
+  const controls = a.kind === "question" ? questionControls(a, message, decide) : toolControls(a, message, decide);
+  return h("article.card.approval", { dataset: { id: a.id, kind: a.kind } }, approvalHead(a), controls);
 }
 
 function renderApprovals(view) {
