@@ -20,6 +20,14 @@ expect = pytest.importorskip("playwright.sync_api").expect
 pytest_plugins = ("tests.serve_fixtures", "tests.browser_fixtures")
 pytestmark = pytest.mark.cli
 
+
+@pytest.fixture
+def database_url(tmp_path) -> str:
+    """SQLite only: the clients see the same API on either database (the storage tests
+    cover both), and each server here costs seconds."""
+    return f"sqlite:///{tmp_path}/aicli.db"
+
+
 PHONE = {"width": 390, "height": 844}
 WRITE = '[[tool: Write {"file_path": "out.txt", "content": "hi"}]]'
 

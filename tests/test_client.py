@@ -38,6 +38,13 @@ TOKEN = "aicli_" + secrets.token_hex(32)
 
 
 @pytest.fixture
+def database_url(tmp_path) -> str:
+    """SQLite only: the clients see the same API on either database (the storage tests
+    cover both), and each server here costs seconds."""
+    return f"sqlite:///{tmp_path}/aicli.db"
+
+
+@pytest.fixture
 def server(serve):
     return serve(env={"AICLI_API_TOKEN": TOKEN})
 

@@ -25,6 +25,14 @@ from tests.serve_process import free_port
 pytest_plugins = ("tests.serve_fixtures",)
 pytestmark = pytest.mark.cli
 
+
+@pytest.fixture
+def database_url(tmp_path) -> str:
+    """SQLite only: the clients see the same API on either database (the storage tests
+    cover both), and each server here costs seconds."""
+    return f"sqlite:///{tmp_path}/aicli.db"
+
+
 AICLI = str(Path(sys.executable).with_name("aicli"))
 LONG_TASK = "[[bash: echo started; sleep 600]]"
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but \t and \n, DEL, C1
