@@ -3,14 +3,18 @@ the event iterator across a dropped connection, and a retried submit."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import secrets
+import socketserver
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from aicli.client import Client
+from aicli.client import Client, follow
 from aicli.client import client as client_module
 from aicli.contract import Approval, Event, Page, Session, Task
 from aicli.errors import (
@@ -309,3 +313,78 @@ def test_every_code_the_api_sends_maps_to_the_runtime_class():
     assert set(STATUS_CODES.values()) <= set(client_errors.CLASSES)
     assert client_errors.build("too_many_requests", "full", retry_after=3).retry_after == 3
     assert type(client_errors.build("something_new", "hm")) is runtime_errors.AicliError
+
+
+class QuietStream(http.server.BaseHTTPRequestHandler):
+    """A stream that sends one event, then only keep-alives for ``quiet`` seconds, and ends;
+    the next connection gets the terminal event. The task itself reads as running."""
+
+    protocol_version = "HTTP/1.1"
+    quiet = 0.0
+    requests: list[tuple[str, str | None]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.requests.append((self.path, self.headers.get("Last-Event-ID")))
+        self.close_connection = True
+        if not self.path.startswith("/tasks/t1/events"):
+            body = b'{"id": "t1", "session_id": "s1", "command": "x", "status": "running"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        if self.headers.get("Last-Event-ID") == "0":
+            self._event(1, "running")
+            deadline = time.monotonic() + self.quiet
+            while time.monotonic() < deadline:
+                self.wfile.write(b": keep-alive\n\n")
+                self.wfile.flush()
+                time.sleep(0.05)
+        else:
+            self._event(2, "completed")
+
+    def _event(self, seq: int, status: str) -> None:
+        event = {"seq": seq, "type": "status", "created_at": "2026-12-03T00:00:00.000001Z"}
+        data = json.dumps({**event, "data": {"status": status}})
+        self.wfile.write(f"id: {seq}\nevent: status\ndata: {data}\n\n".encode())
+        self.wfile.flush()
+
+
+@pytest.fixture
+def quiet_server():
+    QuietStream.requests = []
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), QuietStream)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_quiet_task_is_followed_past_the_reconnect_budget(quiet_server, monkeypatch):
+    """Keep-alives are signs of life: a drop after a long quiet spell is reconnected."""
+    monkeypatch.setattr(follow, "RECONNECT_S", 0.5)
+    monkeypatch.setattr(QuietStream, "quiet", 1.0)
+    with Client(quiet_server) as client:
+        assert [e.seq for e in client.events("t1")] == [1, 2]
+    streams = [after for path, after in QuietStream.requests if path.endswith("/events")]
+    assert streams == ["0", "1"]
+
+
+def test_a_stream_closed_from_another_thread_lets_go(quiet_server, monkeypatch):
+    monkeypatch.setattr(QuietStream, "quiet", 30.0)
+    with Client(quiet_server) as client:
+        stream = client.events("t1")
+        assert next(stream).seq == 1
+        reader = threading.Thread(target=lambda: list(stream))
+        reader.start()
+        wait_for(lambda: len(QuietStream.requests) == 1, 5, "the stream")
+        stream.close()  # while the reader blocks on it
+        reader.join(5)
+        assert not reader.is_alive()

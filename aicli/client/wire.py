@@ -18,7 +18,7 @@ import msgspec
 
 from aicli.client import errors, retries
 from aicli.contract import encode
-from aicli.errors import InvalidRequest, NotFound, Unavailable
+from aicli.errors import AicliError, InvalidRequest, NotFound, Unavailable
 
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
@@ -126,10 +126,10 @@ class Wire:
             attempt += 1
 
     @contextlib.contextmanager
-    def lines(
+    def stream(
         self, path: str, headers: Mapping[str, str], silence_s: float
-    ) -> Iterator[Iterator[str]]:
-        """A streamed answer's lines, once; an error answer is raised before any line.
+    ) -> Iterator[httpx.Response]:
+        """A streamed answer, open; an error answer is raised before it is handed out.
 
         ``silence_s`` is how long the stream may send nothing before it counts as dead.
         """
@@ -138,11 +138,12 @@ class Wire:
             if response.status_code != 200:
                 response.read()
                 raise errors.from_response(response)
-            yield response.iter_lines()
+            yield response
 
-    def unreachable(self, error: Exception) -> Unavailable:
-        """``error`` as the ``Unavailable`` a caller sees when the service cannot be reached."""
-        if isinstance(error, Unavailable):
+    def unreachable(self, error: Exception) -> AicliError:
+        """``error`` as the caller sees it: the API's own errors as they are, and a
+        failure to reach the service as ``Unavailable``, naming it."""
+        if isinstance(error, AicliError):
             return error
         detail = str(error) or type(error).__name__
         return Unavailable(
