@@ -9,8 +9,8 @@ Errors are ``AicliError``s, which ``dispatch`` prints as ``aicli: <message>``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -18,10 +18,20 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from aicli.console import connect
-from aicli.console.output import cell, json_line, plain, shorten, show, table, tool_line, value_text
+from aicli.console.output import (
+    assistant_parts,
+    cell,
+    json_line,
+    plain,
+    shorten,
+    show,
+    table,
+    tool_line,
+    value_text,
+)
 from aicli.console.run import INTERRUPTED, run
 from aicli.contract import MAX_LIMIT
-from aicli.errors import AicliError, InvalidRequest
+from aicli.errors import AicliError, InvalidRequest, TaskNotCancellable
 
 if TYPE_CHECKING:
     from aicli.client import Client
@@ -112,8 +122,6 @@ def sessions_open(client: Client, args: argparse.Namespace) -> int:
 
 def _directory(path: str) -> str:
     """An absolute path: the server resolves a relative one against its own directory."""
-    import os
-
     return os.path.abspath(os.path.expanduser(path))
 
 
@@ -156,18 +164,14 @@ def tasks_show(client: Client, args: argparse.Namespace) -> int:
 
 def tasks_cancel(client: Client, args: argparse.Namespace) -> int:
     task = client.cancel(args.id)
-    if str(task.status) != "cancelled":  # it had ended already: the API's 409
-        print(
-            plain(f"aicli: Task '{task.id}' is already {task.status} and cannot be cancelled."),
-            file=sys.stderr,
-        )
-        return 2
+    if str(task.status) != "cancelled":  # it had ended already: the API's 409, in its words
+        raise TaskNotCancellable(task.id, str(task.status))
     show(task)
     return 0
 
 
 def tasks_events(client: Client, args: argparse.Namespace) -> int:
-    with contextlib.closing(client.events(args.id)) as events:
+    with client.events(args.id) as events:
         for event in events:
             if args.json:
                 line = json_line(msgspec.json.encode(event).decode())
@@ -184,12 +188,7 @@ def event_summary(event: Event) -> str:
         error = data.get("error")
         return cell(str(data.get("status"))) + (f": {shorten(str(error))}" if error else "")
     if event.type == "assistant":
-        parts = []
-        for block in data.get("content") or []:
-            if block.get("type") == "text":
-                parts.append(str(block.get("text", "")))
-            elif block.get("type") == "tool_use":
-                parts.append(f"> {tool_line(str(block.get('name')), block.get('input'))}")
+        parts = [text if kind == "text" else f"> {text}" for kind, text in assistant_parts(data)]
         return shorten(" ".join(parts), 120)
     if event.type in ("approval_requested", "approval_decided"):
         approval = data.get("approval") or {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any, TextIO
@@ -113,3 +113,19 @@ def tool_line(name: str, given: Any) -> str:
             if given:
                 detail = json.dumps(given, ensure_ascii=False, separators=(",", ":"))
     return shorten(f"{name}: {detail}" if detail else name, 100)
+
+
+def assistant_parts(data: Any) -> Iterator[tuple[str, str]]:
+    """An ``assistant`` event's blocks as ``("text", text)`` or ``("tool", tool_line)``.
+
+    The event holds what the CLI sent, which need not be the shape documented:
+    anything that is not a block of one of those kinds is passed over.
+    """
+    content = data.get("content") if isinstance(data, dict) else None
+    for block in content if isinstance(content, list) else []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            yield "text", str(block.get("text") or "")
+        elif block.get("type") == "tool_use":
+            yield "tool", tool_line(str(block.get("name")), block.get("input"))

@@ -24,7 +24,6 @@ is printed, whether or not the output is a terminal.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import os
 import signal
@@ -33,7 +32,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from aicli.console.output import cell, plain, tool_line
+from aicli.console.output import assistant_parts, cell, plain, tool_line
 from aicli.console.spinner import Spinner
 from aicli.errors import AicliError, InvalidRequest
 
@@ -80,9 +79,8 @@ class Runner:
         self.note(f"session {session_id} · task {task.id}")
         self.spinner.state = STATES.get(str(task.status), str(task.status))
         self.spinner.start()
-        # Closed on the way out, so a Ctrl-C lets go of the stream before cancelling
-        # (``closing``, not the stream's own ``with``: a plain generator has ``close`` too).
-        with contextlib.closing(self.client.events(task.id)) as events:
+        # Closed on the way out, so a Ctrl-C lets go of the stream before cancelling.
+        with self.client.events(task.id) as events:
             for event in events:
                 self.show(event)
         # events() returns only after the terminal status event (it raises otherwise).
@@ -101,14 +99,12 @@ class Runner:
         if event.type == "status":
             self.spinner.state = plain(STATES.get(str(data.get("status")), str(data.get("status"))))
         elif event.type == "assistant" and data.get("model") != SYNTHETIC:
-            for block in data.get("content") or []:
-                if not isinstance(block, dict):
-                    continue
-                if block.get("type") == "text" and plain(str(block.get("text") or "")):
-                    self.say(sys.stdout, str(block["text"]))
+            for kind, text in assistant_parts(data):
+                if kind == "tool":
+                    self.note(f"> {text}")
+                elif plain(text):
+                    self.say(sys.stdout, text)
                     self.streamed = True
-                elif block.get("type") == "tool_use":
-                    self.note(f"> {tool_line(str(block.get('name')), block.get('input'))}")
         elif event.type == "approval_requested":
             approval = data.get("approval") or {}
             known = cell(str(approval.get("id")))
