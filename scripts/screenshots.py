@@ -4,7 +4,7 @@
 
 Runs ``aicli serve`` as a subprocess with the real Claude CLI pointed at the fake
 Anthropic API (as the browser tests do), makes a few sessions and tasks through the
-HTTP API, then drives the dashboard with Playwright and headless Chromium (Debian's
+Python client, then drives the dashboard with Playwright and headless Chromium (Debian's
 ``chromium``) and writes one PNG per view: desktop at 1280x800, phone at 390x844.
 """
 
@@ -15,17 +15,18 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import requests
 from playwright.sync_api import expect, sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from aicli.actors.claude_bin import find_claude  # noqa: E402
+from aicli.client import Client  # noqa: E402
+from aicli.contract import Approval  # noqa: E402
 from aicli.testing.fake_anthropic import FakeAnthropic  # noqa: E402
+from aicli.testing.waiting import wait_for  # noqa: E402
 from tests.serve_process import ServeProcess  # noqa: E402
 
 TOKEN = "aicli_screenshots-0123456789abcdef0123456789abcdef"
@@ -34,66 +35,38 @@ PHONE = {"width": 390, "height": 844}
 WRITE = '[[tool: Write {{"file_path": "{name}", "content": "hello"}}]]'
 
 
-class Api:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {TOKEN}"
-
-    def __call__(self, method: str, path: str, **kwargs) -> dict:
-        response = self.http.request(method, self.url + path, timeout=60, **kwargs)
-        response.raise_for_status()
-        return response.json()
-
-    def submit(self, session_id: str, command: str) -> dict:
-        return self("POST", f"/sessions/{session_id}/tasks", json={"command": command})
-
-    def wait(self, task_id: str) -> dict:
-        return self("GET", f"/tasks/{task_id}", params={"wait": 30})
-
-    def pending_approval(self, task_id: str) -> dict:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            found = self("GET", "/approvals", params={"task_id": task_id, "status": "pending"})
-            if found["data"]:
-                return found["data"][0]
-            time.sleep(0.1)
-        raise TimeoutError(f"no approval for task {task_id}")
-
-
-def make_data(api: Api, root: Path) -> dict[str, str]:
+def make_data(client: Client, root: Path) -> dict[str, str]:
     """A few sessions in different states; returns the ids the screenshots show."""
     project = root / "demo-project"
     project.mkdir()
     for name in ("docs-site", "old-experiment"):
         (root / name).mkdir()
-    old = api("POST", "/sessions", json={"workdir": str(root / "old-experiment")})
-    api.wait(api.submit(old["id"], "[[say: Done.]]")["id"])
-    api("DELETE", f"/sessions/{old['id']}")
-    docs = api("POST", "/sessions", json={"workdir": str(root / "docs-site")})
-    api.wait(api.submit(docs["id"], "[[error: 500]]")["id"])
+    old = client.open_session(workdir=str(root / "old-experiment"))
+    client.submit(old.id, "[[say: Done.]]", wait=30)
+    client.close_session(old.id)
+    docs = client.open_session(workdir=str(root / "docs-site"))
+    client.submit(docs.id, "[[error: 500]]", wait=30)
 
-    main = api(
-        "POST",
-        "/sessions",
-        json={"workdir": str(project), "approvals": "ask", "metadata": {"team": "demo"}},
+    main = client.open_session(workdir=str(project), approvals="ask", metadata={"team": "demo"})
+    client.submit(main.id, "[[say: The project has 3 modules and 42 tests.]]", wait=30)
+    wrote = client.submit(main.id, WRITE.format(name="NOTES.md"))
+    client.decide(pending_approval(client, wrote.id).id, "allow")
+    client.wait(wrote.id, 30)
+    slow = client.submit(main.id, "[[slow: 60]] Refactor the parser.")
+    wait_for(lambda: client.get_task(slow.id).status == "running", 30, "the slow task to run")
+    client.cancel(slow.id)
+    pending = client.submit(main.id, WRITE.format(name="CHANGELOG.md"))
+    pending_approval(client, pending.id)
+    return {"session": main.id, "task": wrote.id, "pending": pending.id}
+
+
+def pending_approval(client: Client, task_id: str) -> Approval:
+    return wait_for(
+        lambda: next(iter(client.approvals(task_id=task_id, status=["pending"]).data), None),
+        30,
+        f"an approval for task {task_id}",
+        interval=0.1,
     )
-    first = api.submit(main["id"], "[[say: The project has 3 modules and 42 tests.]]")
-    api.wait(first["id"])
-    wrote = api.submit(main["id"], WRITE.format(name="NOTES.md"))
-    approval = api.pending_approval(wrote["id"])
-    api("POST", f"/approvals/{approval['id']}", json={"decision": "allow"})
-    api.wait(wrote["id"])
-    slow = api.submit(main["id"], "[[slow: 60]] Refactor the parser.")
-    deadline = time.monotonic() + 30
-    while api("GET", f"/tasks/{slow['id']}")["status"] != "running":
-        if time.monotonic() > deadline:
-            raise TimeoutError("the slow task did not start")
-        time.sleep(0.1)
-    api("DELETE", f"/tasks/{slow['id']}")
-    pending = api.submit(main["id"], WRITE.format(name="CHANGELOG.md"))
-    api.pending_approval(pending["id"])
-    return {"session": main["id"], "task": wrote["id"], "pending": pending["id"]}
 
 
 def shoot(url: str, ids: dict[str, str], out: Path) -> list[Path]:
@@ -164,7 +137,8 @@ def main() -> None:
         }
         server = ServeProcess(f"sqlite:///{root}/aicli.db", env, root / "serve.log")
         try:
-            ids = make_data(Api(server.url), root)
+            with Client(server.url, token=TOKEN) as client:
+                ids = make_data(client, root)
             for path in shoot(server.url, ids, out):
                 shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
                 print(f"{shown}: {path.stat().st_size // 1024} KB")
