@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from aicli.console import connect
+from aicli.console.hidden import revealed, visible, warning
 from aicli.console.output import (
     assistant_parts,
     cell,
@@ -193,7 +194,7 @@ def event_summary(event: Event) -> str:
     if event.type in ("approval_requested", "approval_decided"):
         approval = data.get("approval") or {}
         fields = ("id", "status", "tool_name")
-        return " ".join(f"{k}={cell(str(approval[k]))}" for k in fields if approval.get(k))
+        return " ".join(f"{k}={cell(visible(str(approval[k])))}" for k in fields if approval.get(k))
     if event.type == "result":
         return shorten(str(data.get("result") or data.get("subtype") or ""), 120)
     return shorten(json.dumps(data, ensure_ascii=False, separators=(",", ":")), 120)
@@ -211,9 +212,41 @@ def approvals_list(client: Client, args: argparse.Namespace) -> int:
         task_id=args.task,
         status=args.status,
     )
-    rows = (_approval_row(a) for a in found)
-    table(("ID", "TASK", "STATUS", "KIND", "TOOL", "INPUT", "CREATED_AT"), rows)
+    warnings: list[str] = []
+
+    def row(approval: Approval) -> tuple[str, ...]:
+        said = hidden_warning(approval)
+        if said:
+            warnings.append(said)
+        return _approval_row(approval)
+
+    table(("ID", "TASK", "STATUS", "KIND", "TOOL", "INPUT", "CREATED_AT"), map(row, found))
+    for said in warnings:  # after the table, which stderr would otherwise cut into
+        print(said, file=sys.stderr)
     return 0
+
+
+def hidden_warning(approval: Approval) -> str | None:
+    """``aicli: warning: ...`` when what Claude proposed holds hidden characters."""
+    said = warning(approval.tool_name, approval.input, approval.suggestions)
+    return f"aicli: warning: approval {cell(approval.id)}: {said}" if said else None
+
+
+def show_approval(approval: Approval) -> None:
+    """``show``, with every string Claude proposed made visible (``<U+XXXX>``), and the
+    warning on stderr when it holds hidden characters: a person decides on what this prints."""
+    show(
+        msgspec.structs.replace(
+            approval,
+            tool_name=visible(approval.tool_name),
+            input=revealed(approval.input),
+            suggestions=revealed(approval.suggestions),
+            message=None if approval.message is None else visible(approval.message),
+        )
+    )
+    said = hidden_warning(approval)
+    if said:
+        print(said, file=sys.stderr)
 
 
 def _approval_row(approval: Approval) -> tuple[str, ...]:
@@ -223,24 +256,24 @@ def _approval_row(approval: Approval) -> tuple[str, ...]:
         approval.task_id,
         str(approval.status),
         str(approval.kind),
-        cell(approval.tool_name or "-"),
+        cell(visible(approval.tool_name) or "-"),
         summary.partition(": ")[2] or "-",
         value_text(approval.created_at),
     )
 
 
 def approvals_show(client: Client, args: argparse.Namespace) -> int:
-    show(client.get_approval(args.id))
+    show_approval(client.get_approval(args.id))
     return 0
 
 
 def approvals_allow(client: Client, args: argparse.Namespace) -> int:
-    show(client.decide(args.id, "allow", message=args.message, remember=args.remember))
+    show_approval(client.decide(args.id, "allow", message=args.message, remember=args.remember))
     return 0
 
 
 def approvals_deny(client: Client, args: argparse.Namespace) -> int:
-    show(client.decide(args.id, "deny", message=args.message))
+    show_approval(client.decide(args.id, "deny", message=args.message))
     return 0
 
 
@@ -251,7 +284,7 @@ def approvals_answer(client: Client, args: argparse.Namespace) -> int:
         if not equals or not question.strip():
             raise InvalidRequest(f"An answer must read QUESTION=ANSWER, not {given!r}.")
         answers[question] = answer
-    show(client.decide(args.id, "allow", answers=answers))
+    show_approval(client.decide(args.id, "allow", answers=answers))
     return 0
 
 

@@ -20,6 +20,8 @@ from typing import Any, TextIO
 
 import msgspec
 
+from aicli.console.hidden import visible
+
 # A whole escape sequence goes, not just its ESC, lest its parameters show as litter:
 # OSC, DCS, SOS, PM and APC up to their terminator (BEL or ST; an unterminated one up to the
 # end of its line, so no more text is lost than that), CSI, and two-character escapes; the
@@ -102,7 +104,11 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]], out: TextIO | No
 
 
 def tool_line(name: str, given: Any) -> str:
-    """A tool use in one short line: ``Bash: echo hi``, ``Write: notes.txt``."""
+    """A tool use in one short line: ``Bash: echo hi``, ``Write: notes.txt``.
+
+    Its hidden characters are shown as ``<U+XXXX>`` (``hidden.visible``): this line is
+    what a person reads before allowing the tool use.
+    """
     detail = ""
     if isinstance(given, dict):
         for key in ("command", "file_path", "path", "pattern", "url", "query", "description"):
@@ -112,7 +118,7 @@ def tool_line(name: str, given: Any) -> str:
         else:
             if given:
                 detail = json.dumps(given, ensure_ascii=False, separators=(",", ":"))
-    return shorten(f"{name}: {detail}" if detail else name, 100)
+    return shorten(visible(f"{name}: {detail}" if detail else name), 100)
 
 
 def assistant_parts(data: Any) -> Iterator[tuple[str, str]]:

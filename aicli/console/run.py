@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
+from aicli.console.hidden import warning
 from aicli.console.output import assistant_parts, cell, plain, tool_line
 from aicli.console.spinner import Spinner
 from aicli.errors import AicliError, InvalidRequest
@@ -111,6 +112,9 @@ class Runner:
             what = tool_line(str(approval.get("tool_name")), approval.get("input"))
             verb = "answer" if approval.get("kind") == "question" else "allow|deny"
             self.note(f"? approval {known} asks for {what}: aicli approvals {verb} {known}")
+            said = warning(approval.get("tool_name"), approval.get("input"))
+            if said:
+                self.note(f"aicli: warning: approval {known}: {said}")
             self.spinner.state = "waiting for approval"
         elif event.type == "approval_decided":
             approval = data.get("approval") or {}
