@@ -4,6 +4,8 @@
 // `Authorization: Bearer` header on fetch calls, never in a URL. The DOM is built with
 // createElement and textContent only: task output and tool input are data, never markup.
 
+import { hiddenWarning, shown, visibleText } from "./hidden.js";
+
 const TOKEN_KEY = "aicli.token";
 const POLL_APPROVALS_MS = 2000;
 const POLL_SESSION_MS = 3000;
@@ -137,6 +139,12 @@ function money(value) {
 
 function pretty(value) {
   return typeof value === "string" ? value : JSON.stringify(value, null, 2);
+}
+
+// A tool's input as a person reads it before deciding: hidden characters as markers, and in
+// the order the program reads it (bidi-override in the stylesheet: no reordering by script).
+function toolInput(value) {
+  return h("pre.tool-input", {}, shown(pretty(value)));
 }
 
 function counts(taskCounts) {
@@ -771,8 +779,8 @@ function textOfToolResult(content) {
 function messageBlock(block) {
   if (block.type === "text") return h("p.say", { text: block.text });
   if (block.type === "tool_use") {
-    return h("div.tool", {}, h("span.tool-name", { text: `Tool use: ${block.name}` }),
-      h("pre", { text: pretty(block.input) }));
+    return h("div.tool", {}, h("span.tool-name", {}, "Tool use: ", shown(block.name)),
+      hiddenWarning(block.name, block.input), toolInput(block.input));
   }
   if (block.type === "thinking") return h("p.muted", { text: block.thinking || "(thinking)" });
   return raw(block);
@@ -815,12 +823,13 @@ function eventBody(event) {
     case "result":
       return resultSummary(data);
     case "approval_requested":
-      return [h("span", {}, `Approval requested: ${a.tool_name} (${a.kind}) — `,
+      return [h("span", {}, "Approval requested: ", shown(a.tool_name), ` (${a.kind}) — `,
         h("a", { href: "#/approvals", text: "decide in Approvals" })),
-      h("pre", { text: pretty(a.input) })];
+      hiddenWarning(a.tool_name, a.input), toolInput(a.input)];
     case "approval_decided":
-      return [h("span", {}, "Approval decided: ", badge(a.status), ` ${a.tool_name} by ${a.decided_by || "—"}`),
-        a.message ? h("p", { text: a.message }) : null];
+      return [h("span", {}, "Approval decided: ", badge(a.status), " ", shown(a.tool_name),
+        ` by ${a.decided_by || "—"}`),
+      a.message ? h("p", {}, shown(a.message)) : null];
     default:
       return [raw(data)];
   }
@@ -917,7 +926,7 @@ function renderTask(view, id) {
 
 function approvalHead(a) {
   return h("div.head", {},
-    h("h2", {}, h("span.tool-name", { text: a.kind === "question" ? "Question" : a.tool_name }), " ", badge(a.kind)),
+    h("h2", {}, h("span.tool-name", {}, a.kind === "question" ? "Question" : shown(a.tool_name)), " ", badge(a.kind)),
     h("span.muted", {}, "task ", h("a.mono", { href: `#/tasks/${enc(a.task_id)}`, text: shortId(a.task_id) }),
       " · session ", h("a.mono", { href: `#/sessions/${enc(a.session_id)}`, text: shortId(a.session_id) }),
       " · ", when(a.created_at)));
@@ -933,10 +942,10 @@ function questionGroup(a, q, index) {
   const name = `q-${a.id}-${index}`;
   const options = (q.options || []).map((option) => h("label.option", {},
     h("input", { type: q.multiSelect ? "checkbox" : "radio", name, value: option.label }),
-    h("span", {}, h("strong", { text: option.label }),
-      option.description ? h("span.muted", { text: ` — ${option.description}` }) : null)));
+    h("span", {}, h("strong", {}, shown(option.label)),
+      option.description ? h("span.muted", {}, " — ", shown(option.description)) : null)));
   const fieldset = h("fieldset.question", {},
-    h("legend", {}, q.header ? h("span.badge.s-header", { text: q.header }) : null, ` ${q.question}`),
+    h("legend", {}, q.header ? h("span.badge.s-header", {}, shown(q.header)) : null, " ", shown(q.question)),
     options);
   return { q, fieldset };
 }
@@ -949,7 +958,7 @@ function questionControls(a, message, decide) {
     const answers = {};
     for (const { q, fieldset } of groups) {
       const chosen = [...fieldset.querySelectorAll("input:checked")].map((input) => input.value);
-      if (!chosen.length) { showAlert(`Choose an answer to “${q.question}”.`); return; }
+      if (!chosen.length) { showAlert(`Choose an answer to “${visibleText(q.question)}”.`); return; }
       answers[q.question] = chosen.join(", ");
     }
     await decide({ decision: "allow", answers }, () => "Answered.");
@@ -965,10 +974,10 @@ function toolControls(a, message, decide) {
   const remember = h("input", { type: "checkbox", name: "remember" });
   const allow = action("Allow", () => decide(
     withMessage({ decision: "allow", ...(remember.checked ? { remember: true } : {}) }, message),
-    (d) => `Allowed ${d.tool_name}.`));
+    (d) => `Allowed ${visibleText(d.tool_name)}.`));
   const deny = action("Deny", () => decide(withMessage({ decision: "deny" }, message),
-    (d) => `Denied ${d.tool_name}.`), ".danger");
-  return [h("pre", { text: pretty(a.input) }),
+    (d) => `Denied ${visibleText(d.tool_name)}.`), ".danger");
+  return [toolInput(a.input),
     field("Message", message),
     h("label.option", {}, remember, h("span", { text: "Allow such uses for the rest of the session" })),
     h("div.actions", {}, allow, deny)];
@@ -989,7 +998,8 @@ function approvalCard(a, onDecided) {
   }
 
   const controls = a.kind === "question" ? questionControls(a, message, decide) : toolControls(a, message, decide);
-  return h("article.card.approval", { dataset: { id: a.id, kind: a.kind } }, approvalHead(a), controls);
+  return h("article.card.approval", { dataset: { id: a.id, kind: a.kind } }, approvalHead(a),
+    hiddenWarning(a.tool_name, a.input), controls);
 }
 
 function renderApprovals(view) {
