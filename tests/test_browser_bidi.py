@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aicli.console.hidden import is_hidden
+from aicli.console.hidden import is_hidden, visible
 
 expect = pytest.importorskip("playwright.sync_api").expect
 
@@ -58,8 +58,8 @@ def test_an_approval_card_shows_hidden_characters_and_warns(page, server, api, w
     shown = card.locator("pre.tool-input")
     expect(shown).to_contain_text(SHOWN)
     expect(shown).to_contain_text('"description": "list<U+3164><U+2066>"')
-    markers = shown.locator(".hidden-char").all_text_contents()
-    assert markers[:4] == ["<U+202E>", "<U+2066>", "<U+2069>", "<U+200B>"], markers
+    markers = shown.locator(".hidden-char").all_text_contents()  # side by side: one marker
+    assert markers == ["<U+202E><U+2066>", "<U+2069>", "<U+200B>", "<U+3164><U+2066>"], markers
     text = card.evaluate("node => node.textContent")
     assert "touch PWNED" in text and not raw_hidden(text), raw_hidden(text)
     # Drawn in the order the shell reads it: no right-to-left run may reorder it.
@@ -134,6 +134,15 @@ def test_the_dashboard_hides_nothing_the_terminal_client_shows(page, server):
           return found;
         }"""
     )
+    samples = ["<U+202E>", "<u+202e> <U+12>", f"a{RLO}{LRI}b", "\ud800x", "\U000e0041", "é\t\n"]
+    in_js = page.evaluate(
+        """async (samples) => {
+          const { visibleText } = await import("/ui/hidden.js");
+          return samples.map(visibleText);
+        }""",
+        samples,
+    )
+    assert in_js == [visible(sample) for sample in samples], in_js
     in_browser = set(changed)
     in_python = {code for code in range(0x110000) if is_hidden(chr(code))}
     assert not in_browser - in_python, sorted(map(hex, in_browser - in_python))[:20]

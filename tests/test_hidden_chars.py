@@ -8,7 +8,6 @@ which a display draws as a harmless comment; Allow runs ``touch PWNED``.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import unicodedata
 from pathlib import Path
@@ -17,7 +16,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aicli.console.hidden import DEFAULT_IGNORABLE, hidden_in, is_hidden, revealed, visible, warning
+from aicli.console.hidden import (
+    DEFAULT_IGNORABLE,
+    hidden_in,
+    is_hidden,
+    revealed,
+    unveiled,
+    visible,
+    warning,
+)
 from aicli.console.output import tool_line
 from aicli.testing.waiting import wait_for
 from tests.test_console import AICLI, aicli, environment, fields, ok, rows
@@ -27,7 +34,6 @@ pytest_plugins = ("tests.serve_fixtures",)
 RLO, LRI, PDI, ZWSP = "\u202e", "\u2066", "\u2069", "\u200b"
 TROJAN = f"echo hi {RLO}{LRI}; touch PWNED{PDI} # {ZWSP}just a comment"
 SHOWN = "echo hi <U+202E><U+2066>; touch PWNED<U+2069> # <U+200B>just a comment"
-MARKER = re.compile(r"<U\+([0-9A-F]{4,6})>")
 # Every kind the issue names, and then some.
 HIDDEN = [
     *map(chr, range(0x202A, 0x202F)),  # embeddings and overrides
@@ -62,11 +68,6 @@ HIDDEN = [
     "\U0010ffff",  # a lone surrogate, private use, unassigned
 ]
 SHOWN_AS_THEY_ARE = ["\t", "\n", " ", "a", "<", ">", "é", "漢", "😀", "\u05d0", "\u00a0"]
-
-
-def unveiled(text: str) -> str:
-    """The inverse of ``visible``: every marker back to its character."""
-    return MARKER.sub(lambda found: chr(int(found.group(1), 16)), text)
 
 
 def seen(char: str) -> bool:
@@ -119,6 +120,7 @@ def test_a_typed_marker_cannot_pass_for_one():
     assert visible("<u+202e>") == "<U+003C>u+202e>"
     assert visible(f"<{RLO}U+1234>") == "<<U+202E>U+1234>"
     assert visible("a < b, <U+12 and <U+1234567>") == "a < b, <U+12 and <U+1234567>"
+    assert unveiled("<U+110000> <U+003C>U+0041> <U+0041>") == "<U+110000> <U+0041> A"
 
 
 @given(json_values)
@@ -175,46 +177,81 @@ def database_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path}/aicli.db"
 
 
+@pytest.fixture
+def runs():
+    """``runs(url, session_id, prompt)``: an ``aicli run``, killed at the test's end."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(url: str, session_id: str, prompt: str) -> subprocess.Popen[str]:
+        args = [AICLI, "run", "--session", session_id, prompt]
+        started.append(
+            subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=environment(url),
+            )
+        )
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def pending(url: str) -> subprocess.CompletedProcess[str] | None:
+    """``aicli approvals list --status pending`` once it lists one."""
+    listed = aicli(url, "approvals", "list", "--status", "pending")
+    return listed if listed.stdout.count("\n") > 1 else None
+
+
 @pytest.mark.cli
-def test_approvals_list_show_and_run_show_the_hidden_characters_and_warn(serve, workdir):
-    server = serve()
-    url = server.url
+def test_approvals_list_show_and_run_show_the_hidden_characters_and_warn(serve, workdir, runs):
+    url = serve().url
     session_id = fields(ok(aicli(url, "sessions", "open", workdir, "--approvals", "ask")))["id"]
-    # JSON escapes in the directive: the prompt is plain ASCII, the tool input is not.
-    given_input = json.dumps({"command": TROJAN})
-    run = subprocess.Popen(
-        [AICLI, "run", "--session", session_id, f"[[tool: Bash {given_input}]]"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment(url),
-    )
-    try:
 
-        def pending() -> subprocess.CompletedProcess[str] | None:
-            listed = aicli(url, "approvals", "list", "--status", "pending")
-            return listed if listed.stdout.count("\n") > 1 else None
+    def run(name: str, given: dict) -> subprocess.Popen[str]:
+        # JSON escapes in the directive: the prompt is plain ASCII, the tool input is not.
+        prompt = f"[[tool: {name} {json.dumps(given)}]]"
+        return runs(url, session_id, prompt)
 
-        listed = wait_for(pending, 30, "a pending approval")
-        ((approval_id, row),) = rows(ok(listed)).items()
-        assert row["INPUT"] == SHOWN
-        warned = f"aicli: warning: approval {approval_id}: the input contains hidden"
-        assert warned in listed.stderr and "U+202E RIGHT-TO-LEFT OVERRIDE" in listed.stderr
+    running = run("Bash", {"command": TROJAN})
+    listed = wait_for(lambda: pending(url), 30, "a pending approval")
+    ((approval_id, row),) = rows(ok(listed)).items()
+    assert row["INPUT"] == SHOWN
+    warned = f"aicli: warning: approval {approval_id}: the input contains hidden"
+    assert warned in listed.stderr and "U+202E RIGHT-TO-LEFT OVERRIDE" in listed.stderr
+    shown = aicli(url, "approvals", "show", approval_id)
+    assert json.loads(fields(ok(shown))["input"]) == {"command": SHOWN}
+    assert warned in shown.stderr
+    for text in (listed.stdout, listed.stderr, shown.stdout, shown.stderr):
+        assert not any(map(is_hidden, text.replace("\n", "").replace("\t", ""))), ascii(text)
+    denied = aicli(url, "approvals", "deny", approval_id)
+    assert fields(ok(denied))["status"] == "denied" and warned in denied.stderr
+    _, err = running.communicate(timeout=30)
+    assert f"? approval {approval_id} asks for Bash: {SHOWN}" in err
+    assert warned in err
+    assert not (Path(workdir) / "PWNED").exists()
 
-        shown = aicli(url, "approvals", "show", approval_id)
-        assert json.loads(fields(ok(shown))["input"]) == {"command": SHOWN}
-        assert warned in shown.stderr
-        for text in (listed.stdout, listed.stderr, shown.stdout, shown.stderr):
-            assert not any(map(is_hidden, text.replace("\n", "").replace("\t", ""))), ascii(text)
-
-        denied = aicli(url, "approvals", "deny", approval_id)
-        assert fields(ok(denied))["status"] == "denied" and warned in denied.stderr
-        _, err = run.communicate(timeout=30)
-        assert f"? approval {approval_id} asks for Bash: {SHOWN}" in err
-        assert warned in err
-        assert not (Path(workdir) / "PWNED").exists()
-    finally:
-        if run.poll() is None:
-            run.kill()
-        run.communicate(timeout=10)
+    # A question: shown with markers, and answered by typing what was shown.
+    asked = {"question": f"Which{ZWSP} color?", "header": "Color", "multiSelect": False}
+    asked["options"] = [
+        {"label": f"Red{RLO}", "description": "warm"},
+        {"label": "Blue", "description": "cold"},
+    ]
+    running = run("AskUserQuestion", {"questions": [asked]})
+    listed = wait_for(lambda: pending(url), 30, "a pending question")
+    ((approval_id, _),) = rows(ok(listed)).items()
+    assert f"approval {approval_id}: the input contains hidden" in listed.stderr
+    shown = json.loads(fields(ok(aicli(url, "approvals", "show", approval_id)))["input"])
+    assert shown["questions"][0]["question"] == "Which<U+200B> color?"
+    assert shown["questions"][0]["options"][0]["label"] == "Red<U+202E>"
+    answer = "Which<U+200B> color?=Red<U+202E>"
+    assert fields(ok(aicli(url, "approvals", "answer", approval_id, answer)))["status"] == "allowed"
+    out, err = running.communicate(timeout=30)
+    assert running.returncode == 0, err
+    assert f"Red{RLO}" in out  # the label itself was the answer: the tool's result says it

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from aicli.console import connect
-from aicli.console.hidden import revealed, visible, warning
+from aicli.console.hidden import revealed, unveiled, visible, warning
 from aicli.console.output import (
     assistant_parts,
     cell,
@@ -283,7 +283,7 @@ def approvals_answer(client: Client, args: argparse.Namespace) -> int:
         question, equals, answer = given.rpartition("=")
         if not equals or not question.strip():
             raise InvalidRequest(f"An answer must read QUESTION=ANSWER, not {given!r}.")
-        answers[question] = answer
+        answers[unveiled(question)] = unveiled(answer)  # typed as shown: <U+XXXX>
     show_approval(client.decide(args.id, "allow", answers=answers))
     return 0
 

@@ -23,9 +23,9 @@ Not hidden: spaces other than U+0020 and letters that look alike. They are seen,
 misread; a font cannot tell them apart, and flagging all of them would cry wolf on
 ordinary text.
 
-The visible form is reversible: a ``<`` that would begin what reads as a marker
-(``<U+0041>`` typed as such) is itself shown as ``<U+003C>``, so text can neither fake a
-marker nor pass one off as typed.
+The visible form is reversible (``unveiled``): a ``<`` that would begin what reads as a
+marker (``<U+0041>`` typed as such) is itself shown as ``<U+003C>``, so text can neither
+fake a marker nor pass one off as typed.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ WARNING = (
 )
 # What may need changing: a "<" that begins a marker's shape, and anything not printable ASCII.
 CANDIDATE = re.compile(r"<(?=[Uu]\+[0-9A-Fa-f]{4,6}>)|[^\t\n -~]")
+MARKER = re.compile(r"<U\+([0-9A-F]{4,6})>")
 
 
 def is_hidden(char: str) -> bool:
@@ -81,6 +82,17 @@ def visible(text: str) -> str:
     """``text`` with each hidden character (and a ``<`` that could pass for a marker's)
     as ``<U+XXXX>``; everything else, ``\\t`` and ``\\n`` included, as it was."""
     return CANDIDATE.sub(_shown, text)
+
+
+def _character(found: re.Match[str]) -> str:
+    code = int(found.group(1), 16)
+    return chr(code) if code <= 0x10FFFF else found.group()
+
+
+def unveiled(text: str) -> str:
+    """The inverse of ``visible``: each ``<U+XXXX>`` back to its character, so that a
+    person can type what they were shown (``aicli approvals answer``)."""
+    return MARKER.sub(_character, text)
 
 
 def strings(value: Any) -> Iterator[str]:

@@ -169,5 +169,8 @@ def _approval_commands(commands: Any, connection: argparse.ArgumentParser) -> No
         "answers",
         nargs="+",
         metavar="QUESTION=ANSWER",
-        help="The question's text, '=', and the chosen answer; one per question.",
+        help=(
+            "The question's text, '=', and the chosen answer; one per question. A hidden "
+            "character may be typed as shown: <U+200B>."
+        ),
     )

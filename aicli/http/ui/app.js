@@ -761,11 +761,12 @@ function isObject(value) {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
 
-// What did not fit the expected shape, as the JSON it came as.
+// What did not fit the expected shape, as the JSON it came as (a tool use of a kind not
+// drawn otherwise may be in it: hidden characters show as markers here too).
 function raw(value) {
   let text;
   try { text = JSON.stringify(value, null, 2); } catch { /* not JSON-able */ }
-  return h("pre.raw", { text: text ?? String(value) });
+  return h("pre.raw", {}, shown(text ?? String(value)));
 }
 
 function textOfToolResult(content) {

@@ -25,14 +25,17 @@ function marker(char) {
   return `<U+${char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}>`;
 }
 
-// `text` split into [string, isMarker] runs, each hidden character as its own marker run.
+// `text` split into [string, isMarker] runs. Hidden characters side by side make one run
+// (one node to draw, not thousands, for an input of nothing else).
 function runs(text) {
   const parts = [];
   let from = 0;
   for (const found of text.matchAll(CANDIDATE)) {
     if (!needsMarker(found[0])) continue;
     if (found.index > from) parts.push([text.slice(from, found.index), false]);
-    parts.push([marker(found[0]), true]);
+    const last = parts[parts.length - 1];
+    if (last && last[1] && found.index === from) last[0] += marker(found[0]);
+    else parts.push([marker(found[0]), true]);
     from = found.index + found[0].length;
   }
   if (from < text.length) parts.push([text.slice(from), false]);
@@ -44,14 +47,14 @@ export function visibleText(value) {
   return runs(String(value)).map(([part]) => part).join("");
 }
 
-// As nodes to append: text, and each marker a span.hidden-char (styled apart, so it cannot
-// be taken for typed text), titled with what it stands for.
+// As nodes to append: text, and each run of markers a span.hidden-char (styled apart, so it
+// cannot be taken for typed text), titled with the code points it stands for.
 export function shown(value) {
   return runs(String(value)).map(([part, isMarker]) => {
     if (!isMarker) return document.createTextNode(part);
     const span = document.createElement("span");
     span.className = "hidden-char";
-    span.title = part === "<U+003C>" ? "a typed “<”" : `hidden character ${part.slice(1, -1)}`;
+    span.title = `not typed as shown: ${part.slice(1, -1).split("><").join(" ")}`;
     span.textContent = part;
     return span;
   });
@@ -63,7 +66,8 @@ export function hiddenIn(...values) {
   const visit = (value) => {
     if (typeof value === "string") {
       for (const [part, isMarker] of runs(value)) {
-        if (isMarker && part !== "<U+003C>") found.add(part.slice(1, -1));
+        if (!isMarker) continue;
+        for (const [one] of part.matchAll(/U\+[0-9A-F]+/g)) if (one !== "U+003C") found.add(one);
       }
     } else if (Array.isArray(value)) {
       value.forEach(visit);
