@@ -54,7 +54,9 @@ def test_an_approval_card_shows_hidden_characters_and_warns(page, server, api, w
     card = page.locator("article.approval")
     expect(card).to_have_count(1)
     expect(card.locator(".hidden-warning")).to_contain_text(WARNING)
-    expect(card.locator(".hidden-warning")).to_contain_text("U+202E, U+2066, U+2069, U+200B")
+    expect(card.locator(".hidden-warning")).to_contain_text(
+        "(U+200B, U+202E, U+2066, U+2069, U+3164)"
+    )
     shown = card.locator("pre.tool-input")
     expect(shown).to_contain_text(SHOWN)
     expect(shown).to_contain_text('"description": "list<U+3164><U+2066>"')

@@ -132,12 +132,12 @@ def test_every_string_of_a_json_value_keys_too_is_revealed(value):
     assert bool(hidden_in(value)) == any(map(is_hidden, "".join(_strings(value))))
 
 
-def test_the_warning_names_each_hidden_character_once_in_order():
+def test_the_warning_names_each_hidden_character_once_by_code_point():
     said = warning({"command": TROJAN, f"key{RLO}": [TROJAN, {"deep": "\u3164"}]})
     assert said is not None and "hidden or direction-changing characters" in said
     assert said.endswith(
-        "(U+202E RIGHT-TO-LEFT OVERRIDE, U+2066 LEFT-TO-RIGHT ISOLATE, "
-        "U+2069 POP DIRECTIONAL ISOLATE, U+200B ZERO WIDTH SPACE, U+3164 HANGUL FILLER)"
+        "(U+200B ZERO WIDTH SPACE, U+202E RIGHT-TO-LEFT OVERRIDE, U+2066 LEFT-TO-RIGHT "
+        "ISOLATE, U+2069 POP DIRECTIONAL ISOLATE, U+3164 HANGUL FILLER)"
     )
     assert warning({"command": "echo hi # <U+202E> typed"}, "Bash", []) is None
     assert "and 2 more" in warning("".join(HIDDEN[:10]))

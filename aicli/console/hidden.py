@@ -57,8 +57,8 @@ WARNING = (
     "the input contains hidden or direction-changing characters, shown as <U+XXXX>; "
     "they stay in what is allowed"
 )
-# What may need changing: a "<" that begins a marker's shape, and anything not printable ASCII.
-CANDIDATE = re.compile(r"<(?=[Uu]\+[0-9A-Fa-f]{4,6}>)|[^\t\n -~]")
+# A typed "<" that begins a marker's shape.
+LOOKALIKE = re.compile(r"<(?=[Uu]\+[0-9A-Fa-f]{4,6}>)")
 MARKER = re.compile(r"<U\+([0-9A-F]{4,6})>")
 
 
@@ -73,15 +73,17 @@ def marker(char: str) -> str:
     return f"<U+{ord(char):04X}>"
 
 
-def _shown(found: re.Match[str]) -> str:
-    char = found.group()
-    return marker(char) if char == "<" or is_hidden(char) else char
+def _markers(text: str) -> dict[int, str]:
+    """Each hidden character of ``text`` to its marker: found from the set of its
+    characters, so a long text is read at C's speed."""
+    return {ord(char): marker(char) for char in set(text) if is_hidden(char)}
 
 
 def visible(text: str) -> str:
     """``text`` with each hidden character (and a ``<`` that could pass for a marker's)
     as ``<U+XXXX>``; everything else, ``\\t`` and ``\\n`` included, as it was."""
-    return CANDIDATE.sub(_shown, text)
+    text = LOOKALIKE.sub("<U+003C>", text)  # first: the markers added next are not typed
+    return text.translate(_markers(text))
 
 
 def _character(found: re.Match[str]) -> str:
@@ -120,13 +122,12 @@ def revealed(value: Any) -> Any:
 
 
 def hidden_in(*values: Any) -> list[str]:
-    """The distinct hidden characters in the strings of ``values``, first seen first."""
-    found: dict[str, None] = {}
+    """The distinct hidden characters in the strings of ``values``, by code point."""
+    found: set[str] = set()
     for value in values:
         for text in strings(value):
-            for char in sorted(filter(is_hidden, set(text)), key=text.index):
-                found.setdefault(char)
-    return list(found)
+            found.update(map(chr, _markers(text)))
+    return sorted(found)
 
 
 def warning(*values: Any) -> str | None:

@@ -60,7 +60,8 @@ export function shown(value) {
   });
 }
 
-// The distinct hidden characters (as U+XXXX) in every string of JSON values, keys too.
+// The distinct hidden characters (as U+XXXX, by code point) in every string of JSON values,
+// keys too.
 export function hiddenIn(...values) {
   const found = new Set();
   const visit = (value) => {
@@ -76,7 +77,7 @@ export function hiddenIn(...values) {
     }
   };
   values.forEach(visit);
-  return [...found];
+  return [...found].sort((a, b) => parseInt(a.slice(2), 16) - parseInt(b.slice(2), 16));
 }
 
 // The warning above what holds hidden characters, or null when nothing does.
