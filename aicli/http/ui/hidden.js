@@ -44,13 +44,13 @@ function runs(text) {
 
 // As text, for where no markup goes (an alert): the same markers, unstyled.
 export function visibleText(value) {
-  return runs(String(value)).map(([part]) => part).join("");
+  return runs(String(value ?? "")).map(([part]) => part).join("");
 }
 
 // As nodes to append: text, and each run of markers a span.hidden-char (styled apart, so it
 // cannot be taken for typed text), titled with the code points it stands for.
 export function shown(value) {
-  return runs(String(value)).map(([part, isMarker]) => {
+  return runs(String(value ?? "")).map(([part, isMarker]) => {
     if (!isMarker) return document.createTextNode(part);
     const span = document.createElement("span");
     span.className = "hidden-char";
