@@ -63,7 +63,6 @@ from aicli.contract import (
 )
 from aicli.errors import (
     BudgetExceeded,
-    LimitExceeded,
     PrincipalNotFound,
     StorageError,
     Unauthorized,
@@ -282,7 +281,7 @@ class Runtime:
             own_root = principal.workspace_root
             if own_root:
                 validation.session_fields(request, own_root)
-            self._check_session_limit(principal)
+            clean["max_owned"] = principal.limits.max_sessions
         clean["owner"] = access.owner_of_new(principal)
         return self._with_process_state(self._ask(self._proxy().open_session(clean)))
 
@@ -617,15 +616,6 @@ class Runtime:
             self._principals_checked = now
             self._principals_seen = self.store.principals.count() > 0
         return self._principals_seen
-
-    def _check_session_limit(self, principal: Principal) -> None:
-        limit = principal.limits.max_sessions
-        if limit is not None and self.store.open_session_count(principal.id) >= limit:
-            raise LimitExceeded(
-                f"Principal '{principal.name}' already has {limit} open sessions; close one.",
-                retry_after=60,
-                details={"max_sessions": limit},
-            )
 
     def _principal_pending_limit(self, principal: Principal, limit: int) -> int:
         """The pending limit for this principal's sessions; ``BudgetExceeded`` once it spent all."""

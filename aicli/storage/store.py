@@ -57,7 +57,7 @@ from aicli.errors import (
     StorageError,
     TaskNotFound,
 )
-from aicli.storage import database, migrations, paging, transitions
+from aicli.storage import admission, database, migrations, paging, transitions
 from aicli.storage.approvals import Approvals
 from aicli.storage.approvals import event_of as approval_event
 from aicli.storage.ended import EndedTasks
@@ -273,7 +273,11 @@ class Store:
         owner: str | None = None,
         approvals: str | None = None,
         approval_timeout_s: float | None = None,
+        max_open: int | None = None,
+        max_owned: int | None = None,
     ) -> Session:
+        """A new idle session; ``LimitExceeded`` past ``max_open`` open sessions in all or
+        ``max_owned`` of ``owner``'s, counted in the insert's own transaction (``admission``)."""
         if permission_mode is not None and permission_mode not in tuple(PermissionMode):
             raise InvalidRequest(
                 f"'permission_mode' must be among {', '.join(tuple(PermissionMode))}.",
@@ -315,7 +319,12 @@ class Store:
             session.approvals,
             session.approval_timeout_s,
         )
-        self._engine.write(lambda: self._execute(_INSERT_SESSION, params))
+
+        def write() -> None:
+            admission.admit(self._engine, owner, max_open, max_owned)
+            self._execute(_INSERT_SESSION, params)
+
+        self._engine.write(write)
         return session
 
     def get_session(self, session_id: str) -> Session:
