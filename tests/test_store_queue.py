@@ -448,7 +448,7 @@ def test_idempotency_key_after_close_returns_the_first_task(store: Store, sessio
     cancelled, running = store.close_session(session.id, "closed")
     assert (cancelled, running) == ([first.id], None)
     again, created_again = store.create_task(
-        session_id=session.id, command="other", idempotency_key="k"
+        session_id=session.id, command="c", idempotency_key="k"
     )
     assert created_again is False
     assert again.id == first.id and again.command == "c"
