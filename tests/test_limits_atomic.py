@@ -15,7 +15,7 @@ import pytest
 
 from aicli import Runtime
 from aicli.contract import Principal, PrincipalCreate, PrincipalLimits
-from aicli.errors import LimitExceeded
+from aicli.errors import LimitExceeded, Unauthorized
 from aicli.storage.testing import fresh_schema_url
 
 pytest_plugins = ("tests.storage_fixtures",)
@@ -90,3 +90,22 @@ def test_two_nodes_together_open_exactly_the_servers_limit(two_nodes, workdir):
     opened, refused = _race(_on_both(two_nodes, lambda node: node.open_session(workdir=workdir)))
     assert opened == 3 and {r.details["max_sessions"] for r in refused} == {3}
     assert two_nodes[0].store.open_session_count() == 3
+
+
+@pytest.mark.postgres
+def test_an_open_racing_its_owners_revocation_is_refused_or_closed(two_nodes, workdir):
+    first, second = two_nodes
+    user = second.create_principal(PrincipalCreate(name="leaving"))
+
+    def open_one() -> object:
+        try:
+            return first.open_session(workdir=workdir, principal=user)
+        except (Unauthorized, LimitExceeded) as refusal:
+            return refusal
+
+    with ThreadPoolExecutor(8) as pool:
+        opens = [pool.submit(open_one) for _ in range(8)]
+        second.revoke_principal(user.id)
+        results = [f.result() for f in opens]
+    assert all(isinstance(r, Unauthorized | LimitExceeded) or r.owner == user.id for r in results)
+    assert first.store.open_session_count(user.id) == 0

@@ -39,6 +39,7 @@ from aicli.contract import (
     Event,
     Page,
     PermissionMode,
+    Principal,
     Session,
     SessionStatus,
     Task,
@@ -202,6 +203,7 @@ _HAS_PENDING = (
 _GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
 _NO_AWAITED_APPROVAL = "UPDATE tasks SET awaiting_approval = NULL WHERE id = ?"
 _SESSION_OWNER = "SELECT owner FROM sessions WHERE id = ?"
+_OPEN_OF_OWNER = f"SELECT id FROM sessions WHERE owner = ? AND status <> '{SessionStatus.CLOSED}'"
 _TASK_OWNER = (
     "SELECT tasks.session_id, sessions.owner FROM tasks"
     " JOIN sessions ON sessions.id = tasks.session_id WHERE tasks.id = ?"
@@ -667,6 +669,24 @@ class Store:
                     self._append(task_id, [("status", data)])
             running = self._execute(_RUNNING_OF_SESSION, (session_id,)).fetchone()
             return cancelled, None if running is None else running[0]
+
+        return self._engine.write(write)
+
+    def revoke_principal(
+        self, principal_id: str, pending_error: str
+    ) -> tuple[Principal, list[tuple[str, list[str], str | None]]]:
+        """Revoke the principal and close its open sessions (``close_session``), in one commit.
+
+        Returns it and, for each session it closed, ``(session id, cancelled task ids,
+        running task id)``. A session it opens meanwhile waits for this commit and is then
+        refused (``admission``); revoked already, only what is still open is closed.
+        """
+
+        def write() -> tuple[Principal, list[tuple[str, list[str], str | None]]]:
+            principal = self.principals.revoke(principal_id)
+            open_ids = [row[0] for row in self._execute(_OPEN_OF_OWNER, (principal_id,))]
+            closed = [(sid, *self.close_session(sid, pending_error)) for sid in open_ids]
+            return principal, closed
 
         return self._engine.write(write)
 
