@@ -65,7 +65,8 @@ listPrincipals GET /principals 200:PrincipalPage 400,403,503 PrincipalListQuery
 getPrincipal GET /principals/{principal_id} 200:Principal 400,404,503
   One principal (a user: only itself; any other id is unknown to it).
 revokePrincipal DELETE /principals/{principal_id} 200:Principal 400,403,404,503
-  Revoke a principal (admins only): its token stops working at once (revoked already: 200 again).
+  Revoke a principal (admins only): its token stops working at once, its sessions close and its \
+streams and long-polls end (revoked already: 200 again).
 listNodes GET /nodes 200:NodeList 400,403,503
   The servers sharing this database whose lease lasts (admins only).
 getMe GET /me 200:Principal 400,503

@@ -26,7 +26,9 @@ from aicli.storage.engine import Engine
 
 # Any constant will do (the migrations' lock is another): every open of the database takes it.
 _PG_OPEN_LOCK = 0x41_49_43_4C_53
-_OPEN = f"SELECT COUNT(*) FROM sessions WHERE status <> '{SessionStatus.CLOSED}'"
+# Open as the statuses that are, so the count reads the (status, ...) index, not every session.
+OPEN_STATUSES = ", ".join(f"'{s}'" for s in SessionStatus if s != SessionStatus.CLOSED)
+_OPEN = f"SELECT COUNT(*) FROM sessions WHERE status IN ({OPEN_STATUSES})"
 _OWNED = _OPEN + " AND owner = ?"
 _OWNER = "SELECT name, revoked_at FROM principals WHERE id = ?"
 RETRY_AFTER_S = 60

@@ -17,6 +17,7 @@ from typing import Any
 from aicli.contract import Page, Principal, PrincipalCreate, PrincipalLimits, Role, new_id, utcnow
 from aicli.errors import PrincipalNotFound
 from aicli.storage import paging
+from aicli.storage.admission import OPEN_STATUSES
 from aicli.storage.engine import Engine
 from aicli.storage.fields import from_db_time, to_db_float, to_db_time
 
@@ -35,7 +36,7 @@ _BY_ID = f"SELECT {_COLUMNS} FROM principals WHERE id = ?"
 _REVOKE = "UPDATE principals SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
 _REVOKED = "SELECT id FROM principals WHERE revoked_at IS NOT NULL"
 _REVOKED_OWNERS = (
-    "SELECT DISTINCT owner FROM sessions WHERE status <> 'closed'"
+    f"SELECT DISTINCT owner FROM sessions WHERE status IN ({OPEN_STATUSES})"
     " AND owner IN (SELECT id FROM principals WHERE revoked_at IS NOT NULL)"
 )
 
