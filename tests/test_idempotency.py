@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from aicli.client import Client as PythonClient
 from aicli.contract import PrincipalCreate
 from aicli.errors import IdempotencyKeyReused
 from aicli.storage import Store
@@ -99,3 +100,13 @@ def test_racing_uses_of_one_key_on_two_sessions_make_one_task(store: Store, tmp_
     made = {r[0].id for r in results if isinstance(r, tuple)}
     assert len(made) == 1
     assert sum(isinstance(r, tuple) and r[1] for r in results) == 1
+
+
+def test_the_python_client_raises_the_runtimes_class(base_url, workdir):
+    with PythonClient(base_url) as client:
+        session = client.open_session(workdir=workdir)
+        first = client.submit(session.id, "[[say: once]]", idempotency_key="py")
+        assert client.submit(session.id, "[[say: once]]", idempotency_key="py").id == first.id
+        with pytest.raises(IdempotencyKeyReused) as refused:
+            client.submit(session.id, "[[say: other]]", idempotency_key="py")
+        assert refused.value.code == "idempotency_key_reused"
