@@ -29,14 +29,14 @@ from aicli.storage.rows import TASK_COLUMNS, task_from_row
 
 _encode = msgspec.json.Encoder(order="sorted").encode
 _SUBMITTED = TaskSubmit.__struct_fields__
-# A key's other uses by the same owner; any one makes this use a reuse.
 _FIRST_USE = (
     f"SELECT {TASK_COLUMNS}, idempotency_fingerprint FROM tasks"
     " WHERE session_id = ? AND idempotency_key = ?"
 )
+# Led by the key's index: a key has at most one use an owner (this check keeps it so).
 _ELSEWHERE = (
-    "SELECT 1 FROM tasks JOIN sessions ON sessions.id = tasks.session_id"
-    " WHERE tasks.idempotency_key = ? AND tasks.session_id <> ? AND sessions.owner {owner} LIMIT 1"
+    "SELECT 1 FROM tasks WHERE idempotency_key = ? AND session_id <> ? AND EXISTS"
+    " (SELECT 1 FROM sessions WHERE sessions.id = tasks.session_id AND owner {owner}) LIMIT 1"
 )
 _PG_KEY_LOCKS = 0x41_49_43_4B  # the advisory locks' first key: keys of one owner take turns
 
