@@ -524,7 +524,7 @@ def _submit_while_closing(store: Store, session: Session, wait_for: int) -> None
 
     def submitter(number: int) -> None:
         for n in range(PER_SUBMITTER):
-            key = f"{number}-{n}" if number % 2 else None
+            key = f"{session.id}-{number}-{n}" if number % 2 else None  # an owner's keys: once
             try:
                 task, created = store.create_task(
                     session_id=session.id, command="c", idempotency_key=key
