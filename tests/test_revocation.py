@@ -69,6 +69,18 @@ def _long_poll(url: str, token: str, task_id: str) -> Ended:
     return Ended(lambda: client.get(f"/tasks/{task_id}", params={"wait": 60}, timeout=90))
 
 
+def _submit_waiting(url: str, token: str, session_id: str) -> Ended:
+    """A submit with ``Prefer: wait=60``: the other long-poll of the API."""
+    client = Client(url, token=token)
+    return Ended(
+        lambda: client.post(
+            f"/sessions/{session_id}/tasks",
+            json={"command": "[[say: never either]]"},
+            headers={"Prefer": "wait=60"},
+        )
+    )
+
+
 def _running(client: Client, task_id: str) -> None:
     wait_for(lambda: client.get(f"/tasks/{task_id}").json()["status"] == "running", 30, "a start")
 
@@ -82,7 +94,7 @@ def _user(admin: Client) -> tuple[str, str]:
 
 @pytest.fixture
 def world(make_runtime) -> Iterator[tuple[Runtime, str, Client]]:
-    runtime = make_runtime(api_token=ROOT_TOKEN)
+    runtime = make_runtime(api_token=ROOT_TOKEN, max_streams=6)
     with serving(runtime) as url:
         yield runtime, url, Client(url, token=ROOT_TOKEN)
 
@@ -97,8 +109,10 @@ def test_revoking_a_user_ends_its_tasks_streams_and_long_polls(world, workdir):
     pending = user.submit(session["id"], "[[say: never]]")
     stream = _stream(url, token, running["id"])
     poll = _long_poll(url, token, pending["id"])
+    submitted = _submit_waiting(url, token, session["id"])
     _watched(runtime, events_of(running["id"]))
     _watched(runtime, pending["id"])
+    wait_for(lambda: len(runtime.store.pending_task_ids(session["id"])) == 2, 10, "the submit")
     # An admin's stream of the same task is not the revoked principal's: it sees the end.
     watching = _stream(url, ROOT_TOKEN, running["id"])
 
@@ -108,6 +122,7 @@ def test_revoking_a_user_ends_its_tasks_streams_and_long_polls(world, workdir):
     # Ended, not by the task's end: nothing reached the revoked principal after its revocation.
     assert "cancelled" not in str(stream.within(sent, ENDS_WITHIN_S))
     error_of(poll.within(sent, ENDS_WITHIN_S), 401, "unauthorized")
+    error_of(submitted.within(sent, ENDS_WITHIN_S), 401, "unauthorized")
 
     cancelled = admin.get(f"/tasks/{pending['id']}").json()
     assert (cancelled["status"], cancelled["error"]) == ("cancelled", REVOKED_PENDING)
