@@ -12,10 +12,12 @@ existence does not leak.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from aicli.contract import ROOT_PRINCIPAL_ID, Principal, PrincipalLimits, Role
-from aicli.errors import ApprovalNotFound, Forbidden, SessionNotFound, TaskNotFound
+from aicli.errors import ApprovalNotFound, Forbidden, SessionNotFound, TaskNotFound, Unauthorized
 from aicli.storage import Store
 
 # The built-in admin whose token is ``AICLI_API_TOKEN``; it has no row.
@@ -98,3 +100,34 @@ def list_owner(caller: Principal | None, owner: str | None) -> str | None:
     if owner is not None and owner != caller.id:
         raise Forbidden("Only an admin may list another principal's work.", {"field": "owner"})
     return caller.id
+
+
+class Revocations:
+    """The revoked principals this node knows of, so that their open waits end.
+
+    A stream or a long-poll was let in as a principal and may then wait for
+    minutes; each of its wake-ups asks here (a set, no query) whether that
+    principal was revoked since. Learning of a revocation wakes every waiter of
+    the node (``nudge``), so an open wait ends at once: on the node that revoked,
+    on its peers by their signal, and at every node's lease renewal, which reads
+    the revoked ids again (for a lost signal, and for ``aicli principals
+    revoke``, which writes only the row).
+    """
+
+    def __init__(self, nudge: Callable[[], None]) -> None:
+        self._ids: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+        self._nudge = nudge
+
+    def check(self, caller: Principal | None) -> None:
+        """``Unauthorized`` if ``caller`` was revoked since its request was let in."""
+        if caller is not None and caller.id in self._ids:
+            raise Unauthorized(f"Principal '{caller.name}' was revoked.")
+
+    def add(self, principal_ids: Iterable[str]) -> None:
+        """Learn of revocations; if any is news, every waiter looks again."""
+        with self._lock:
+            news = frozenset(principal_ids) - self._ids
+            self._ids |= news
+        if news:
+            self._nudge()

@@ -108,6 +108,20 @@ class TaskNotCancellable(Conflict):
         )
 
 
+class IdempotencyKeyReused(AicliError):
+    """An ``Idempotency-Key`` sent again with another request than the one it was first used
+    with (HTTP 422): the first task is not this request's, and a new one would act twice."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was used with another request (another body or session);"
+            " send that request again, or this one with a new key.",
+            {"field": "Idempotency-Key"},
+        )
+
+
 class LimitExceeded(AicliError):
     """A configured limit is full; ``retry_after`` (seconds) tells clients when to retry."""
 

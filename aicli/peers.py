@@ -5,7 +5,8 @@ Any node takes any request and writes the rows; the node that runs the session
 What a node announces to its own waiters (``Notifier``) and tells its own
 supervisor about a session (a submit's wake, a cancel or close of a running
 task, a decision on an approval) goes to the peers as a short payload, which
-each peer turns back into the same announcement or message. Only an actor
+each peer turns back into the same announcement or message; so does a
+revocation, which ends the revoked principal's waits on every node. Only an actor
 already running the session on a peer acts on it: a peer starts none for news
 (the submitting node's own wake claims an unclaimed session). Signals can be
 lost, so after a reconnect every waiter looks again and the supervisor rescans;
@@ -37,11 +38,14 @@ class Peers:
         notifier: Notifier,
         desk: ApprovalDesk,
         tell: Callable[[object], None],
+        on_revoked: Callable[[str], None],
     ) -> None:
-        """``tell``: the local supervisor's mailbox."""
+        """``tell``: the local supervisor's mailbox; ``on_revoked``: a peer revoked the
+        principal of that id (this node's waits of it must end)."""
         self._notifier = notifier
         self._desk = desk
         self._tell = tell
+        self._on_revoked = on_revoked
         self._signals: Signals | None = signals_for(database_url, self._heard, self._reconnected)
 
     @property
@@ -75,6 +79,11 @@ class Peers:
         if payload is not None:
             self._signals.send(payload)
 
+    def revoked(self, principal_id: str) -> None:
+        """Tell the peers that this node revoked a principal."""
+        if self._signals is not None:
+            self._signals.send(f"r {principal_id}")
+
     def _heard(self, payload: str) -> None:
         kind, _, rest = payload.partition(" ")
         if kind == "k":
@@ -86,6 +95,8 @@ class Peers:
             self._tell(CancelRunning(session_id, task_id))
         elif kind == "x":
             self._tell(CloseSession(rest))
+        elif kind == "r":
+            self._on_revoked(rest)
         elif kind == "d":
             session_id, _, approval_id = rest.partition(" ")
             answer = self._desk.answer_of(approval_id)

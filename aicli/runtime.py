@@ -63,7 +63,6 @@ from aicli.contract import (
 )
 from aicli.errors import (
     BudgetExceeded,
-    LimitExceeded,
     PrincipalNotFound,
     StorageError,
     Unauthorized,
@@ -79,6 +78,7 @@ log = logging.getLogger(__name__)
 ASK_TIMEOUT = 10.0
 PRINCIPALS_CHECK_S = 1.0
 CANCEL_TIMEOUT = 15.0
+REVOKED_PENDING = "Its principal was revoked before this task started."
 
 
 class Runtime:
@@ -133,7 +133,15 @@ class Runtime:
         self._principals_seen = False
         self._principals_checked = -PRINCIPALS_CHECK_S
         self._desk = ApprovalDesk(store, self.notifier, self._tell)
-        self.peers = Peers(store.database_url, self.notifier, self._desk, self._tell_here)
+        self.revocations = access.Revocations(self.notifier.nudge_all)
+        self._sweeping = threading.Lock()
+        self.peers = Peers(
+            store.database_url,
+            self.notifier,
+            self._desk,
+            self._tell_here,
+            lambda principal_id: self.revocations.add((principal_id,)),
+        )
 
     @classmethod
     def start(
@@ -192,6 +200,7 @@ class Runtime:
             # One server per SQLite file (``server_lock``): every other node is a dead run.
             self.store.ownership.forget_other_nodes(node.id)
         self.reap_leftovers()
+        self.revocations.add(self.store.principals.revoked())
         self._supervisor = Supervisor.start(self.context)
         self._supervisor_proxy = cast(SupervisorProxy, self._supervisor.proxy())
         rescued = self._supervisor_proxy.recover().get(timeout=60)
@@ -210,6 +219,7 @@ class Runtime:
         if node is not None and node.id not in self._node_ids:
             self._node_ids.append(node.id)
             self._tell_here(Rescan())  # joined anew: start what waited meanwhile
+        self._sweep_revocations_in_background()
         if not self.peers.active:
             return
         try:
@@ -236,6 +246,25 @@ class Runtime:
                     self._reaping.release()
 
             threading.Thread(target=reap, name="aicli-reaper", daemon=True).start()
+
+    def _sweep_revocations_in_background(self) -> None:
+        """Learn of revocations no signal brought, and close what a revoked principal still
+        has open: off the lease's thread, one sweep at a time (the next catches up)."""
+        if not self._sweeping.acquire(blocking=False):
+            return
+
+        def sweep() -> None:
+            try:
+                self.revocations.add(self.store.principals.revoked())
+                for principal_id in self.store.principals.revoked_with_open_sessions():
+                    _, closed = self.store.revoke_principal(principal_id, REVOKED_PENDING)
+                    self._after_close(closed)
+            except (StorageError, Unavailable) as exc:
+                log.warning("could not look for revoked principals: %s", exc)
+            finally:
+                self._sweeping.release()
+
+        threading.Thread(target=sweep, name="aicli-revocations", daemon=True).start()
 
     def _fenced(self, node_id: str) -> None:
         """From the fencer, its processes dead: nothing of this node may act on its claims."""
@@ -282,7 +311,7 @@ class Runtime:
             own_root = principal.workspace_root
             if own_root:
                 validation.session_fields(request, own_root)
-            self._check_session_limit(principal)
+            clean["max_owned"] = principal.limits.max_sessions
         clean["owner"] = access.owner_of_new(principal)
         return self._with_process_state(self._ask(self._proxy().open_session(clean)))
 
@@ -312,15 +341,22 @@ class Runtime:
     def close_session(self, session_id: str, *, principal: Principal | None = None) -> Session:
         """Close: its pending tasks are cancelled at once, a running one is interrupted."""
         access.check_session(self.store, principal, session_id)
-        cancelled, running = self.store.close_session(session_id, SESSION_CLOSED_PENDING)
-        for task_id in cancelled:
-            self.notifier.announce(events_of(task_id))
-            self.notifier.announce(task_id)
-            self.notifier.forget(task_id, events_of(task_id))
-        self._tell(CloseSession(session_id))
-        if running is not None:
+        closed = self.store.close_session(session_id, SESSION_CLOSED_PENDING)
+        for running in self._after_close([(session_id, *closed)]):
             self.wait(running, timeout=self.settings.cancel_grace + 10)
         return self._with_process_state(self.store.get_session(session_id))
+
+    def _after_close(self, closed: Sequence[tuple[str, list[str], str | None]]) -> list[str]:
+        """Announce what closing sessions (``(id, cancelled, running)``) cancelled, and have
+        their actors (here or on a peer) interrupt what runs; the running tasks' ids."""
+        for session_id, cancelled, _ in closed:
+            for task_id in cancelled:
+                self.notifier.announce(events_of(task_id))
+                self.notifier.announce(task_id)
+                self.notifier.forget(task_id, events_of(task_id))
+            with contextlib.suppress(Unavailable, pykka.ActorDeadError):
+                self._tell(CloseSession(session_id))
+        return [running for _, _, running in closed if running is not None]
 
     # Tasks
 
@@ -363,13 +399,14 @@ class Runtime:
             task_id=task_id,
         )
         if not created:
-            return (self.wait(task.id, wait) if wait else self.get_task(task.id)), False
+            found = self._wait(task.id, wait, principal) if wait else self.get_task(task.id)
+            return found, False
         announce(self.context, task, command_chars=len(task.command))
         # The task is accepted now; a server stopping meanwhile runs it at its next start.
         with contextlib.suppress(Unavailable, pykka.ActorDeadError):
             self._tell(Wake(session_id))
         if wait:
-            return self._wait(task_id, wait, known=(seen, task)), True
+            return self._wait(task_id, wait, principal, known=(seen, task)), True
         return task, True
 
     def submit(
@@ -432,14 +469,22 @@ class Runtime:
         return task
 
     def wait(self, task_id: str, timeout: float, *, principal: Principal | None = None) -> Task:
-        """The task once it is terminal, or as it is when ``timeout`` seconds have passed."""
+        """The task once it is terminal, or as it is when ``timeout`` seconds have passed;
+        ``Unauthorized`` as soon as ``principal`` is revoked."""
         access.check_task(self.store, principal, task_id)
-        return self._wait(task_id, timeout)
+        return self._wait(task_id, timeout, principal)
 
-    def _wait(self, task_id: str, timeout: float, known: tuple[int, Task] | None = None) -> Task:
+    def _wait(
+        self,
+        task_id: str,
+        timeout: float,
+        principal: Principal | None = None,
+        known: tuple[int, Task] | None = None,
+    ) -> Task:
         """``wait``; ``known`` is the task as read after its key's version was, saving a read."""
         deadline = time.monotonic() + timeout
         while True:
+            self.revocations.check(principal)
             if known is None:
                 seen = self.notifier.version(task_id)
                 task = self.get_task(task_id)
@@ -463,18 +508,27 @@ class Runtime:
         ``TaskNotFound`` for an unknown task: the store looks when no event comes back.
         """
         access.check_task(self.store, principal, task_id)
+        self.revocations.check(principal)
         return self.store.list_events(task_id, after=after, limit=limit)
 
     def wait_for_events(
-        self, task_id: str, after: int, timeout: float, limit: int | None = None
+        self,
+        task_id: str,
+        after: int,
+        timeout: float,
+        limit: int | None = None,
+        *,
+        principal: Principal | None = None,
     ) -> list[Event]:
-        """Events with ``seq > after`` (at most ``limit``), waiting up to ``timeout`` for one.
+        """Events with ``seq > after`` (at most ``limit``), waiting up to ``timeout`` for one;
+        ``Unauthorized`` as soon as ``principal`` (whose stream waits) is revoked.
 
         Read through the task's tail: however many wait, a new event is read once.
         """
         deadline = time.monotonic() + timeout
         key = events_of(task_id)
         while True:
+            self.revocations.check(principal)
             seen = self.notifier.version(key)
             events = self._event_tails.after(task_id, after, limit, seen)
             remaining = deadline - time.monotonic()
@@ -598,10 +652,23 @@ class Runtime:
     def revoke_principal(
         self, principal_id: str, *, principal: Principal | None = None
     ) -> Principal:
-        """Its token stops working at the next request (admins only)."""
+        """Revoke (admins only): its token stops working at the next request, and its work
+        stops on every node. Its sessions close with its revocation, in one commit (pending
+        tasks cancelled, so none of them runs), its running tasks are interrupted (their
+        pending approvals expire) and its open streams and long-polls end (``Revocations``).
+        Returns once its running tasks have ended, as ``close_session`` does.
+        """
         access.require_admin(principal, "revoke principals")
-        revoked = self.store.principals.revoke(principal_id)
-        log.info("principal revoked", extra={"principal_id": principal_id})
+        revoked, closed = self.store.revoke_principal(principal_id, REVOKED_PENDING)
+        self.revocations.add((principal_id,))
+        self.peers.revoked(principal_id)
+        log.info(
+            "principal revoked",
+            extra={"principal_id": principal_id, "sessions_closed": len(closed)},
+        )
+        deadline = time.monotonic() + self.settings.cancel_grace + 10
+        for running in self._after_close(closed):
+            self.wait(running, timeout=max(0.0, deadline - time.monotonic()))
         return revoked
 
     def _principals_exist(self) -> bool:
@@ -617,15 +684,6 @@ class Runtime:
             self._principals_checked = now
             self._principals_seen = self.store.principals.count() > 0
         return self._principals_seen
-
-    def _check_session_limit(self, principal: Principal) -> None:
-        limit = principal.limits.max_sessions
-        if limit is not None and self.store.open_session_count(principal.id) >= limit:
-            raise LimitExceeded(
-                f"Principal '{principal.name}' already has {limit} open sessions; close one.",
-                retry_after=60,
-                details={"max_sessions": limit},
-            )
 
     def _principal_pending_limit(self, principal: Principal, limit: int) -> int:
         """The pending limit for this principal's sessions; ``BudgetExceeded`` once it spent all."""

@@ -235,16 +235,20 @@ def test_task_round_trips_and_idempotency(store: Store, session: Session, tmp_pa
     assert task.metadata == {"k": "v"}
     assert task.started_at is None and task.completed_at is None
     again, created_again = store.create_task(
-        session_id=session.id, command="different", idempotency_key="key-1"
+        session_id=session.id,
+        command=command,
+        timeout_s=2.5,
+        metadata={"k": "v"},
+        idempotency_key="key-1",
     )
     assert (again, created_again) == (stored, False)
     assert store.task_for_idempotency_key(session.id, "key-1") == stored
     assert store.task_for_idempotency_key(session.id, "key-2") is None
-    other = store.create_session(workdir=str(tmp_path))
+    other = store.create_session(workdir=str(tmp_path), owner="someone")
     elsewhere, created_elsewhere = store.create_task(
         session_id=other.id, command="c", idempotency_key="key-1"
     )
-    assert created_elsewhere and elsewhere.id != task.id
+    assert created_elsewhere and elsewhere.id != task.id  # another owner's keys are its own
     plain = [store.create_task(session_id=session.id, command="c") for _ in range(2)]
     assert all(created for _, created in plain)
     assert [t.queue_position for t, _ in plain] == [1, 2]
@@ -782,7 +786,7 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(
 
     store = open_store(database_url)
     try:
-        assert schema_version(store) == migrations.LATEST_VERSION == 7
+        assert schema_version(store) == migrations.LATEST_VERSION == 8
         session = store.get_session("s1")
         assert (session.status, session.allowed_tools, session.metadata) == (
             "busy",

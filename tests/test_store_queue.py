@@ -448,7 +448,7 @@ def test_idempotency_key_after_close_returns_the_first_task(store: Store, sessio
     cancelled, running = store.close_session(session.id, "closed")
     assert (cancelled, running) == ([first.id], None)
     again, created_again = store.create_task(
-        session_id=session.id, command="other", idempotency_key="k"
+        session_id=session.id, command="c", idempotency_key="k"
     )
     assert created_again is False
     assert again.id == first.id and again.command == "c"
@@ -524,7 +524,7 @@ def _submit_while_closing(store: Store, session: Session, wait_for: int) -> None
 
     def submitter(number: int) -> None:
         for n in range(PER_SUBMITTER):
-            key = f"{number}-{n}" if number % 2 else None
+            key = f"{session.id}-{number}-{n}" if number % 2 else None  # an owner's keys: once
             try:
                 task, created = store.create_task(
                     session_id=session.id, command="c", idempotency_key=key

@@ -46,7 +46,6 @@ from aicli.actors.messages import (
 )
 from aicli.actors.session import RETRY_S, ActorContext, SessionActor
 from aicli.contract import Session, SessionStatus
-from aicli.errors import LimitExceeded
 from aicli.storage.ownership import RESCUE_BATCH
 
 log = logging.getLogger(__name__)
@@ -74,15 +73,9 @@ class Supervisor(pykka.ThreadingActor):
         return rescued
 
     def open_session(self, fields: dict[str, Any]) -> Session:
-        """Store a new session; its actor starts with its first task, not before."""
-        limit = self.ctx.settings.max_sessions
-        if self.ctx.store.open_session_count() >= limit:
-            raise LimitExceeded(
-                f"There are already {limit} open sessions; close one first.",
-                retry_after=60,
-                details={"max_sessions": limit},
-            )
-        return self.ctx.store.create_session(**fields)
+        """Store a new session, within ``max_sessions`` (counted by the store, in the insert's
+        transaction, so peers' opens count too); its actor starts with its first task."""
+        return self.ctx.store.create_session(**fields, max_open=self.ctx.settings.max_sessions)
 
     def drain_sessions(self) -> int:
         """The server is stopping: running tasks may finish, nothing new starts; how many told.

@@ -22,6 +22,7 @@ from aicli.errors import (
     BudgetExceeded,
     Conflict,
     Forbidden,
+    IdempotencyKeyReused,
     InvalidRequest,
     LimitExceeded,
     NotFound,
@@ -48,6 +49,7 @@ CLASSES: dict[str, type[AicliError]] = {
     "approval_decided": ApprovalDecided,
     "session_closed": SessionClosed,
     "task_not_cancellable": TaskNotCancellable,
+    "idempotency_key_reused": IdempotencyKeyReused,
     "too_many_requests": LimitExceeded,
     "unavailable": Unavailable,
 }

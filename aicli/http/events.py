@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING
 import falcon
 
 from aicli import contract
-from aicli.contract import TERMINAL_STATUSES, Event, EventHeaders, EventPage, EventQuery
+from aicli.contract import (
+    TERMINAL_STATUSES,
+    Event,
+    EventHeaders,
+    EventPage,
+    EventQuery,
+    Principal,
+)
 from aicli.errors import AicliError
 from aicli.http import media
 from aicli.http.middleware import caller
@@ -75,8 +82,11 @@ class EventStream:
         *,
         keepalive_s: float,
         client_gone: Callable[[], bool],
+        principal: Principal | None = None,
     ) -> None:
+        """``principal``: the caller, whose revocation ends the stream (``Revocations``)."""
         self._runtime = runtime
+        self._principal = principal
         self._task_id = task_id
         self._after = after
         self._first_page = replay
@@ -112,7 +122,9 @@ class EventStream:
             yield from page
             if len(page) < STREAM_PAGE:
                 return
-            page = self._runtime.events(self._task_id, page[-1].seq, STREAM_PAGE)
+            page = self._runtime.events(
+                self._task_id, page[-1].seq, STREAM_PAGE, principal=self._principal
+            )
 
     def _follow(self) -> Iterator[bytes]:
         after = self._after
@@ -126,13 +138,15 @@ class EventStream:
         while not self._client_gone():
             if check_task and self._runtime.get_task(self._task_id).is_terminal:
                 # Its terminal event is recorded by now: send what is left and end.
-                rest = self._runtime.events(self._task_id, after, STREAM_PAGE)
+                rest = self._runtime.events(
+                    self._task_id, after, STREAM_PAGE, principal=self._principal
+                )
                 for event in self._pages(rest):
                     yield sse_frame(event)
                 return
             timeout = min(next_ping - time.monotonic(), CLIENT_CHECK_S)
             events = self._runtime.wait_for_events(
-                self._task_id, after, max(timeout, 0.0), STREAM_PAGE
+                self._task_id, after, max(timeout, 0.0), STREAM_PAGE, principal=self._principal
             )
             if not events and self._runtime.stopped:
                 return
@@ -183,6 +197,7 @@ class EventsResource:
                 slot,
                 keepalive_s=self._keepalive_s,
                 client_gone=req.env.get("waitress.client_disconnected", lambda: False),
+                principal=caller(req),
             )
         except BaseException:
             slot.release()

@@ -36,7 +36,7 @@ getSession GET /sessions/{session_id} 200:Session 400,404,503
   One session.
 closeSession DELETE /sessions/{session_id} 200:Session 400,404,503
   Close a session: cancel its tasks, stop its Claude process (closed already: 200 again).
-submitTask POST /sessions/{session_id}/tasks 202,200:Task 400,402,404,409,429,503 key prefer \
+submitTask POST /sessions/{session_id}/tasks 202,200:Task 400,402,404,409,422,429,503 key prefer \
 TaskSubmit
   Submit a task to run in turn (200: it ended within `Prefer: wait=N`, or it is the task first \
 accepted with this Idempotency-Key).
@@ -65,7 +65,8 @@ listPrincipals GET /principals 200:PrincipalPage 400,403,503 PrincipalListQuery
 getPrincipal GET /principals/{principal_id} 200:Principal 400,404,503
   One principal (a user: only itself; any other id is unknown to it).
 revokePrincipal DELETE /principals/{principal_id} 200:Principal 400,403,404,503
-  Revoke a principal (admins only): its token stops working at once (revoked already: 200 again).
+  Revoke a principal (admins only): its token stops working at once, its sessions close and its \
+streams and long-polls end (revoked already: 200 again).
 listNodes GET /nodes 200:NodeList 400,403,503
   The servers sharing this database whose lease lasts (admins only).
 getMe GET /me 200:Principal 400,503
@@ -99,6 +100,8 @@ ERRORS = {  # each starts with the codes it carries
     "the approval is past it.",
     "413": "payload_too_large: the body is over the size limit, whatever it holds.",
     "415": "unsupported_media_type: a body that is not application/json (none: read as JSON).",
+    "422": "idempotency_key_reused: the Idempotency-Key was first used with another request "
+    "(another body, or another session); the first task stays the key's.",
     "429": "too_many_requests: too many open sessions, or pending tasks in the session (the "
     "server's limits, or the caller's own `limits`).",
     "500": "internal_error: a server fault; the details are in the server's log only.",
@@ -172,7 +175,8 @@ def _param(at: str, name: str, text: str, **schema: Any) -> dict[str, Any]:
 def _params(token: str) -> list[dict[str, Any]]:
     """The fields of struct ``token`` (and of its Headers twin) as parameters, or the key."""
     if token == "key":
-        return [_param("header", "Idempotency-Key", "A retry with it gets the first task.", **KEY)]
+        text = "A retry of the same request gets the first task; another request with it, 422."
+        return [_param("header", "Idempotency-Key", text, **KEY)]
     if token == "prefer":
         text = (
             "`wait=N` (N 0–60): answer once the task is terminal (200), or after N seconds "

@@ -316,6 +316,16 @@ def _ownership(db: Database) -> None:
     db.execute_sql("CREATE INDEX sessions_owner_node ON sessions (owner_node)")
 
 
+def _idempotency_fingerprints(db: Database) -> None:
+    """The request an Idempotency-Key was first used with (``storage.idempotency``), and the
+    keys indexed alone, as a key is looked for across its owner's sessions."""
+    db.execute_sql("ALTER TABLE tasks ADD COLUMN idempotency_fingerprint VARCHAR(64)")
+    db.execute_sql(
+        "CREATE INDEX tasks_idempotency_key ON tasks (idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, tasks, task events, processes", _initial_schema),
     Migration(2, "tasks.updated_at", _task_updated_at),
@@ -324,6 +334,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "approvals, sessions' approval settings and tasks.awaiting_approval", _approvals),
     Migration(6, "nodes and their leases", _nodes),
     Migration(7, "sessions' owner node and epoch; transcript chunks", _ownership),
+    Migration(8, "tasks.idempotency_fingerprint and an index of keys", _idempotency_fingerprints),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -17,6 +17,7 @@ from typing import Any
 from aicli.contract import Page, Principal, PrincipalCreate, PrincipalLimits, Role, new_id, utcnow
 from aicli.errors import PrincipalNotFound
 from aicli.storage import paging
+from aicli.storage.admission import OPEN_STATUSES
 from aicli.storage.engine import Engine
 from aicli.storage.fields import from_db_time, to_db_float, to_db_time
 
@@ -33,6 +34,11 @@ _INSERT = (
 _BY_HASH = f"SELECT {_COLUMNS} FROM principals WHERE token_hash = ? AND revoked_at IS NULL"
 _BY_ID = f"SELECT {_COLUMNS} FROM principals WHERE id = ?"
 _REVOKE = "UPDATE principals SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+_REVOKED = "SELECT id FROM principals WHERE revoked_at IS NOT NULL"
+_REVOKED_OWNERS = (
+    f"SELECT DISTINCT owner FROM sessions WHERE status IN ({OPEN_STATUSES})"
+    " AND owner IN (SELECT id FROM principals WHERE revoked_at IS NOT NULL)"
+)
 
 
 def _count(value: float | None) -> int | None:
@@ -140,8 +146,20 @@ class Principals:
             lambda: self._execute("SELECT COUNT(*) FROM principals").fetchone()[0]
         )
 
+    def revoked(self) -> set[str]:
+        """The ids of every revoked principal (there are few: principals are people)."""
+        return self._engine.read(lambda: {row[0] for row in self._execute(_REVOKED)})
+
+    def revoked_with_open_sessions(self) -> list[str]:
+        """Revoked principals that still own an open session: revoked by ``aicli principals
+        revoke``, which only writes the row (open sessions are few, so this is cheap)."""
+        return self._engine.read(lambda: [row[0] for row in self._execute(_REVOKED_OWNERS)])
+
     def revoke(self, principal_id: str) -> Principal:
-        """Revoke at once: the next request with its token is refused. Revoked already: as is."""
+        """Revoke at once: the next request with its token is refused. Revoked already: as is.
+
+        Its sessions are closed by ``Store.revoke_principal``, which calls this in its write.
+        """
 
         def write() -> Principal:
             self._execute(_REVOKE, (to_db_time(utcnow()), principal_id))

@@ -122,6 +122,8 @@ def bind_tables(db: Database) -> Tables:
         seq = BigIntegerField(null=True)
         # Added by migration 5: the approval its turn waits for, while one does.
         awaiting_approval = CharField(max_length=64, null=True)
+        # Added by migration 8: the request its idempotency key was first used with.
+        idempotency_fingerprint = CharField(max_length=64, null=True)
 
         class Meta:
             table_name = "tasks"

@@ -39,6 +39,7 @@ from aicli.contract import (
     Event,
     Page,
     PermissionMode,
+    Principal,
     Session,
     SessionStatus,
     Task,
@@ -57,7 +58,7 @@ from aicli.errors import (
     StorageError,
     TaskNotFound,
 )
-from aicli.storage import database, migrations, paging, transitions
+from aicli.storage import admission, database, idempotency, migrations, paging, transitions
 from aicli.storage.approvals import Approvals
 from aicli.storage.approvals import event_of as approval_event
 from aicli.storage.ended import EndedTasks
@@ -125,7 +126,6 @@ def _aware(value: datetime | None, field: str) -> datetime | None:
 
 
 _GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"
-_SESSION_STATUS = "SELECT status FROM sessions WHERE id = ?"
 _SESSION_STATUS_EPOCH = "SELECT status, owner_epoch FROM sessions WHERE id = ?"
 _SESSION_EPOCH = "SELECT owner_epoch FROM sessions WHERE id = ?"
 # A claim's writes name its epoch: a statement of a claim that another came after matches no row.
@@ -149,8 +149,9 @@ _SESSION_FULLNESS = f"SELECT status, {count_column(TaskStatus.PENDING)} FROM ses
 # What a submit sets is the submit's fields, by name: a new one needs only its column.
 _SUBMITTED = TaskSubmit.__struct_fields__
 _INSERT_TASK = (
-    "INSERT INTO tasks (id, session_id, status, created_at, updated_at, idempotency_key, seq,"
-    f" {', '.join(_SUBMITTED)}) VALUES ({_marks(7 + len(_SUBMITTED))})"
+    "INSERT INTO tasks (id, session_id, status, created_at, updated_at, idempotency_key,"
+    f" idempotency_fingerprint, seq, {', '.join(_SUBMITTED)})"
+    f" VALUES ({_marks(8 + len(_SUBMITTED))})"
 )
 _INSERT_FIRST_EVENT = (
     "INSERT INTO task_events (task_id, seq, type, created_at, data) VALUES (?, 1, 'status', ?, ?)"
@@ -202,6 +203,7 @@ _HAS_PENDING = (
 _GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
 _NO_AWAITED_APPROVAL = "UPDATE tasks SET awaiting_approval = NULL WHERE id = ?"
 _SESSION_OWNER = "SELECT owner FROM sessions WHERE id = ?"
+_OPEN_OF_OWNER = f"SELECT id FROM sessions WHERE owner = ? AND status <> '{SessionStatus.CLOSED}'"
 _TASK_OWNER = (
     "SELECT tasks.session_id, sessions.owner FROM tasks"
     " JOIN sessions ON sessions.id = tasks.session_id WHERE tasks.id = ?"
@@ -273,7 +275,11 @@ class Store:
         owner: str | None = None,
         approvals: str | None = None,
         approval_timeout_s: float | None = None,
+        max_open: int | None = None,
+        max_owned: int | None = None,
     ) -> Session:
+        """A new idle session; ``LimitExceeded`` past ``max_open`` open sessions in all or
+        ``max_owned`` of ``owner``'s, counted in the insert's own transaction (``admission``)."""
         if permission_mode is not None and permission_mode not in tuple(PermissionMode):
             raise InvalidRequest(
                 f"'permission_mode' must be among {', '.join(tuple(PermissionMode))}.",
@@ -315,7 +321,12 @@ class Store:
             session.approvals,
             session.approval_timeout_s,
         )
-        self._engine.write(lambda: self._execute(_INSERT_SESSION, params))
+
+        def write() -> None:
+            admission.admit(self._engine, owner, max_open, max_owned)
+            self._execute(_INSERT_SESSION, params)
+
+        self._engine.write(write)
         return session
 
     def get_session(self, session_id: str) -> Session:
@@ -416,8 +427,10 @@ class Store:
     ) -> tuple[Task, bool]:
         """Accept a task into the session's queue, with its ``pending`` event; ``(task, created)``.
 
-        With an ``idempotency_key`` already used in the session, returns the first
-        task and ``False``, even if that session has closed since. Otherwise a
+        With an ``idempotency_key`` already used in the session with the same request,
+        returns the first task and ``False``, even if that session has closed since;
+        used with another request, or in another session of the same owner,
+        ``IdempotencyKeyReused`` (see ``idempotency``). Otherwise a
         closed session raises ``SessionClosed`` and a session holding
         ``max_pending`` pending tasks ``LimitExceeded``: the checks, the place in
         the queue and the insert share a transaction (and a lock on the session
@@ -430,17 +443,23 @@ class Store:
         given = {name: getattr(request, name) for name in _SUBMITTED}
         given["metadata"] = dict(given["metadata"] or {})
         submitted = [stored_value(value) for value in given.values()]
-        lock_session = _SESSION_STATUS + self._for_update
+        lock_session = _SESSION_OWNER + self._for_update
         limit = _UNLIMITED if max_pending is None else max_pending
+        fingerprint = None
+        if idempotency_key is not None:
+            fingerprint = idempotency.fingerprint(session_id, given)
 
         def write() -> tuple[Task, bool]:
             if idempotency_key is not None:
                 # Lock before looking, so that racers with one key take turns.
-                if self._execute(lock_session, (session_id,)).fetchone() is None:
+                session = self._execute(lock_session, (session_id,)).fetchone()
+                if session is None:
                     raise SessionNotFound(session_id)
-                existing = self._by_idempotency_key(session_id, idempotency_key)
-                if existing is not None:
-                    return existing, False
+                first = idempotency.first_task(
+                    self._engine, session_id, session[0], idempotency_key, fingerprint
+                )
+                if first is not None:
+                    return first, False
             counted = self._execute(_COUNT_NEW_TASK, (session_id, limit)).fetchone()
             if counted is None:
                 raise self._refusal(session_id, limit)
@@ -456,7 +475,7 @@ class Store:
             )
             stored_now = to_db_time(now)
             head = (task.id, session_id, TaskStatus.PENDING, stored_now, stored_now)
-            self._execute(_INSERT_TASK, (*head, idempotency_key, seq, *submitted))
+            self._execute(_INSERT_TASK, (*head, idempotency_key, fingerprint, seq, *submitted))
             self._execute(_INSERT_FIRST_EVENT, (task.id, stored_now, _PENDING_EVENT))
             return task, True
 
@@ -465,11 +484,8 @@ class Store:
         except IntegrityError as exc:
             if idempotency_key is None:
                 raise StorageError(f"The task could not be stored: {exc}") from exc
-            # Another writer used the key between our check and our insert.
-            existing = self.task_for_idempotency_key(session_id, idempotency_key)
-            if existing is None:
-                raise StorageError(f"The task could not be stored: {exc}") from exc
-            return existing, False
+            # Another writer used the key between our check and our insert: look again.
+            return self._engine.write(write)
 
     def _refusal(self, session_id: str, limit: int) -> Exception:
         """Why ``_COUNT_NEW_TASK`` matched no row: no session, a closed one, or a full queue."""
@@ -653,6 +669,24 @@ class Store:
                     self._append(task_id, [("status", data)])
             running = self._execute(_RUNNING_OF_SESSION, (session_id,)).fetchone()
             return cancelled, None if running is None else running[0]
+
+        return self._engine.write(write)
+
+    def revoke_principal(
+        self, principal_id: str, pending_error: str
+    ) -> tuple[Principal, list[tuple[str, list[str], str | None]]]:
+        """Revoke the principal and close its open sessions (``close_session``), in one commit.
+
+        Returns it and, for each session it closed, ``(session id, cancelled task ids,
+        running task id)``. A session it opens meanwhile waits for this commit and is then
+        refused (``admission``); revoked already, only what is still open is closed.
+        """
+
+        def write() -> tuple[Principal, list[tuple[str, list[str], str | None]]]:
+            principal = self.principals.revoke(principal_id)
+            open_ids = [row[0] for row in self._execute(_OPEN_OF_OWNER, (principal_id,))]
+            closed = [(sid, *self.close_session(sid, pending_error)) for sid in open_ids]
+            return principal, closed
 
         return self._engine.write(write)
 
