@@ -94,9 +94,7 @@ def test_an_unknown_file_is_the_apis_404(guarded, path):
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
 @pytest.mark.parametrize("path", ["/ui", "/ui/", "/ui/app.js", "/ui/nope"])
-def test_only_reading_is_served_and_any_other_method_is_405_before_the_token(
-    guarded, method, path
-):
+def test_only_reading_is_served_and_any_other_method_is_405_before_the_token(guarded, method, path):
     """The dashboard's routes have GET and HEAD only; a method a route lacks is 405 for
     anyone, before the token is checked, as on every API route."""
     result = guarded.simulate_request(method, path, json={})
