@@ -133,7 +133,8 @@ class HostCheck:
 class DeclaredMethods:
     """405 for a method the route has no responder for, before the token is checked:
     which methods a route has is in the OpenAPI document anyway. ``OPTIONS`` is Falcon's
-    own answer (``Allow``) on every route; an unknown path is left to the 404."""
+    own answer (``Allow``) on every route. An unknown path goes on: without the token it
+    is 401, as any other, so that which paths exist is not told to strangers."""
 
     def __init__(self, router: Any) -> None:
         self._router = router
