@@ -60,7 +60,8 @@ decideApproval POST /approvals/{approval_id} 200:Approval 400,404,409,503 Approv
 the session) or deny with a message (decided already: 409 approval_decided).
 createPrincipal POST /principals 201:Principal 400,403,503 PrincipalCreate
   Create a principal (admins only): a user or an admin with a bearer token of its own, shown \
-only in this answer.
+only in this answer. An open service makes none (403): its first is made with `aicli \
+principals create`.
 listPrincipals GET /principals 200:PrincipalPage 400,403,503 PrincipalListQuery
   List principals, revoked ones too (admins only).
 getPrincipal GET /principals/{principal_id} 200:Principal 400,404,503
