@@ -83,6 +83,8 @@ EVIL_HOSTS = [
     "localhost.attacker.example:80",
     "[::2]:8080",
     "0x7f000001.attacker.example",
+    "localhost:8080,attacker.example",  # not one Host: refused, not read as its first
+    "localhost@attacker.example",
 ]
 GOOD_HOSTS = ["localhost", "LOCALHOST:1", "localhost.", "127.0.0.1", "127.8.9.10:443", "[::1]:99"]
 EVERY_KIND = ["/healthz", "/ui", "/ui/app.js", "/openapi.json", "/me", "/sessions", "/metrics"]

@@ -23,6 +23,7 @@ headers tell such a request from one a person or a program meant for this server
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -30,19 +31,23 @@ from aicli.settings import Settings
 
 ANY_HOST = "*"
 DEFAULT_PORTS = {"http": "80", "https": "443"}
+HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[^\[\]:,\s@/]+))(?::(?P<port>[0-9]*))?")
 
 
-def split_host(value: str) -> tuple[str, str | None]:
-    """``(host, port)`` of a ``Host`` header: lower case, without brackets or a final dot."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else None
-    elif value.count(":") == 1:
-        host, _, port = value.partition(":")
-    else:  # a name, or a bare IPv6 address (as a setting may write one)
-        host, port = value, None
-    return host.rstrip("."), port or None
+def split_host(value: str) -> tuple[str, str | None] | None:
+    """``(host, port)`` of a ``Host`` header: lower case, without brackets or a final dot;
+    None if it is not one (two headers joined, a port that is no number)."""
+    found = HOST.fullmatch(value.strip().lower())
+    if found is None:
+        return None
+    host = found.group("v6") or found.group("name")
+    return host.rstrip("."), found.group("port") or None
+
+
+def _entry(name: str) -> str:
+    """The host of a setting's entry, which may also be a bare IPv6 address."""
+    parts = split_host(name) if name.count(":") < 2 or name.startswith("[") else None
+    return parts[0] if parts else name.strip().lower()
 
 
 def is_loopback(host: str) -> bool:
@@ -64,7 +69,7 @@ def allowed_hosts(settings: Settings) -> frozenset[str] | None:
         urlsplit(settings.node_url).hostname if settings.node_url else None,
         *listed,
     ]
-    return frozenset(split_host(name)[0] for name in names if name)
+    return frozenset(_entry(name) for name in names if name)
 
 
 def names_this_server(host_header: str | None, allowed: frozenset[str] | None) -> bool:
@@ -72,10 +77,8 @@ def names_this_server(host_header: str | None, allowed: frozenset[str] | None) -
     cannot show it does, so only a server that allows any host takes it."""
     if allowed is None:
         return True
-    if not host_header:
-        return False
-    host, _ = split_host(host_header)
-    return is_loopback(host) or host in allowed
+    parts = split_host(host_header) if host_header else None
+    return parts is not None and (is_loopback(parts[0]) or parts[0] in allowed)
 
 
 def same_origin(origin: str, host_header: str | None) -> bool:
@@ -85,6 +88,7 @@ def same_origin(origin: str, host_header: str | None) -> bool:
     if parts.scheme not in DEFAULT_PORTS or not parts.netloc or not host_header:
         return False
     default = DEFAULT_PORTS[parts.scheme]
-    page_host, page_port = split_host(parts.netloc)
-    host, port = split_host(host_header)
-    return (page_host, page_port or default) == (host, port or default)
+    page, server = split_host(parts.netloc), split_host(host_header)
+    if page is None or server is None:
+        return False
+    return (page[0], page[1] or default) == (server[0], server[1] or default)
