@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from aicli.cli import build_parser
 from aicli.contract import PrincipalCreate
 from aicli.settings import Settings
 from tests.http_server import Client, error_of, serving
@@ -267,3 +268,8 @@ def test_head_answers_wherever_get_does_without_a_body(make_runtime, workdir):
         error_of(send(url, "GET", "/sessions"), 401, "unauthorized")
         assert send(url, "HEAD", "/sessions").status_code == 401
         admin.delete(f"/tasks/{task['id']}")
+
+
+def test_aicli_serve_takes_allowed_hosts():
+    args = build_parser().parse_args(["serve", "--allowed-hosts", "aicli.internal,*"])
+    assert args.allowed_hosts == "aicli.internal,*"
