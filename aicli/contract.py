@@ -586,6 +586,7 @@ STATUS_CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    421: "misdirected_request",
     429: "too_many_requests",
     502: "unavailable",
     503: "unavailable",

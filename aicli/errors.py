@@ -38,6 +38,13 @@ class Forbidden(AicliError):
     code = "forbidden"
 
 
+class MisdirectedRequest(AicliError):
+    """The request's ``Host`` names no server this one is (HTTP 421): a page whose name was
+    pointed at this machine (DNS rebinding), or a name to add to ``allowed_hosts``."""
+
+    code = "misdirected_request"
+
+
 class BudgetExceeded(AicliError):
     """The principal's budget is spent: no new task is taken (HTTP 402)."""
 

@@ -99,6 +99,14 @@ class Settings:
     node_url: str | None = field(
         default=None, metadata={"help": "How peers and people reach this node (GET /nodes)."}
     )
+    allowed_hosts: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated host names a request's Host may name besides localhost, "
+            "loopback addresses, --host and the host of --node-url (else 421, against DNS "
+            "rebinding); * allows any Host, behind a proxy that rewrites it."
+        },
+    )
     lease_ttl: float = field(
         default=10.0,
         metadata={

@@ -56,7 +56,28 @@ limits are those of the server's settings.
   its API calls.
 - Every response carries `X-Request-ID`: the client's own (1 to 128 characters of
   `A-Z a-z 0-9 . _ : -`) or a new one. An unknown route is 404 `not_found`; a method
-  a route lacks is 405 `method_not_allowed`, with `Allow`.
+  a route lacks is 405 `method_not_allowed`, with `Allow`, before the token is checked.
+  `HEAD` works wherever `GET` does (headers only; on an event stream, no stream).
+- Checked first, on every route (`/healthz`, `/ui` and `/openapi.json` too): the `Host`
+  header must name this server: `localhost`, a loopback address (`127.0.0.0/8`, `[::1]`,
+  any port), the address it listens on (`--host`), the host of `--node-url`, or one of
+  `--allowed-hosts` (`AICLI_ALLOWED_HOSTS`, comma-separated; `*` allows any, behind a
+  proxy that rewrites `Host`). Any other `Host`, or none (HTTP/1.0), is 421
+  `misdirected_request` and nothing else happens: a page whose name was pointed at this
+  machine (DNS rebinding) gets nothing.
+- A request that changes something (every method but `GET`, `HEAD`, `OPTIONS`) from a
+  web page of another origin is 403 `forbidden`: one whose `Origin` header is not this
+  server's (the host and port of its `Host`, or of `--node-url`), or whose
+  `Sec-Fetch-Site` is `cross-site` or `same-site`. Clients that are not browsers send
+  neither header; the dashboard's requests are same-origin.
+- A request body (with `POST`, `PUT`, `PATCH` or `DELETE`) must have `Content-Type:
+  application/json` (a `charset` parameter is fine); any other type, or none, is 415
+  `unsupported_media_type` before the body is read. A request without a body (a
+  `DELETE` that closes a session or cancels a task) needs no type.
+- An open service (no token configured, no principal created) lets anyone who reaches
+  it do anything but create a principal: `POST /principals` is 403 there, lest one
+  caller make itself the first admin and shut everyone else out. Create the first
+  principal with `aicli principals create NAME --admin`, or configure a token.
 """
 
 

@@ -17,6 +17,8 @@ import requests
 from tests.serve_process import ServeProcess
 
 TOKEN = "aicli_browser-test-token-0123456789abcdef"
+# A name an attacker owns, which the browser resolves to this machine (DNS rebinding).
+REBOUND_HOST = "attacker.test"
 DESKTOP = {"width": 1280, "height": 800}
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -31,7 +33,17 @@ def browser() -> Iterator[object]:
     if chromium is None:
         pytest.skip("needs Chromium (apt-get install chromium)")
     with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, headless=True)
+        launched = playwright.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=[
+                f"--host-resolver-rules=MAP {REBOUND_HOST} 127.0.0.1",
+                # Chromium's own guard for requests to this machine (Local Network Access)
+                # is off, as it is in other browsers: the server must refuse on its own.
+                "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessSendPreflights,"
+                "BlockInsecurePrivateNetworkRequests",
+            ],
+        )
         yield launched
         launched.close()
 
@@ -124,3 +136,9 @@ def sign_in():
 @pytest.fixture
 def token() -> str:
     return TOKEN
+
+
+@pytest.fixture
+def rebound_host() -> str:
+    """A name the browser resolves to 127.0.0.1, as an attacker's after DNS rebinding."""
+    return REBOUND_HOST

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import falcon
+import falcon.testing
 import jsonschema
 import requests
 
@@ -21,6 +23,12 @@ from aicli import Runtime
 from aicli.http import Server, create_app
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def local_test_client(app: falcon.App) -> falcon.testing.TestClient:
+    """Falcon's test client, naming the server ``localhost`` as a local client would (its
+    default host, ``falconframework.org``, is another server's name: 421)."""
+    return falcon.testing.TestClient(app, headers={"Host": "localhost"})
 
 
 @contextmanager

@@ -320,10 +320,40 @@ def test_a_phone_sized_screen_has_no_horizontal_scroll(page, server, api, workdi
     assert no_page_scroll(page)
 
 
-def test_an_open_service_signs_in_with_no_token(page, serve, recorded):
+def test_an_open_service_goes_straight_in_and_says_it_is_open(page, serve, recorded, workdir):
+    """No sign-in form on an open service: the page asks ``GET /me`` without a token, goes
+    in, and keeps a notice that anyone who reaches the service can use it. Its writes
+    (a JSON body, a cancel) pass the server's checks of origin and media type."""
     server = serve()
-    page.goto(f"{server.url}/ui#/approvals")
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.locator("h1")).to_have_text("Pending approvals")
+    page.goto(f"{server.url}/ui#/sessions")
+    expect(page.locator("#nav")).to_be_visible()
     expect(page.locator("#who")).to_have_text("root (admin)")
+    notice = page.locator("#open-notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("This service is open: anyone who can reach it can use it")
+    expect(page.locator("#signin-form")).to_have_count(0)
+    expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+    page.locator("#workdir").fill(workdir)
+    page.get_by_role("button", name="Open session").click()
+    expect(page.locator("tr.session-row")).to_have_count(1)
+    page.locator("tr.session-row a").first.click()
+    page.locator("#command").fill("[[slow: 60]] [[say: never seen]]")
+    page.get_by_role("button", name="Submit task").click()
+    expect(page.locator("#task-status")).to_have_text("running")
+    page.locator("#cancel-task").click()
+    expect(page.locator("#task-status")).to_have_text("cancelled")
+    writes = [r for r in recorded.requests if r.method in ("POST", "DELETE")]
+    assert {r.method for r in writes} == {"POST", "DELETE"}
+    for request in writes:
+        if request.post_data:
+            assert request.headers["content-type"] == "application/json", request.url
     assert all("authorization" not in r.headers for r in recorded.requests)
+    page.goto(f"{server.url}/ui#/approvals")
+    expect(page.locator("h1")).to_have_text("Pending approvals")
+    expect(notice).to_be_visible()
+
+
+def test_a_service_with_a_token_shows_no_open_notice(page, server, sign_in):
+    sign_in(page, server.url)
+    expect(page.locator("#open-notice")).to_be_hidden()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()

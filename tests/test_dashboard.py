@@ -7,13 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import falcon
-import falcon.testing
 import pytest
 import requests
 
 from aicli.http import create_app, dashboard
-from tests.http_server import serving
+from tests.http_server import local_test_client, serving
 
 TOKEN = "dashboard-t0ken"
 AUTHORIZED = {"Authorization": f"Bearer {TOKEN}"}
@@ -32,7 +30,7 @@ TYPES = {
 @pytest.fixture
 def guarded(make_runtime):
     """The app of a runtime with an API token, in Falcon's test client."""
-    return falcon.testing.TestClient(create_app(make_runtime(api_token=TOKEN)))
+    return local_test_client(create_app(make_runtime(api_token=TOKEN)))
 
 
 def error_code(result) -> str:
@@ -96,11 +94,13 @@ def test_an_unknown_file_is_the_apis_404(guarded, path):
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
 @pytest.mark.parametrize("path", ["/ui", "/ui/", "/ui/app.js", "/ui/nope"])
-def test_only_reading_needs_no_token(guarded, method, path):
-    """The exemption is for GET and HEAD: any other method is checked like the API."""
+def test_only_reading_is_served_and_any_other_method_is_405_before_the_token(guarded, method, path):
+    """The dashboard's routes have GET and HEAD only; a method a route lacks is 405 for
+    anyone, before the token is checked, as on every API route."""
     result = guarded.simulate_request(method, path, json={})
-    assert result.status_code == 401, (method, path, result.status_code)
-    assert error_code(result) == "unauthorized"
+    assert result.status_code == 405, (method, path, result.status_code)
+    assert error_code(result) == "method_not_allowed"
+    assert result.headers["Allow"] == "GET, HEAD, OPTIONS"
 
 
 def test_a_method_other_than_get_is_405_once_signed_in(guarded):
@@ -110,7 +110,7 @@ def test_a_method_other_than_get_is_405_once_signed_in(guarded):
 
 
 def test_a_method_other_than_get_is_405_on_an_open_service(make_runtime):
-    client = falcon.testing.TestClient(create_app(make_runtime()))
+    client = local_test_client(create_app(make_runtime()))
     result = client.simulate_post("/ui", json={})
     assert result.status_code == 405 and error_code(result) == "method_not_allowed"
 
@@ -130,7 +130,7 @@ def test_files_are_read_once_when_the_app_is_made(make_runtime, monkeypatch):
 
     monkeypatch.setattr(Path, "read_bytes", no_disk)
     monkeypatch.setattr(Path, "open", no_disk)
-    client = falcon.testing.TestClient(app)
+    client = local_test_client(app)
     assert client.simulate_get("/ui").status_code == 200
     assert client.simulate_get("/ui/app.css").status_code == 200
 

@@ -218,10 +218,11 @@ def test_bodies_that_are_not_json_are_415(client, workdir, stored, content_type)
     assert content_type in message
 
 
-def test_json_with_a_charset_or_without_a_content_type_is_accepted(client, workdir):
+def test_json_with_a_charset_is_accepted_and_without_a_content_type_is_415(client, workdir):
     body = json.dumps({"workdir": workdir})
     assert raw_post(client, "/sessions", body, "application/json; charset=utf-8").status_code == 201
-    assert raw_post(client, "/sessions", body, None).status_code == 201
+    message = error_of(raw_post(client, "/sessions", body, None), 415, "unsupported_media_type")
+    assert "none" in message
 
 
 def test_unknown_routes_and_methods_get_json_errors(client, session):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from aicli.contract import PrincipalCreate
 from tests.http_server import Client, error_of, serving
 
 pytest_plugins = ("tests.http_fixtures",)
@@ -239,12 +240,27 @@ def test_without_a_token_the_caller_is_root_until_a_principal_exists(runtime):
         open_client = Client(base)
         assert open_client.get("/me").json()["id"] == "root"
         assert "401" not in open_client.openapi.document["paths"]["/me"]["get"]["responses"]
-        created = create(open_client, "first", role="admin")  # in an open service, anyone may
+        # The first principal is made where the server runs (``aicli principals create``).
+        created = runtime.create_principal(PrincipalCreate(name="first", role="admin"))
 
         # A principal exists: the service is no longer open, and its document says so.
-        mine = Client(base, token=created["token"])
-        assert mine.get("/me").json()["id"] == created["id"]
+        mine = Client(base, token=created.token)
+        assert mine.get("/me").json()["id"] == created.id
         assert "401" in mine.openapi.document["paths"]["/me"]["get"]["responses"]
         for path in ("/me", "/sessions", "/openapi.json"):
             response = mine.get(path, headers={"Authorization": None})
             error_of(response, 401, "unauthorized")
+
+
+def test_an_open_service_refuses_to_make_its_first_principal_over_http(runtime):
+    """Anyone who reaches an open service may call it: one anonymous POST must not make
+    itself admin and lock everyone else out. The service stays open."""
+    with serving(runtime) as base:
+        open_client = Client(base)
+        for role in ("admin", "user"):
+            response = open_client.post("/principals", json={"name": "mallory", "role": role})
+            message = error_of(response, 403, "forbidden")
+            assert "aicli principals create" in message and "AICLI_API_TOKEN" in message
+        assert open_client.get("/me").json()["id"] == "root"
+        assert runtime.store.principals.count() == 0
+        assert open_client.get("/sessions").status_code == 200

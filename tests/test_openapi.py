@@ -157,3 +157,19 @@ def test_the_reference_is_up_to_date():
     assert current == rendered, (
         "docs/api.md is out of date: run .venv/bin/python scripts/api_docs.py"
     )
+
+
+@pytest.mark.parametrize("settings", [Settings(), CONFIGURED], ids=["open", "configured"])
+def test_every_operation_documents_the_refusals_it_can_get(settings):
+    """421 (a Host of another server) anywhere, 403 on every change (a page of another
+    origin) and on the admins' routes, 415 wherever a body can come, 401 with a token."""
+    document = build_document(settings)
+    for method, path, operation in operations(document):
+        statuses = set(operation["responses"])
+        assert "421" in statuses, (method, path)
+        if method in ("post", "delete"):
+            assert {"403", "415"} <= statuses, (method, path)
+        if settings.api_token and path != "/healthz":
+            assert "401" in statuses, (method, path)
+    assert "403" in document["paths"]["/metrics"]["get"]["responses"]
+    assert "misdirected_request" in SCHEMAS["ErrorDetail"]["properties"]["code"]["enum"]

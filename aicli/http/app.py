@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import falcon
 from falcon.routing import CompiledRouter
@@ -14,6 +14,9 @@ from aicli.http.metrics import HttpMetrics
 from aicli.http.middleware import (
     BearerAuth,
     BodyLimits,
+    CrossSite,
+    DeclaredMethods,
+    HostCheck,
     ImpossibleIds,
     RequestLog,
     ShutdownGate,
@@ -30,15 +33,28 @@ if TYPE_CHECKING:
     from aicli.runtime import Runtime
 
 
+class App(falcon.App):
+    """Falcon's app with ``HEAD`` wherever ``GET``: the GET responder runs, and Falcon
+    sends its headers without the body (a stream, ``EventsResource``, is not opened)."""
+
+    def add_route(self, uri_template: str, resource: object, **kwargs: Any) -> None:
+        if hasattr(resource, "on_get") and not hasattr(resource, "on_head"):
+            resource.on_head = resource.on_get  # type: ignore[attr-defined]
+        super().add_route(uri_template, resource, **kwargs)
+
+
 def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.App:
     """A new app serving ``runtime``; ``keepalive_s`` spaces SSE comment lines."""
     settings = runtime.settings
     router = CompiledRouter()
-    app = falcon.App(
+    app = App(
         media_type=media.JSON_TYPE,
         router=router,
         middleware=[
             RequestLog(HttpMetrics.for_registry(runtime.metrics_registry), router),
+            HostCheck(settings),
+            DeclaredMethods(router),
+            CrossSite(settings),
             BearerAuth(runtime),
             BodyLimits(settings.max_body_bytes),
             ShutdownGate(runtime),

@@ -8,15 +8,19 @@ name is looked up in the dictionary of files read at start, never joined to a
 path, so there is nothing to traverse; any other name is the API's 404 body.
 
 Why reading these routes (``GET``, ``HEAD``) needs no token (``middleware.BearerAuth``):
-they hold no data, only the code of the page; any other method is checked like the
-API's. The page asks for a token, checks it with ``GET /me`` and then calls the same
-public routes any client calls, with the same checks.
+they hold no data, only the code of the page; any other method is 405. The page first
+asks ``GET /me`` without a token: an open service answers, and the page goes in and
+says the service is open. Otherwise it asks for a token, checks it with ``GET /me`` and
+then calls the same public routes any client calls, with the same checks; its requests
+are same-origin, and each body is typed ``application/json``, as the middleware requires.
 
 Why no cookie: the page keeps the token in ``sessionStorage`` (this tab only,
 gone when it closes) and sends it only as ``Authorization: Bearer`` on its
 ``fetch`` calls, never in a URL. A browser attaches no such header on its own,
 so another site cannot make a signed-in request on the user's behalf: there
-is no CSRF surface, and no cookie to protect.
+is no CSRF surface, and no cookie to protect. On an open service there is no
+token to withhold, so the server itself refuses what a page of another origin
+asks (``middleware.CrossSite``, and 415 for a body not typed JSON).
 
 Why the strict Content-Security-Policy: the page shows text that comes from
 Claude and from tools (file contents, command output), which an attacker may

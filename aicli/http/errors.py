@@ -30,6 +30,7 @@ _DOMAIN_STATUS: tuple[tuple[type[errors.AicliError], str], ...] = (
     (errors.BudgetExceeded, falcon.HTTP_402),
     (errors.Forbidden, falcon.HTTP_403),
     (errors.NotFound, falcon.HTTP_404),
+    (errors.MisdirectedRequest, falcon.HTTP_421),
     (errors.Conflict, falcon.HTTP_409),
     (errors.IdempotencyKeyReused, falcon.HTTP_422),
     (errors.LimitExceeded, falcon.HTTP_429),

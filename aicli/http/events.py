@@ -187,6 +187,9 @@ class EventsResource:
             return
         # Read before the stream starts, so that an unknown task is a 404, not an empty stream.
         first_page = self._runtime.events(task_id, after, STREAM_PAGE, principal=caller(req))
+        self._stream_headers(resp)
+        if req.method == "HEAD":  # the headers a stream would have, and no stream
+            return
         slot = self._slots.acquire()
         try:
             stream = EventStream(
@@ -202,7 +205,10 @@ class EventsResource:
         except BaseException:
             slot.release()
             raise
+        resp.stream = stream
+
+    @staticmethod
+    def _stream_headers(resp: falcon.Response) -> None:
         resp.content_type = SSE_TYPE
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")
-        resp.stream = stream

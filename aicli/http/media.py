@@ -27,11 +27,13 @@ S = TypeVar("S")
 def is_json_type(content_type: str | None) -> bool:
     """``application/json`` or any ``application/*+json``, parameters ignored.
 
-    A missing ``Content-Type`` counts as JSON: clients that send a JSON body
-    without naming it are common, and nothing else would be meant.
+    A body without a ``Content-Type`` is not taken as JSON: a web page of any site
+    may send one, and ``text/plain``, to this server without the browser asking it
+    first (a CORS "simple" request); a JSON type makes the browser ask, and we
+    never say yes.
     """
     if content_type is None:
-        return True
+        return False
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type in JSON_MEDIA_TYPES or (
         media_type.startswith("application/") and media_type.endswith("+json")

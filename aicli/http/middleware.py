@@ -1,10 +1,18 @@
 """Cross-cutting request checks that every route shares, in the order they run.
 
 1. ``RequestLog``: a request id, one log line and the HTTP metrics per request.
-2. ``BearerAuth``: the API token, before anything else can be learnt.
-3. ``BodyLimits``: a declared body too large (413), or not JSON (415).
-4. ``ShutdownGate``: no new work while the runtime shuts down (503).
-5. ``ImpossibleIds``: an id no store can hold is unknown (404) without asking the store.
+2. ``HostCheck``: a ``Host`` that names another server (421), for every path.
+3. ``DeclaredMethods``: a method the route does not have (405).
+4. ``CrossSite``: a change asked for by a page of another origin (403).
+5. ``BearerAuth``: the API token, before anything about the service can be learnt.
+6. ``BodyLimits``: a declared body too large (413), or not typed JSON (415).
+7. ``ShutdownGate``: no new work while the runtime shuts down (503).
+8. ``ImpossibleIds``: an id no store can hold is unknown (404) without asking the store.
+
+Steps 2 to 4 look at the request line and headers only, and what they tell (this
+server's names, a route's methods, which are in the OpenAPI document) is no secret:
+they refuse what a browser sent on a page's behalf, or no client of ours sent, before
+a token is looked up. Nothing reads a byte of a body before step 6 has passed it.
 """
 
 from __future__ import annotations
@@ -14,18 +22,23 @@ import re
 import secrets
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import falcon
 
 from aicli.errors import (
     ApprovalNotFound,
+    Forbidden,
+    MisdirectedRequest,
     PrincipalNotFound,
     SessionNotFound,
     TaskNotFound,
     Unavailable,
 )
+from aicli.http import hosts
 from aicli.http.media import is_json_type, too_large
 from aicli.http.metrics import HttpMetrics
+from aicli.settings import Settings
 from aicli.validation import unstorable
 
 log = logging.getLogger("aicli.http.access")
@@ -41,6 +54,10 @@ LOGGED_PARAMS = frozenset({"session_id", "task_id", "approval_id"})
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MUTATING_METHODS = BODY_METHODS | {"DELETE"}
+# What a page of another origin may ask for: reading, whose answer the browser hides from it.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Sec-Fetch-Site values of a request a page of another origin made.
+OTHER_SITES = frozenset({"cross-site", "same-site"})
 
 
 class RequestLog:
@@ -96,6 +113,77 @@ class RequestLog:
         )
 
 
+class HostCheck:
+    """421 for a ``Host`` that names another server (``hosts``), before anything else."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._allowed = hosts.allowed_hosts(settings)
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        given = req.get_header("Host")
+        if not hosts.names_this_server(given, self._allowed):
+            raise MisdirectedRequest(
+                f"This server does not answer to the host {given!r}: a request must name it "
+                "by localhost, a loopback address, the address it listens on, the host of its "
+                "node URL or a host in its allowed hosts (AICLI_ALLOWED_HOSTS).",
+                {"host": given},
+            )
+
+
+class DeclaredMethods:
+    """405 for a method the route has no responder for, before the token is checked:
+    which methods a route has is in the OpenAPI document anyway. ``OPTIONS`` is Falcon's
+    own answer (``Allow``) on every route. An unknown path goes on: without the token it
+    is 401, as any other, so that which paths exist is not told to strangers."""
+
+    def __init__(self, router: Any) -> None:
+        self._router = router
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        found = self._router.find(req.path)
+        if found is None or req.method == "OPTIONS":
+            return
+        resource = found[0]
+        allowed = [m for m in falcon.constants.COMBINED_METHODS if hasattr(resource, _on(m))]
+        if req.method not in allowed:
+            raise falcon.HTTPMethodNotAllowed([*allowed, "OPTIONS"])
+
+
+def _on(method: str) -> str:
+    return "on_" + method.lower().replace("-", "_")
+
+
+class CrossSite:
+    """403 for a request that would change something and that a page of another origin sent.
+
+    Browsers name the page in ``Origin`` and say where it is in ``Sec-Fetch-Site``; a
+    program sends neither. The dashboard's own requests are same-origin. An origin is
+    ours when it is the host and port the request was sent to (``Host``) or those of
+    the node URL (behind a proxy that rewrites ``Host``).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._node_host = urlsplit(settings.node_url).netloc if settings.node_url else None
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.method in SAFE_METHODS:
+            return
+        site = (req.get_header("Sec-Fetch-Site") or "").lower()
+        origin = req.get_header("Origin")
+        if site in OTHER_SITES or (origin is not None and not self._ours(origin, req)):
+            raise Forbidden(
+                f"A web page of another origin ({origin or site}) may not change anything "
+                "here; use the dashboard at /ui of this server, or a client that is not a "
+                "browser.",
+                {"origin": origin, "sec_fetch_site": site or None},
+            )
+
+    def _ours(self, origin: str, req: falcon.Request) -> bool:
+        return hosts.same_origin(origin, req.get_header("Host")) or (
+            self._node_host is not None and hosts.same_origin(origin, self._node_host)
+        )
+
+
 def is_dashboard(path: str) -> bool:
     """Whether ``path`` is one of the dashboard's static files (``/ui``, ``/ui/...``)."""
     return path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/")
@@ -134,32 +222,31 @@ class BearerAuth:
 class BodyLimits:
     """Rejects early a body no route would take; ``media.read_json_object`` caps the real read.
 
-    Only methods that carry a body are checked: a body sent with GET or DELETE
-    is ignored, as HTTP gives it no meaning.
+    A declared length over the limit is 413 for methods that carry a body; a body sent
+    with any method that changes something (``DELETE`` too) must be typed JSON, else 415
+    (``media.is_json_type``), as only such a type makes a browser ask this server before
+    a page of another site may send it. A body sent with ``GET`` is ignored, as HTTP
+    gives it no meaning.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.method not in MUTATING_METHODS:
+            return
         if (
             req.method in BODY_METHODS
             and req.content_length is not None
             and req.content_length > self._max_bytes
         ):
             raise too_large(self._max_bytes)
-
-    def process_resource(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
-    ) -> None:
-        if (
-            resource is not None
-            and req.method in BODY_METHODS
-            and req.content_length
-            and not is_json_type(req.content_type)
-        ):
+        chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
+        if (req.content_length or chunked) and not is_json_type(req.content_type):
+            given = "none" if req.content_type is None else repr(req.content_type)
             raise falcon.HTTPUnsupportedMediaType(
-                description=f"Content-Type must be application/json, not {req.content_type!r}."
+                description=f"A request body must have Content-Type application/json; "
+                f"this one has {given}."
             )
 
 

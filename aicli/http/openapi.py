@@ -23,10 +23,11 @@ from aicli.http.sessions import IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY
 from aicli.settings import Settings
 
 # Two lines an operation. First its id, method and path; success statuses and their schema
-# (or media types); error statuses (and 413 and 415 with a body, 401 with a token but on
-# /healthz, 500 always); the struct of its query parameters (XQuery, and XHeaders if there is
-# one), the Idempotency-Key header (key) or the Prefer header (prefer); the body's struct.
-# Then its summary. Path parameters come from the path.
+# (or media types); error statuses (and 413 and 415 with a body, 415 and 403 on DELETE, 403
+# on POST, 401 with a token but on /healthz, 421 and 500 always); the struct of its query
+# parameters (XQuery, and XHeaders if there is one), the Idempotency-Key header (key) or
+# the Prefer header (prefer); the body's struct. Then its summary. Path parameters come
+# from the path.
 OPERATIONS = """
 openSession POST /sessions 201:Session 400,429,503 SessionCreate
   Open a session: a Claude Code conversation in a working directory.
@@ -59,7 +60,8 @@ decideApproval POST /approvals/{approval_id} 200:Approval 400,404,409,503 Approv
 the session) or deny with a message (decided already: 409 approval_decided).
 createPrincipal POST /principals 201:Principal 400,403,503 PrincipalCreate
   Create a principal (admins only): a user or an admin with a bearer token of its own, shown \
-only in this answer.
+only in this answer. An open service makes none (403): its first is made with `aicli \
+principals create`.
 listPrincipals GET /principals 200:PrincipalPage 400,403,503 PrincipalListQuery
   List principals, revoked ones too (admins only).
 getPrincipal GET /principals/{principal_id} 200:Principal 400,404,503
@@ -76,8 +78,8 @@ health GET /healthz 200:Health
   Liveness: the process serves.
 readiness GET /readyz 200:Ready 503
   Readiness: the database answers and the Claude CLI was found.
-metrics GET /metrics 200:text/plain
-  Prometheus metrics, in the text format.
+metrics GET /metrics 200:text/plain 403
+  Prometheus metrics, in the text format (admins only: every tenant's activity).
 openapi GET /openapi.json 200:OpenApi
   This document.
 """
@@ -91,7 +93,11 @@ ERRORS = {  # each starts with the codes it carries
     "`updated_input` or on a question). A request that is not HTTP gets a plain-text 400.",
     "401": "unauthorized: a missing, wrong or revoked bearer token.",
     "402": "budget_exceeded: the caller's `limits.budget_usd` is spent; no task is taken.",
-    "403": "forbidden: a route or a filter (`owner`) only admins may use, called by a user.",
+    "403": "forbidden: a route or a filter (`owner`) only admins may use (`/metrics` too), "
+    "called by a user; a request that changes something sent by a web page of another "
+    "origin (its `Origin` is not this server's, or `Sec-Fetch-Site` is `cross-site` or "
+    "`same-site`); `POST /principals` on an open service (the first principal is made with "
+    "`aicli principals create`).",
     "404": "session_not_found, task_not_found, not_found: no such id (or route), or one that is "
     "not the caller's to see (a user's view: the sessions it opened, their tasks and "
     "approvals, itself).",
@@ -99,7 +105,12 @@ ERRORS = {  # each starts with the codes it carries
     "409": "session_closed, task_not_cancellable, approval_decided: the session, the task or "
     "the approval is past it.",
     "413": "payload_too_large: the body is over the size limit, whatever it holds.",
-    "415": "unsupported_media_type: a body that is not application/json (none: read as JSON).",
+    "415": "unsupported_media_type: a body (POST, PUT, PATCH, DELETE) whose `Content-Type` is "
+    "not `application/json` (parameters such as `charset` allowed) or `application/*+json`; "
+    "a body with no `Content-Type` too. Nothing is read or done.",
+    "421": "misdirected_request: the `Host` header names no host of this server (`localhost`, "
+    "a loopback address, the address it listens on, the host of its node URL, or one of its "
+    "`allowed_hosts`), or there is none; nothing is read or done.",
     "422": "idempotency_key_reused: the Idempotency-Key was first used with another request "
     "(another body, or another session); the first task stays the key's.",
     "429": "too_many_requests: too many open sessions, or pending tasks in the session (the "
@@ -166,6 +177,7 @@ ID = {"type": "string", "pattern": c.ID}
 KEY = {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": f"^{IDEMPOTENCY_KEY}$"}
 BODIES = tuple(kind.__name__ for kind in REQUESTS)
 AT = {"query": "Query", "header": "Headers"}
+CHANGES = frozenset({"POST", "DELETE"})
 
 
 def _param(at: str, name: str, text: str, **schema: Any) -> dict[str, Any]:
@@ -278,6 +290,9 @@ def _operation(
     body = next((token for token in rest if token in BODIES), None)
     errors = {code for token in rest if token[0].isdigit() for code in token.split(",")} | {"500"}
     errors |= {"413", "415"} if body else set()
+    errors |= {"403"} if method in CHANGES else set()  # sent by a page of another origin
+    errors |= {"415"} if method == "DELETE" else set()  # a body of another type
+    errors |= {"421"}
     errors |= {"401"} if secured and path != "/healthz" else set()
     ids = [
         _param("path", i, f"{_article(i)} {i[:-3]} id.", **ID) for i in re.findall(r"{(\w+)}", path)

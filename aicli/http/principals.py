@@ -1,9 +1,9 @@
 """Principals (1.1): who may call, created, listed and revoked by admins; and ``/me``.
 
 The caller is ``req.context.principal``, put there by the bearer-token middleware
-(``None``: the open service, where everything is allowed). Who may do what is the
-runtime's rule (``aicli.access``): a user calling an admin route gets 403, and
-another principal's id is 404 to it, as an unknown one.
+(``None``: the open service, where everything is allowed but creating a principal).
+Who may do what is the runtime's rule (``aicli.access``): a user calling an admin
+route gets 403, and another principal's id is 404 to it, as an unknown one.
 """
 
 from __future__ import annotations
@@ -14,12 +14,23 @@ import falcon
 
 from aicli import access
 from aicli.contract import PrincipalCreate, PrincipalListQuery
+from aicli.errors import Forbidden
 from aicli.http import media
 from aicli.http.middleware import caller
 from aicli.http.query import page_kwargs, params
 
 if TYPE_CHECKING:
     from aicli.runtime import Runtime
+
+# Anyone who reaches an open service may call it; letting one caller make itself the first
+# admin would shut everyone else out, for good. The first principal is made where the
+# server runs.
+OPEN_SERVICE = (
+    "This service is open (no API token, no principal yet), so no caller may create the "
+    "first principal over HTTP: create it with `aicli principals create NAME --admin` "
+    "on the server's machine, or configure a root token (AICLI_API_TOKEN or "
+    "--api-token-file)."
+)
 
 
 class PrincipalsResource:
@@ -29,6 +40,8 @@ class PrincipalsResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         params(req)
         who = caller(req)
+        if who is None:
+            raise Forbidden(OPEN_SERVICE, {"service": "open"})
         # A user is refused before its body is read: whatever it sent, the route is not for it.
         access.require_admin(who, "create principals")
         request = media.read(req, PrincipalCreate, self._runtime.settings.max_body_bytes)

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from aicli import access
+from aicli.http.middleware import caller
+
 if TYPE_CHECKING:
     from aicli.runtime import Runtime
 
@@ -29,9 +32,13 @@ class ReadyResource:
 
 
 class MetricsResource:
+    """Every tenant's activity in sum (tasks, costs, requests by route): for admins, and
+    for the open service, where everyone is one."""
+
     def __init__(self, runtime: Runtime) -> None:
         self._registry = runtime.metrics_registry
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        access.require_admin(caller(req), "read the metrics")
         resp.content_type = CONTENT_TYPE_LATEST
         resp.data = generate_latest(self._registry)

@@ -330,9 +330,13 @@ function renderSignIn(message) {
   input.focus();
 }
 
+// Signed in with no token: the service is open, and the page says so while it is.
 function setWho(me) {
   const who = document.getElementById("who");
   who.textContent = me ? `${me.name} (${me.role})` : "";
+  const open = Boolean(me) && auth.signedIn && !auth.token;
+  document.getElementById("open-notice").hidden = !open;
+  document.getElementById("sign-out").hidden = open; // no token to forget
 }
 
 function signOut(message) {
@@ -1043,8 +1047,25 @@ function renderApprovals(view) {
 
 // ---------------------------------------------------------------- start
 
+// An open service needs no token: ask without one first, and go straight in if it answers.
+async function enterOpenService() {
+  try {
+    const me = await api("GET", "/me", { token: "" });
+    auth.save("");
+    setWho(me);
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) throw err;
+  }
+}
+
 async function start() {
-  if (!auth.signedIn) { render(); return; }
+  if (!auth.signedIn) {
+    let failed = null;
+    try { await enterOpenService(); } catch (err) { failed = err; }
+    render();
+    if (failed) showError(failed);
+    return;
+  }
   let failed = null;
   try {
     setWho(await api("GET", "/me"));
