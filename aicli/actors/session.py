@@ -589,7 +589,9 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         outcome = turn.outcome
         if self.transcript is not None and self.session.claude_session_id and not self.fenced:
             # Before the end is committed: a peer that runs the next task resumes from it.
-            self.transcript.after_turn(self.session.workdir, self.session.claude_session_id)
+            self.transcript.after_turn(
+                self.session.workdir, self.session.claude_session_id, self.epoch
+            )
         try:
             self.ctx.faults.reach("finish.before_commit")
             try:
