@@ -8,12 +8,13 @@ the third one's database connections run through an
 fixtures that give each test a fresh schema and the real CLI against the fake
 API are in ``tests/test_multinode.py``.
 
-``NodeProcess.kill()`` is how a machine or a container dies: SIGKILL for the
-node's process group and for every process it started. Killing the group alone
-would not do: each Claude CLI runs in a session of its own (and each of its
-Bash tools in yet another), so a ``kill -9`` of the group would leave them
-running, talking to the fake API and writing to the workdir after the node is
-gone. systemd (``KillMode=control-group``) and container runtimes kill them all.
+Each node runs in a PID namespace of its own (``unshare --pid --fork --mount-proc``),
+as on a host of its own: it cannot see or kill another node's processes, and the
+server is the namespace's init (the child ``unshare`` forked), so
+``NodeProcess.kill()``, how a machine or a container dies, is a SIGKILL of the
+server, which the kernel turns into a SIGKILL of everything in the namespace:
+the Claude CLIs in their sessions, their Bash tools in theirs, the watchdog.
+``freeze()`` and ``thaw()`` stop and continue the server process alone.
 
 Also here: ``NodeClient``, a light HTTP client (one ``requests`` session per
 thread; no OpenAPI check, so that hundreds of calls stay cheap), an SSE
@@ -86,7 +87,8 @@ class NodeProcess:
         self.env["HOME"] = str(home)
         self.args = list(args)
         self.node_ids: list[str] = []  # every id it has held, oldest first (it rejoins as new)
-        self.popen: subprocess.Popen[bytes] | None = None
+        self.popen: subprocess.Popen[bytes] | None = None  # ``unshare``, the server's parent
+        self._server_pid: int | None = None
         self.client = NodeClient(self.url)
         self._log: Any = None
 
@@ -110,17 +112,33 @@ class NodeProcess:
     def launch(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            self.command,
+            ["unshare", "--pid", "--fork", "--mount-proc", *self.command],
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             process_group=0,  # its own group, as a service manager starts it
         )
+        self._server_pid = None
 
     @property
     def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
+        """The server's pid (outside its namespace; inside, it is 1)."""
+        if self._server_pid is None:
+            assert self.popen is not None
+
+            def forked() -> int | None:
+                children = process_tree.descendants(self.popen.pid)
+                return children[0].pid if children else None
+
+            self._server_pid = wait_for(forked, timeout=10, what=f"node {self.name} to fork")
+        return self._server_pid
+
+    def freeze(self) -> None:
+        """SIGSTOP for the server process alone (not its CLIs, tools or watchdog)."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
 
     @property
     def alive(self) -> bool:
@@ -193,41 +211,20 @@ class NodeProcess:
         return [p for p in found.values() if _running(p)]
 
     def kill(self) -> float:
-        """Die like a machine: SIGKILL for the node and everything it started.
-
-        Everything is stopped (SIGSTOP) first, so that nothing starts another
-        process or writes another byte while the rest is being killed; returns
-        the time (``time.time()``) it stopped, the moment of death for takeover
-        measurements.
-        """
+        """Die like a machine: SIGKILL for the server, the init of its PID namespace, which
+        takes everything in the namespace with it; returns the time (``time.time()``) of
+        the kill, the moment of death for takeover measurements."""
         assert self.popen is not None
-        with contextlib.suppress(requests.RequestException):
-            self.ready(timeout=0.3)  # learn a newer id, for its marked processes
-        tree = self.processes()
         died_at = time.time()
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGSTOP)
-        for _ in range(3):  # a process forked before it was stopped: stop it too
-            process_tree.signal_all(tree, signal.SIGSTOP)
-            again = {p.pid: p for p in tree}
-            for process in list(tree):
-                for child in process_tree.descendants(process.pid):
-                    again.setdefault(child.pid, child)
-            for child in process_tree.descendants(self.pid):
-                again.setdefault(child.pid, child)
-            if len(again) == len(tree):
-                break
-            tree = list(again.values())
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        process_tree.kill_all(tree)
-        self.popen.wait(10)
+            os.kill(self.pid, signal.SIGKILL)
+        self.popen.wait(10)  # ``unshare`` returns once its namespace is empty
         return died_at
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, as a clean stop; its exit status."""
         assert self.popen is not None
-        self.popen.send_signal(signal.SIGTERM)
+        os.kill(self.pid, signal.SIGTERM)
         return self.popen.wait(timeout)
 
     def stop(self) -> None:

@@ -539,7 +539,14 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         self.ctx.census.add(self.session_id)
         if process.pid is not None:
             started = process.start_time or 0.0
-            self.store.record_process(process.pid, started, process.mark, "claude")
+            self.store.record_process(
+                process.pid,
+                started,
+                process.mark,
+                "claude",
+                session_id=self.session_id,
+                node_id=self.node_id,
+            )
         return True
 
     def _fail_next(self, error: str) -> None:

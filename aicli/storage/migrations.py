@@ -316,6 +316,14 @@ def _ownership(db: Database) -> None:
     db.execute_sql("CREATE INDEX sessions_owner_node ON sessions (owner_node)")
 
 
+def _process_sessions(db: Database) -> None:
+    """Which session and node each recorded Claude process serves: every node answers
+    ``process_alive`` from here (a live process of a node whose lease lasts)."""
+    db.execute_sql("ALTER TABLE processes ADD COLUMN session_id VARCHAR(64)")
+    db.execute_sql("ALTER TABLE processes ADD COLUMN node_id VARCHAR(64)")
+    db.execute_sql("CREATE INDEX processes_session_id ON processes (session_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, tasks, task events, processes", _initial_schema),
     Migration(2, "tasks.updated_at", _task_updated_at),
@@ -324,6 +332,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "approvals, sessions' approval settings and tasks.awaiting_approval", _approvals),
     Migration(6, "nodes and their leases", _nodes),
     Migration(7, "sessions' owner node and epoch; transcript chunks", _ownership),
+    Migration(10, "processes' session and node", _process_sessions),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
