@@ -199,12 +199,14 @@ class NodeProcess:
 
     def processes(self) -> list[psutil.Process]:
         """Everything the node started and that still runs: the Claude CLIs and their tools,
-        found as descendants and by the mark of each id the node held (tools that detached)."""
+        found as descendants and by the mark of each id the node held (tools that detached).
+        Not its watchdog, which lives as long as the server."""
         found: dict[int, psutil.Process] = {}
+        prefix = owner_prefix(self.database_url)
         if self.alive:
             for child in process_tree.descendants(self.pid):
-                found[child.pid] = child
-        prefix = owner_prefix(self.database_url)
+                if (process_tree.mark_of(child.pid) or "").startswith(prefix):
+                    found[child.pid] = child
         for node_id in self.node_ids:
             for marked in process_tree.marked_processes(f"{prefix}{node_id}/", prefix=True):
                 found.setdefault(marked.pid, marked)
