@@ -22,7 +22,9 @@ import psutil
 import pytest
 
 from aicli.actors import process_tree
+from aicli.actors.node_lease import LeaseState
 from aicli.actors.watchdog import WatchdogProcess
+from aicli.contract import Node, utcnow
 from aicli.errors import NotOwner
 from aicli.storage import Store
 from aicli.testing.waiting import wait_for
@@ -140,3 +142,17 @@ def test_a_node_that_lost_the_session_cannot_add_to_its_transcript(store: Store,
     with pytest.raises(NotOwner):
         store.transcripts.append(session.id, "cli", 4, b"stale\n", epoch=epoch)
     assert store.transcripts.append(session.id, "cli", 4, b"two\n", epoch=later) == 8
+
+
+def test_past_its_fence_deadline_a_lease_is_not_held_even_before_the_fence_runs() -> None:
+    """A server that was not scheduled at its deadline reads no lease when it runs again:
+    its session actors let go instead of starting the next task, before the fence acts."""
+    state = LeaseState()
+    now = utcnow()
+    node = Node(id="n1", url=None, started_at=now, expires_at=now, sessions=0, live_processes=0)
+    assert state.set(node, time.monotonic() + 0.3)
+    assert state.node == node
+    wait_for(lambda: state.node is None, 5, "the deadline to pass")
+    assert not state.is_lost("n1")  # the fence itself has not run
+    assert state.set(node)  # no deadline (SQLite: no peer takes over): held
+    assert state.node == node
