@@ -218,7 +218,7 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         self._stop_process()
 
     def _on_stream(self, message: StreamMessage) -> None:
-        if message.generation != self.generation or self.leaving:
+        if message.generation != self.generation or self.leaving or self._lease_gone():
             return
         data = message.message
         kind = data.get("type")
@@ -398,6 +398,18 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
             self._let_go("another node runs it")
             return False
         self.node_id, self.epoch = node.id, epoch
+        return True
+
+    def _lease_gone(self) -> bool:
+        """Whether the lease this actor's claim was taken under is gone (by this node's
+        clock, even before its fence ran: the server may just have woken up past it); if
+        so it lets go, continuing nothing of the turn."""
+        if self.epoch is None:
+            return False
+        node = self.ctx.lease.node
+        if node is not None and node.id == self.node_id:
+            return False
+        self._let_go("this node's lease is gone")
         return True
 
     def _let_go(self, why: str) -> None:
