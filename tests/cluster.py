@@ -9,12 +9,15 @@ fixtures that give each test a fresh schema and the real CLI against the fake
 API are in ``tests/test_multinode.py``.
 
 Each node runs in a PID namespace of its own (``unshare --pid --fork --mount-proc``),
-as on a host of its own: it cannot see or kill another node's processes, and the
-server is the namespace's init (the child ``unshare`` forked), so
-``NodeProcess.kill()``, how a machine or a container dies, is a SIGKILL of the
-server, which the kernel turns into a SIGKILL of everything in the namespace:
-the Claude CLIs in their sessions, their Bash tools in theirs, the watchdog.
-``freeze()`` and ``thaw()`` stop and continue the server process alone.
+as on a host of its own: it cannot see or kill another node's processes. The
+namespace's init (the child ``unshare`` forked) is a shell that starts the server
+and reaps what is orphaned to it, as a host's init does (the server would leave
+zombies: it waits only for its own children). ``NodeProcess.kill()``, how a
+machine or a container dies, is a SIGKILL of that init, which the kernel turns
+into a SIGKILL of everything in the namespace: the server, the Claude CLIs in
+their sessions, their Bash tools in theirs, the watchdog. ``freeze()`` and
+``thaw()`` stop and continue the server process alone, ``terminate()`` sends it
+SIGTERM.
 
 Also here: ``NodeClient``, a light HTTP client (one ``requests`` session per
 thread; no OpenAPI check, so that hundreds of calls stay cheap), an SSE
@@ -53,6 +56,8 @@ from tests.serve_process import AICLI, free_port
 T = TypeVar("T")
 
 LEASE_TTL = 3.0
+# The init of a node's PID namespace: starts the server, reaps orphans, ends with it.
+INIT = '"$@" & wait $!'
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -88,6 +93,7 @@ class NodeProcess:
         self.args = list(args)
         self.node_ids: list[str] = []  # every id it has held, oldest first (it rejoins as new)
         self.popen: subprocess.Popen[bytes] | None = None  # ``unshare``, the server's parent
+        self._init_pid: int | None = None
         self._server_pid: int | None = None
         self.client = NodeClient(self.url)
         self._log: Any = None
@@ -112,26 +118,42 @@ class NodeProcess:
     def launch(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--mount-proc", *self.command],
+            ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", INIT, "init", *self.command],
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             process_group=0,  # its own group, as a service manager starts it
         )
-        self._server_pid = None
+        self._init_pid = self._server_pid = None
+
+    @property
+    def init_pid(self) -> int:
+        """The namespace's init, outside it (inside, it is 1)."""
+        if self._init_pid is None:
+            self._init_pid = self._child_of(self._unshare_pid)
+        return self._init_pid
 
     @property
     def pid(self) -> int:
-        """The server's pid (outside its namespace; inside, it is 1)."""
+        """The server's pid, outside its namespace (inside, it is 2)."""
         if self._server_pid is None:
-            assert self.popen is not None
-
-            def forked() -> int | None:
-                children = process_tree.descendants(self.popen.pid)
-                return children[0].pid if children else None
-
-            self._server_pid = wait_for(forked, timeout=10, what=f"node {self.name} to fork")
+            self._server_pid = self._child_of(self.init_pid)
         return self._server_pid
+
+    @property
+    def _unshare_pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def _child_of(self, parent: int) -> int:
+        def forked() -> int | None:
+            try:
+                children = psutil.Process(parent).children()
+            except psutil.NoSuchProcess:
+                return None
+            return children[0].pid if children else None
+
+        return wait_for(forked, timeout=10, what=f"node {self.name} to start")
 
     def freeze(self) -> None:
         """SIGSTOP for the server process alone (not its CLIs, tools or watchdog)."""
@@ -213,13 +235,23 @@ class NodeProcess:
         return [p for p in found.values() if _running(p)]
 
     def kill(self) -> float:
-        """Die like a machine: SIGKILL for the server, the init of its PID namespace, which
-        takes everything in the namespace with it; returns the time (``time.time()``) of
-        the kill, the moment of death for takeover measurements."""
+        """Die like a machine: SIGKILL for the init of its PID namespace, which takes
+        everything in the namespace with it; returns the time (``time.time()``) it
+        stopped, the moment of death for takeover measurements.
+
+        The init dies only once it is scheduled, and the rest only as it exits: the
+        server, its watchdog and the CLIs with their tools are stopped first (SIGSTOP),
+        so that nothing writes another byte meanwhile.
+        """
         assert self.popen is not None
+        tree = {p.pid: p for p in self.processes()}
+        with contextlib.suppress(psutil.NoSuchProcess):
+            server = psutil.Process(self.pid)
+            tree.update({p.pid: p for p in [server, *process_tree.descendants(server.pid)]})
         died_at = time.time()
+        process_tree.signal_all(tree.values(), signal.SIGSTOP)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
+            os.kill(self.init_pid, signal.SIGKILL)
         self.popen.wait(10)  # ``unshare`` returns once its namespace is empty
         return died_at
 
