@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import psutil
 import pytest
 
@@ -154,5 +155,12 @@ def test_past_its_fence_deadline_a_lease_is_not_held_even_before_the_fence_runs(
     assert state.node == node
     wait_for(lambda: state.node is None, 5, "the deadline to pass")
     assert not state.is_lost("n1")  # the fence itself has not run
-    assert state.set(node)  # no deadline (SQLite: no peer takes over): held
-    assert state.node == node
+    # A renewal back after the deadline does not revive it: the watchdog acted on it.
+    assert not state.set(node, time.monotonic() + 60)
+    assert state.node is None
+    joined = msgspec.structs.replace(node, id="n2")  # the node joins again as another
+    assert state.set(joined, time.monotonic() + 60)
+    assert state.node == joined
+    sqlite = LeaseState()
+    assert sqlite.set(node)  # no deadline (SQLite: no peer takes over): held
+    assert sqlite.node == node

@@ -13,8 +13,8 @@ server, the same deadline fences the node itself: the lease is marked lost
 (``/readyz`` answers 503) and the supervisor stops the session actors without
 writing; then the watchdog is told, and ends whatever is left (a process
 started while the fence was on its way). A renewal that comes back after its
-deadline fences too: the watchdog has acted on it already. The lease actor
-then joins again as a new node.
+deadline is not armed (``LeaseState.set`` refuses it: the watchdog has acted on
+that lease), so the fence falls. The lease actor then joins again as a new node.
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ class Fencer(pykka.ThreadingActor):
         self.on_fenced = on_fenced
         self.token = 0
         self.timer: Timer | None = None
-        self.until: tuple[str, float] | None = None  # the deadline armed last
         self.fenced: set[str] = set()
 
     def on_start(self) -> None:
@@ -83,13 +82,9 @@ class Fencer(pykka.ThreadingActor):
         if isinstance(message, Armed):
             if message.node_id in self.fenced:
                 return
-            if self._too_late(message.node_id):
-                self._fence(message.node_id, "its lease was renewed too late")
-                return
             self.token += 1
             if self.timer is not None:
                 self.timer.cancel()
-            self.until = (message.node_id, message.until)
             self.watchdog.arm(message.node_id, message.until)
             delay = message.until - self.scheduler.now()
             due = _Due(message.node_id, self.token)
@@ -99,14 +94,6 @@ class Fencer(pykka.ThreadingActor):
                 self._fence(message.node_id, "its lease was not renewed in time")
         elif isinstance(message, FenceNow):
             self._fence(message.node_id, message.why)
-
-    def _too_late(self, node_id: str) -> bool:
-        """Whether ``node_id``'s armed deadline has passed (the watchdog acted on it)."""
-        return (
-            self.until is not None
-            and self.until[0] == node_id
-            and (self.scheduler.now() >= self.until[1])
-        )
 
     def _fence(self, node_id: str, why: str) -> None:
         if node_id in self.fenced:

@@ -63,9 +63,14 @@ class LeaseState:
 
     def set(self, node: Node | None, until: float | None = None) -> bool:
         """Hold ``node`` (or none), fenced at ``until`` if given; refused (False) for a
-        node already lost, whose renewal came back just as it was fenced."""
+        node already lost, whose renewal came back just as it was fenced, or past its
+        deadline (the watchdog has acted on it: its fence follows)."""
         with self._lock:
             if node is not None and node.id in self._lost:
+                return False
+            held, deadline = self._node, self._until
+            overdue = deadline is not None and time.monotonic() >= deadline
+            if node is not None and held is not None and held.id == node.id and overdue:
                 return False
             self._node, self._until = node, until
             return True
