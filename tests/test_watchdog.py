@@ -164,3 +164,22 @@ def test_past_its_fence_deadline_a_lease_is_not_held_even_before_the_fence_runs(
     sqlite = LeaseState()
     assert sqlite.set(node)  # no deadline (SQLite: no peer takes over): held
     assert sqlite.node == node
+
+
+def test_a_watchdog_that_died_is_started_again_and_armed(watchdog, prefix):
+    first = watchdog.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(first) or _zombie(first), 5, "the watchdog to die")
+    process = marked(prefix, "n1")
+    watchdog.arm("n1", time.monotonic() + 0.3)  # the next heartbeat starts another
+    assert watchdog.pid not in (None, first)
+    wait_for(lambda: process.poll() is not None, 5, "the new watchdog to end n1's process")
+    process_tree.kill_all(alive_of(prefix, "n1"))
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
