@@ -10,7 +10,7 @@ losers are told ``ApprovalDecided``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aicli import access
@@ -92,6 +92,23 @@ def _answers(approval: Approval, answers: dict[str, str] | None) -> dict[str, st
     return dict(answers)
 
 
+def decided_answer(approval: Approval, sent: Mapping[str, Any]) -> Answer:
+    """What the CLI is answered for a decided ``approval``, from what the store keeps of
+    the decision: the row (its verdict, a deny's message) and ``sent`` (what the person
+    sent besides, kept in the ``approval_decided`` event). The node where a person
+    decides and a peer whose CLI asked both answer through here, so the two cannot
+    differ."""
+    if approval.status == ApprovalStatus.DENIED:
+        return Answer(approval.id, deny(approval.message or DENIED))
+    decision = ApprovalDecision(
+        decision=Decision.ALLOW,
+        message=approval.message,
+        updated_input=sent.get("updated_input"),
+        answers=sent.get("answers"),
+    )
+    return Answer(approval.id, response_to(approval, decision))
+
+
 class ApprovalDesk:
     def __init__(self, store: Store, notifier: Notifier, tell: Callable[[object], None]) -> None:
         self._store = store
@@ -136,21 +153,13 @@ class ApprovalDesk:
         approval = self._store.approvals.get(approval_id)
         if approval.status not in (ApprovalStatus.ALLOWED, ApprovalStatus.DENIED):
             return None
-        if approval.status == ApprovalStatus.DENIED:
-            return Answer(approval.id, deny(approval.message or DENIED))
         sent: dict[str, Any] = {}
         for event in reversed(self._store.list_events(approval.task_id)):
             data = event.data
             if event.type == "approval_decided" and data["approval"]["id"] == approval.id:
                 sent = data
                 break
-        decision = ApprovalDecision(
-            Decision.ALLOW,
-            approval.message,
-            updated_input=sent.get("updated_input"),
-            answers=sent.get("answers"),
-        )
-        return Answer(approval.id, response_to(approval, decision))
+        return decided_answer(approval, sent)
 
     def decide(
         self, approval_id: str, decision: ApprovalDecision, *, principal: Principal | None = None
@@ -183,7 +192,7 @@ class ApprovalDesk:
             sent,
         )
         self._notifier.announce(events_of(decided.task_id))
-        self._tell(Decided(decided.session_id, Answer(decided.id, response)))
+        self._tell(Decided(decided.session_id, decided_answer(decided, sent)))
         log.info(
             "approval %s",
             decided.status,

@@ -336,7 +336,7 @@ class Runtime:
             cursor=cursor,
             order=order,
         )
-        return msgspec.structs.replace(page, data=[self._with_process_state(s) for s in page.data])
+        return msgspec.structs.replace(page, data=self._with_process_states(page.data))
 
     def close_session(self, session_id: str, *, principal: Principal | None = None) -> Session:
         """Close: its pending tasks are cancelled at once, a running one is interrupted."""
@@ -850,7 +850,13 @@ class Runtime:
             raise Unavailable("The server is shutting down and takes no new work.", 5)
 
     def _with_process_state(self, session: Session) -> Session:
-        return msgspec.structs.replace(session, process_alive=self.census.alive(session.id))
+        [shown] = self._with_process_states([session])
+        return shown
+
+    def _with_process_states(self, sessions: list[Session]) -> list[Session]:
+        """``process_alive`` as the store records it, so that every node answers alike."""
+        alive = self.store.ownership.with_live_process([s.id for s in sessions])
+        return [msgspec.structs.replace(s, process_alive=s.id in alive) for s in sessions]
 
     def _with_queue_positions(self, tasks: list[Task]) -> list[Task]:
         sessions = {t.session_id for t in tasks if t.status == TaskStatus.PENDING}

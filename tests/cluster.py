@@ -8,12 +8,16 @@ the third one's database connections run through an
 fixtures that give each test a fresh schema and the real CLI against the fake
 API are in ``tests/test_multinode.py``.
 
-``NodeProcess.kill()`` is how a machine or a container dies: SIGKILL for the
-node's process group and for every process it started. Killing the group alone
-would not do: each Claude CLI runs in a session of its own (and each of its
-Bash tools in yet another), so a ``kill -9`` of the group would leave them
-running, talking to the fake API and writing to the workdir after the node is
-gone. systemd (``KillMode=control-group``) and container runtimes kill them all.
+Each node runs in a PID namespace of its own (``unshare --pid --fork --mount-proc``),
+as on a host of its own: it cannot see or kill another node's processes. The
+namespace's init (the child ``unshare`` forked) is a shell that starts the server
+and reaps what is orphaned to it, as a host's init does (the server would leave
+zombies: it waits only for its own children). ``NodeProcess.kill()``, how a
+machine or a container dies, is a SIGKILL of that init, which the kernel turns
+into a SIGKILL of everything in the namespace: the server, the Claude CLIs in
+their sessions, their Bash tools in theirs, the watchdog. ``freeze()`` and
+``thaw()`` stop and continue the server process alone, ``terminate()`` sends it
+SIGTERM.
 
 Also here: ``NodeClient``, a light HTTP client (one ``requests`` session per
 thread; no OpenAPI check, so that hundreds of calls stay cheap), an SSE
@@ -52,6 +56,8 @@ from tests.serve_process import AICLI, free_port
 T = TypeVar("T")
 
 LEASE_TTL = 3.0
+# The init of a node's PID namespace: starts the server, reaps orphans, ends with it.
+INIT = '"$@" & wait $!'
 TERMINAL = ("completed", "failed", "cancelled")
 
 
@@ -86,7 +92,9 @@ class NodeProcess:
         self.env["HOME"] = str(home)
         self.args = list(args)
         self.node_ids: list[str] = []  # every id it has held, oldest first (it rejoins as new)
-        self.popen: subprocess.Popen[bytes] | None = None
+        self.popen: subprocess.Popen[bytes] | None = None  # ``unshare``, the server's parent
+        self._init_pid: int | None = None
+        self._server_pid: int | None = None
         self.client = NodeClient(self.url)
         self._log: Any = None
 
@@ -110,17 +118,49 @@ class NodeProcess:
     def launch(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            self.command,
+            ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", INIT, "init", *self.command],
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             process_group=0,  # its own group, as a service manager starts it
         )
+        self._init_pid = self._server_pid = None
+
+    @property
+    def init_pid(self) -> int:
+        """The namespace's init, outside it (inside, it is 1)."""
+        if self._init_pid is None:
+            self._init_pid = self._child_of(self._unshare_pid)
+        return self._init_pid
 
     @property
     def pid(self) -> int:
+        """The server's pid, outside its namespace (inside, it is 2)."""
+        if self._server_pid is None:
+            self._server_pid = self._child_of(self.init_pid)
+        return self._server_pid
+
+    @property
+    def _unshare_pid(self) -> int:
         assert self.popen is not None
         return self.popen.pid
+
+    def _child_of(self, parent: int) -> int:
+        def forked() -> int | None:
+            try:
+                children = psutil.Process(parent).children()
+            except psutil.NoSuchProcess:
+                return None
+            return children[0].pid if children else None
+
+        return wait_for(forked, timeout=10, what=f"node {self.name} to start")
+
+    def freeze(self) -> None:
+        """SIGSTOP for the server process alone (not its CLIs, tools or watchdog)."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
 
     @property
     def alive(self) -> bool:
@@ -181,53 +221,44 @@ class NodeProcess:
 
     def processes(self) -> list[psutil.Process]:
         """Everything the node started and that still runs: the Claude CLIs and their tools,
-        found as descendants and by the mark of each id the node held (tools that detached)."""
+        found as descendants and by the mark of each id the node held (tools that detached).
+        Not its watchdog, which lives as long as the server."""
         found: dict[int, psutil.Process] = {}
+        prefix = owner_prefix(self.database_url)
         if self.alive:
             for child in process_tree.descendants(self.pid):
-                found[child.pid] = child
-        prefix = owner_prefix(self.database_url)
+                if (process_tree.mark_of(child.pid) or "").startswith(prefix):
+                    found[child.pid] = child
         for node_id in self.node_ids:
             for marked in process_tree.marked_processes(f"{prefix}{node_id}/", prefix=True):
                 found.setdefault(marked.pid, marked)
         return [p for p in found.values() if _running(p)]
 
     def kill(self) -> float:
-        """Die like a machine: SIGKILL for the node and everything it started.
+        """Die like a machine: SIGKILL for the init of its PID namespace, which takes
+        everything in the namespace with it; returns the time (``time.time()``) it
+        stopped, the moment of death for takeover measurements.
 
-        Everything is stopped (SIGSTOP) first, so that nothing starts another
-        process or writes another byte while the rest is being killed; returns
-        the time (``time.time()``) it stopped, the moment of death for takeover
-        measurements.
+        The init dies only once it is scheduled, and the rest only as it exits: the
+        server, its watchdog and the CLIs with their tools are stopped first (SIGSTOP),
+        so that nothing writes another byte meanwhile.
         """
         assert self.popen is not None
-        with contextlib.suppress(requests.RequestException):
-            self.ready(timeout=0.3)  # learn a newer id, for its marked processes
-        tree = self.processes()
+        tree = {p.pid: p for p in self.processes()}
+        with contextlib.suppress(psutil.NoSuchProcess):
+            server = psutil.Process(self.pid)
+            tree.update({p.pid: p for p in [server, *process_tree.descendants(server.pid)]})
         died_at = time.time()
+        process_tree.signal_all(tree.values(), signal.SIGSTOP)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGSTOP)
-        for _ in range(3):  # a process forked before it was stopped: stop it too
-            process_tree.signal_all(tree, signal.SIGSTOP)
-            again = {p.pid: p for p in tree}
-            for process in list(tree):
-                for child in process_tree.descendants(process.pid):
-                    again.setdefault(child.pid, child)
-            for child in process_tree.descendants(self.pid):
-                again.setdefault(child.pid, child)
-            if len(again) == len(tree):
-                break
-            tree = list(again.values())
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        process_tree.kill_all(tree)
-        self.popen.wait(10)
+            os.kill(self.init_pid, signal.SIGKILL)
+        self.popen.wait(10)  # ``unshare`` returns once its namespace is empty
         return died_at
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, as a clean stop; its exit status."""
         assert self.popen is not None
-        self.popen.send_signal(signal.SIGTERM)
+        os.kill(self.pid, signal.SIGTERM)
         return self.popen.wait(timeout)
 
     def stop(self) -> None:

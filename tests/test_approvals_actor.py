@@ -285,3 +285,18 @@ def test_the_events_tell_the_request_and_the_decision_before_the_end(rt, session
     assert events[requested].data["approval"]["status"] == "pending"
     assert events[decided].data["approval"]["id"] == approval.id
     assert events[decided].data["approval"]["status"] == "denied"
+
+
+def test_a_decision_that_arrives_past_the_lease_deadline_continues_nothing(
+    rt, scripted, session, workdir
+):
+    """A server that wakes up past its fence's deadline (it was stopped) may find a
+    decision waiting for its actor: the turn is not continued, the CLI told nothing."""
+    task = rt.submit(session.id, "[[ask]]")
+    approval = pending_of(rt, task.id)
+    node = rt.lease.node
+    assert rt.lease.set(node, time.monotonic() - 1)  # the deadline passed while it slept
+    rt.decide(approval.id, "allow")
+    wait_for(lambda: not rt.census, 10, "the session's process to be killed")
+    assert answers(scripted, workdir) == []
+    assert rt.get_task(task.id).status == TaskStatus.RUNNING  # nothing written for it

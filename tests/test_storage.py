@@ -786,7 +786,7 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(
 
     store = open_store(database_url)
     try:
-        assert schema_version(store) == migrations.LATEST_VERSION == 8
+        assert schema_version(store) == migrations.LATEST_VERSION == 9
         session = store.get_session("s1")
         assert (session.status, session.allowed_tools, session.metadata) == (
             "busy",

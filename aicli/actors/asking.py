@@ -88,6 +88,8 @@ class AskingMixin:
         turn = self.current
         if turn is None or message.approval_id not in turn.waiting:
             return  # the turn is over: its end expired what was left
+        if self._lease_gone():
+            return
         request_id = turn.waiting.pop(message.approval_id)
         if turn.end is not None or turn.outcome is not None:
             return

@@ -1,8 +1,9 @@
 """Which sessions have a live Claude process, readable from any thread.
 
-Session actors write it as their processes start and end; the HTTP layer reads
-it for ``process_alive`` and the metrics read its size. It is a fact about the
-machine, not a decision, so no actor needs to be asked for it.
+Session actors write it as their processes start and end; the metrics, the
+lease's count and the shutdown read its size. (``process_alive`` is read from the
+store, so that every node gives the same answer: ``Ownership.with_live_process``.)
+It is a fact about the machine, not a decision, so no actor needs to be asked for it.
 """
 
 from __future__ import annotations
@@ -24,10 +25,6 @@ class ProcessCensus:
     def discard(self, session_id: str) -> None:
         with self._lock:
             self._sessions.discard(session_id)
-
-    def alive(self, session_id: str) -> bool:
-        with self._lock:
-            return session_id in self._sessions
 
     def __len__(self) -> int:
         with self._lock:

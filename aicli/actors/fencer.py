@@ -3,12 +3,18 @@
 Peers take a session over once its node's lease ran out by the database's
 clock. Before that moment this node must have stopped acting for it, even if
 it cannot reach the database at all (a renewal stuck in the driver, a cut
-network). So the lease actor arms a deadline after each renewal, TTL less a
-margin from when that renewal was sent, by this process's monotonic clock, and
-this actor, which never touches the database, fences the node when a deadline
-passes unrenewed: it kills every process tree the node started, marks the lease
-lost (``/readyz`` answers 503) and tells the supervisor to stop the session
-actors without writing. The lease actor then joins again as a new node.
+network) and even if the server process is not scheduled at all (stopped,
+swapped out). So the lease actor arms a deadline after each renewal, TTL less a
+margin from when that renewal was sent, by the machine's monotonic clock, and
+this actor, which never touches the database, hands it on to the node's
+watchdog (``watchdog``: a process of its own that kills the node's process
+trees when the deadline passes unrenewed, scheduled or not). Here, in the
+server, the same deadline fences the node itself: the lease is marked lost
+(``/readyz`` answers 503) and the supervisor stops the session actors without
+writing; then the watchdog is told, and ends whatever is left (a process
+started while the fence was on its way). A renewal that comes back after its
+deadline is not armed (``LeaseState.set`` refuses it: the watchdog has acted on
+that lease), so the fence falls. The lease actor then joins again as a new node.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from dataclasses import dataclass
 
 import pykka
 
-from aicli.actors import process_tree
 from aicli.actors.scheduler import Scheduler, Timer
+from aicli.actors.watchdog import WatchdogProcess
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +64,19 @@ class Fencer(pykka.ThreadingActor):
         supervisor), before the kill; it must not touch the database either."""
         super().__init__()
         self.scheduler = scheduler
-        self.owner_prefix = owner_prefix
+        self.watchdog = WatchdogProcess(owner_prefix)
         self.on_fenced = on_fenced
         self.token = 0
         self.timer: Timer | None = None
         self.fenced: set[str] = set()
+
+    def on_start(self) -> None:
+        self.watchdog.start()
+
+    def on_stop(self) -> None:
+        """The server stops, its session actors gone: the watchdog ends what is left, and
+        exits."""
+        self.watchdog.close()
 
     def on_receive(self, message: object) -> None:
         if isinstance(message, Armed):
@@ -71,6 +85,7 @@ class Fencer(pykka.ThreadingActor):
             self.token += 1
             if self.timer is not None:
                 self.timer.cancel()
+            self.watchdog.arm(message.node_id, message.until)
             delay = message.until - self.scheduler.now()
             due = _Due(message.node_id, self.token)
             self.timer = self.scheduler.tell_later(delay, self.actor_ref, due)
@@ -87,5 +102,4 @@ class Fencer(pykka.ThreadingActor):
         self.token += 1
         log.warning("node %s: fencing itself (%s): ending its Claude processes", node_id, why)
         self.on_fenced(node_id)  # first: nothing may start a process under this id any more
-        processes = process_tree.marked_processes(f"{self.owner_prefix}{node_id}/", prefix=True)
-        process_tree.kill_all(processes)
+        self.watchdog.fenced(node_id)

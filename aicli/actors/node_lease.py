@@ -48,22 +48,37 @@ class LeaseState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._node: Node | None = None
+        self._until: float | None = None  # the fence's deadline (monotonic), if any
         self._lost: set[str] = set()  # never held again: the fence has acted on them
 
     @property
     def node(self) -> Node | None:
-        """This node while it holds a lease; None while it has none."""
+        """This node while it holds a lease; None while it has none, and from its fence's
+        deadline on: a server that was not scheduled at that moment (stopped, swapped
+        out) acts on nothing when it runs again, before its fence has even run."""
         with self._lock:
+            if self._until is not None and time.monotonic() >= self._until:
+                return None
             return self._node
 
-    def set(self, node: Node | None) -> bool:
-        """Hold ``node`` (or none); refused (False) for a node already lost, whose
-        renewal came back just as it was fenced."""
+    def set(self, node: Node | None, until: float | None = None) -> bool:
+        """Hold ``node`` (or none), fenced at ``until`` if given; refused (False) for a
+        node already lost, whose renewal came back just as it was fenced, or past its
+        deadline (the watchdog has acted on it: its fence follows)."""
         with self._lock:
             if node is not None and node.id in self._lost:
                 return False
-            self._node = node
+            held, deadline = self._node, self._until
+            overdue = deadline is not None and time.monotonic() >= deadline
+            if node is not None and held is not None and held.id == node.id and overdue:
+                return False
+            self._node, self._until = node, until
             return True
+
+    def is_lost(self, node_id: str) -> bool:
+        """Whether the fence has acted on ``node_id``."""
+        with self._lock:
+            return node_id in self._lost
 
     def lose(self, node_id: str) -> bool:
         """The lease of ``node_id`` is gone (unless a newer one is held); whether it was held."""
@@ -123,7 +138,7 @@ class NodeLease(pykka.ThreadingActor):
                 self._next()
 
     def _tick(self) -> None:
-        if self.node is not None and self.state.node is None:  # fenced since the last tick
+        if self.node is not None and self.state.is_lost(self.node.id):  # fenced since the last tick
             self._leave(self.node)
             self.node = None
         if self.node is None:
@@ -144,7 +159,7 @@ class NodeLease(pykka.ThreadingActor):
             else:
                 self.fencer.tell(FenceNow(self.node.id, "the database says its lease ran out"))
             return
-        if self.state.node is None:  # fenced while the renewal was on its way
+        if self.state.is_lost(self.node.id):  # fenced while the renewal was on its way
             return
         self._hold(renewed, started)
         self.on_renewed()
@@ -161,10 +176,13 @@ class NodeLease(pykka.ThreadingActor):
 
     def _hold(self, node: Node, renewed_at: float) -> None:
         self.node = node
-        if not self.state.set(node):
+        if self.fencer is None:  # no peer can take its sessions: no deadline
+            self.state.set(node)
+            return
+        until = renewed_at + self.ttl - fence_margin(self.ttl)
+        if not self.state.set(node, until):
             return  # fenced meanwhile: the next tick joins as a new node
-        if self.fencer is not None:
-            self.fencer.tell(Armed(node.id, renewed_at + self.ttl - fence_margin(self.ttl)))
+        self.fencer.tell(Armed(node.id, until))
 
     def _leave(self, node: Node) -> None:
         try:

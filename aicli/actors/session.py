@@ -218,7 +218,7 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         self._stop_process()
 
     def _on_stream(self, message: StreamMessage) -> None:
-        if message.generation != self.generation or self.leaving:
+        if message.generation != self.generation or self.leaving or self._lease_gone():
             return
         data = message.message
         kind = data.get("type")
@@ -400,6 +400,18 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         self.node_id, self.epoch = node.id, epoch
         return True
 
+    def _lease_gone(self) -> bool:
+        """Whether the lease this actor's claim was taken under is gone (by this node's
+        clock, even before its fence ran: the server may just have woken up past it); if
+        so it lets go, continuing nothing of the turn."""
+        if self.epoch is None:
+            return False
+        node = self.ctx.lease.node
+        if node is not None and node.id == self.node_id:
+            return False
+        self._let_go("this node's lease is gone")
+        return True
+
     def _let_go(self, why: str) -> None:
         """Another node runs the session (or must): stop here without writing for it."""
         log.info("session %s: letting go here (%s)", self.session_id, why)
@@ -539,7 +551,14 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         self.ctx.census.add(self.session_id)
         if process.pid is not None:
             started = process.start_time or 0.0
-            self.store.record_process(process.pid, started, process.mark, "claude")
+            self.store.record_process(
+                process.pid,
+                started,
+                process.mark,
+                "claude",
+                session_id=self.session_id,
+                node_id=self.node_id,
+            )
         return True
 
     def _fail_next(self, error: str) -> None:
@@ -589,7 +608,9 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         outcome = turn.outcome
         if self.transcript is not None and self.session.claude_session_id and not self.fenced:
             # Before the end is committed: a peer that runs the next task resumes from it.
-            self.transcript.after_turn(self.session.workdir, self.session.claude_session_id)
+            self.transcript.after_turn(
+                self.session.workdir, self.session.claude_session_id, self.epoch
+            )
         try:
             self.ctx.faults.reach("finish.before_commit")
             try:

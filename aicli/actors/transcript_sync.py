@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from aicli.actors import transcript_files as files
-from aicli.errors import StorageError, Unavailable
+from aicli.errors import NotOwner, StorageError, Unavailable
 from aicli.storage import Store
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ class TranscriptSync:
             log.warning("session %s: could not restore its transcript: %s", self.session_id, exc)
             return False
 
-    def after_turn(self, workdir: str, claude_session_id: str) -> None:
-        """Store the lines the turn added."""
+    def after_turn(self, workdir: str, claude_session_id: str, epoch: int | None) -> None:
+        """Store the lines the turn added, while the claim ``epoch`` holds the session."""
         try:
             offset = self.stored.get(claude_session_id)
             if offset is None:
@@ -57,10 +57,10 @@ class TranscriptSync:
             data = files.read_new(self._path(workdir, claude_session_id), offset)
             if data:
                 offset = self.store.transcripts.append(
-                    self.session_id, claude_session_id, offset, data
+                    self.session_id, claude_session_id, offset, data, epoch=epoch
                 )
             self.stored[claude_session_id] = offset
-        except (OSError, ValueError, StorageError, Unavailable) as exc:
+        except (OSError, ValueError, NotOwner, StorageError, Unavailable) as exc:
             self.stored.pop(claude_session_id, None)  # read the stored size again next time
             log.warning("session %s: could not store its transcript: %s", self.session_id, exc)
 

@@ -326,6 +326,14 @@ def _idempotency_fingerprints(db: Database) -> None:
     )
 
 
+def _process_sessions(db: Database) -> None:
+    """Which session and node each recorded Claude process serves: every node answers
+    ``process_alive`` from here (a live process of a node whose lease lasts)."""
+    db.execute_sql("ALTER TABLE processes ADD COLUMN session_id VARCHAR(64)")
+    db.execute_sql("ALTER TABLE processes ADD COLUMN node_id VARCHAR(64)")
+    db.execute_sql("CREATE INDEX processes_session_id ON processes (session_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, tasks, task events, processes", _initial_schema),
     Migration(2, "tasks.updated_at", _task_updated_at),
@@ -335,6 +343,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "nodes and their leases", _nodes),
     Migration(7, "sessions' owner node and epoch; transcript chunks", _ownership),
     Migration(8, "tasks.idempotency_fingerprint and an index of keys", _idempotency_fingerprints),
+    Migration(9, "processes' session and node", _process_sessions),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

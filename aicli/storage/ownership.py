@@ -160,6 +160,23 @@ class Ownership:
             lambda: self._execute(sql, (session_id, node_id)).fetchone() is not None
         )
 
+    def with_live_process(self, session_ids: list[str]) -> set[str]:
+        """Which of ``session_ids`` have a live Claude process: one recorded by a node whose
+        lease lasts (a dead node's rows stay until a reaper forgets them). The same answer
+        on every node."""
+        if not session_ids:
+            return set()
+        now = db_now(self._engine.is_postgres)
+        marks = ", ".join("?" * len(session_ids))
+        sql = (
+            "SELECT DISTINCT processes.session_id FROM processes JOIN nodes"
+            f" ON nodes.id = processes.node_id WHERE processes.session_id IN ({marks})"
+            f" AND nodes.expires_at > {now}"
+        )
+        return self._engine.read(
+            lambda: {row[0] for row in self._execute(sql, list(session_ids)).fetchall()}
+        )
+
     def forget_other_nodes(self, me: str) -> int:
         """SQLite, one server per file: every other node row is a dead run's; how many."""
         sql = "DELETE FROM nodes WHERE id <> ? RETURNING id"

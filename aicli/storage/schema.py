@@ -228,10 +228,12 @@ def bind_tables(db: Database) -> Tables:
         owner = TextField()
         kind = TextField()
         created_at = UtcDateTimeField()
+        session_id = CharField(max_length=64, null=True)  # added by migration 10
+        node_id = CharField(max_length=64, null=True)
 
         class Meta:
             table_name = "processes"
-            indexes = ((("pid", "start_time"), False),)
+            indexes = ((("pid", "start_time"), False), (("session_id",), False))
 
     return Tables(
         SessionRow,

@@ -788,12 +788,23 @@ class Store:
 
     # child processes
 
-    def record_process(self, pid: int, start_time: float, owner: str, kind: str) -> None:
-        """Remember a child process, so that a restarted server can find it if it outlives us."""
+    def record_process(
+        self,
+        pid: int,
+        start_time: float,
+        owner: str,
+        kind: str,
+        *,
+        session_id: str | None = None,
+        node_id: str | None = None,
+    ) -> None:
+        """Remember a child process, so that a restarted server can find it if it outlives us
+        (and every node can tell that the session's process lives: ``Ownership``)."""
         sql = (
-            f"INSERT INTO processes (pid, start_time, owner, kind, created_at) VALUES ({_marks(5)})"
+            "INSERT INTO processes (pid, start_time, owner, kind, created_at, session_id, node_id)"
+            f" VALUES ({_marks(7)})"
         )
-        params = (pid, start_time, owner, kind, to_db_time(utcnow()))
+        params = (pid, start_time, owner, kind, to_db_time(utcnow()), session_id, node_id)
         self._engine.write(lambda: self._execute(sql, params))
 
     def forget_process(self, pid: int, start_time: float) -> None:

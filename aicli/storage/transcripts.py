@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from peewee import IntegrityError
 
-from aicli.errors import SessionNotFound, StorageError
+from aicli.errors import NotOwner, SessionNotFound, StorageError
 from aicli.storage.engine import Engine
 
 # OFFSET is a keyword in SQLite and PostgreSQL alike: always quoted.
@@ -32,6 +32,7 @@ _INSERT = (
     " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id"
 )
 _REPEAT = f'SELECT 1 FROM transcript_chunks {_WHERE} AND "offset" = ? AND data = ?'
+_EPOCH = "SELECT owner_epoch FROM sessions WHERE id = ?"
 _ALL = f'SELECT "offset", data FROM transcript_chunks {_WHERE} ORDER BY "offset"'
 
 
@@ -44,18 +45,36 @@ class Transcripts:
         """Where the next append must start: the bytes after it are what the file gained."""
         return self._engine.read(lambda: self._size(session_id, claude_session_id))
 
-    def append(self, session_id: str, claude_session_id: str, offset: int, data: bytes) -> int:
+    def append(
+        self,
+        session_id: str,
+        claude_session_id: str,
+        offset: int,
+        data: bytes,
+        *,
+        epoch: int | None = None,
+    ) -> int:
         """Store ``data`` as the bytes from ``offset`` on; the stored size after it.
 
         Repeating an append that was stored changes nothing, so a caller whose answer was
         lost may simply retry. Any other start than the stored size would leave a gap or
         splice two histories: ``StorageError``, and the caller should start over from
-        ``stored_size``. ``SessionNotFound`` if the session's row is gone."""
+        ``stored_size``. ``SessionNotFound`` if the session's row is gone. With ``epoch``
+        (the caller's claim on the session), ``NotOwner`` unless that claim still holds it:
+        a node that lost the session must not add its turn to the history."""
         if not data:
             return self.stored_size(session_id, claude_session_id)
         key = (session_id, claude_session_id)
 
         def write() -> int:
+            if epoch is not None:
+                held = self._execute(_EPOCH, (session_id,)).fetchone()
+                if held is not None and held[0] != epoch:
+                    raise NotOwner(
+                        f"The claim {epoch} on session {session_id} has been taken over by a"
+                        " later one.",
+                        {"session_id": session_id},
+                    )
             size = self._size(*key)
             if offset == size and self._execute(_INSERT, (*key, offset, data)).fetchone():
                 return size + len(data)
