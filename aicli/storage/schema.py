@@ -228,7 +228,7 @@ def bind_tables(db: Database) -> Tables:
         owner = TextField()
         kind = TextField()
         created_at = UtcDateTimeField()
-        session_id = CharField(max_length=64, null=True)  # added by migration 10
+        session_id = CharField(max_length=64, null=True)  # added by migration 9
         node_id = CharField(max_length=64, null=True)
 
         class Meta:
