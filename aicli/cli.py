@@ -123,8 +123,11 @@ def is_loopback(host: str) -> bool:
 def serve(overrides: dict[str, Any]) -> int:
     # Imported here so `aicli --version` stays fast and works without a database.
     from aicli.http import Server, create_app
+    from aicli.http.heap import return_freed_memory
     from aicli.http.server import raise_open_file_limit
     from aicli.runtime import Runtime
+
+    return_freed_memory()
 
     settings = Settings.resolve(overrides)
     configure_logging(settings.log_level, settings.log_format, batched=True)
