@@ -51,6 +51,7 @@ from aicli.contract import (
     Approval,
     ApprovalDecision,
     Event,
+    EventPage,
     Node,
     Page,
     Principal,
@@ -464,6 +465,25 @@ class Runtime:
         """
         access.check_task(self.store, principal, task_id)
         return self.store.list_events(task_id, after=after, limit=limit)
+
+    def event_page(
+        self,
+        task_id: str,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        principal: Principal | None = None,
+    ) -> EventPage:
+        """Events with ``seq > after``: at most ``limit``, and fewer once their data passes
+        ``paging.PAGE_BYTES`` (``has_more`` says whether more follow)."""
+        access.check_task(self.store, principal, task_id)
+        events, more = self.store.event_page(task_id, after=after, limit=limit)
+        return EventPage(data=events, has_more=more)
+
+    def check_task(self, task_id: str, *, principal: Principal | None = None) -> None:
+        """``TaskNotFound`` unless ``principal`` may see the task (for everyone who sees all,
+        the task's reads tell an unknown one)."""
+        access.check_task(self.store, principal, task_id)
 
     def wait_for_events(
         self, task_id: str, after: int, timeout: float, limit: int | None = None

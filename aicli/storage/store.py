@@ -62,7 +62,7 @@ from aicli.storage.approvals import Approvals
 from aicli.storage.approvals import event_of as approval_event
 from aicli.storage.ended import EndedTasks
 from aicli.storage.engine import Engine
-from aicli.storage.fields import to_db_float, to_db_time, to_json_text
+from aicli.storage.fields import from_db_time, to_db_float, to_db_time, to_json_text
 from aicli.storage.nodes import Nodes
 from aicli.storage.ownership import Ownership
 from aicli.storage.principals import Principals
@@ -223,6 +223,21 @@ _TASK_LAST_SEQ = (
 _EVENTS_AFTER = (
     f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq"
 )
+# The stored text of a row, as ``paging.fitting`` weighs a page by it.
+_TASK_SIZE = (
+    "LENGTH(command) + COALESCE(LENGTH(output), 0) + COALESCE(LENGTH(error), 0)"
+    " + COALESCE(LENGTH(metadata), 0)"
+)
+_SESSION_SIZE = "COALESCE(LENGTH(metadata), 0) + COALESCE(LENGTH(append_system_prompt), 0)"
+_EVENT_SIZES = (
+    "SELECT seq, LENGTH(data) FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+_EVENTS_UP_TO = (
+    f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = ? AND seq > ? AND seq <= ?"
+    " ORDER BY seq"
+)
+# A page with more stored text than this is read row by row (see ``_page``).
+_JSON_PAGE_MAX = 256 * 1024
 _INSERT_EVENTS = "INSERT INTO task_events (task_id, seq, type, created_at, data) VALUES "
 _EVENT_MARKS = f"({_marks(5)})"
 
@@ -338,7 +353,14 @@ class Store:
             params.insert(0, owner)
         return self._engine.read(
             lambda: self._page(
-                "sessions", SESSION_COLUMNS, session_from_row, conditions, params, chosen, request
+                "sessions",
+                SESSION_COLUMNS,
+                session_from_row,
+                conditions,
+                params,
+                chosen,
+                request,
+                size=_SESSION_SIZE,
             ),
             snapshot=_merges(chosen),
         )
@@ -538,6 +560,7 @@ class Store:
                 params,
                 chosen,
                 request,
+                size=_TASK_SIZE,
                 json_row=None if self.is_postgres else TASK_JSON_ROW,
             ),
             snapshot=_merges(chosen),
@@ -733,12 +756,7 @@ class Store:
 
     def list_events(self, task_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
         """Events with ``seq > after``, ascending; at most ``limit`` of them."""
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-            raise InvalidRequest("'after' must be a sequence number >= 0.", {"field": "after"})
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-        ):
-            raise InvalidRequest("'limit' must be a positive integer.", {"field": "limit"})
+        _check_after_limit(after, limit)
         sql, params = _EVENTS_AFTER, [task_id, after]
         if limit is not None:
             sql += " LIMIT ?"
@@ -749,6 +767,28 @@ class Store:
             if not found:
                 self._require_task(task_id)
             return found
+
+        return self._engine.read(read)
+
+    def event_page(
+        self, task_id: str, *, after: int = 0, limit: int, max_bytes: int | None = None
+    ) -> tuple[list[Event], bool]:
+        """Events with ``seq > after``: at most ``limit``, and no more than fit ``max_bytes``
+        (default ``paging.PAGE_BYTES``) of stored data (at least one); and whether more follow.
+
+        The sizes are read first, so a page of large events is never read whole only to
+        be cut: its rows are what the page holds.
+        """
+        _check_after_limit(after, limit)
+
+        def read() -> tuple[list[Event], bool]:
+            sizes = self._execute(_EVENT_SIZES, (task_id, after, limit + 1)).fetchall()
+            if not sizes:
+                self._require_task(task_id)
+                return [], False
+            taken = min(limit, paging.fitting((size for _, size in sizes), max_bytes))
+            rows = self._execute(_EVENTS_UP_TO, (task_id, after, sizes[taken - 1][0])).fetchall()
+            return [event_from_row(row) for row in rows], len(sizes) > taken
 
         return self._engine.read(read)
 
@@ -993,9 +1033,14 @@ class Store:
         params: list[Any],
         statuses: frozenset[str] | None,
         request: paging.PageRequest,
+        size: str,
         json_row: str | None = None,
     ) -> Page:
         """One page (``conditions`` include the cursor's) and whether more follow.
+
+        ``size`` is the SQL of a row's stored text: the keys and sizes of the page's
+        rows are read first, and the page shortened to what fits ``paging.PAGE_BYTES``
+        (see ``paging``) before any large row is read.
 
         With several statuses, each is read from its own ``(status, created_at,
         id)`` index range and the results merged, so no query has to sort every
@@ -1007,14 +1052,30 @@ class Store:
         tail = f" ORDER BY {paging.ordering(request.order)} LIMIT ?"
         reverse = request.order == "desc"
 
-        def fetch(status: str | None) -> list[Any]:
+        def select(what: str, status: str | None) -> tuple[str, list[Any]]:
             where = conditions if status is None else [*conditions, "status = ?"]
             values = (
                 [*params, request.limit + 1]
                 if status is None
                 else [*params, status, request.limit + 1]
             )
-            sql = f"SELECT {columns} FROM {table}{_where(where)}{tail}"
+            return f"SELECT {what} FROM {table}{_where(where)}{tail}", values
+
+        sized = [
+            tuple(row)
+            for status in ((None,) if statuses is None else sorted(statuses))
+            for row in self._execute(*select(f"created_at, id, {size}", status))
+        ]
+        if _merges(statuses):
+            sized.sort(key=lambda row: (from_db_time(row[0]), row[1]), reverse=reverse)
+        taken = paging.fitting(row[2] for row in sized)
+        if taken < min(len(sized), request.limit):
+            request = paging.PageRequest(taken, request.order, request.after)
+        if sum(row[2] or 0 for row in sized[: taken + 1]) > _JSON_PAGE_MAX:
+            json_row = None  # the one text of the page would be one more copy of it all
+
+        def fetch(status: str | None) -> list[Any]:
+            sql, values = select(columns, status)
             if json_row is None:
                 return [from_row(row) for row in self._execute(sql, values)]
             text = self._execute(f"SELECT json_group_array({json_row}) FROM ({sql})", values)
@@ -1029,6 +1090,13 @@ class Store:
             if _merges(statuses):
                 items.sort(key=lambda item: (item.created_at, item.id), reverse=reverse)
         return paging.page_of(items, request)
+
+
+def _check_after_limit(after: int, limit: int | None) -> None:
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise InvalidRequest("'after' must be a sequence number >= 0.", {"field": "after"})
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidRequest("'limit' must be a positive integer.", {"field": "limit"})
 
 
 def _not_owner(subject: str, epoch: int) -> NotOwner:
