@@ -104,6 +104,12 @@ def add_principal_commands(commands: Any) -> None:
     create.add_argument(
         "--budget-usd", type=float, metavar="X", help="Total Claude cost allowed, in USD."
     )
+    create.add_argument(
+        "--max-stored-bytes",
+        type=int,
+        metavar="N",
+        help="Characters of text its sessions may store (prompts, answers, metadata, events).",
+    )
     actions.add_parser("list", parents=[database], help="List every principal.")
     revoke = actions.add_parser(
         "revoke", parents=[database], help="Revoke a principal: its token stops working at once."
@@ -221,6 +227,7 @@ def principal_request(args: argparse.Namespace, global_root: str | None) -> Prin
             "max_sessions": args.max_sessions,
             "max_pending_per_session": args.max_pending_per_session,
             "budget_usd": args.budget_usd,
+            "max_stored_bytes": args.max_stored_bytes,
         },
     }
     request = convert(fields, PrincipalCreate)  # a blank or overlong DIR is refused here first
@@ -291,6 +298,7 @@ def limits_text(principal: Principal) -> str:
         ("max_sessions", limits.max_sessions),
         ("max_pending_per_session", limits.max_pending_per_session),
         ("budget_usd", limits.budget_usd),
+        ("max_stored_bytes", limits.max_stored_bytes),
     ]
     shown = [(name, value) for name, value in pairs if value is not None]
     # 15 significant digits: a budget of 1e6 reads 1000000, not 1e+06.

@@ -181,12 +181,15 @@ class TaskSubmit(Struct, **_REQUEST):
 
 # A count of a limit: whole, as JSON may write it (5 or 5.0), and one a database can hold.
 LimitCount = Annotated[float, Meta(ge=0, le=1_000_000_000, multiple_of=1)]
+# 1.2: characters of stored text (prompts, answers, metadata, event data), at most 2**53.
+StoredBytes = Annotated[float, Meta(ge=0, le=9_007_199_254_740_992, multiple_of=1)]
 
 
 class PrincipalLimits(Struct, **_REQUEST):
     max_sessions: LimitCount | None = None
     max_pending_per_session: LimitCount | None = None
     budget_usd: Annotated[float, Meta(ge=0, le=1e12)] | None = None
+    max_stored_bytes: StoredBytes | None = None
 
 
 class PrincipalCreate(Struct, **_REQUEST):
@@ -510,6 +513,7 @@ class Principal(Struct, **_VALUE):
     revoked_at: Timestamp | None = None
     total_cost_usd: float = 0.0
     token: str | None = None
+    stored_bytes: int = 0  # 1.2: what its sessions store now, as ``max_stored_bytes`` counts
 
 
 class Approval(Struct, **_VALUE):

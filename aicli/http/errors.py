@@ -31,6 +31,7 @@ _DOMAIN_STATUS: tuple[tuple[type[errors.AicliError], str], ...] = (
     (errors.Forbidden, falcon.HTTP_403),
     (errors.NotFound, falcon.HTTP_404),
     (errors.Conflict, falcon.HTTP_409),
+    (errors.StorageLimitExceeded, falcon.HTTP_413),
     (errors.LimitExceeded, falcon.HTTP_429),
     (errors.Unavailable, falcon.HTTP_503),
 )

@@ -57,7 +57,7 @@ from aicli.errors import (
     StorageError,
     TaskNotFound,
 )
-from aicli.storage import database, migrations, paging, transitions
+from aicli.storage import database, migrations, paging, transitions, usage
 from aicli.storage.approvals import Approvals
 from aicli.storage.approvals import event_of as approval_event
 from aicli.storage.ended import EndedTasks
@@ -134,14 +134,15 @@ _INSERT_SESSION = (
     "INSERT INTO sessions (id, status, workdir, model, permission_mode, allowed_tools,"
     " disallowed_tools, append_system_prompt, max_turns, metadata, created_at, updated_at,"
     " owner, approvals, approval_timeout_s, n_pending, n_running, n_completed, n_failed,"
-    f" n_cancelled, total_cost_usd) VALUES ({_marks(15)}, 0, 0, 0, 0, 0, 0)"
+    f" n_cancelled, total_cost_usd, stored_bytes) VALUES ({_marks(15)}, 0, 0, 0, 0, 0, 0, ?)"
 )
 _N_PENDING = count_column(TaskStatus.PENDING)
 _N_CANCELLED = count_column(TaskStatus.CANCELLED)
 # Takes the session's row lock on PostgreSQL, so a close waits for the new task, and
 # hands out the task's place in the session's queue (``seq``): the order tasks run in.
 _COUNT_NEW_TASK = (
-    f"UPDATE sessions SET {_N_PENDING} = {_N_PENDING} + 1, last_seq = last_seq + 1"
+    f"UPDATE sessions SET {_N_PENDING} = {_N_PENDING} + 1, last_seq = last_seq + 1,"
+    " stored_bytes = stored_bytes + ?"
     f" WHERE id = ? AND status <> '{SessionStatus.CLOSED}' AND {_N_PENDING} < ?"
     f" RETURNING last_seq, {_N_PENDING}"
 )
@@ -224,10 +225,7 @@ _EVENTS_AFTER = (
     f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq"
 )
 # The stored text of a row, as ``paging.fitting`` weighs a page by it.
-_TASK_SIZE = (
-    "LENGTH(command) + COALESCE(LENGTH(output), 0) + COALESCE(LENGTH(error), 0)"
-    " + COALESCE(LENGTH(metadata), 0)"
-)
+_TASK_SIZE = usage.TASK_SIZE
 _SESSION_SIZE = "COALESCE(LENGTH(metadata), 0) + COALESCE(LENGTH(append_system_prompt), 0)"
 _EVENT_SIZES = (
     "SELECT seq, LENGTH(data) FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?"
@@ -313,6 +311,7 @@ class Store:
             updated_at=now,
         )
         stored_now = to_db_time(now)
+        metadata_text = to_json_text(session.metadata)
         params = (
             session.id,
             session.status,
@@ -323,12 +322,13 @@ class Store:
             to_json_text(list(session.disallowed_tools)),
             append_system_prompt,
             max_turns,
-            to_json_text(session.metadata),
+            metadata_text,
             stored_now,
             stored_now,
             owner,
             session.approvals,
             session.approval_timeout_s,
+            usage.text_size(metadata_text, append_system_prompt),
         )
         self._engine.write(lambda: self._execute(_INSERT_SESSION, params))
         return session
@@ -452,6 +452,7 @@ class Store:
         given = {name: getattr(request, name) for name in _SUBMITTED}
         given["metadata"] = dict(given["metadata"] or {})
         submitted = [stored_value(value) for value in given.values()]
+        size = usage.text_size(*submitted, _PENDING_EVENT)
         lock_session = _SESSION_STATUS + self._for_update
         limit = _UNLIMITED if max_pending is None else max_pending
 
@@ -463,7 +464,7 @@ class Store:
                 existing = self._by_idempotency_key(session_id, idempotency_key)
                 if existing is not None:
                     return existing, False
-            counted = self._execute(_COUNT_NEW_TASK, (session_id, limit)).fetchone()
+            counted = self._execute(_COUNT_NEW_TASK, (size, session_id, limit)).fetchone()
             if counted is None:
                 raise self._refusal(session_id, limit)
             seq, pending = counted
@@ -865,7 +866,10 @@ class Store:
         task_id: str,
         entries: list[tuple[str, dict[str, Any]]],
         epoch: int | None = None,
+        extra_bytes: int = 0,
     ) -> list[Event]:
+        """Append ``entries``; the session's ``stored_bytes`` grows by their data and by
+        ``extra_bytes`` (what the caller wrote besides, in the same transaction)."""
         # PostgreSQL: the lock first; what it guards is read by the next statement.
         lock = _TASK_EXISTS + self._for_update
         if self.is_postgres and self._execute(lock, (task_id,)).fetchone() is None:
@@ -886,6 +890,8 @@ class Store:
             for offset, (kind, data) in enumerate(chunk, start=last + start + 1):
                 params += (task_id, offset, kind, stored_now, data)
             self._execute(_INSERT_EVENTS + ", ".join([_EVENT_MARKS] * len(chunk)), params)
+        added = extra_bytes + sum(len(data) for _, data in stored)
+        self._execute(usage.ADD_TO_SESSION_OF_TASK, (added, task_id))
         return [
             Event(seq=last + offset, type=kind, created_at=now, data=data)
             for offset, (kind, data) in enumerate(entries, start=1)
@@ -951,7 +957,11 @@ class Store:
         count_params: list[Any] = [to_db_float(cost)] if cost else []
         count_params += [now, now, task.session_id] if idle else [task.session_id]
         self._execute(self._count_move(previous, target, bool(cost), idle), count_params)
-        self._append(task.id, [*(events or ()), *expired, ("status", task.status_event())])
+        self._append(
+            task.id,
+            [*(events or ()), *expired, ("status", task.status_event())],
+            extra_bytes=usage.text_size(values.get("output"), values.get("error")),
+        )
         return task
 
     def _expire_approvals(self, task_id: str, target: str) -> list[tuple[str, dict[str, Any]]]:
