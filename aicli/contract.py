@@ -245,7 +245,15 @@ def _since(text: str) -> Any:
     ]
 
 
-Limit = Annotated[int, Meta(ge=1, le=MAX_LIMIT, description="Page size.")]
+Limit = Annotated[
+    int,
+    Meta(
+        ge=1,
+        le=MAX_LIMIT,
+        description="The most rows a page holds (1.2: fewer once they hold about 4 MiB of"
+        " text; has_more and next_cursor then go on).",
+    ),
+]
 Cursor = Annotated[
     str,
     Meta(
@@ -356,9 +364,15 @@ class EventQuery(Struct, **_QUERY):
     """``GET /tasks/{id}/events``: checked in either form; only JSON pages by ``limit``."""
 
     after: Annotated[Seq, Meta(description="Only events with a greater seq.")] = 0
-    limit: Annotated[int, Meta(ge=1, le=MAX_EVENT_LIMIT, description="JSON: page size.")] = (
-        MAX_EVENT_LIMIT
-    )
+    limit: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=MAX_EVENT_LIMIT,
+            description="JSON: the most events a page holds (1.2: fewer once their data is"
+            " about 4 MiB; has_more then says so).",
+        ),
+    ] = MAX_EVENT_LIMIT
 
 
 class EventHeaders(Struct, rename={"last_event_id": "Last-Event-ID"}, **_QUERY):

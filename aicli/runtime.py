@@ -37,6 +37,7 @@ from aicli.actors.fencer import Fencer
 from aicli.actors.messages import CancelRunning, CloseSession, Fence, Rescan, Wake
 from aicli.actors.node_lease import LeaseState, NodeLease
 from aicli.actors.notifier import Notifier, events_of
+from aicli.actors.pruner import Pruner
 from aicli.actors.scheduler import Scheduler
 from aicli.actors.session import (
     CANCELLED_PENDING,
@@ -125,6 +126,7 @@ class Runtime:
         self._server_lock: server_lock.ServerLock | None = None  # taken by ``start``
         self._fencer: pykka.ActorRef[Fencer] | None = None
         self._node_lease: pykka.ActorRef[NodeLease] | None = None
+        self._pruner: pykka.ActorRef[Pruner] | None = None
         self._node_ids: list[str] = []  # every node this runtime has been (a fence makes anew)
         self._nodes_seen: set[str] = set()  # the live nodes at the last renewal
         self._reaping = threading.Lock()
@@ -199,6 +201,8 @@ class Runtime:
         rescued = self._supervisor_proxy.recover().get(timeout=60)
         if rescued:
             log.warning("took over %d sessions that stopped nodes ran", len(rescued))
+        if self.settings.retain_days > 0:
+            self._pruner = Pruner.start(self.store, self.scheduler, self.settings.retain_days)
         self.peers.start()
         self.accepting = True
 
@@ -764,7 +768,7 @@ class Runtime:
         for node_id in self._node_ids:
             mark = f"{self.owner_prefix}{node_id}/"
             process_tree.kill_all(process_tree.marked_processes(mark, prefix=True))
-        for actor in (self._node_lease, self._fencer):
+        for actor in (self._pruner, self._node_lease, self._fencer):
             if actor is not None:
                 with contextlib.suppress(pykka.Timeout):
                     actor.stop(timeout=10)

@@ -54,6 +54,14 @@ class EndedTasks:
                     self._chars -= _chars(self._tasks.pop(next(iter(self._tasks))))
         return task
 
+    def forget(self, task_ids: Sequence[str]) -> None:
+        """Drop what is kept of these tasks: retention deleted them."""
+        with self._lock:
+            for task_id in task_ids:
+                task = self._tasks.pop(task_id, None)
+                if task is not None:
+                    self._chars -= _chars(task)
+
     def from_row(self, row: Sequence[Any]) -> Task:
         """The task of a row of ``TASK_COLUMNS``, built only if not kept already.
 

@@ -66,6 +66,7 @@ from aicli.storage.fields import from_db_time, to_db_float, to_db_time, to_json_
 from aicli.storage.nodes import Nodes
 from aicli.storage.ownership import Ownership
 from aicli.storage.principals import Principals
+from aicli.storage.retention import Retention
 from aicli.storage.rows import (
     EVENT_COLUMNS,
     SESSION_COLUMNS,
@@ -256,6 +257,7 @@ class Store:
         self.nodes = Nodes(lease_engine or engine)
         self.ownership = Ownership(engine, self._fail_running_of_session)
         self.transcripts = Transcripts(engine)
+        self.retention = Retention(engine, self._ended.forget)
         self.database_url = engine.url
 
     @property
