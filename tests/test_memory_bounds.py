@@ -12,7 +12,7 @@ import pytest
 
 from aicli.actors import event_tail
 from aicli.actors.event_tail import EventTails
-from aicli.contract import Event, Task, TaskStatus
+from aicli.contract import ApprovalKind, Event, Task, TaskStatus
 from aicli.http.frames import Frames
 from aicli.storage import Store, paging
 from aicli.storage.ended import EndedTasks
@@ -139,3 +139,29 @@ def test_many_streams_share_one_read_and_one_frame_of_a_large_event() -> None:
     got.clear()
     gc.collect()
     assert frames.after("t", 0)[0] is not None and store.reads >= 2
+
+
+def test_a_page_of_approvals_stops_at_its_bytes(store: Store, tmp_path: Path, small_pages) -> None:
+    session = store.create_session(workdir=str(tmp_path))
+    task, _ = store.create_task(session.id, command="c")
+    store.start_next_task(session.id)
+    made = [
+        store.approvals.request(
+            session_id=session.id,
+            task_id=task.id,
+            kind=ApprovalKind.TOOL,
+            tool_name="Write",
+            given={"content": str(n) * ROW},
+            suggestions=[],
+        ).id
+        for n in range(5)
+    ]
+    seen, cursor, sizes = [], None, []
+    while True:
+        page = store.approvals.list(limit=200, cursor=cursor, order="asc")
+        seen += [approval.id for approval in page.data]
+        sizes.append(len(page.data))
+        if not page.has_more:
+            break
+        cursor = page.next_cursor
+    assert seen == made and sizes == [3, 2]
