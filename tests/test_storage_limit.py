@@ -68,3 +68,25 @@ def test_a_submit_past_max_stored_bytes_is_413(url, workdir) -> None:
     assert carol.post(path, json={"command": "[[say: small]]"}).status_code == 202
     seen = admin.get(f"/principals/{created['id']}").json()["stored_bytes"]
     assert 2 * len("[[say: ok]]") < seen < 3000
+
+
+def test_every_write_counts_so_pruning_all_of_it_comes_back_to_zero(
+    store: Store, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from aicli.contract import utcnow
+
+    owner = store.principals.create(PrincipalCreate(name="dave"))
+    session = store.create_session(workdir=str(tmp_path), owner=owner.id)
+    first, _ = store.create_task(session.id, command="runs")
+    store.start_next_task(session.id)
+    store.finish_task(first.id, TaskStatus.FAILED, error="it broke")
+    cancelled, _ = store.create_task(session.id, command="cancelled", metadata={"a": "b"})
+    store.cancel_pending(cancelled.id, "cancelled by a test")
+    for n in range(3):
+        store.create_task(session.id, command=f"closed with it {n}")
+    store.close_session(session.id, "the session closed")
+    assert store.principals.get(owner.id).stored_bytes > 0
+    assert store.retention.prune(utcnow() + timedelta(seconds=1)).tasks == 5
+    assert store.principals.get(owner.id).stored_bytes == 2  # its metadata, "{}"

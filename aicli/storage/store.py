@@ -675,8 +675,8 @@ class Store:
                 count = len(cancelled)
                 self._execute(_CLOSED_COUNTS, (count, count, session_id))
                 data = {"status": TaskStatus.CANCELLED, "error": pending_error}
-                for task_id in cancelled:
-                    self._append(task_id, [("status", data)])
+                for task_id in cancelled:  # each stores the error too
+                    self._append(task_id, [("status", data)], extra_bytes=len(pending_error))
             running = self._execute(_RUNNING_OF_SESSION, (session_id,)).fetchone()
             return cancelled, None if running is None else running[0]
 
