@@ -156,3 +156,36 @@ def test_the_pruner_runs_from_the_scheduler(store: Store, tmp_path: Path) -> Non
     finally:
         pruner.stop(timeout=5)
         scheduler.stop()
+
+
+def test_retain_days_is_a_setting_a_flag_and_a_variable() -> None:
+    from aicli.cli import build_parser
+    from aicli.settings import Settings
+
+    assert Settings.resolve(environ={}).retain_days == 0  # off
+    assert Settings.resolve(environ={"AICLI_RETAIN_DAYS": "7.5"}).retain_days == 7.5
+    assert build_parser().parse_args(["serve", "--retain-days", "30"]).retain_days == 30.0
+
+
+def test_a_runtime_with_retain_days_prunes_soon_after_its_start(
+    make_runtime, tmp_path: Path, monkeypatch
+) -> None:
+    from aicli.actors import pruner
+
+    monkeypatch.setattr(pruner, "FIRST_S", 0.0)
+    url = f"sqlite:///{tmp_path}/aicli.db"
+    store = open_store(url)
+    session = store.create_session(workdir=str(tmp_path))
+    task_id = ended(store, session.id, "old")
+    back_date(store, task_id, datetime.now(UTC) - timedelta(days=40))
+    store.close()
+    runtime = make_runtime(database_url=url, retain_days=30)
+
+    def gone() -> bool:
+        try:
+            runtime.get_task(task_id)
+        except TaskNotFound:
+            return True
+        return False
+
+    wait_for(gone, timeout=10, what="the runtime's pruner to prune the old task")

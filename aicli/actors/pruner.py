@@ -34,16 +34,16 @@ class Pruner(pykka.ThreadingActor):
         scheduler: Scheduler,
         retain_days: float,
         *,
-        first_s: float = FIRST_S,
-        every_s: float = EVERY_S,
+        first_s: float | None = None,
+        every_s: float | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         super().__init__()
         self._store = store
         self._scheduler = scheduler
         self._retain = timedelta(days=retain_days)
-        self._first_s = first_s
-        self._every_s = every_s
+        self._first_s = FIRST_S if first_s is None else first_s
+        self._every_s = EVERY_S if every_s is None else every_s
         self._clock = clock
         self._timer: Timer | None = None
 
