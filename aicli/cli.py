@@ -104,6 +104,12 @@ def add_principal_commands(commands: Any) -> None:
     create.add_argument(
         "--budget-usd", type=float, metavar="X", help="Total Claude cost allowed, in USD."
     )
+    create.add_argument(
+        "--max-stored-bytes",
+        type=int,
+        metavar="N",
+        help="Characters of text its sessions may store (prompts, answers, metadata, events).",
+    )
     actions.add_parser("list", parents=[database], help="List every principal.")
     revoke = actions.add_parser(
         "revoke", parents=[database], help="Revoke a principal: its token stops working at once."
@@ -123,8 +129,11 @@ def is_loopback(host: str) -> bool:
 def serve(overrides: dict[str, Any]) -> int:
     # Imported here so `aicli --version` stays fast and works without a database.
     from aicli.http import Server, create_app
+    from aicli.http.heap import return_freed_memory
     from aicli.http.server import raise_open_file_limit
     from aicli.runtime import Runtime
+
+    return_freed_memory()
 
     settings = Settings.resolve(overrides)
     configure_logging(settings.log_level, settings.log_format, batched=True)
@@ -218,6 +227,7 @@ def principal_request(args: argparse.Namespace, global_root: str | None) -> Prin
             "max_sessions": args.max_sessions,
             "max_pending_per_session": args.max_pending_per_session,
             "budget_usd": args.budget_usd,
+            "max_stored_bytes": args.max_stored_bytes,
         },
     }
     request = convert(fields, PrincipalCreate)  # a blank or overlong DIR is refused here first
@@ -288,6 +298,7 @@ def limits_text(principal: Principal) -> str:
         ("max_sessions", limits.max_sessions),
         ("max_pending_per_session", limits.max_pending_per_session),
         ("budget_usd", limits.budget_usd),
+        ("max_stored_bytes", limits.max_stored_bytes),
     ]
     shown = [(name, value) for name, value in pairs if value is not None]
     # 15 significant digits: a budget of 1e6 reads 1000000, not 1e+06.

@@ -181,12 +181,15 @@ class TaskSubmit(Struct, **_REQUEST):
 
 # A count of a limit: whole, as JSON may write it (5 or 5.0), and one a database can hold.
 LimitCount = Annotated[float, Meta(ge=0, le=1_000_000_000, multiple_of=1)]
+# 1.2: characters of stored text (prompts, answers, metadata, event data), at most 2**53.
+StoredBytes = Annotated[float, Meta(ge=0, le=9_007_199_254_740_992, multiple_of=1)]
 
 
 class PrincipalLimits(Struct, **_REQUEST):
     max_sessions: LimitCount | None = None
     max_pending_per_session: LimitCount | None = None
     budget_usd: Annotated[float, Meta(ge=0, le=1e12)] | None = None
+    max_stored_bytes: StoredBytes | None = None
 
 
 class PrincipalCreate(Struct, **_REQUEST):
@@ -242,7 +245,15 @@ def _since(text: str) -> Any:
     ]
 
 
-Limit = Annotated[int, Meta(ge=1, le=MAX_LIMIT, description="Page size.")]
+Limit = Annotated[
+    int,
+    Meta(
+        ge=1,
+        le=MAX_LIMIT,
+        description="The most rows a page holds (1.2: fewer once they hold about 4 MiB of"
+        " text; has_more and next_cursor then go on).",
+    ),
+]
 Cursor = Annotated[
     str,
     Meta(
@@ -353,9 +364,15 @@ class EventQuery(Struct, **_QUERY):
     """``GET /tasks/{id}/events``: checked in either form; only JSON pages by ``limit``."""
 
     after: Annotated[Seq, Meta(description="Only events with a greater seq.")] = 0
-    limit: Annotated[int, Meta(ge=1, le=MAX_EVENT_LIMIT, description="JSON: page size.")] = (
-        MAX_EVENT_LIMIT
-    )
+    limit: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=MAX_EVENT_LIMIT,
+            description="JSON: the most events a page holds (1.2: fewer once their data is"
+            " about 4 MiB; has_more then says so).",
+        ),
+    ] = MAX_EVENT_LIMIT
 
 
 class EventHeaders(Struct, rename={"last_event_id": "Last-Event-ID"}, **_QUERY):
@@ -510,6 +527,7 @@ class Principal(Struct, **_VALUE):
     revoked_at: Timestamp | None = None
     total_cost_usd: float = 0.0
     token: str | None = None
+    stored_bytes: int = 0  # 1.2: what its sessions store now, as ``max_stored_bytes`` counts
 
 
 class Approval(Struct, **_VALUE):

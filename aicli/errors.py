@@ -51,6 +51,12 @@ class BudgetExceeded(AicliError):
     code = "budget_exceeded"
 
 
+class StorageLimitExceeded(AicliError):
+    """A submit would take the principal past its ``max_stored_bytes`` (HTTP 413)."""
+
+    code = "storage_limit_exceeded"
+
+
 class NotFound(AicliError):
     code = "not_found"
 

@@ -37,6 +37,7 @@ from aicli.actors.fencer import Fencer
 from aicli.actors.messages import CancelRunning, CloseSession, Fence, Rescan, Wake
 from aicli.actors.node_lease import LeaseState, NodeLease
 from aicli.actors.notifier import Notifier, events_of
+from aicli.actors.pruner import Pruner
 from aicli.actors.scheduler import Scheduler
 from aicli.actors.session import (
     CANCELLED_PENDING,
@@ -51,6 +52,7 @@ from aicli.contract import (
     Approval,
     ApprovalDecision,
     Event,
+    EventPage,
     Node,
     Page,
     Principal,
@@ -65,6 +67,7 @@ from aicli.errors import (
     BudgetExceeded,
     PrincipalNotFound,
     StorageError,
+    StorageLimitExceeded,
     Unauthorized,
     Unavailable,
 )
@@ -123,6 +126,7 @@ class Runtime:
         self._server_lock: server_lock.ServerLock | None = None  # taken by ``start``
         self._fencer: pykka.ActorRef[Fencer] | None = None
         self._node_lease: pykka.ActorRef[NodeLease] | None = None
+        self._pruner: pykka.ActorRef[Pruner] | None = None
         self._node_ids: list[str] = []  # every node this runtime has been (a fence makes anew)
         self._nodes_seen: set[str] = set()  # the live nodes at the last renewal
         self._reaping = threading.Lock()
@@ -206,6 +210,8 @@ class Runtime:
         rescued = self._supervisor_proxy.recover().get(timeout=60)
         if rescued:
             log.warning("took over %d sessions that stopped nodes ran", len(rescued))
+        if self.settings.retain_days > 0:
+            self._pruner = Pruner.start(self.store, self.scheduler, self.settings.retain_days)
         self.peers.start()
         self.accepting = True
 
@@ -388,6 +394,7 @@ class Runtime:
         max_pending = self.settings.max_pending_per_session
         if principal is not None:
             max_pending = self._principal_pending_limit(principal, max_pending)
+            _check_storage(principal, request)
         # Watched before it exists, so that a turn quicker than this call is not missed.
         task_id = contract.new_id()
         seen = self.notifier.version(task_id)
@@ -510,6 +517,25 @@ class Runtime:
         access.check_task(self.store, principal, task_id)
         self.revocations.check(principal)
         return self.store.list_events(task_id, after=after, limit=limit)
+
+    def event_page(
+        self,
+        task_id: str,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        principal: Principal | None = None,
+    ) -> EventPage:
+        """Events with ``seq > after``: at most ``limit``, and fewer once their data passes
+        ``paging.PAGE_BYTES`` (``has_more`` says whether more follow)."""
+        access.check_task(self.store, principal, task_id)
+        events, more = self.store.event_page(task_id, after=after, limit=limit)
+        return EventPage(data=events, has_more=more)
+
+    def check_task(self, task_id: str, *, principal: Principal | None = None) -> None:
+        """``TaskNotFound`` unless ``principal`` may see the task (for everyone who sees all,
+        the task's reads tell an unknown one)."""
+        access.check_task(self.store, principal, task_id)
 
     def wait_for_events(
         self,
@@ -800,7 +826,7 @@ class Runtime:
         for node_id in self._node_ids:
             mark = f"{self.owner_prefix}{node_id}/"
             process_tree.kill_all(process_tree.marked_processes(mark, prefix=True))
-        for actor in (self._node_lease, self._fencer):
+        for actor in (self._pruner, self._node_lease, self._fencer):
             if actor is not None:
                 with contextlib.suppress(pykka.Timeout):
                     actor.stop(timeout=10)
@@ -872,6 +898,21 @@ class Runtime:
             else t
             for t in tasks
         ]
+
+
+def _check_storage(principal: Principal, request: TaskSubmit) -> None:
+    """``StorageLimitExceeded`` if the task's text would take what the principal's sessions
+    store (``principal.stored_bytes``, read with it) past its ``max_stored_bytes``."""
+    limit = principal.limits.max_stored_bytes
+    if limit is None:
+        return
+    adding = len(request.command) + len(contract.encode(request.metadata or {}))
+    if principal.stored_bytes + adding > limit:
+        raise StorageLimitExceeded(
+            f"Principal '{principal.name}' stores {principal.stored_bytes} bytes of its"
+            f" max_stored_bytes of {limit:.0f}, and this task's {adding} would pass it.",
+            {"max_stored_bytes": limit, "stored_bytes": principal.stored_bytes, "adding": adding},
+        )
 
 
 def owner_prefix(database_url: str) -> str:

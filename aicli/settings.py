@@ -114,6 +114,14 @@ class Settings:
             "of it, by the database's clock."
         },
     )
+    retain_days: float = field(
+        default=0.0,
+        metadata={
+            "help": "Delete ended tasks (with their events and approvals) that ended more than "
+            "this many days ago, and the transcripts of sessions closed as long ago; checked "
+            "hourly, by one node at a time. 0 keeps everything."
+        },
+    )
     log_level: str = field(default="INFO", metadata={"help": "Log level."})
     log_format: str = field(
         default="logfmt", metadata={"help": "Log lines as logfmt (key=value) or json."}

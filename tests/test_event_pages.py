@@ -40,14 +40,20 @@ def fill_and_end(client, runtime, task_id: str) -> None:
 def store_limits(runtime, monkeypatch) -> list[int | None]:
     """The ``limit`` of every read of events from the store by a request (a Waitress thread)."""
     limits: list[int | None] = []
-    list_events = runtime.store.list_events
+    list_events, event_page = runtime.store.list_events, runtime.store.event_page
 
     def recording(task_id, *, after=0, limit=None):
         if threading.current_thread().name.startswith("waitress"):
             limits.append(limit)
         return list_events(task_id, after=after, limit=limit)
 
+    def recording_page(task_id, *, after=0, limit):
+        if threading.current_thread().name.startswith("waitress"):
+            limits.append(limit)
+        return event_page(task_id, after=after, limit=limit)
+
     monkeypatch.setattr(runtime.store, "list_events", recording)
+    monkeypatch.setattr(runtime.store, "event_page", recording_page)
     return limits
 
 

@@ -27,6 +27,10 @@ class CountingStore:
         found = [event for event in self.log if event.seq > after]
         return found if limit is None else found[:limit]
 
+    def event_page(self, task_id: str, *, after: int, limit: int) -> tuple[list[Event], bool]:
+        found = self.list_events(task_id, after=after, limit=limit + 1)
+        return found[:limit], len(found) > limit
+
 
 def seqs(events: list[Any]) -> list[int]:
     return [event.seq for event in events]

@@ -27,6 +27,7 @@ FIELDS = {
     "revoked_at",
     "total_cost_usd",
     "token",
+    "stored_bytes",
 }
 
 
@@ -63,7 +64,12 @@ def as_user(url, user) -> Client:
 
 def test_an_admin_creates_a_user_and_an_admin_whose_tokens_are_shown_once(admin, url, tmp_path):
     team = str((tmp_path / "workspace" / "team").resolve())
-    limits = {"max_sessions": 2, "max_pending_per_session": 3, "budget_usd": 1.5}
+    limits = {
+        "max_sessions": 2,
+        "max_pending_per_session": 3,
+        "budget_usd": 1.5,
+        "max_stored_bytes": 1000000,
+    }
     user = create(admin, "alice", workspace_root=team, limits=limits)
     assert set(user) == FIELDS
     assert user["name"] == "alice" and user["role"] == "user"

@@ -34,6 +34,7 @@ def test_a_stream_that_is_never_iterated_still_gives_its_slot_back():
     slots = Slots(1)
     stream = EventStream(
         runtime=None,  # never reached: the body is dropped before the first frame
+        frames=None,
         task_id="t",
         after=0,
         replay=[],
@@ -51,6 +52,7 @@ def test_a_closed_stream_gives_its_slot_back_once():
     slots = Slots(1)
     stream = EventStream(
         runtime=None,
+        frames=None,
         task_id="t",
         after=0,
         replay=[],

@@ -308,21 +308,26 @@ class ClaudeProcess:
         assert self._popen is not None and self._popen.stdout is not None
         try:
             for raw in self._popen.stdout:
-                message = _parse_line(raw)
-                if message is None:
-                    log.warning("claude %s: skipped a non-JSON line: %.200r", self.pid, raw)
-                    continue
-                if not isinstance(message, dict):
-                    continue
-                if message.get("type") == "system" and message.get("subtype") == "init":
-                    # Every turn starts with one; only a new session id is news.
-                    known = self.session_id
-                    self.session_id = message.get("session_id") or known
-                    if self.session_id == known:
-                        continue
-                self._deliver(message)
+                self._take_line(raw)
+                # Not held while the next line is awaited: a line can be a 10 MB answer.
+                del raw
         finally:
             self._finish()
+
+    def _take_line(self, raw: bytes) -> None:
+        message = _parse_line(raw)
+        if message is None:
+            log.warning("claude %s: skipped a non-JSON line: %.200r", self.pid, raw)
+            return
+        if not isinstance(message, dict):
+            return
+        if message.get("type") == "system" and message.get("subtype") == "init":
+            # Every turn starts with one; only a new session id is news.
+            known = self.session_id
+            self.session_id = message.get("session_id") or known
+            if self.session_id == known:
+                return
+        self._deliver(message)
 
     def _deliver(self, message: dict[str, Any]) -> None:
         try:

@@ -33,6 +33,7 @@ _DOMAIN_STATUS: tuple[tuple[type[errors.AicliError], str], ...] = (
     (errors.MisdirectedRequest, falcon.HTTP_421),
     (errors.Conflict, falcon.HTTP_409),
     (errors.IdempotencyKeyReused, falcon.HTTP_422),
+    (errors.StorageLimitExceeded, falcon.HTTP_413),
     (errors.LimitExceeded, falcon.HTTP_429),
     (errors.Unavailable, falcon.HTTP_503),
 )

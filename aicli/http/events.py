@@ -11,7 +11,10 @@ the client is still there; a vanished client's slot is free within that time
 instead of at the next keep-alive.
 
 A log can be long, so neither form reads it whole: JSON answers a page
-(``limit``, continued with ``after``), and a stream replays page by page.
+(``limit``, continued with ``after``; shorter once its data passes
+``paging.PAGE_BYTES``), and a stream replays page by page. A stream's frames are
+shared with every other stream of the task (see ``frames``): an event is read
+and encoded once, however many follow it.
 """
 
 from __future__ import annotations
@@ -25,16 +28,10 @@ from typing import TYPE_CHECKING
 import falcon
 
 from aicli import contract
-from aicli.contract import (
-    TERMINAL_STATUSES,
-    Event,
-    EventHeaders,
-    EventPage,
-    EventQuery,
-    Principal,
-)
+from aicli.contract import EventHeaders, EventQuery, Principal
 from aicli.errors import AicliError
 from aicli.http import media
+from aicli.http.frames import Frame, Frames
 from aicli.http.middleware import caller
 from aicli.http.query import params
 from aicli.http.slots import Slot, Slots
@@ -50,17 +47,8 @@ KEEPALIVE_S = 15.0
 CLIENT_CHECK_S = 2.0
 KEEPALIVE_FRAME = b": keep-alive\n\n"
 OPEN_FRAME = b": stream open\n\n"
-# Events a stream reads from the store at once.
+# Events a stream reads from the store at once (fewer past ``paging.PAGE_BYTES``).
 STREAM_PAGE = 200
-
-
-def is_terminal_event(event: Event) -> bool:
-    return event.type == "status" and event.data.get("status") in TERMINAL_STATUSES
-
-
-def sse_frame(event: Event) -> bytes:
-    head = f"id: {event.seq}\nevent: {event.type}\ndata: ".encode()
-    return head + contract.encode(event) + b"\n\n"
 
 
 class EventStream:
@@ -69,15 +57,16 @@ class EventStream:
     Waitress calls ``close`` when the response ends or the client disconnects;
     the slot is released there. If the body is dropped without ever being
     iterated or closed, the finalizer still releases the slot. ``replay`` is the
-    first page of the log after ``after``; the stream reads the rest itself.
+    first frames of the log after ``after``; the stream reads the rest itself.
     """
 
     def __init__(
         self,
         runtime: Runtime,
+        frames: Frames,
         task_id: str,
         after: int,
-        replay: list[Event],
+        replay: list[Frame],
         slot: Slot,
         *,
         keepalive_s: float,
@@ -87,6 +76,7 @@ class EventStream:
         """``principal``: the caller, whose revocation ends the stream (``Revocations``)."""
         self._runtime = runtime
         self._principal = principal
+        self._shared = frames
         self._task_id = task_id
         self._after = after
         self._first_page = replay
@@ -116,33 +106,30 @@ class EventStream:
         finally:
             self._slot.release()
 
-    def _pages(self, page: list[Event]) -> Iterator[Event]:
-        """``page`` and the pages after it, until a short one: the log so far, a page in memory."""
-        while True:
-            yield from page
-            if len(page) < STREAM_PAGE:
-                return
-            page = self._runtime.events(
-                self._task_id, page[-1].seq, STREAM_PAGE, principal=self._principal
-            )
+    def _replay(self, frames: list[Frame]) -> Iterator[Frame]:
+        """``frames`` and those after them that are stored by now, up to the terminal one."""
+        while frames:
+            for frame in frames:
+                yield frame
+                if frame.terminal:
+                    return
+            self._runtime.revocations.check(self._principal)
+            frames = self._shared.after(self._task_id, frames[-1].seq)
 
     def _follow(self) -> Iterator[bytes]:
         after = self._after
-        for event in self._pages(self._first_page):
-            yield sse_frame(event)
-            after = event.seq
-            if is_terminal_event(event):
+        for frame in self._replay(self._first_page):
+            yield from frame.pieces()
+            after = frame.seq
+            if frame.terminal:
                 return
         next_ping = time.monotonic() + self._keepalive_s
         check_task = True
         while not self._client_gone():
             if check_task and self._runtime.get_task(self._task_id).is_terminal:
                 # Its terminal event is recorded by now: send what is left and end.
-                rest = self._runtime.events(
-                    self._task_id, after, STREAM_PAGE, principal=self._principal
-                )
-                for event in self._pages(rest):
-                    yield sse_frame(event)
+                for frame in self._replay(self._shared.after(self._task_id, after)):
+                    yield from frame.pieces()
                 return
             timeout = min(next_ping - time.monotonic(), CLIENT_CHECK_S)
             events = self._runtime.wait_for_events(
@@ -151,9 +138,10 @@ class EventStream:
             if not events and self._runtime.stopped:
                 return
             for event in events:
-                yield sse_frame(event)
-                after = event.seq
-                if is_terminal_event(event):
+                frame = self._shared.of(self._task_id, event)
+                yield from frame.pieces()
+                after = frame.seq
+                if frame.terminal:
                     return
             check_task = False
             if time.monotonic() >= next_ping:
@@ -167,6 +155,9 @@ class EventsResource:
         self._runtime = runtime
         self._slots = slots
         self._keepalive_s = keepalive_s
+        self._frames = Frames(
+            lambda task_id, after: runtime.event_page(task_id, after, STREAM_PAGE).data
+        )
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
         # Both checked in either form, like Last-Event-ID; only the JSON form pages by limit.
@@ -181,19 +172,21 @@ class EventsResource:
             if streaming and headers.last_event_id is not None:
                 after = headers.last_event_id
         if not streaming:
-            # One more than asked tells whether there are more.
-            events = self._runtime.events(task_id, after, limit + 1, principal=caller(req))
-            media.write(resp, EventPage(data=events[:limit], has_more=len(events) > limit))
+            media.write(
+                resp, self._runtime.event_page(task_id, after, limit, principal=caller(req))
+            )
             return
         # Read before the stream starts, so that an unknown task is a 404, not an empty stream.
-        first_page = self._runtime.events(task_id, after, STREAM_PAGE, principal=caller(req))
+        self._runtime.check_task(task_id, principal=caller(req))
         self._stream_headers(resp)
         if req.method == "HEAD":  # the headers a stream would have, and no stream
             return
+        first_page = self._frames.after(task_id, after)
         slot = self._slots.acquire()
         try:
             stream = EventStream(
                 self._runtime,
+                self._frames,
                 task_id,
                 after,
                 first_page,

@@ -11,6 +11,7 @@ surrogate escape, "truncated", would mislead).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import falcon
@@ -21,6 +22,8 @@ from aicli.errors import InvalidRequest
 
 JSON_TYPE = "application/json; charset=utf-8"
 JSON_MEDIA_TYPES = frozenset({"application/json"})
+# The most of a large response body handed to Waitress at once.
+PIECE = 256 * 1024
 S = TypeVar("S")
 
 
@@ -85,5 +88,17 @@ def _not_json(raw: bytes) -> InvalidRequest:
 
 
 def write(resp: falcon.Response, value: Any) -> None:
-    resp.data = contract.encode(value)
+    """``value`` as the JSON body; a large one in pieces of ``PIECE`` bytes, which Waitress
+    takes one by one, where it copied a whole body into its buffer at once."""
+    body = contract.encode(value)
     resp.content_type = JSON_TYPE
+    if len(body) <= PIECE:
+        resp.data = body
+        return
+    resp.content_length = len(body)
+    resp.stream = pieces(body)
+
+
+def pieces(data: bytes) -> Iterator[bytes]:
+    for start in range(0, len(data), PIECE):
+        yield data[start : start + PIECE]

@@ -37,8 +37,8 @@ getSession GET /sessions/{session_id} 200:Session 400,404,503
   One session.
 closeSession DELETE /sessions/{session_id} 200:Session 400,404,503
   Close a session: cancel its tasks, stop its Claude process (closed already: 200 again).
-submitTask POST /sessions/{session_id}/tasks 202,200:Task 400,402,404,409,422,429,503 key prefer \
-TaskSubmit
+submitTask POST /sessions/{session_id}/tasks 202,200:Task 400,402,404,409,413,422,429,503 key \
+prefer TaskSubmit
   Submit a task to run in turn (200: it ended within `Prefer: wait=N`, or it is the task first \
 accepted with this Idempotency-Key).
 listSessionTasks GET /sessions/{session_id}/tasks 200:TaskPage 400,404,503 SessionTaskListQuery
@@ -104,7 +104,9 @@ ERRORS = {  # each starts with the codes it carries
     "405": "method_not_allowed: the route has no such method; `Allow` names those it has.",
     "409": "session_closed, task_not_cancellable, approval_decided: the session, the task or "
     "the approval is past it.",
-    "413": "payload_too_large: the body is over the size limit, whatever it holds.",
+    "413": "payload_too_large, storage_limit_exceeded: the body is over the size limit, whatever "
+    "it holds; or (a submit) the task would take what the caller's sessions store past its "
+    "`limits.max_stored_bytes`.",
     "415": "unsupported_media_type: a body (POST, PUT, PATCH, DELETE) whose `Content-Type` is "
     "not `application/json` (parameters such as `charset` allowed) or `application/*+json`; "
     "a body with no `Content-Type` too. Nothing is read or done.",

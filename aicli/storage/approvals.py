@@ -89,6 +89,10 @@ def approval_from_row(row: Sequence[Any]) -> Approval:
     )
 
 
+# What an approval stores, as ``paging.fitting`` weighs a page by it.
+_SIZE = "LENGTH(input) + LENGTH(suggestions) + COALESCE(LENGTH(message), 0) + LENGTH(tool_name)"
+
+
 def event_of(
     kind: str, approval: Approval, decided: dict[str, Any] | None = None
 ) -> tuple[str, dict[str, Any]]:
@@ -276,16 +280,17 @@ class Approvals:
             conditions.append(f"status IN ({', '.join('?' * len(chosen))})")
             params.extend(chosen)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql = (
-            f"SELECT {_COLUMNS} FROM approvals{where}"
-            f" ORDER BY {paging.ordering(request.order)} LIMIT ?"
-        )
+        tail = f" FROM approvals{where} ORDER BY {paging.ordering(request.order)} LIMIT ?"
 
         def read() -> Page:
-            rows = self._execute(sql, [*params, request.limit + 1]).fetchall()
-            return paging.page_of([approval_from_row(row) for row in rows], request)
+            # A tool's input can be large (a file to write): sizes first, as for tasks.
+            sizes = self._execute(f"SELECT {_SIZE}{tail}", [*params, request.limit + 1])
+            taken = min(request.limit, paging.fitting(row[0] for row in sizes.fetchall()))
+            page = paging.PageRequest(taken, request.order, request.after)
+            rows = self._execute(f"SELECT {_COLUMNS}{tail}", [*params, taken + 1]).fetchall()
+            return paging.page_of([approval_from_row(row) for row in rows], page)
 
-        return self._engine.read(read)
+        return self._engine.read(read, snapshot=True)
 
     def _remember(self, session_id: str, rule: ApprovalRule, now: str) -> None:
         known = rules_from_json(self._execute(_RULES, (session_id,)).fetchone()[0])

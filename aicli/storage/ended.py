@@ -5,7 +5,8 @@ from its row costs more than the database's read of it: about 5 µs a task,
 most of a page of 50. A task is kept only once its row is terminal, and no
 write of the store touches a terminal row (``transitions`` allows no move out
 of a terminal state), so an entry never goes stale. Bounded by count and by
-the text held; the oldest entry goes first.
+the text held, metadata included (forty tasks of a megabyte of metadata each
+once sat here uncounted); the oldest entry goes first.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ _STATUS_AT = [name.strip() for name in TASK_COLUMNS.split(",")].index("status")
 
 
 def _chars(task: Task) -> int:
-    return len(task.command) + len(task.output or "") + len(task.error or "")
+    metadata = sum(len(key) + len(str(value)) for key, value in task.metadata.items())
+    return len(task.command) + len(task.output or "") + len(task.error or "") + metadata
 
 
 class EndedTasks:
@@ -51,6 +53,14 @@ class EndedTasks:
                 while len(self._tasks) > MAX_TASKS or self._chars > MAX_CHARS:
                     self._chars -= _chars(self._tasks.pop(next(iter(self._tasks))))
         return task
+
+    def forget(self, task_ids: Sequence[str]) -> None:
+        """Drop what is kept of these tasks: retention deleted them."""
+        with self._lock:
+            for task_id in task_ids:
+                task = self._tasks.pop(task_id, None)
+                if task is not None:
+                    self._chars -= _chars(task)
 
     def from_row(self, row: Sequence[Any]) -> Task:
         """The task of a row of ``TASK_COLUMNS``, built only if not kept already.

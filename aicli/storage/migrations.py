@@ -334,6 +334,22 @@ def _process_sessions(db: Database) -> None:
     db.execute_sql("CREATE INDEX processes_session_id ON processes (session_id)")
 
 
+def _stored_bytes(db: Database) -> None:
+    """What each session stores, kept as it is written (prompts, answers, errors, metadata,
+    event data: characters of their stored text), and each principal's limit on its sum."""
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN stored_bytes BIGINT NOT NULL DEFAULT 0")
+    db.execute_sql("ALTER TABLE principals ADD COLUMN max_stored_bytes BIGINT")
+    db.execute_sql(
+        "UPDATE sessions SET stored_bytes = COALESCE(LENGTH(metadata), 0)"
+        " + COALESCE(LENGTH(append_system_prompt), 0)"
+        " + COALESCE((SELECT SUM(LENGTH(command) + COALESCE(LENGTH(output), 0)"
+        " + COALESCE(LENGTH(error), 0) + COALESCE(LENGTH(metadata), 0))"
+        " FROM tasks WHERE tasks.session_id = sessions.id), 0)"
+        " + COALESCE((SELECT SUM(LENGTH(data)) FROM task_events"
+        " WHERE task_id IN (SELECT id FROM tasks WHERE tasks.session_id = sessions.id)), 0)"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, tasks, task events, processes", _initial_schema),
     Migration(2, "tasks.updated_at", _task_updated_at),
@@ -344,6 +360,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "sessions' owner node and epoch; transcript chunks", _ownership),
     Migration(8, "tasks.idempotency_fingerprint and an index of keys", _idempotency_fingerprints),
     Migration(9, "processes' session and node", _process_sessions),
+    Migration(10, "sessions.stored_bytes and principals.max_stored_bytes", _stored_bytes),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

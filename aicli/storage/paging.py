@@ -8,6 +8,12 @@ newer). Filters are not encoded either; a client that changes them mid-walk gets
 the new filter applied from that position on. Because a row's position never
 changes, a cursor stays valid while rows are inserted: rows are never skipped or
 repeated, and rows inserted behind the position are simply not reached.
+
+``limit`` is a most, not a promise: a page also ends once the text of its rows
+passes ``PAGE_BYTES`` (with at least one row, however large), and then says
+``has_more`` with a cursor, as any page that is not the last. Two hundred tasks
+of a megabyte of metadata each were one answer of 200 MB, built several times
+over (rows, structs, JSON) by each request that asked for them.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from aicli.storage.fields import to_db_time
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
+# Characters of stored text (prompts, answers, metadata, event data) a page holds at most,
+# bar its first row.
+PAGE_BYTES = 4 * 1024 * 1024
 ORDERS = ("asc", "desc")
 
 _CURSOR_VERSION = "v1"
@@ -63,6 +72,19 @@ def page_of(items: list[Any], request: PageRequest) -> Page:
     last = items[-1] if has_more else None
     cursor = None if last is None else encode_cursor(last.created_at, last.id)
     return Page(data=items, has_more=has_more, next_cursor=cursor)
+
+
+def fitting(sizes: Iterable[int], budget: int | None = None) -> int:
+    """How many of the rows of ``sizes`` (in page order) a page takes: each while the ones
+    before it hold less than ``budget`` (default ``PAGE_BYTES``), so always the first."""
+    budget = PAGE_BYTES if budget is None else budget
+    count = total = 0
+    for size in sizes:
+        if count and total >= budget:
+            break
+        count += 1
+        total += size or 0
+    return count
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:

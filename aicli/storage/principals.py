@@ -16,7 +16,7 @@ from typing import Any
 
 from aicli.contract import Page, Principal, PrincipalCreate, PrincipalLimits, Role, new_id, utcnow
 from aicli.errors import PrincipalNotFound
-from aicli.storage import paging
+from aicli.storage import paging, usage
 from aicli.storage.admission import OPEN_STATUSES
 from aicli.storage.engine import Engine
 from aicli.storage.fields import from_db_time, to_db_float, to_db_time
@@ -25,11 +25,13 @@ TOKEN_PREFIX = "aicli_"
 _COLUMNS = (
     "id, name, role, workspace_root, max_sessions, max_pending_per_session, budget_usd,"
     " created_at, revoked_at,"
-    " (SELECT COALESCE(SUM(total_cost_usd), 0) FROM sessions WHERE owner = principals.id)"
+    " (SELECT COALESCE(SUM(total_cost_usd), 0) FROM sessions WHERE owner = principals.id),"
+    f" max_stored_bytes, {usage.OF_PRINCIPAL}"
 )
 _INSERT = (
     "INSERT INTO principals (id, name, role, token_hash, workspace_root, max_sessions,"
-    " max_pending_per_session, budget_usd, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " max_pending_per_session, budget_usd, created_at, max_stored_bytes)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _BY_HASH = f"SELECT {_COLUMNS} FROM principals WHERE token_hash = ? AND revoked_at IS NULL"
 _BY_ID = f"SELECT {_COLUMNS} FROM principals WHERE id = ?"
@@ -56,7 +58,7 @@ def token_hash(token: str) -> str:
 def principal_from_row(row: Sequence[Any]) -> Principal:
     (
         principal_id, name, role, workspace_root, max_sessions, max_pending, budget_usd,
-        created_at, revoked_at, total_cost_usd,
+        created_at, revoked_at, total_cost_usd, max_stored_bytes, stored_bytes,
     ) = row  # fmt: skip
     return Principal(
         id=principal_id,
@@ -64,11 +66,15 @@ def principal_from_row(row: Sequence[Any]) -> Principal:
         role=Role(role),
         workspace_root=workspace_root,
         limits=PrincipalLimits(
-            max_sessions=max_sessions, max_pending_per_session=max_pending, budget_usd=budget_usd
+            max_sessions=max_sessions,
+            max_pending_per_session=max_pending,
+            budget_usd=budget_usd,
+            max_stored_bytes=max_stored_bytes,
         ),
         created_at=from_db_time(created_at),
         revoked_at=None if revoked_at is None else from_db_time(revoked_at),
         total_cost_usd=float(total_cost_usd or 0.0),
+        stored_bytes=int(stored_bytes or 0),
     )
 
 
@@ -87,6 +93,7 @@ class Principals:
             max_sessions=_count(given.max_sessions),
             max_pending_per_session=_count(given.max_pending_per_session),
             budget_usd=to_db_float(given.budget_usd),
+            max_stored_bytes=_count(given.max_stored_bytes),
         )
         now = utcnow()
         principal = Principal(
@@ -108,6 +115,7 @@ class Principals:
             limits.max_pending_per_session,
             limits.budget_usd,
             to_db_time(now),
+            limits.max_stored_bytes,
         )
         self._engine.write(lambda: self._execute(_INSERT, params))
         return principal

@@ -90,6 +90,8 @@ def bind_tables(db: Database) -> Tables:
         # Added by migration 7: the node running it now, and how many claims it has seen.
         owner_node = CharField(max_length=64, null=True)
         owner_epoch = BigIntegerField(constraints=[SQL("DEFAULT 0")])
+        # Added by migration 10: the characters of text stored for it (``usage``).
+        stored_bytes = BigIntegerField(constraints=[SQL("DEFAULT 0")])
 
         class Meta:
             table_name = "sessions"
@@ -162,6 +164,8 @@ def bind_tables(db: Database) -> Tables:
         budget_usd = DoubleField(null=True)
         created_at = UtcDateTimeField()
         revoked_at = UtcDateTimeField(null=True)
+        # Added by migration 10.
+        max_stored_bytes = BigIntegerField(null=True)
 
         class Meta:
             table_name = "principals"

@@ -58,15 +58,24 @@ from aicli.errors import (
     StorageError,
     TaskNotFound,
 )
-from aicli.storage import admission, database, idempotency, migrations, paging, transitions
+from aicli.storage import (
+    admission,
+    database,
+    idempotency,
+    migrations,
+    paging,
+    transitions,
+    usage,
+)
 from aicli.storage.approvals import Approvals
 from aicli.storage.approvals import event_of as approval_event
 from aicli.storage.ended import EndedTasks
 from aicli.storage.engine import Engine
-from aicli.storage.fields import to_db_float, to_db_time, to_json_text
+from aicli.storage.fields import from_db_time, to_db_float, to_db_time, to_json_text
 from aicli.storage.nodes import Nodes
 from aicli.storage.ownership import Ownership
 from aicli.storage.principals import Principals
+from aicli.storage.retention import Retention
 from aicli.storage.rows import (
     EVENT_COLUMNS,
     SESSION_COLUMNS,
@@ -134,14 +143,15 @@ _INSERT_SESSION = (
     "INSERT INTO sessions (id, status, workdir, model, permission_mode, allowed_tools,"
     " disallowed_tools, append_system_prompt, max_turns, metadata, created_at, updated_at,"
     " owner, approvals, approval_timeout_s, n_pending, n_running, n_completed, n_failed,"
-    f" n_cancelled, total_cost_usd) VALUES ({_marks(15)}, 0, 0, 0, 0, 0, 0)"
+    f" n_cancelled, total_cost_usd, stored_bytes) VALUES ({_marks(15)}, 0, 0, 0, 0, 0, 0, ?)"
 )
 _N_PENDING = count_column(TaskStatus.PENDING)
 _N_CANCELLED = count_column(TaskStatus.CANCELLED)
 # Takes the session's row lock on PostgreSQL, so a close waits for the new task, and
 # hands out the task's place in the session's queue (``seq``): the order tasks run in.
 _COUNT_NEW_TASK = (
-    f"UPDATE sessions SET {_N_PENDING} = {_N_PENDING} + 1, last_seq = last_seq + 1"
+    f"UPDATE sessions SET {_N_PENDING} = {_N_PENDING} + 1, last_seq = last_seq + 1,"
+    " stored_bytes = stored_bytes + ?"
     f" WHERE id = ? AND status <> '{SessionStatus.CLOSED}' AND {_N_PENDING} < ?"
     f" RETURNING last_seq, {_N_PENDING}"
 )
@@ -225,6 +235,18 @@ _TASK_LAST_SEQ = (
 _EVENTS_AFTER = (
     f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq"
 )
+# The stored text of a row, as ``paging.fitting`` weighs a page by it.
+_TASK_SIZE = usage.TASK_SIZE
+_SESSION_SIZE = "COALESCE(LENGTH(metadata), 0) + COALESCE(LENGTH(append_system_prompt), 0)"
+_EVENT_SIZES = (
+    "SELECT seq, LENGTH(data) FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+_EVENTS_UP_TO = (
+    f"SELECT {EVENT_COLUMNS} FROM task_events WHERE task_id = ? AND seq > ? AND seq <= ?"
+    " ORDER BY seq"
+)
+# A page with more stored text than this is read row by row (see ``_page``).
+_JSON_PAGE_MAX = 256 * 1024
 _INSERT_EVENTS = "INSERT INTO task_events (task_id, seq, type, created_at, data) VALUES "
 _EVENT_MARKS = f"({_marks(5)})"
 
@@ -245,6 +267,7 @@ class Store:
         self.nodes = Nodes(lease_engine or engine)
         self.ownership = Ownership(engine, self._fail_running_of_session)
         self.transcripts = Transcripts(engine)
+        self.retention = Retention(engine, self._ended.forget)
         self.database_url = engine.url
 
     @property
@@ -304,6 +327,7 @@ class Store:
             updated_at=now,
         )
         stored_now = to_db_time(now)
+        metadata_text = to_json_text(session.metadata)
         params = (
             session.id,
             session.status,
@@ -314,12 +338,13 @@ class Store:
             to_json_text(list(session.disallowed_tools)),
             append_system_prompt,
             max_turns,
-            to_json_text(session.metadata),
+            metadata_text,
             stored_now,
             stored_now,
             owner,
             session.approvals,
             session.approval_timeout_s,
+            usage.text_size(metadata_text, append_system_prompt),
         )
 
         def write() -> None:
@@ -349,7 +374,14 @@ class Store:
             params.insert(0, owner)
         return self._engine.read(
             lambda: self._page(
-                "sessions", SESSION_COLUMNS, session_from_row, conditions, params, chosen, request
+                "sessions",
+                SESSION_COLUMNS,
+                session_from_row,
+                conditions,
+                params,
+                chosen,
+                request,
+                size=_SESSION_SIZE,
             ),
             snapshot=_merges(chosen),
         )
@@ -443,6 +475,7 @@ class Store:
         given = {name: getattr(request, name) for name in _SUBMITTED}
         given["metadata"] = dict(given["metadata"] or {})
         submitted = [stored_value(value) for value in given.values()]
+        size = usage.text_size(*submitted, _PENDING_EVENT)
         lock_session = _SESSION_OWNER + self._for_update
         limit = _UNLIMITED if max_pending is None else max_pending
         fingerprint = None
@@ -460,7 +493,7 @@ class Store:
                 )
                 if first is not None:
                     return first, False
-            counted = self._execute(_COUNT_NEW_TASK, (session_id, limit)).fetchone()
+            counted = self._execute(_COUNT_NEW_TASK, (size, session_id, limit)).fetchone()
             if counted is None:
                 raise self._refusal(session_id, limit)
             seq, pending = counted
@@ -554,6 +587,7 @@ class Store:
                 params,
                 chosen,
                 request,
+                size=_TASK_SIZE,
                 json_row=None if self.is_postgres else TASK_JSON_ROW,
             ),
             snapshot=_merges(chosen),
@@ -665,8 +699,8 @@ class Store:
                 count = len(cancelled)
                 self._execute(_CLOSED_COUNTS, (count, count, session_id))
                 data = {"status": TaskStatus.CANCELLED, "error": pending_error}
-                for task_id in cancelled:
-                    self._append(task_id, [("status", data)])
+                for task_id in cancelled:  # each stores the error too
+                    self._append(task_id, [("status", data)], extra_bytes=len(pending_error))
             running = self._execute(_RUNNING_OF_SESSION, (session_id,)).fetchone()
             return cancelled, None if running is None else running[0]
 
@@ -767,12 +801,7 @@ class Store:
 
     def list_events(self, task_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
         """Events with ``seq > after``, ascending; at most ``limit`` of them."""
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-            raise InvalidRequest("'after' must be a sequence number >= 0.", {"field": "after"})
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-        ):
-            raise InvalidRequest("'limit' must be a positive integer.", {"field": "limit"})
+        _check_after_limit(after, limit)
         sql, params = _EVENTS_AFTER, [task_id, after]
         if limit is not None:
             sql += " LIMIT ?"
@@ -783,6 +812,28 @@ class Store:
             if not found:
                 self._require_task(task_id)
             return found
+
+        return self._engine.read(read)
+
+    def event_page(
+        self, task_id: str, *, after: int = 0, limit: int, max_bytes: int | None = None
+    ) -> tuple[list[Event], bool]:
+        """Events with ``seq > after``: at most ``limit``, and no more than fit ``max_bytes``
+        (default ``paging.PAGE_BYTES``) of stored data (at least one); and whether more follow.
+
+        The sizes are read first, so a page of large events is never read whole only to
+        be cut: its rows are what the page holds.
+        """
+        _check_after_limit(after, limit)
+
+        def read() -> tuple[list[Event], bool]:
+            sizes = self._execute(_EVENT_SIZES, (task_id, after, limit + 1)).fetchall()
+            if not sizes:
+                self._require_task(task_id)
+                return [], False
+            taken = min(limit, paging.fitting((size for _, size in sizes), max_bytes))
+            rows = self._execute(_EVENTS_UP_TO, (task_id, after, sizes[taken - 1][0])).fetchall()
+            return [event_from_row(row) for row in rows], len(sizes) > taken
 
         return self._engine.read(read)
 
@@ -870,7 +921,10 @@ class Store:
         task_id: str,
         entries: list[tuple[str, dict[str, Any]]],
         epoch: int | None = None,
+        extra_bytes: int = 0,
     ) -> list[Event]:
+        """Append ``entries``; the session's ``stored_bytes`` grows by their data and by
+        ``extra_bytes`` (what the caller wrote besides, in the same transaction)."""
         # PostgreSQL: the lock first; what it guards is read by the next statement.
         lock = _TASK_EXISTS + self._for_update
         if self.is_postgres and self._execute(lock, (task_id,)).fetchone() is None:
@@ -891,6 +945,8 @@ class Store:
             for offset, (kind, data) in enumerate(chunk, start=last + start + 1):
                 params += (task_id, offset, kind, stored_now, data)
             self._execute(_INSERT_EVENTS + ", ".join([_EVENT_MARKS] * len(chunk)), params)
+        added = extra_bytes + sum(len(data) for _, data in stored)
+        self._execute(usage.ADD_TO_SESSION_OF_TASK, (added, task_id))
         return [
             Event(seq=last + offset, type=kind, created_at=now, data=data)
             for offset, (kind, data) in enumerate(entries, start=1)
@@ -956,7 +1012,11 @@ class Store:
         count_params: list[Any] = [to_db_float(cost)] if cost else []
         count_params += [now, now, task.session_id] if idle else [task.session_id]
         self._execute(self._count_move(previous, target, bool(cost), idle), count_params)
-        self._append(task.id, [*(events or ()), *expired, ("status", task.status_event())])
+        self._append(
+            task.id,
+            [*(events or ()), *expired, ("status", task.status_event())],
+            extra_bytes=usage.text_size(values.get("output"), values.get("error")),
+        )
         return task
 
     def _expire_approvals(self, task_id: str, target: str) -> list[tuple[str, dict[str, Any]]]:
@@ -1038,9 +1098,14 @@ class Store:
         params: list[Any],
         statuses: frozenset[str] | None,
         request: paging.PageRequest,
+        size: str,
         json_row: str | None = None,
     ) -> Page:
         """One page (``conditions`` include the cursor's) and whether more follow.
+
+        ``size`` is the SQL of a row's stored text: the keys and sizes of the page's
+        rows are read first, and the page shortened to what fits ``paging.PAGE_BYTES``
+        (see ``paging``) before any large row is read.
 
         With several statuses, each is read from its own ``(status, created_at,
         id)`` index range and the results merged, so no query has to sort every
@@ -1052,14 +1117,30 @@ class Store:
         tail = f" ORDER BY {paging.ordering(request.order)} LIMIT ?"
         reverse = request.order == "desc"
 
-        def fetch(status: str | None) -> list[Any]:
+        def select(what: str, status: str | None) -> tuple[str, list[Any]]:
             where = conditions if status is None else [*conditions, "status = ?"]
             values = (
                 [*params, request.limit + 1]
                 if status is None
                 else [*params, status, request.limit + 1]
             )
-            sql = f"SELECT {columns} FROM {table}{_where(where)}{tail}"
+            return f"SELECT {what} FROM {table}{_where(where)}{tail}", values
+
+        sized = [
+            tuple(row)
+            for status in ((None,) if statuses is None else sorted(statuses))
+            for row in self._execute(*select(f"created_at, id, {size}", status))
+        ]
+        if _merges(statuses):
+            sized.sort(key=lambda row: (from_db_time(row[0]), row[1]), reverse=reverse)
+        taken = paging.fitting(row[2] for row in sized)
+        if taken < min(len(sized), request.limit):
+            request = paging.PageRequest(taken, request.order, request.after)
+        if sum(row[2] or 0 for row in sized[: taken + 1]) > _JSON_PAGE_MAX:
+            json_row = None  # the one text of the page would be one more copy of it all
+
+        def fetch(status: str | None) -> list[Any]:
+            sql, values = select(columns, status)
             if json_row is None:
                 return [from_row(row) for row in self._execute(sql, values)]
             text = self._execute(f"SELECT json_group_array({json_row}) FROM ({sql})", values)
@@ -1074,6 +1155,13 @@ class Store:
             if _merges(statuses):
                 items.sort(key=lambda item: (item.created_at, item.id), reverse=reverse)
         return paging.page_of(items, request)
+
+
+def _check_after_limit(after: int, limit: int | None) -> None:
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise InvalidRequest("'after' must be a sequence number >= 0.", {"field": "after"})
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidRequest("'limit' must be a positive integer.", {"field": "limit"})
 
 
 def _not_owner(subject: str, epoch: int) -> NotOwner:
