@@ -529,6 +529,7 @@ class Runtime:
         """Events with ``seq > after``: at most ``limit``, and fewer once their data passes
         ``paging.PAGE_BYTES`` (``has_more`` says whether more follow)."""
         access.check_task(self.store, principal, task_id)
+        self.revocations.check(principal)
         events, more = self.store.event_page(task_id, after=after, limit=limit)
         return EventPage(data=events, has_more=more)
 
