@@ -129,6 +129,8 @@ def test_a_request_without_a_host_is_421_unless_any_host_is_allowed(make_runtime
         answer = raw_request(url, request)
         assert answer.startswith(b"HTTP/1.0 421 ") or answer.startswith(b"HTTP/1.1 421 ")
         assert b'"misdirected_request"' in answer
+        # Said as it is, not as "the host None".
+        assert b"None" not in answer and b"has no Host header" in answer
     anywhere = make_runtime(allowed_hosts="*", database_url=f"sqlite:///{tmp_path}/any.db")
     with serving(anywhere) as url:
         assert b" 200 " in raw_request(url, request).split(b"\r\n", 1)[0]
