@@ -739,19 +739,33 @@ _TYPE_NAMES = {
     "null": "null",
 }
 _JSON_NAMES = {**_TYPE_NAMES, "int": "a number"}  # what a client sent, in JSON's terms
-_PATTERN_RULES = {  # as msgspec quotes them: repr() without the quotes
-    repr(NO_NUL)[1:-1]: "must not hold a NUL character",
-    repr(NOT_BLANK)[1:-1]: "must not be empty or only whitespace, nor hold a NUL character",
+_PATTERN_RULES = {
+    NO_NUL: "must not hold a NUL character",
+    NOT_BLANK: "must not be empty or only whitespace, nor hold a NUL character",
 }
+# The same patterns by the text msgspec quotes them with.
+_PATTERNS = {repr(pattern)[1:-1]: pattern for pattern in (NO_NUL, NOT_BLANK)}
 _UNITS = {"timeout_s": "a number of seconds"}
 _TICKED = re.compile(r"`([^`]+)`")
 _REGEX = re.compile(r"matching regex '(.*)'$", re.DOTALL)
 _LONGEST = re.compile(r"of length <= (\d+)")
+_MAP_KEY = re.compile(r"`key` in `\$\.([A-Za-z_]+)`")
 _NOUNS = {"SessionCreate": "session", "TaskSubmit": "task"}
 
 
 def _named(match: re.Match[str], names: dict[str, str] = _TYPE_NAMES) -> str:
     return " or ".join(names.get(t.strip(), t.strip()) for t in match.group(1).split("|"))
+
+
+def _bad_key(said: str, name: str, given: Any) -> InvalidRequest:
+    """A key of the map ``name`` that its rule refuses: the first such key, and the rule."""
+    quoted = _REGEX.search(said)
+    pattern = _PATTERNS.get(quoted.group(1)) if quoted else None
+    keys = given.get(name) if isinstance(given, dict) else None
+    bad = [key for key in keys or () if pattern and not re.search(pattern, key)]
+    which = f" {_shown(bad[0])}" if bad else ""
+    rule = _PATTERN_RULES[pattern] if pattern else "is invalid"
+    return InvalidRequest(f"'{name}' key{which} {rule}.", {"field": name})
 
 
 def invalid(exc: msgspec.ValidationError, kind: type, given: Any) -> InvalidRequest:
@@ -774,6 +788,9 @@ def invalid(exc: msgspec.ValidationError, kind: type, given: Any) -> InvalidRequ
     if "missing required field" in said:
         name = said.split("`")[1]
         return InvalidRequest(f"'{name}' is required.", {"field": name})
+    key_of = _MAP_KEY.fullmatch(where.strip())
+    if key_of is not None:  # a map's key: msgspec says "`key` in `$.metadata`"
+        return _bad_key(said, key_of.group(1), given)
     spot = where.strip("`").removeprefix("$.")
     name = re.split(r"[\[.]", spot, maxsplit=1)[0] if where else ""
     if not name:
@@ -797,7 +814,8 @@ def invalid(exc: msgspec.ValidationError, kind: type, given: Any) -> InvalidRequ
     pattern = _REGEX.search(wanted)
     if pattern is not None:
         return InvalidRequest(
-            f"'{spot}' {_PATTERN_RULES.get(pattern.group(1), 'is invalid')}.", details
+            f"'{spot}' {_PATTERN_RULES.get(_PATTERNS.get(pattern.group(1), ''), 'is invalid')}.",
+            details,
         )
     if value == "":
         return InvalidRequest(f"'{spot}' must not be empty.", details)

@@ -9,10 +9,12 @@ bare sleep. Every test's page records its requests; no URL may hold the token
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 
 from aicli.testing.relay import Relay
+from tests.serve_process import AICLI
 
 # Imported here only if Playwright is there (it is a test extra); the fixtures skip otherwise.
 expect = pytest.importorskip("playwright.sync_api").expect
@@ -351,6 +353,35 @@ def test_an_open_service_goes_straight_in_and_says_it_is_open(page, serve, recor
     page.goto(f"{server.url}/ui#/approvals")
     expect(page.locator("h1")).to_have_text("Pending approvals")
     expect(notice).to_be_visible()
+
+
+def test_an_open_service_that_closes_asks_for_a_token_and_says_why(
+    page, serve, database_url, workdir
+):
+    """``aicli principals create`` closes an open service while its dashboard is in: the next
+    call is a 401, and the page asks for a token saying the service is no longer open, not
+    that a token (it never had one) is no longer accepted, nor to leave the token empty."""
+    server = serve()
+    page.goto(f"{server.url}/ui#/sessions")
+    expect(page.locator("#open-notice")).to_be_visible()
+    created = subprocess.run(
+        [AICLI, "principals", "create", "first", "--admin", "--database-url", database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    page.locator("#workdir").fill(workdir)
+    page.get_by_role("button", name="Open session").click()
+    expect(page.locator("#token")).to_be_visible()
+    expect(page.locator("#open-notice")).to_be_hidden()
+    alert = page.locator("#alert")
+    expect(alert).to_contain_text("no longer open")
+    expect(alert).not_to_contain_text("Your token")
+    expect(page.locator("#signin-form")).not_to_contain_text("empty")
+    page.locator("#token").fill(created.stdout.strip().splitlines()[-1])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#who")).to_have_text("first (admin)")
 
 
 def test_a_service_with_a_token_shows_no_open_notice(page, server, sign_in):

@@ -150,3 +150,21 @@ def test_the_dashboard_hides_nothing_the_terminal_client_shows(page, server):
     assert not in_browser - in_python, sorted(map(hex, in_browser - in_python))[:20]
     newer = {code for code in in_python - in_browser if unicodedata.category(chr(code)) != "Cn"}
     assert not newer, sorted(map(hex, newer))[:20]
+
+
+def test_an_approval_card_shows_all_of_a_long_input_without_a_scroll_box(
+    page, server, api, workdir, sign_in
+):
+    """A card can lie by length as well: a command whose harmless start fills the box of a
+    capped height, and whose end (``touch PWNED``) is below it, inside a scroll box that
+    an overlay scrollbar does not even show. What a person allows is drawn whole."""
+    session = api.open_session(workdir, approvals="ask")
+    command = "echo " + "a harmless greeting, " * 200 + "; touch PWNED"
+    api.submit(session["id"], tool("Bash", {"command": command}))
+    sign_in(page, server.url, hash_="#/approvals")
+    shown = page.locator("article.approval pre.tool-input")
+    expect(shown).to_contain_text("; touch PWNED")
+    height, visible_height = shown.evaluate("node => [node.scrollHeight, node.clientHeight]")
+    assert height <= visible_height, (height, visible_height)
+    page.locator("article.approval").get_by_role("button", name="Deny").click()
+    expect(page.locator("article.approval")).to_have_count(0)

@@ -27,7 +27,7 @@ from aicli.console.hidden import (
 )
 from aicli.console.output import tool_line
 from aicli.testing.waiting import wait_for
-from tests.test_console import AICLI, aicli, environment, fields, ok, rows
+from tests.test_console import AICLI, aicli, environment, fields, ok, refused, rows
 
 pytest_plugins = ("tests.serve_fixtures",)
 
@@ -250,6 +250,10 @@ def test_approvals_list_show_and_run_show_the_hidden_characters_and_warn(serve, 
     shown = json.loads(fields(ok(aicli(url, "approvals", "show", approval_id)))["input"])
     assert shown["questions"][0]["question"] == "Which<U+200B> color?"
     assert shown["questions"][0]["options"][0]["label"] == "Red<U+202E>"
+    # Typed without its hidden character, the question is not the one asked: the refusal
+    # names the asked one as it was shown (and is to be typed), not as \u200b.
+    mistyped = aicli(url, "approvals", "answer", approval_id, "Which color?=Blue")
+    refused(mistyped, 2, "No question 'Which color?' was asked; asked: 'Which<U+200B> color?'")
     answer = "Which<U+200B> color?=Red<U+202E>"
     assert fields(ok(aicli(url, "approvals", "answer", approval_id, answer)))["status"] == "allowed"
     out, err = running.communicate(timeout=30)

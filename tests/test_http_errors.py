@@ -41,6 +41,9 @@ def raw_post(client: Client, path: str, data: bytes | str, content_type: str | N
         ("{", "not valid JSON"),
         ('{"workdir": "/tmp",}', "not valid JSON"),
         ('{"command": NaN}', "not valid JSON"),
+        # Valid JSON, but past any double: not a "surrogate escape", as it was once called.
+        ('{"timeout_s": 1e400}', "number 1e400 is out of range"),
+        ('{"metadata": {"a": -2E+999}}', "number -2E+999 is out of range"),
         ("", "empty"),
         ("   ", "empty"),
         ("[]", "not an array"),

@@ -24,6 +24,8 @@ import requests
 
 from aicli.cli import build_parser
 from aicli.contract import PrincipalCreate
+from aicli.errors import InvalidRequest
+from aicli.http import create_app
 from aicli.settings import Settings
 from tests.http_server import Client, error_of, serving
 
@@ -127,6 +129,8 @@ def test_a_request_without_a_host_is_421_unless_any_host_is_allowed(make_runtime
         answer = raw_request(url, request)
         assert answer.startswith(b"HTTP/1.0 421 ") or answer.startswith(b"HTTP/1.1 421 ")
         assert b'"misdirected_request"' in answer
+        # Said as it is, not as "the host None".
+        assert b"None" not in answer and b"has no Host header" in answer
     anywhere = make_runtime(allowed_hosts="*", database_url=f"sqlite:///{tmp_path}/any.db")
     with serving(anywhere) as url:
         assert b" 200 " in raw_request(url, request).split(b"\r\n", 1)[0]
@@ -144,6 +148,19 @@ def test_allowed_hosts_and_the_node_url_name_this_server(make_runtime):
         error_of(
             send(url, "GET", "/me", headers={"Host": "aicli.evil"}), 421, "misdirected_request"
         )
+
+
+@pytest.mark.parametrize(
+    "entry", ["https://aicli.example", "*.example.com", "aicli.example/ui", "user@aicli.example"]
+)
+def test_an_allowed_host_that_no_host_header_can_match_is_refused(make_runtime, entry):
+    """A URL or a wildcard in --allowed-hosts was silently kept and never matched: the
+    server then answered 421 to the very name its operator meant to allow."""
+    runtime = make_runtime(allowed_hosts=f"aicli.internal,{entry}")
+    with pytest.raises(InvalidRequest) as refused:
+        create_app(runtime)
+    assert repr(entry) in refused.value.message and "allowed hosts" in refused.value.message
+    assert refused.value.details == {"setting": "allowed_hosts"}
 
 
 def test_any_host_is_served_when_allowed_hosts_is_a_star(make_runtime, monkeypatch):

@@ -161,6 +161,8 @@ def test_task_fields():
         ({"command": "x", "timeout_s": float("inf")}, "timeout_s", "number"),
         ({"command": "x", "timeout_s": float("nan")}, "timeout_s", "number"),
         ({"command": "x", "metadata": {"a": None}}, "metadata", "metadata"),
+        # A key msgspec refuses: named as the key of its map, not as "key` in `$".
+        ({"command": "x", "metadata": {"a\x00b": "v"}}, "metadata", "'metadata' key 'a\\x00b'"),
     ],
 )
 def test_task_fields_name_what_is_wrong(fields, field, words):

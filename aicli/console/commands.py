@@ -284,8 +284,28 @@ def approvals_answer(client: Client, args: argparse.Namespace) -> int:
         if not equals or not question.strip():
             raise InvalidRequest(f"An answer must read QUESTION=ANSWER, not {given!r}.")
         answers[unveiled(question)] = unveiled(answer)  # typed as shown: <U+XXXX>
+    asked = _questions(client.get_approval(args.id).input)
+    for question in answers:
+        if asked and question not in asked:
+            # The server says so too, but with Python's escapes (\u200b), not as the
+            # question was shown here and is to be typed (<U+200B>).
+            raise InvalidRequest(
+                f"No question {visible(question)!r} was asked; asked: "
+                + "; ".join(repr(visible(text)) for text in asked)
+                + "."
+            )
     show_approval(client.decide(args.id, "allow", answers=answers))
     return 0
+
+
+def _questions(given: Any) -> list[str]:
+    """The texts of the questions a question approval's ``input`` asks."""
+    asked = given.get("questions") if isinstance(given, dict) else None
+    return [
+        q["question"]
+        for q in (asked if isinstance(asked, list) else [])
+        if isinstance(q, dict) and isinstance(q.get("question"), str)
+    ]
 
 
 HANDLERS = {

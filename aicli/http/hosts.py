@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from aicli.errors import InvalidRequest
 from aicli.settings import Settings
 
 ANY_HOST = "*"
@@ -50,6 +51,21 @@ def _entry(name: str) -> str:
     return parts[0] if parts else name.strip().lower()
 
 
+def _listed(entry: str) -> str:
+    """The host of an ``allowed_hosts`` entry; ``InvalidRequest`` for one that no ``Host``
+    header could match (a URL, a wildcard), which would otherwise be kept in silence and
+    refuse the very name its operator meant to allow."""
+    host = _entry(entry)
+    if split_host(host if ":" not in host else f"[{host}]") is None or "*" in host:
+        raise InvalidRequest(
+            f"The allowed hosts (AICLI_ALLOWED_HOSTS, --allowed-hosts) hold {entry!r}, which "
+            "no Host header can match: list host names or addresses, each with an optional "
+            "port (no scheme, path or wildcard), or * alone to allow any host.",
+            {"setting": "allowed_hosts"},
+        )
+    return host
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -67,9 +83,10 @@ def allowed_hosts(settings: Settings) -> frozenset[str] | None:
     names: Iterable[str | None] = [
         settings.host,
         urlsplit(settings.node_url).hostname if settings.node_url else None,
-        *listed,
     ]
-    return frozenset(_entry(name) for name in names if name)
+    return frozenset(_entry(name) for name in names if name) | {
+        _listed(entry) for entry in listed if entry
+    }
 
 
 def names_this_server(host_header: str | None, allowed: frozenset[str] | None) -> bool:

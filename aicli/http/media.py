@@ -11,6 +11,7 @@ surrogate escape, "truncated", would mislead).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -71,15 +72,30 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _OutOfRange(Exception):
+    """A number past the largest double (``1e400``): valid JSON that msgspec refuses."""
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise _OutOfRange(text)
+    return number
+
+
 def _not_json(raw: bytes) -> InvalidRequest:
     try:
-        json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite)
     except UnicodeDecodeError:
         return InvalidRequest("The request body is not valid UTF-8.")
     except ValueError as ex:
         return InvalidRequest(f"The request body is not valid JSON: {ex}.")
     except RecursionError:
         return InvalidRequest("The request body nests JSON arrays or objects too deeply.")
+    except _OutOfRange as ex:
+        return InvalidRequest(
+            f"The request body's number {ex} is out of range: it must fit a 64-bit float."
+        )
     # Valid JSON that msgspec refused: a lone \\udXXX escape, half a surrogate pair.
     return InvalidRequest(
         "The request body has an unpaired surrogate escape (like \\udcff); "

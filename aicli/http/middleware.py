@@ -122,8 +122,13 @@ class HostCheck:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         given = req.get_header("Host")
         if not hosts.names_this_server(given, self._allowed):
+            refused = (
+                "This request has no Host header, so it does not name this server"
+                if given is None
+                else f"This server does not answer to the host {given!r}"
+            )
             raise MisdirectedRequest(
-                f"This server does not answer to the host {given!r}: a request must name it "
+                f"{refused}: a request must name it "
                 "by localhost, a loopback address, the address it listens on, the host of its "
                 "node URL or a host in its allowed hosts (AICLI_ALLOWED_HOSTS).",
                 {"host": given},

@@ -82,10 +82,13 @@ async function api(method, path, { body, query, signal, token } = {}) {
   return response.status === 204 ? null : response.json();
 }
 
-// A 401 to a call made with the saved token: that token is no longer good anywhere.
+// A 401 to a call made with the saved token: that token is no longer good anywhere. Without
+// one, the service was open and is no more (its first principal was created): say that.
 function signOutOn401(error) {
   if (error.status === 401 && auth.signedIn) {
-    signOut(`Your token is no longer accepted (401): ${error.message}`);
+    signOut(auth.token
+      ? `Your token is no longer accepted (401): ${error.message}`
+      : "This service is no longer open: it now needs an API token (401). Sign in with one.");
   }
 }
 
@@ -299,7 +302,7 @@ function renderSignIn(message) {
   const submit = h("button", { type: "submit", text: "Sign in" });
   const form = h("form.card.signin", { id: "signin-form", novalidate: true },
     h("h1", { text: "Sign in" }),
-    h("p.muted", { text: "Paste your aicli API token. Leave it empty if the service runs without one." }),
+    h("p.muted", { text: "Paste your aicli API token." }),
     field("API token", input),
     h("div.actions", {}, submit),
   );
