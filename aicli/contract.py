@@ -181,8 +181,9 @@ class TaskSubmit(Struct, **_REQUEST):
 
 # A count of a limit: whole, as JSON may write it (5 or 5.0), and one a database can hold.
 LimitCount = Annotated[float, Meta(ge=0, le=1_000_000_000, multiple_of=1)]
-# 1.2: characters of stored text (prompts, answers, metadata, event data), at most 2**53.
-StoredBytes = Annotated[float, Meta(ge=0, le=9_007_199_254_740_992, multiple_of=1)]
+# 1.2: characters of stored text (prompts, answers, metadata, event data). The cap sits
+# well under 2**53, so that no JSON number past it rounds down to it as a float.
+StoredBytes = Annotated[float, Meta(ge=0, le=1_000_000_000_000_000, multiple_of=1)]
 
 
 class PrincipalLimits(Struct, **_REQUEST):

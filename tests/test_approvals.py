@@ -195,7 +195,11 @@ def test_deciding_twice_an_unknown_id_and_bad_bodies_are_refused(client, asking)
         response = client.post(url, json=body)
         error_of(response, 400, "invalid_request")
         assert response.json()["error"]["details"]["field"] == field, name
-    error_of(client.post(url, data=b"{"), 400, "invalid_request")
+    error_of(
+        client.post(url, data=b"{", headers={"Content-Type": "application/json"}),
+        400,
+        "invalid_request",
+    )
     assert client.get(url).json()["status"] == "pending"  # nothing bad reached it
 
     decide(client, approval["id"], decision="allow")

@@ -6,6 +6,7 @@ import signal
 import time
 
 import psutil
+import pytest
 import requests
 
 from aicli.runtime import owner_prefix
@@ -29,7 +30,20 @@ def open_session(url: str, workdir: str) -> str:
     return response.json()["id"]
 
 
-def test_sigkill_of_the_server_then_restart(serve, database_url, workdir, fake_api):
+def watchdogs(server_pid: int) -> list[psutil.Process]:
+    """The server's watchdog (``aicli.actors.watchdog``), a child of its own."""
+    return [
+        child
+        for child in psutil.Process(server_pid).children()
+        if "aicli.actors.watchdog" in " ".join(child.cmdline())
+    ]
+
+
+@pytest.mark.parametrize("killed", ["server", "server and watchdog"])
+def test_sigkill_of_the_server_then_restart(serve, database_url, workdir, fake_api, killed):
+    guarded = database_url.startswith("postgresql")  # only a node with peers has a watchdog
+    if killed == "server and watchdog" and not guarded:
+        pytest.skip("an SQLite server runs no watchdog: the other case covers it")
     server = serve()
     session_id = open_session(server.url, workdir)
     before = submit(server.url, session_id, "[[say: done before the crash]]")
@@ -40,11 +54,17 @@ def test_sigkill_of_the_server_then_restart(serve, database_url, workdir, fake_a
     old_children = {p.pid for p in aicli_children(database_url)}
     assert old_children
 
+    dogs = watchdogs(server.popen.pid)
+    assert len(dogs) == guarded
+    if killed == "server and watchdog":
+        dogs.pop().kill()
     server.signal(signal.SIGKILL)
     server.wait(10)
-    assert sleepers(database_url), (
-        "the orphaned tool outlives a SIGKILLed server until the next start"
-    )
+    if dogs:
+        # It saw the server's pipe close: the tool ends now, not at the next start.
+        wait_for(lambda: not sleepers(database_url), timeout=10, what="the watchdog's kill")
+    else:
+        assert sleepers(database_url), "with no watchdog, the orphan lives until the next start"
 
     server = serve()
     # At once on SQLite; on PostgreSQL once the dead run's lease has ended.
