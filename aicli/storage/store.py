@@ -464,7 +464,8 @@ class Store:
         used with another request, or in another session of the same owner,
         ``IdempotencyKeyReused`` (see ``idempotency``). Otherwise a
         closed session raises ``SessionClosed`` and a session holding
-        ``max_pending`` pending tasks ``LimitExceeded``: the checks, the place in
+        ``max_pending`` pending tasks ``LimitExceeded``, and one whose owner would pass its
+        ``max_stored_bytes`` ``StorageLimitExceeded`` (``usage``): the checks, the place in
         the queue and the insert share a transaction (and a lock on the session
         row), so no task slips into a session after its close has cancelled the
         pending ones. The returned task carries its ``queue_position``. The new
@@ -483,6 +484,7 @@ class Store:
             fingerprint = idempotency.fingerprint(session_id, given)
 
         def write() -> tuple[Task, bool]:
+            stored_limit = usage.limit_of(self._engine, session_id)
             if idempotency_key is not None:
                 # Lock before looking, so that racers with one key take turns.
                 session = self._execute(lock_session, (session_id,)).fetchone()
@@ -493,6 +495,8 @@ class Store:
                 )
                 if first is not None:
                     return first, False
+            if stored_limit is not None:
+                usage.ensure_room(self._engine, stored_limit, size)
             counted = self._execute(_COUNT_NEW_TASK, (size, session_id, limit)).fetchone()
             if counted is None:
                 raise self._refusal(session_id, limit)
