@@ -173,3 +173,24 @@ def test_concurrent_submits_in_several_sessions_stop_at_the_limit(
         accepted = list(pool.map(submit, range(8)))
     assert accepted.count(True) == 3
     assert store.principals.get(owner.id).stored_bytes <= 3500
+
+
+def test_an_open_past_max_stored_bytes_is_413(url, workdir) -> None:
+    """A session's metadata and system prompt are stored too: a principal at its limit opened
+    and closed sessions of a megabyte of metadata each, with nothing to stop it."""
+    admin = Client(url, token=ROOT_TOKEN)
+    created = admin.post(
+        "/principals", json={"name": "ivy", "limits": {"max_stored_bytes": 3000}}
+    ).json()
+    ivy = Client(url, token=created["token"])
+    first = ivy.post("/sessions", json={"workdir": workdir, "metadata": {"m": "x" * 2000}})
+    assert first.status_code == 201
+    assert ivy.delete(f"/sessions/{first.json()['id']}").status_code == 200
+    for body in (
+        {"workdir": workdir, "metadata": {"m": "y" * 2000}},
+        {"workdir": workdir, "append_system_prompt": "z" * 2000},
+    ):
+        refused = ivy.post("/sessions", json=body)
+        assert "max_stored_bytes" in error_of(refused, 413, "storage_limit_exceeded")
+    assert admin.get(f"/principals/{created['id']}").json()["stored_bytes"] < 3000
+    assert ivy.post("/sessions", json={"workdir": workdir}).status_code == 201

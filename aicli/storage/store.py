@@ -302,7 +302,9 @@ class Store:
         max_owned: int | None = None,
     ) -> Session:
         """A new idle session; ``LimitExceeded`` past ``max_open`` open sessions in all or
-        ``max_owned`` of ``owner``'s, counted in the insert's own transaction (``admission``)."""
+        ``max_owned`` of ``owner``'s, counted in the insert's own transaction (``admission``),
+        and ``StorageLimitExceeded`` if its metadata and system prompt would take ``owner``
+        past its ``max_stored_bytes`` (``usage``)."""
         if permission_mode is not None and permission_mode not in tuple(PermissionMode):
             raise InvalidRequest(
                 f"'permission_mode' must be among {', '.join(tuple(PermissionMode))}.",
@@ -328,6 +330,7 @@ class Store:
         )
         stored_now = to_db_time(now)
         metadata_text = to_json_text(session.metadata)
+        size = usage.text_size(metadata_text, append_system_prompt)
         params = (
             session.id,
             session.status,
@@ -344,11 +347,14 @@ class Store:
             owner,
             session.approvals,
             session.approval_timeout_s,
-            usage.text_size(metadata_text, append_system_prompt),
+            size,
         )
 
         def write() -> None:
             admission.admit(self._engine, owner, max_open, max_owned)
+            stored_limit = usage.limit_of(self._engine, owner=owner)
+            if stored_limit is not None:
+                usage.ensure_room(self._engine, stored_limit, size)
             self._execute(_INSERT_SESSION, params)
 
         self._engine.write(write)
@@ -484,7 +490,7 @@ class Store:
             fingerprint = idempotency.fingerprint(session_id, given)
 
         def write() -> tuple[Task, bool]:
-            stored_limit = usage.limit_of(self._engine, session_id)
+            stored_limit = usage.limit_of(self._engine, session_id=session_id)
             if idempotency_key is not None:
                 # Lock before looking, so that racers with one key take turns.
                 session = self._execute(lock_session, (session_id,)).fetchone()
