@@ -4,9 +4,10 @@ Most reads are of ended tasks (results, history lists), and building a task
 from its row costs more than the database's read of it: about 5 µs a task,
 most of a page of 50. A task is kept only once its row is terminal, and no
 write of the store touches a terminal row (``transitions`` allows no move out
-of a terminal state), so an entry never goes stale. Bounded by count and by
-the text held, metadata included (forty tasks of a megabyte of metadata each
-once sat here uncounted); the oldest entry goes first.
+of a terminal state), so an entry never goes stale; retention may delete it
+(on any node), which ``Store.get_task`` checks before it answers from here.
+Bounded by count and by the text held, metadata included (forty tasks of a
+megabyte of metadata each once sat here uncounted); the oldest entry goes first.
 """
 
 from __future__ import annotations

@@ -548,12 +548,20 @@ class Store:
         return self._engine.read(lambda: self._by_idempotency_key(session_id, idempotency_key))
 
     def get_task(self, task_id: str) -> Task:
-        """The task; ``queue_position`` is left ``None`` (the session actor knows it)."""
+        """The task; ``queue_position`` is left ``None`` (the session actor knows it).
+
+        An ended task kept (``EndedTasks``) is answered as kept once its row is seen to
+        exist still: retention, on any node, may have deleted it, and only the pruning
+        node's own cache is told.
+        """
         ended = self._ended.get(task_id)
-        if ended is not None:
-            return ended
 
         def read() -> Task:
+            if ended is not None:
+                if self._execute(_TASK_EXISTS, (task_id,)).fetchone() is None:
+                    self._ended.forget((task_id,))
+                    raise TaskNotFound(task_id)
+                return ended
             row = self._execute(_GET_TASK, (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
