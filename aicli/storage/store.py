@@ -567,7 +567,9 @@ class Store:
                 raise TaskNotFound(task_id)
             return self._ended.from_row(row)
 
-        return self._engine.read(read)
+        if ended is not None:
+            return self._engine.read(read)
+        return self._ended.read_once(task_id, lambda: self._engine.read(read))
 
     def list_tasks(
         self,
