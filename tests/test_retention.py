@@ -213,3 +213,17 @@ def test_a_task_pruned_by_another_node_is_gone_from_this_ones_cache(
     finally:
         reader.close()
         pruner.close()
+
+
+def test_the_idempotency_key_of_a_pruned_task_is_free_again(store: Store, tmp_path: Path) -> None:
+    """As the README says: a key stands for its task as long as the task is kept."""
+    session = store.create_session(workdir=str(tmp_path))
+    first, created = store.create_task(session.id, command="once", idempotency_key="k")
+    assert created
+    store.start_next_task(session.id)
+    store.finish_task(first.id, TaskStatus.COMPLETED, output="done")
+    back_date(store, first.id, OLD)
+    assert store.create_task(session.id, command="once", idempotency_key="k")[0].id == first.id
+    assert store.retention.prune(NOW).tasks == 1
+    again, created = store.create_task(session.id, command="once", idempotency_key="k")
+    assert created and again.id != first.id
