@@ -181,9 +181,10 @@ class EventsResource:
         self._stream_headers(resp)
         if req.method == "HEAD":  # the headers a stream would have, and no stream
             return
-        first_page = self._frames.after(task_id, after)
+        # The slot first: a stream refused for want of one reads nothing.
         slot = self._slots.acquire()
         try:
+            first_page = self._frames.after(task_id, after)
             stream = EventStream(
                 self._runtime,
                 self._frames,
