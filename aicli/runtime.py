@@ -532,6 +532,10 @@ class Runtime:
         events, more = self.store.event_page(task_id, after=after, limit=limit)
         return EventPage(data=events, has_more=more)
 
+    def task_ended(self, task_id: str) -> bool:
+        """Whether the task has ended (for a caller that checked it may see it)."""
+        return self.store.task_ended(task_id)
+
     def check_task(self, task_id: str, *, principal: Principal | None = None) -> None:
         """``TaskNotFound`` unless ``principal`` may see the task (for everyone who sees all,
         the task's reads tell an unknown one)."""

@@ -73,7 +73,7 @@ def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.
     app.add_route("/tasks", TasksResource(runtime))
     app.add_route("/tasks/{task_id}", TaskResource(runtime, slots, bodies))
     app.add_route(
-        "/tasks/{task_id}/events", EventsResource(runtime, slots, keepalive_s=keepalive_s)
+        "/tasks/{task_id}/events", EventsResource(runtime, slots, bodies, keepalive_s=keepalive_s)
     )
     app.add_route("/approvals", ApprovalsResource(runtime))
     app.add_route("/approvals/{approval_id}", ApprovalResource(runtime))

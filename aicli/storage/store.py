@@ -451,6 +451,13 @@ class Store:
             raise TaskNotFound(task_id)
         return row[0], row[1]
 
+    def task_ended(self, task_id: str) -> bool:
+        """Whether the task has ended, from its status alone (a large answer is not read)."""
+        row = self._engine.read(lambda: self._execute(_TASK_STATUS, (task_id,)).fetchone())
+        if row is None:
+            raise TaskNotFound(task_id)
+        return row[0] in TERMINAL_STATUSES
+
     # tasks
 
     def create_task(
