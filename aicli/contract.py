@@ -474,7 +474,8 @@ class Usage(Struct, **_VALUE):
     output_tokens: int = 0
 
 
-class Task(Struct, frozen=True):  # positional too: the store builds it from a row
+# Positional too: the store builds it from a row. Weakly referenced: ``storage.ended``.
+class Task(Struct, frozen=True, weakref=True):
     id: str
     session_id: str
     command: str

@@ -67,7 +67,6 @@ from aicli.errors import (
     BudgetExceeded,
     PrincipalNotFound,
     StorageError,
-    StorageLimitExceeded,
     Unauthorized,
     Unavailable,
 )
@@ -384,7 +383,8 @@ class Runtime:
         With ``wait``, the task is returned once terminal or after ``wait``
         seconds, whichever is first: one call from prompt to answer. A principal's
         submits stop at its ``budget_usd`` (``BudgetExceeded``) and its
-        ``max_pending_per_session``.
+        ``max_pending_per_session``, and the session owner's at its ``max_stored_bytes``
+        (``StorageLimitExceeded``, checked in the store's write).
         """
         self._check_accepting()
         if not isinstance(request, TaskSubmit):
@@ -394,7 +394,6 @@ class Runtime:
         max_pending = self.settings.max_pending_per_session
         if principal is not None:
             max_pending = self._principal_pending_limit(principal, max_pending)
-            _check_storage(principal, request)
         # Watched before it exists, so that a turn quicker than this call is not missed.
         task_id = contract.new_id()
         seen = self.notifier.version(task_id)
@@ -532,6 +531,10 @@ class Runtime:
         self.revocations.check(principal)
         events, more = self.store.event_page(task_id, after=after, limit=limit)
         return EventPage(data=events, has_more=more)
+
+    def task_ended(self, task_id: str) -> bool:
+        """Whether the task has ended (for a caller that checked it may see it)."""
+        return self.store.task_ended(task_id)
 
     def check_task(self, task_id: str, *, principal: Principal | None = None) -> None:
         """``TaskNotFound`` unless ``principal`` may see the task (for everyone who sees all,
@@ -899,21 +902,6 @@ class Runtime:
             else t
             for t in tasks
         ]
-
-
-def _check_storage(principal: Principal, request: TaskSubmit) -> None:
-    """``StorageLimitExceeded`` if the task's text would take what the principal's sessions
-    store (``principal.stored_bytes``, read with it) past its ``max_stored_bytes``."""
-    limit = principal.limits.max_stored_bytes
-    if limit is None:
-        return
-    adding = len(request.command) + len(contract.encode(request.metadata or {}))
-    if principal.stored_bytes + adding > limit:
-        raise StorageLimitExceeded(
-            f"Principal '{principal.name}' stores {principal.stored_bytes} bytes of its"
-            f" max_stored_bytes of {limit:.0f}, and this task's {adding} would pass it.",
-            {"max_stored_bytes": limit, "stored_bytes": principal.stored_bytes, "adding": adding},
-        )
 
 
 def owner_prefix(database_url: str) -> str:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from aicli.contract import TaskStatus
+from aicli.contract import Task, TaskStatus
 from aicli.storage import Store, ended
+from aicli.storage.testing import captured_queries
+from aicli.testing.waiting import wait_for
 from tests.store_reads import tasks_by_id
 
 pytest_plugins = ("tests.storage_fixtures",)
@@ -48,7 +55,62 @@ def test_what_is_kept_is_bounded_by_count_and_by_text(
         tasks.append(store.finish_task(task.id, TaskStatus.COMPLETED, output=output))
     for task in tasks:
         kept.keep(task)
-    assert [kept.get(t.id) is not None for t in tasks] == [False, True, True, True, False]
+    ids = [t.id for t in tasks]
+    del tasks, task
+    gc.collect()
+    # The large one was shared while held (see below), not kept.
+    assert [kept.get(task_id) is not None for task_id in ids] == [False, True, True, True, False]
+
+
+def test_a_large_ended_task_is_shared_while_held_and_not_read_again(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sixty long-polls woken by the end of a task with a 10 MB answer each read and built
+    it: the server grew by a gigabyte. Held by anyone, it is found, not read again."""
+    monkeypatch.setattr(ended, "MAX_CHARS_ONE", 100)
+    session = store.create_session(workdir=str(tmp_path))
+    task = store.create_task(session_id=session.id, command="c")[0]
+    store.start_next_task(session.id)
+    held = store.finish_task(task.id, TaskStatus.COMPLETED, output="y" * 1000)
+    with captured_queries(store) as queries:
+        assert store.get_task(task.id) is held
+    assert ["SELECT 1 FROM tasks" in q.sql for q in queries] == [True]  # it still exists
+    del held
+    gc.collect()
+    again = store.get_task(task.id)
+    assert again.output == "y" * 1000 and store.get_task(task.id) is again
+
+
+def test_readers_of_a_task_at_once_share_one_read_of_an_ended_one() -> None:
+    waiting: list[int] = []
+
+    class Counted(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waiting.append(1)
+            return super().wait(timeout)
+
+    class Read(ended._Read):
+        def __init__(self) -> None:
+            super().__init__()
+            self.done = Counted()
+
+    kept = ended.EndedTasks()
+    reads: list[str] = []
+    done = Task("t", "s", "c", TaskStatus.COMPLETED, "z" * 10, created_at=datetime.now(UTC))
+
+    def read() -> Task:
+        reads.append("read")
+        wait_for(lambda: len(waiting) == 3, what="the others waiting for this read")
+        return done
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ended, "_Read", Read)
+        with ThreadPoolExecutor(4) as pool:
+            found = list(pool.map(lambda _: kept.read_once("t", read), range(4)))
+    assert reads == ["read"] and all(task is done for task in found)
+    # A task not ended when the read began is read again by each who waited for it.
+    running = msgspec.structs.replace(done, status=TaskStatus.RUNNING)
+    assert kept.read_once("t", lambda: running) is running
 
 
 def test_a_row_read_while_running_is_shown_as_read_though_the_task_has_ended_since(

@@ -71,3 +71,27 @@ def test_two_apps_can_share_one_runtime(make_runtime):
     runtime: Runtime = make_runtime()
     create_app(runtime)
     create_app(runtime)
+
+
+def test_a_stream_refused_for_want_of_a_slot_reads_nothing_first(
+    make_runtime, workdir, monkeypatch
+):
+    """The first page (up to ``paging.PAGE_BYTES`` of events) was read, and its frames built,
+    before the slot was asked for: each refused stream, past ``max_streams``, did it all."""
+    from tests.http_server import local_test_client
+
+    runtime: Runtime = make_runtime()
+    session = runtime.open_session(workdir=workdir)
+    task, _ = runtime.submit_task(session.id, "[[say: hi]]", wait=30)
+    reads: list[int] = []
+    page = runtime.event_page
+    monkeypatch.setattr(runtime, "event_page", lambda *a, **k: reads.append(1) or page(*a, **k))
+    app = create_app(runtime)
+    monkeypatch.setattr(Slots, "acquire", lambda self: (_ for _ in ()).throw(Unavailable("full")))
+    for last_event_id in ("0", "1", "2"):
+        refused = local_test_client(app).simulate_get(
+            f"/tasks/{task.id}/events",
+            headers={"Accept": "text/event-stream", "Last-Event-ID": last_event_id},
+        )
+        assert refused.status_code == 503
+    assert reads == []

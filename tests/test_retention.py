@@ -189,3 +189,41 @@ def test_a_runtime_with_retain_days_prunes_soon_after_its_start(
         return False
 
     wait_for(gone, timeout=10, what="the runtime's pruner to prune the old task")
+
+
+def test_a_task_pruned_by_another_node_is_gone_from_this_ones_cache(
+    postgres_database, tmp_path: Path
+) -> None:
+    """Each node keeps the ended tasks it read; only the pruning node dropped them, so the
+    others went on answering GET /tasks/{id} of a deleted task (whose events were 404)."""
+    from aicli.storage.testing import fresh_schema_url
+
+    url = fresh_schema_url(postgres_database)
+    reader, pruner = open_store(url), open_store(url)
+    try:
+        session = reader.create_session(workdir=str(tmp_path))
+        task_id = ended(reader, session.id, "old")
+        back_date(reader, task_id, OLD)
+        assert reader.get_task(task_id).status == TaskStatus.COMPLETED  # now kept by the reader
+        assert pruner.retention.prune(NOW).tasks == 1
+        with pytest.raises(TaskNotFound):
+            reader.get_task(task_id)
+        with pytest.raises(TaskNotFound):
+            reader.get_task(task_id)
+    finally:
+        reader.close()
+        pruner.close()
+
+
+def test_the_idempotency_key_of_a_pruned_task_is_free_again(store: Store, tmp_path: Path) -> None:
+    """As the README says: a key stands for its task as long as the task is kept."""
+    session = store.create_session(workdir=str(tmp_path))
+    first, created = store.create_task(session.id, command="once", idempotency_key="k")
+    assert created
+    store.start_next_task(session.id)
+    store.finish_task(first.id, TaskStatus.COMPLETED, output="done")
+    back_date(store, first.id, OLD)
+    assert store.create_task(session.id, command="once", idempotency_key="k")[0].id == first.id
+    assert store.retention.prune(NOW).tasks == 1
+    again, created = store.create_task(session.id, command="once", idempotency_key="k")
+    assert created and again.id != first.id

@@ -435,8 +435,9 @@ def test_hot_calls_run_few_statements(store: Store, session: Session) -> None:
     # Appending alone commits lazily: one setting on PostgreSQL, two on SQLite (set, restore).
     lazy = 1 if store.is_postgres else 2
     calls = {
-        # count (and number) it in the session, insert it, insert its pending event
-        "create_task": (lambda: store.create_task(session_id=session.id, command="c"), 3),
+        # its owner's max_stored_bytes (aicli.storage.usage), count (and number) it in the
+        # session, insert it, insert its pending event
+        "create_task": (lambda: store.create_task(session_id=session.id, command="c"), 4),
         "get_task": (lambda: store.get_task(task.id), 1),
         "get_session": (lambda: store.get_session(session.id), 1),
         "update_session": (lambda: store.update_session(session.id, claude_session_id="x"), 1),

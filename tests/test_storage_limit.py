@@ -90,3 +90,107 @@ def test_every_write_counts_so_pruning_all_of_it_comes_back_to_zero(
     assert store.principals.get(owner.id).stored_bytes > 0
     assert store.retention.prune(utcnow() + timedelta(seconds=1)).tasks == 5
     assert store.principals.get(owner.id).stored_bytes == 2  # its metadata, "{}"
+
+
+def test_the_limit_is_checked_in_the_write_so_racers_cannot_pass_it(
+    store: Store, tmp_path: Path
+) -> None:
+    """Checked against the principal read at authentication, twenty submits at once all saw
+    the same room and all got in: the store checks the owner's limit in the insert's write."""
+    from aicli.errors import StorageLimitExceeded
+
+    owner = store.principals.create(
+        PrincipalCreate(name="erin", limits=PrincipalLimits(max_stored_bytes=5000))
+    )
+    first = store.create_session(workdir=str(tmp_path), owner=owner.id)
+    second = store.create_session(workdir=str(tmp_path), owner=owner.id)
+    store.create_task(first.id, command="x" * 2000)
+    store.create_task(second.id, command="y" * 2000)
+    with pytest.raises(StorageLimitExceeded) as refused:
+        store.create_task(first.id, command="z" * 2000)
+    assert refused.value.details["max_stored_bytes"] == 5000
+    assert refused.value.details["stored_bytes"] == store.principals.get(owner.id).stored_bytes
+    assert store.principals.get(owner.id).stored_bytes < 5000
+    # A principal without a limit, and a session without an owner, are not held back.
+    free = store.create_session(workdir=str(tmp_path))
+    store.create_task(free.id, command="z" * 20_000)
+
+
+def test_a_stale_principal_lets_no_second_submit_past_the_limit(make_runtime, workdir) -> None:
+    runtime = make_runtime()
+    principal = runtime.store.principals.create(
+        PrincipalCreate(name="frank", limits=PrincipalLimits(max_stored_bytes=3000))
+    )
+    read_at_authentication = runtime.store.principals.get(principal.id)
+    session = runtime.open_session(workdir=workdir, principal=read_at_authentication)
+    runtime.submit_task(session.id, "x" * 2000, principal=read_at_authentication)
+    from aicli.errors import StorageLimitExceeded
+
+    with pytest.raises(StorageLimitExceeded):
+        runtime.submit_task(session.id, "y" * 2000, principal=read_at_authentication)
+
+
+def test_a_retried_submit_gets_its_task_even_at_the_limit(url, workdir) -> None:
+    """The same request under the same Idempotency-Key returns the first task: the task that
+    took the principal to its limit is no reason to refuse the retry that asks for it."""
+    admin = Client(url, token=ROOT_TOKEN)
+    created = admin.post(
+        "/principals", json={"name": "gina", "limits": {"max_stored_bytes": 3000}}
+    ).json()
+    gina = Client(url, token=created["token"])
+    session = gina.post("/sessions", json={"workdir": workdir}).json()
+    path = f"/sessions/{session['id']}/tasks"
+    body = {"command": "[[say: ok]]" + " " * 2000}
+    first = gina.post(path, json=body, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == 202
+    again = gina.post(path, json=body, headers={"Idempotency-Key": "k1"})
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+    other = gina.post(path, json=body, headers={"Idempotency-Key": "k2"})
+    error_of(other, 413, "storage_limit_exceeded")
+
+
+def test_concurrent_submits_in_several_sessions_stop_at_the_limit(
+    store: Store, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aicli.errors import StorageLimitExceeded
+
+    owner = store.principals.create(
+        PrincipalCreate(name="hank", limits=PrincipalLimits(max_stored_bytes=3500))
+    )
+    sessions = [store.create_session(workdir=str(tmp_path), owner=owner.id) for _ in range(4)]
+
+    def submit(n: int) -> bool:
+        try:
+            store.create_task(sessions[n % 4].id, command=str(n) * 1000)
+        except StorageLimitExceeded:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        accepted = list(pool.map(submit, range(8)))
+    assert accepted.count(True) == 3
+    assert store.principals.get(owner.id).stored_bytes <= 3500
+
+
+def test_an_open_past_max_stored_bytes_is_413(url, workdir) -> None:
+    """A session's metadata and system prompt are stored too: a principal at its limit opened
+    and closed sessions of a megabyte of metadata each, with nothing to stop it."""
+    admin = Client(url, token=ROOT_TOKEN)
+    created = admin.post(
+        "/principals", json={"name": "ivy", "limits": {"max_stored_bytes": 3000}}
+    ).json()
+    ivy = Client(url, token=created["token"])
+    first = ivy.post("/sessions", json={"workdir": workdir, "metadata": {"m": "x" * 2000}})
+    assert first.status_code == 201
+    assert ivy.delete(f"/sessions/{first.json()['id']}").status_code == 200
+    for body in (
+        {"workdir": workdir, "metadata": {"m": "y" * 2000}},
+        {"workdir": workdir, "append_system_prompt": "z" * 2000},
+    ):
+        refused = ivy.post("/sessions", json=body)
+        assert "max_stored_bytes" in error_of(refused, 413, "storage_limit_exceeded")
+    assert admin.get(f"/principals/{created['id']}").json()["stored_bytes"] < 3000
+    assert ivy.post("/sessions", json={"workdir": workdir}).status_code == 201

@@ -9,6 +9,7 @@ from falcon.routing import CompiledRouter
 
 from aicli.http import dashboard, errors, media
 from aicli.http.approvals import ApprovalResource, ApprovalsResource
+from aicli.http.bodies import Bodies
 from aicli.http.events import KEEPALIVE_S, EventsResource
 from aicli.http.metrics import HttpMetrics
 from aicli.http.middleware import (
@@ -65,13 +66,14 @@ def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.
     errors.install(app)
 
     slots = Slots(settings.max_streams)
+    bodies = Bodies()
     app.add_route("/sessions", SessionsResource(runtime))
     app.add_route("/sessions/{session_id}", SessionResource(runtime))
-    app.add_route("/sessions/{session_id}/tasks", SessionTasksResource(runtime, slots))
+    app.add_route("/sessions/{session_id}/tasks", SessionTasksResource(runtime, slots, bodies))
     app.add_route("/tasks", TasksResource(runtime))
-    app.add_route("/tasks/{task_id}", TaskResource(runtime, slots))
+    app.add_route("/tasks/{task_id}", TaskResource(runtime, slots, bodies))
     app.add_route(
-        "/tasks/{task_id}/events", EventsResource(runtime, slots, keepalive_s=keepalive_s)
+        "/tasks/{task_id}/events", EventsResource(runtime, slots, bodies, keepalive_s=keepalive_s)
     )
     app.add_route("/approvals", ApprovalsResource(runtime))
     app.add_route("/approvals/{approval_id}", ApprovalResource(runtime))

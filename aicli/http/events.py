@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING
 import falcon
 
 from aicli import contract
-from aicli.contract import EventHeaders, EventQuery, Principal
+from aicli.contract import EventHeaders, EventPage, EventQuery, Principal
 from aicli.errors import AicliError
 from aicli.http import media
+from aicli.http.bodies import Bodies
 from aicli.http.frames import Frame, Frames
 from aicli.http.middleware import caller
 from aicli.http.query import params
@@ -151,9 +152,17 @@ class EventStream:
 
 
 class EventsResource:
-    def __init__(self, runtime: Runtime, slots: Slots, *, keepalive_s: float = KEEPALIVE_S) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        slots: Slots,
+        bodies: Bodies,
+        *,
+        keepalive_s: float = KEEPALIVE_S,
+    ) -> None:
         self._runtime = runtime
         self._slots = slots
+        self._bodies = bodies
         self._keepalive_s = keepalive_s
         self._frames = Frames(
             lambda task_id, after: runtime.event_page(task_id, after, STREAM_PAGE).data
@@ -172,18 +181,17 @@ class EventsResource:
             if streaming and headers.last_event_id is not None:
                 after = headers.last_event_id
         if not streaming:
-            media.write(
-                resp, self._runtime.event_page(task_id, after, limit, principal=caller(req))
-            )
+            self._write_page(req, resp, task_id, after, limit)
             return
         # Read before the stream starts, so that an unknown task is a 404, not an empty stream.
         self._runtime.check_task(task_id, principal=caller(req))
         self._stream_headers(resp)
         if req.method == "HEAD":  # the headers a stream would have, and no stream
             return
-        first_page = self._frames.after(task_id, after)
+        # The slot first: a stream refused for want of one reads nothing.
         slot = self._slots.acquire()
         try:
+            first_page = self._frames.after(task_id, after)
             stream = EventStream(
                 self._runtime,
                 self._frames,
@@ -199,6 +207,22 @@ class EventsResource:
             slot.release()
             raise
         resp.stream = stream
+
+    def _write_page(
+        self, req: falcon.Request, resp: falcon.Response, task_id: str, after: int, limit: int
+    ) -> None:
+        """A page of events as JSON; an ended task's is shared (``bodies``) once its caller
+        is known to see it, as none of its events changes any more."""
+
+        def page() -> EventPage:
+            return self._runtime.event_page(task_id, after, limit, principal=caller(req))
+
+        self._runtime.check_task(task_id, principal=caller(req))
+        if self._runtime.task_ended(task_id):
+            self._runtime.revocations.check(caller(req))
+            self._bodies.write_ended(resp, ("events", task_id, after, limit), page)
+        else:
+            media.write(resp, page())
 
     @staticmethod
     def _stream_headers(resp: falcon.Response) -> None:

@@ -29,7 +29,7 @@ from aicli.settings import Settings
 # the Prefer header (prefer); the body's struct. Then its summary. Path parameters come
 # from the path.
 OPERATIONS = """
-openSession POST /sessions 201:Session 400,429,503 SessionCreate
+openSession POST /sessions 201:Session 400,413,429,503 SessionCreate
   Open a session: a Claude Code conversation in a working directory.
 listSessions GET /sessions 200:SessionPage 400,403,503 SessionListQuery
   List sessions.
@@ -105,8 +105,8 @@ ERRORS = {  # each starts with the codes it carries
     "409": "session_closed, task_not_cancellable, approval_decided: the session, the task or "
     "the approval is past it.",
     "413": "payload_too_large, storage_limit_exceeded: the body is over the size limit, whatever "
-    "it holds; or (a submit) the task would take what the caller's sessions store past its "
-    "`limits.max_stored_bytes`.",
+    "it holds; or (a submit, an open) the task or the session would take what its owner's "
+    "sessions store past its `limits.max_stored_bytes`.",
     "415": "unsupported_media_type: a body (POST, PUT, PATCH, DELETE) whose `Content-Type` is "
     "not `application/json` (parameters such as `charset` allowed) or `application/*+json`; "
     "a body with no `Content-Type` too. Nothing is read or done.",

@@ -18,6 +18,7 @@ from aicli.contract import (
 )
 from aicli.errors import InvalidRequest, Unavailable
 from aicli.http import media
+from aicli.http.bodies import Bodies
 from aicli.http.middleware import caller
 from aicli.http.preferences import preferred_wait
 from aicli.http.query import page_kwargs, params, statuses, time_param
@@ -90,9 +91,10 @@ class SessionResource:
 
 
 class SessionTasksResource:
-    def __init__(self, runtime: Runtime, slots: Slots) -> None:
+    def __init__(self, runtime: Runtime, slots: Slots, bodies: Bodies) -> None:
         self._runtime = runtime
         self._slots = slots
+        self._bodies = bodies
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
         """Accept a task; with ``Prefer: wait=N``, answer with it once it is terminal.
@@ -123,7 +125,7 @@ class SessionTasksResource:
             resp.status = falcon.HTTP_200
             resp.set_header("Preference-Applied", f"wait={wait}")
         resp.location = f"/tasks/{task.id}"
-        media.write(resp, task)
+        self._bodies.write(resp, task)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
         given = params(req, SessionTaskListQuery)

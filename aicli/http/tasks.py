@@ -9,6 +9,7 @@ import falcon
 from aicli.contract import TaskListQuery, TaskStatus, TaskWaitQuery
 from aicli.errors import TaskNotCancellable
 from aicli.http import media
+from aicli.http.bodies import Bodies
 from aicli.http.middleware import caller
 from aicli.http.query import params
 from aicli.http.sessions import task_list_filters
@@ -34,9 +35,10 @@ class TasksResource:
 
 
 class TaskResource:
-    def __init__(self, runtime: Runtime, slots: Slots) -> None:
+    def __init__(self, runtime: Runtime, slots: Slots, bodies: Bodies) -> None:
         self._runtime = runtime
         self._slots = slots
+        self._bodies = bodies
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
         wait = params(req, TaskWaitQuery).wait
@@ -46,7 +48,7 @@ class TaskResource:
                 task = self._runtime.wait(task_id, wait, principal=caller(req))
         else:
             task = self._runtime.get_task(task_id, principal=caller(req))
-        media.write(resp, task)
+        self._bodies.write(resp, task)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
         params(req)

@@ -4,15 +4,22 @@ Most reads are of ended tasks (results, history lists), and building a task
 from its row costs more than the database's read of it: about 5 µs a task,
 most of a page of 50. A task is kept only once its row is terminal, and no
 write of the store touches a terminal row (``transitions`` allows no move out
-of a terminal state), so an entry never goes stale. Bounded by count and by
-the text held, metadata included (forty tasks of a megabyte of metadata each
-once sat here uncounted); the oldest entry goes first.
+of a terminal state), so an entry never goes stale; retention may delete it
+(on any node), which ``Store.get_task`` checks before it answers from here.
+Bounded by count and by the text held, metadata included (forty tasks of a
+megabyte of metadata each once sat here uncounted); the oldest entry goes first.
+
+A large task (past ``MAX_CHARS_ONE``) is not kept but shared: found here for as long
+as anyone holds it (a weak reference), and read once for all who ask at once. Sixty
+long-polls woken by the end of a task with a 10 MB answer each read and built it for
+themselves.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aicli.contract import TERMINAL_STATUSES, Task
@@ -22,6 +29,8 @@ MAX_TASKS = 4096
 MAX_CHARS = 8_000_000
 # A task with more text than this is rebuilt at each read rather than crowd out others.
 MAX_CHARS_ONE = 64_000
+# How long a read waits for another's read of the same task before it makes its own.
+READ_WAIT_S = 30.0
 _STATUS_AT = [name.strip() for name in TASK_COLUMNS.split(",")].index("status")
 
 
@@ -35,9 +44,37 @@ class EndedTasks:
         self._lock = threading.Lock()
         self._tasks: dict[str, Task] = {}
         self._chars = 0
+        self._large: weakref.WeakValueDictionary[str, Task] = weakref.WeakValueDictionary()
+        self._reads: dict[str, _Read] = {}
 
     def get(self, task_id: str) -> Task | None:
-        return self._tasks.get(task_id)
+        found = self._tasks.get(task_id)
+        if found is None:
+            with self._lock:
+                found = self._large.get(task_id)
+        return found
+
+    def read_once(self, task_id: str, read: Callable[[], Task]) -> Task:
+        """``read()``, or the ended task that another thread's ``read()`` of it at the same
+        time returned (a task that had not ended when that read began may have since: the
+        thread then reads for itself)."""
+        with self._lock:
+            flight = self._reads.get(task_id)
+            mine = flight is None
+            if mine:
+                flight = self._reads[task_id] = _Read()
+        assert flight is not None
+        if not mine:
+            flight.done.wait(READ_WAIT_S)
+            found = flight.task
+            return found if found is not None and found.is_terminal else read()
+        try:
+            flight.task = read()
+            return flight.task
+        finally:
+            with self._lock:
+                del self._reads[task_id]
+            flight.done.set()
 
     def keep(self, task: Task) -> Task:
         """``task``, remembered if it has ended."""
@@ -45,6 +82,8 @@ class EndedTasks:
             return task
         size = _chars(task)
         if size > MAX_CHARS_ONE:
+            with self._lock:
+                self._large[task.id] = task
             return task
         with self._lock:
             if task.id not in self._tasks:
@@ -58,6 +97,7 @@ class EndedTasks:
         """Drop what is kept of these tasks: retention deleted them."""
         with self._lock:
             for task_id in task_ids:
+                self._large.pop(task_id, None)
                 task = self._tasks.pop(task_id, None)
                 if task is not None:
                     self._chars -= _chars(task)
@@ -74,3 +114,13 @@ class EndedTasks:
             if found is not None:
                 return found
         return self.keep(task_from_row(row))
+
+
+class _Read:
+    """A read of a task that other threads asking for it at once wait for."""
+
+    __slots__ = ("done", "task")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.task: Task | None = None  # None: it failed, and each waiter reads for itself

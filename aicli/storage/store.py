@@ -302,7 +302,9 @@ class Store:
         max_owned: int | None = None,
     ) -> Session:
         """A new idle session; ``LimitExceeded`` past ``max_open`` open sessions in all or
-        ``max_owned`` of ``owner``'s, counted in the insert's own transaction (``admission``)."""
+        ``max_owned`` of ``owner``'s, counted in the insert's own transaction (``admission``),
+        and ``StorageLimitExceeded`` if its metadata and system prompt would take ``owner``
+        past its ``max_stored_bytes`` (``usage``)."""
         if permission_mode is not None and permission_mode not in tuple(PermissionMode):
             raise InvalidRequest(
                 f"'permission_mode' must be among {', '.join(tuple(PermissionMode))}.",
@@ -328,6 +330,7 @@ class Store:
         )
         stored_now = to_db_time(now)
         metadata_text = to_json_text(session.metadata)
+        size = usage.text_size(metadata_text, append_system_prompt)
         params = (
             session.id,
             session.status,
@@ -344,11 +347,14 @@ class Store:
             owner,
             session.approvals,
             session.approval_timeout_s,
-            usage.text_size(metadata_text, append_system_prompt),
+            size,
         )
 
         def write() -> None:
             admission.admit(self._engine, owner, max_open, max_owned)
+            stored_limit = usage.limit_of(self._engine, owner=owner)
+            if stored_limit is not None:
+                usage.ensure_room(self._engine, stored_limit, size)
             self._execute(_INSERT_SESSION, params)
 
         self._engine.write(write)
@@ -445,6 +451,13 @@ class Store:
             raise TaskNotFound(task_id)
         return row[0], row[1]
 
+    def task_ended(self, task_id: str) -> bool:
+        """Whether the task has ended, from its status alone (a large answer is not read)."""
+        row = self._engine.read(lambda: self._execute(_TASK_STATUS, (task_id,)).fetchone())
+        if row is None:
+            raise TaskNotFound(task_id)
+        return row[0] in TERMINAL_STATUSES
+
     # tasks
 
     def create_task(
@@ -464,7 +477,8 @@ class Store:
         used with another request, or in another session of the same owner,
         ``IdempotencyKeyReused`` (see ``idempotency``). Otherwise a
         closed session raises ``SessionClosed`` and a session holding
-        ``max_pending`` pending tasks ``LimitExceeded``: the checks, the place in
+        ``max_pending`` pending tasks ``LimitExceeded``, and one whose owner would pass its
+        ``max_stored_bytes`` ``StorageLimitExceeded`` (``usage``): the checks, the place in
         the queue and the insert share a transaction (and a lock on the session
         row), so no task slips into a session after its close has cancelled the
         pending ones. The returned task carries its ``queue_position``. The new
@@ -483,6 +497,7 @@ class Store:
             fingerprint = idempotency.fingerprint(session_id, given)
 
         def write() -> tuple[Task, bool]:
+            stored_limit = usage.limit_of(self._engine, session_id=session_id)
             if idempotency_key is not None:
                 # Lock before looking, so that racers with one key take turns.
                 session = self._execute(lock_session, (session_id,)).fetchone()
@@ -493,6 +508,8 @@ class Store:
                 )
                 if first is not None:
                     return first, False
+            if stored_limit is not None:
+                usage.ensure_room(self._engine, stored_limit, size)
             counted = self._execute(_COUNT_NEW_TASK, (size, session_id, limit)).fetchone()
             if counted is None:
                 raise self._refusal(session_id, limit)
@@ -538,18 +555,28 @@ class Store:
         return self._engine.read(lambda: self._by_idempotency_key(session_id, idempotency_key))
 
     def get_task(self, task_id: str) -> Task:
-        """The task; ``queue_position`` is left ``None`` (the session actor knows it)."""
+        """The task; ``queue_position`` is left ``None`` (the session actor knows it).
+
+        An ended task kept (``EndedTasks``) is answered as kept once its row is seen to
+        exist still: retention, on any node, may have deleted it, and only the pruning
+        node's own cache is told.
+        """
         ended = self._ended.get(task_id)
-        if ended is not None:
-            return ended
 
         def read() -> Task:
+            if ended is not None:
+                if self._execute(_TASK_EXISTS, (task_id,)).fetchone() is None:
+                    self._ended.forget((task_id,))
+                    raise TaskNotFound(task_id)
+                return ended
             row = self._execute(_GET_TASK, (task_id,)).fetchone()
             if row is None:
                 raise TaskNotFound(task_id)
             return self._ended.from_row(row)
 
-        return self._engine.read(read)
+        if ended is not None:
+            return self._engine.read(read)
+        return self._ended.read_once(task_id, lambda: self._engine.read(read))
 
     def list_tasks(
         self,

@@ -1,0 +1,107 @@
+"""The JSON bodies of ended tasks and of their pages of events, a large one encoded once
+and shared by every response that sends it at once.
+
+Sixty long-polls of a task that ended with a 10 MB answer each encoded the task for
+itself and held the body while its client drained it: the server grew by a gigabyte
+(the SSE streams of such a task share their frames, ``frames``). An ended task never
+changes, nor do its events, so a body of either is the same for every reader: a large
+one is kept for as long as any response still sends it (a weak reference), gone with
+its last reader, never held for a reader to come; requests that ask at once wait for
+one of them to make it.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import falcon
+
+from aicli import contract
+from aicli.contract import Task
+from aicli.http import media
+
+# What a body is shared by: its kind, then what names it (a task's id, a page's bounds).
+Key = tuple[str | int, ...]
+# How long a request waits for another's encoding of the same body before it makes its own.
+SHARED_WAIT_S = 30.0
+
+
+class Body:
+    """An encoded value, and what it holds (an ended task: while it is sent, the store finds
+    the task here, ``storage.ended``, instead of reading it again for the next reader)."""
+
+    __slots__ = ("__weakref__", "data", "held")
+
+    def __init__(self, data: bytes, held: object = None) -> None:
+        self.data = data
+        self.held = held
+
+
+class _Flight:
+    """A body being made that other requests for it wait for."""
+
+    __slots__ = ("body", "done")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.body: Body | None = None  # None: it failed, and each waiter makes its own
+
+
+class Bodies:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sent: weakref.WeakValueDictionary[Key, Body] = weakref.WeakValueDictionary()
+        self._flights: dict[Key, _Flight] = {}
+
+    def write(self, resp: falcon.Response, task: Task) -> None:
+        """``task`` as the JSON body of ``resp`` (``media.write``), an ended one's shared."""
+        if not task.is_terminal:
+            media.write(resp, task)
+            return
+        self._send(resp, self._of(("task", task.id), lambda: Body(contract.encode(task), task)))
+
+    def write_ended(self, resp: falcon.Response, key: Key, value: Callable[[], Any]) -> None:
+        """The JSON of ``value()`` as the body of ``resp``, which never changes (it is of an
+        ended task): the body that another response sends, or is making, or one made here."""
+        self._send(resp, self._of(key, lambda: Body(contract.encode(value()))))
+
+    @staticmethod
+    def _send(resp: falcon.Response, body: Body) -> None:
+        resp.content_type = media.JSON_TYPE
+        if len(body.data) <= media.PIECE:
+            resp.data = body.data
+            return
+        resp.content_length = len(body.data)
+        resp.stream = _sending(body)
+
+    def _of(self, key: Key, make: Callable[[], Body]) -> Body:
+        with self._lock:
+            body = self._sent.get(key)
+            if body is not None:
+                return body
+            flight = self._flights.get(key)
+            mine = flight is None
+            if mine:
+                flight = self._flights[key] = _Flight()
+        assert flight is not None
+        if not mine:
+            flight.done.wait(SHARED_WAIT_S)
+            return flight.body or make()
+        try:
+            flight.body = make()
+            if len(flight.body.data) > media.PIECE:
+                with self._lock:
+                    self._sent[key] = flight.body
+            return flight.body
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+
+
+def _sending(body: Body) -> Iterator[bytes]:
+    """The pieces of ``body``, holding it (so that it stays shared) until the last is sent."""
+    yield from media.pieces(body.data)
