@@ -248,6 +248,10 @@ class NodeProcess:
         with contextlib.suppress(psutil.NoSuchProcess):
             server = psutil.Process(self.pid)
             tree.update({p.pid: p for p in [server, *process_tree.descendants(server.pid)]})
+        # The server first: it is what writes. It has died once its stop is sent, not
+        # before: a commit it made while the signal was on its way was made alive.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGSTOP)
         died_at = time.time()
         process_tree.signal_all(tree.values(), signal.SIGSTOP)
         with contextlib.suppress(ProcessLookupError):
