@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from aicli import flights
 from aicli.contract import Task, TaskStatus
 from aicli.storage import Store, ended
 from aicli.storage.testing import captured_queries
@@ -89,7 +90,7 @@ def test_readers_of_a_task_at_once_share_one_read_of_an_ended_one() -> None:
             waiting.append(1)
             return super().wait(timeout)
 
-    class Read(ended._Read):
+    class Read(flights._Flight):
         def __init__(self) -> None:
             super().__init__()
             self.done = Counted()
@@ -104,7 +105,7 @@ def test_readers_of_a_task_at_once_share_one_read_of_an_ended_one() -> None:
         return done
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ended, "_Read", Read)
+        patch.setattr(flights, "_Flight", Read)
         with ThreadPoolExecutor(4) as pool:
             found = list(pool.map(lambda _: kept.read_once("t", read), range(4)))
     assert reads == ["read"] and all(task is done for task in found)

@@ -21,6 +21,7 @@ import falcon
 
 from aicli import contract
 from aicli.contract import Task
+from aicli.flights import Flights
 from aicli.http import media
 
 # What a body is shared by: its kind, then what names it (a task's id, a page's bounds).
@@ -40,21 +41,11 @@ class Body:
         self.held = held
 
 
-class _Flight:
-    """A body being made that other requests for it wait for."""
-
-    __slots__ = ("body", "done")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.body: Body | None = None  # None: it failed, and each waiter makes its own
-
-
 class Bodies:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sent: weakref.WeakValueDictionary[Key, Body] = weakref.WeakValueDictionary()
-        self._flights: dict[Key, _Flight] = {}
+        self._flights: Flights[Key, Body] = Flights(SHARED_WAIT_S)
 
     def write(self, resp: falcon.Response, task: Task) -> None:
         """``task`` as the JSON body of ``resp`` (``media.write``), an ended one's shared."""
@@ -80,26 +71,16 @@ class Bodies:
     def _of(self, key: Key, make: Callable[[], Body]) -> Body:
         with self._lock:
             body = self._sent.get(key)
-            if body is not None:
-                return body
-            flight = self._flights.get(key)
-            mine = flight is None
-            if mine:
-                flight = self._flights[key] = _Flight()
-        assert flight is not None
-        if not mine:
-            flight.done.wait(SHARED_WAIT_S)
-            return flight.body or make()
-        try:
-            flight.body = make()
-            if len(flight.body.data) > media.PIECE:
-                with self._lock:
-                    self._sent[key] = flight.body
-            return flight.body
-        finally:
+        if body is not None:
+            return body
+        return self._flights.once(key, lambda: self._shared(key, make()))
+
+    def _shared(self, key: Key, body: Body) -> Body:
+        """``body``, found by ``key`` while any response still sends it, if it is large."""
+        if len(body.data) > media.PIECE:
             with self._lock:
-                del self._flights[key]
-            flight.done.set()
+                self._sent[key] = body
+        return body
 
 
 def _sending(body: Body) -> Iterator[bytes]:

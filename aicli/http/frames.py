@@ -21,10 +21,11 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 from aicli import contract
 from aicli.contract import TERMINAL_STATUSES, Event
+from aicli.flights import Flights
 from aicli.http import media
 from aicli.http.media import PIECE
 
@@ -39,7 +40,6 @@ RUN = 200
 SHARED_WAIT_S = 30.0
 
 Reader = Callable[[str, int], list[Event]]
-T = TypeVar("T")
 
 
 class Frame:
@@ -57,16 +57,6 @@ class Frame:
         return media.pieces(self.data)
 
 
-class _Flight:
-    """A frame or a read being made that other streams wait for."""
-
-    __slots__ = ("done", "value")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.value: Any = None  # None: it failed, and each waiter makes its own
-
-
 class Frames:
     def __init__(self, read: Reader, max_bytes: int = MAX_BYTES) -> None:
         """``read(task_id, after)``: a page of the events after ``after``, bounded in size."""
@@ -78,7 +68,7 @@ class Frames:
             weakref.WeakValueDictionary()
         )
         self._bytes = 0
-        self._flights: dict[tuple[str, str, int], _Flight] = {}
+        self._flights: Flights[tuple[str, str, int], Any] = Flights(SHARED_WAIT_S)
 
     def of(self, task_id: str, event: Event) -> Frame:
         """The frame of ``event``, built once however many streams send it at once."""
@@ -86,7 +76,9 @@ class Frames:
             found = self._take((task_id, event.seq))
         if found is not None:
             return found
-        return self._once(("frame", task_id, event.seq), lambda: self._build(task_id, event))
+        return self._flights.once(
+            ("frame", task_id, event.seq), lambda: self._build(task_id, event)
+        )
 
     def after(self, task_id: str, after: int) -> list[Frame]:
         """Frames of the events with ``seq > after``, in order: a run of kept ones, else a
@@ -100,30 +92,10 @@ class Frames:
                 run.append(found)
         if run:
             return run
-        return self._once(
+        return self._flights.once(
             ("read", task_id, after),
             lambda: [self.of(task_id, event) for event in self._read(task_id, after)],
         )
-
-    def _once(self, key: tuple[str, str, int], make: Callable[[], T]) -> T:
-        """``make()``, or what another thread making the same thing at once made."""
-        with self._lock:
-            flight = self._flights.get(key)
-            mine = flight is None
-            if mine:
-                flight = self._flights[key] = _Flight()
-        assert flight is not None
-        if not mine:
-            if flight.done.wait(SHARED_WAIT_S) and flight.value is not None:
-                return flight.value
-            return make()
-        try:
-            flight.value = make()
-            return flight.value
-        finally:
-            with self._lock:
-                del self._flights[key]
-            flight.done.set()
 
     def _build(self, task_id: str, event: Event) -> Frame:
         frame = Frame(event)

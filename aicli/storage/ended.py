@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aicli.contract import TERMINAL_STATUSES, Task
+from aicli.flights import Flights
 from aicli.storage.rows import TASK_COLUMNS, task_from_row
 
 MAX_TASKS = 4096
@@ -45,7 +46,7 @@ class EndedTasks:
         self._tasks: dict[str, Task] = {}
         self._chars = 0
         self._large: weakref.WeakValueDictionary[str, Task] = weakref.WeakValueDictionary()
-        self._reads: dict[str, _Read] = {}
+        self._reads: Flights[str, Task] = Flights(READ_WAIT_S)
 
     def get(self, task_id: str) -> Task | None:
         found = self._tasks.get(task_id)
@@ -58,23 +59,7 @@ class EndedTasks:
         """``read()``, or the ended task that another thread's ``read()`` of it at the same
         time returned (a task that had not ended when that read began may have since: the
         thread then reads for itself)."""
-        with self._lock:
-            flight = self._reads.get(task_id)
-            mine = flight is None
-            if mine:
-                flight = self._reads[task_id] = _Read()
-        assert flight is not None
-        if not mine:
-            flight.done.wait(READ_WAIT_S)
-            found = flight.task
-            return found if found is not None and found.is_terminal else read()
-        try:
-            flight.task = read()
-            return flight.task
-        finally:
-            with self._lock:
-                del self._reads[task_id]
-            flight.done.set()
+        return self._reads.once(task_id, read, usable=lambda task: task.is_terminal)
 
     def keep(self, task: Task) -> Task:
         """``task``, remembered if it has ended."""
@@ -114,13 +99,3 @@ class EndedTasks:
             if found is not None:
                 return found
         return self.keep(task_from_row(row))
-
-
-class _Read:
-    """A read of a task that other threads asking for it at once wait for."""
-
-    __slots__ = ("done", "task")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.task: Task | None = None  # None: it failed, and each waiter reads for itself
