@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -52,21 +52,12 @@ class Bodies:
         if not task.is_terminal:
             media.write(resp, task)
             return
-        self._send(resp, self._of(("task", task.id), lambda: Body(contract.encode(task), task)))
+        _send(resp, self._of(("task", task.id), lambda: Body(contract.encode(task), task)))
 
     def write_ended(self, resp: falcon.Response, key: Key, value: Callable[[], Any]) -> None:
         """The JSON of ``value()`` as the body of ``resp``, which never changes (it is of an
         ended task): the body that another response sends, or is making, or one made here."""
-        self._send(resp, self._of(key, lambda: Body(contract.encode(value()))))
-
-    @staticmethod
-    def _send(resp: falcon.Response, body: Body) -> None:
-        resp.content_type = media.JSON_TYPE
-        if len(body.data) <= media.PIECE:
-            resp.data = body.data
-            return
-        resp.content_length = len(body.data)
-        resp.stream = _sending(body)
+        _send(resp, self._of(key, lambda: Body(contract.encode(value()))))
 
     def _of(self, key: Key, make: Callable[[], Body]) -> Body:
         with self._lock:
@@ -83,6 +74,6 @@ class Bodies:
         return body
 
 
-def _sending(body: Body) -> Iterator[bytes]:
-    """The pieces of ``body``, holding it (so that it stays shared) until the last is sent."""
-    yield from media.pieces(body.data)
+def _send(resp: falcon.Response, body: Body) -> None:
+    """``body`` as the response's, shared for as long as the response sends it."""
+    media.write_encoded(resp, body.data, holding=body)

@@ -104,15 +104,26 @@ def _not_json(raw: bytes) -> InvalidRequest:
 
 
 def write(resp: falcon.Response, value: Any) -> None:
-    """``value`` as the JSON body; a large one in pieces of ``PIECE`` bytes, which Waitress
-    takes one by one, where it copied a whole body into its buffer at once."""
-    body = contract.encode(value)
+    """``value`` as the JSON body (``write_encoded``)."""
+    write_encoded(resp, contract.encode(value))
+
+
+def write_encoded(resp: falcon.Response, body: bytes, holding: object = None) -> None:
+    """``body``, encoded JSON, as the response body; a large one in pieces of ``PIECE``
+    bytes, which Waitress takes one by one, where it copied a whole body into its buffer
+    at once. ``holding`` is kept alive until the last piece is sent (a body shared for as
+    long as any response sends it, ``bodies``)."""
     resp.content_type = JSON_TYPE
     if len(body) <= PIECE:
         resp.data = body
         return
     resp.content_length = len(body)
-    resp.stream = pieces(body)
+    resp.stream = _held_pieces(body, holding)
+
+
+def _held_pieces(data: bytes, holding: object) -> Iterator[bytes]:
+    """``pieces(data)``; this frame holds ``holding`` until the last is sent."""
+    yield from pieces(data)
 
 
 def pieces(data: bytes) -> Iterator[bytes]:
