@@ -398,6 +398,9 @@ class SessionSettings(Struct, **_VALUE):
     append_system_prompt: str | None = None
     max_turns: int | None = None
     approvals: ApprovalMode = ApprovalMode.OFF
+    # 1.2: what the session's sandbox lets its Claude reach beyond its workdir and the API.
+    network_domains: tuple[str, ...] = ()
+    read_paths: tuple[str, ...] = ()
 
 
 class TaskCounts(Struct, **_VALUE):
