@@ -215,6 +215,7 @@ class Runtime:
             self._fencer,
             url=self.settings.node_url,
             ttl=self.settings.lease_ttl,
+            sandboxed=self.sandbox is not None,
             live_processes=lambda: len(self.census),
             on_renewed=self._renewed,
         )
