@@ -331,6 +331,22 @@ def _memory_rows(memory: dict[str, Any]) -> Iterator[Row]:
         )
 
 
+def _sandbox_rows(sandbox: dict[str, Any]) -> Iterator[Row]:
+    for mode, side in sandbox.items():
+        yield f"sandbox {mode}", "cold start (new session's first task) p50 / p90 ms", _pcts(
+            side["cold_start"], ("p50_ms", "p90_ms")
+        )
+        yield f"sandbox {mode}", "task in a live session p50 / p90 ms", _pcts(
+            side["warm_task"], ("p50_ms", "p90_ms")
+        )
+        if side["rss_per_session_mb"] is not None:
+            yield (
+                f"sandbox {mode}",
+                f"RSS per live session's process tree MB ({side['live_processes']} live)",
+                f"{side['rss_per_session_mb']:.0f}",
+            )
+
+
 def _rows(results: dict[str, Any]) -> Iterator[Row]:
     if fake := results.get("fake"):
         yield from _fake_rows(fake)
@@ -347,6 +363,8 @@ def _rows(results: dict[str, Any]) -> Iterator[Row]:
         yield from _fanout_rows(fan)
     if memory := results.get("memory"):
         yield from _memory_rows(memory)
+    if sandbox := results.get("sandbox"):
+        yield from _sandbox_rows(sandbox)
     for section in ("latency", "throughput"):
         if reason := _get(results, section, "aicli_skipped"):
             yield section, "aicli side skipped", reason
