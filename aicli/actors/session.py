@@ -564,7 +564,6 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         def on_exit(exit_: ProcessExit) -> None:
             tell_quietly(ref, ProcessExited(generation, exit_))
 
-        self.dirs.create()
         sandbox = self.ctx.sandbox
         proxy = self.ctx.api_proxy
         self.api_token = token = proxy.grant(self.ctx.own_credentials(self.session.owner))
@@ -577,18 +576,25 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
             sandboxed=sandbox is not None,
         )
         launcher: list[str] = []
-        if sandbox is not None:
-            settings = self.session.settings
-            self.launch = sandbox.launch(  # anew each time: the policy may have changed
-                policy_file=self.dirs.policy,
-                workdir=self.session.workdir,
-                session_dir=self.dirs.root,
-                read_paths=settings.read_paths,
-                network_domains=settings.network_domains,
-                api_port=proxy.port,
-            )
-            launcher = self.launch.launcher
-            env.update(self.launch.env)
+        try:
+            self.dirs.create()
+            if sandbox is not None:
+                settings = self.session.settings
+                self.launch = sandbox.launch(  # anew each time: the policy may have changed
+                    policy_file=self.dirs.policy,
+                    workdir=self.session.workdir,
+                    session_dir=self.dirs.root,
+                    read_paths=settings.read_paths,
+                    network_domains=settings.network_domains,
+                    api_port=proxy.port,
+                )
+                launcher = self.launch.launcher
+                env.update(self.launch.env)
+        except OSError as exc:
+            log.error("session %s: cannot prepare its directories: %s", self.session_id, exc)
+            self._let_go_of_access()
+            self._fail_next(f"The session's directories could not be prepared: {exc}.")
+            return False
         resume = self.session.claude_session_id
         moving = resume and self.transcript is not None
         if moving and not self.transcript.before_resume(self.session.workdir, resume):
