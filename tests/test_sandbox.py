@@ -151,6 +151,17 @@ def test_a_workdir_swapped_for_a_link_fails_the_next_task_saying_so(
     assert SECRET not in (task.output or "")
 
 
+def test_each_sessions_transcript_is_in_its_own_config_dir(rt, workdir, state_dir, claude_env):
+    first, second = (rt.open_session(workdir=workdir) for _ in range(2))
+    for session in (first, second):
+        task = rt.wait(rt.submit(session.id, "[[say: hi]]").id, 60)
+        assert task.status == TaskStatus.COMPLETED
+        claude_id = rt.get_session(session.id).claude_session_id
+        mine = session_dirs(state_dir, session.id).claude
+        assert [p.name for p in mine.glob("projects/*/*.jsonl")] == [f"{claude_id}.jsonl"]
+    assert not list(Path(claude_env["HOME"]).glob(".claude/projects/*/*.jsonl"))
+
+
 def test_a_closed_sessions_directory_is_removed(rt, workdir, state_dir):
     session = rt.open_session(workdir=workdir)
     assert rt.wait(rt.submit(session.id, "[[say: hi]]").id, 60).status == TaskStatus.COMPLETED

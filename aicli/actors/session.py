@@ -390,7 +390,7 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         if spent is not None:
             self._fail_unrun(spent)
             return
-        moved = workdir_moved(self.session.workdir)
+        moved = self._workdir_problem()
         if moved is not None:
             self._refuse_moved_workdir(moved)
             return
@@ -544,15 +544,19 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         if task is not None:
             self._fail_turn(task, why)
 
-    def _spawn(self) -> bool:
-        """Start a process for the next task; if that cannot work, that task fails saying why."""
+    def _workdir_problem(self) -> str | None:
+        """Why the next task may not run in the session's workdir, checked at every task
+        start: a symlink or a rename can move it after the session was opened."""
         root = self.ctx.settings.workspace_root
         if root and outside_root(self.session.workdir, root):
-            self._fail_next(
+            return (
                 f"The session's workdir '{self.session.workdir}' now lies outside the "
                 f"workspace root '{root}'; open a session inside it."
             )
-            return False
+        return workdir_moved(self.session.workdir)
+
+    def _spawn(self) -> bool:
+        """Start a process for the next task; if that cannot work, that task fails saying why."""
         self.generation += 1
         self.leaving = False
         generation = self.generation
