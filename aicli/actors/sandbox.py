@@ -35,8 +35,11 @@ _HOW_TO_INSTALL = (
 _HOW_TO_TURN_OFF = (
     "or run sessions unsandboxed knowingly with `aicli serve --sandbox off` (AICLI_SANDBOX=off)"
 )
-# What srt runs on under Linux (command, Debian package).
-_LINUX_NEEDS = (("bwrap", "bubblewrap"), ("socat", "socat"), ("rg", "ripgrep"))
+# What srt runs on (command, package), by platform.system(); macOS has sandbox-exec built in.
+_NEEDS = {
+    "Linux": (("bwrap", "bubblewrap"), ("socat", "socat"), ("rg", "ripgrep")),
+    "Darwin": (("rg", "ripgrep"),),
+}
 # The system, readable so that the CLI's tools run: programs, libraries and their
 # configuration. Not /opt, /srv, /var, /home, /root, /tmp: those hold other people's data.
 SYSTEM_READ = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
@@ -121,9 +124,8 @@ class Sandbox:
 
     def check(self) -> None:
         """Whether sessions can run sandboxed here; ``SandboxUnavailable`` says what is missing."""
-        missing = []
-        if platform.system() == "Linux":
-            missing = [package for command, package in _LINUX_NEEDS if not shutil.which(command)]
+        needs = _NEEDS.get(platform.system(), ())
+        missing = [package for command, package in needs if not shutil.which(command)]
         if missing:
             raise SandboxUnavailable(
                 f"The sandbox needs {', '.join(missing)}, missing on this machine. "
