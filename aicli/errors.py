@@ -167,8 +167,6 @@ class SandboxUnavailable(Unavailable):
     """Sessions are to run sandboxed and the sandbox cannot start on this machine; the message
     names what is missing, how to install it, and how to turn the sandbox off knowingly."""
 
-    code = "sandbox_unavailable"
-
 
 class StorageError(AicliError):
     """The database failed in a way a retry did not cure."""
