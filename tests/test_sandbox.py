@@ -135,9 +135,7 @@ def test_a_loopback_port_of_the_host_is_not_reachable(rt, workdir):
     assert not reached.is_set()
 
 
-def test_a_workdir_swapped_for_a_link_fails_the_next_task_saying_so(
-    rt, workdir, tmp_path_factory
-):
+def test_a_workdir_swapped_for_a_link_fails_the_next_task_saying_so(rt, workdir, tmp_path_factory):
     other = tmp_path_factory.mktemp("other-tenant")
     (other / "secret.txt").write_text(SECRET)
     session = rt.open_session(workdir=workdir, allowed_tools=["Bash"])
@@ -222,3 +220,40 @@ def test_missing_bubblewrap_is_named(monkeypatch, claude_bin):
     with pytest.raises(SandboxUnavailable, match="bubblewrap") as raised:
         sandbox_module.Sandbox(srt, claude_bin).check()
     assert "apt-get install bubblewrap socat ripgrep" in raised.value.message
+
+
+def test_a_sandboxed_environment_is_an_allowlist(tmp_path):
+    from aicli.actors.claude_env import session_environment
+
+    server = {
+        "PATH": "/usr/bin",
+        "LC_ALL": "C.UTF-8",
+        "CLAUDE_CODE_EFFORT_LEVEL": "low",
+        "ANTHROPIC_MODEL": "m",
+        "DATABASE_URL": "postgresql://secret",
+        "ANTHROPIC_API_KEY": "operator-key",
+        "ANTHROPIC_AUTH_TOKEN": "operator-token",
+        "TMPDIR": "/var/tmp",
+    }
+    given = {"DISABLE_AUTOUPDATER": "1", "ANTHROPIC_BASE_URL": "http://upstream", "X": "y"}
+    dirs = session_dirs(str(tmp_path), "s1")
+    env = session_environment(server, given, dirs, "http://127.0.0.1:1", "tok", sandboxed=True)
+    assert env == {
+        "PATH": "/usr/bin",
+        "LC_ALL": "C.UTF-8",
+        "CLAUDE_CODE_EFFORT_LEVEL": "low",
+        "ANTHROPIC_MODEL": "m",
+        "DISABLE_AUTOUPDATER": "1",
+        "X": "y",
+        "HOME": str(dirs.home),
+        "CLAUDE_CONFIG_DIR": str(dirs.claude),
+        "CLAUDE_CODE_TMPDIR": str(dirs.tmp),
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:1",
+        "ANTHROPIC_API_KEY": "tok",
+    }
+    unsandboxed = session_environment(
+        server, given, dirs, "http://127.0.0.1:1", "tok", sandboxed=False
+    )
+    assert unsandboxed["DATABASE_URL"] == "postgresql://secret"  # as before the sandbox
+    assert "ANTHROPIC_AUTH_TOKEN" not in unsandboxed
+    assert unsandboxed["ANTHROPIC_API_KEY"] == "tok" and unsandboxed["TMPDIR"] == str(dirs.tmp)
