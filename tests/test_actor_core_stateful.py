@@ -69,6 +69,7 @@ class ActorCore(RuleBasedStateMachine):
             max_live_processes=2,
             idle_process_timeout=0.05,
             cancel_grace=0.5,
+            sandbox="off",  # the scripted stand-in runs no CLI; srt's probe per start is slow
         )
 
     @initialize()
