@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import http.server
 import json
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from aicli.actors import api_proxy
 from aicli.actors.api_proxy import ApiProxy, operator_upstream
 from aicli.testing.fake_anthropic import FakeAnthropic
 from aicli.testing.waiting import wait_for
@@ -280,6 +283,65 @@ def _read_request(sock: socket.socket) -> None:
         body += sock.recv(65536)
 
 
+@pytest.fixture
+def tls_upstream(tmp_path) -> Iterator[tuple[str, str, list[str]]]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate: its URL, the
+    certificate's file, and the x-api-key of each request it answered."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            seen.append(self.headers["x-api-key"])
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", str(cert), seen
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_an_https_api_is_reached_only_with_a_certificate_the_system_trusts(
+    tls_upstream, monkeypatch, trusted
+):
+    url, cert, seen = tls_upstream
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", cert)  # as if in the system's CA bundle
+    proxy = ApiProxy(url, {"x-api-key": OPERATOR_KEY})
+    proxy.start()
+    try:
+        response = _post(_connect(proxy), b'{"n": 1}', **{"x-api-key": proxy.grant()})
+        if trusted:
+            assert (response.status, response.read()) == (200, b"{}")
+            assert seen == [OPERATOR_KEY]
+        else:
+            _assert_refusal(response, 502, "api_error")
+            assert seen == []
+    finally:
+        proxy.stop()
+
+
 # -- lifecycle ------------------------------------------------------------------------------
 
 
@@ -307,6 +369,18 @@ def test_stop_cuts_open_connections_and_frees_the_port(fake_api):
         again.bind(("127.0.0.1", port))
         again.listen()
     idle.close()
+
+
+def test_connections_past_the_cap_are_closed_at_once(proxy, monkeypatch):
+    monkeypatch.setattr(api_proxy, "MAX_CLIENTS", 2)
+    token = proxy.grant()
+    held = [_connect(proxy) for _ in range(2)]
+    for conn in held:  # an answer on each: both are being served
+        assert _post(conn, _message("[[say: held]]", stream=False), **{"x-api-key": token}).read()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as extra:
+        assert extra.recv(1) == b""
+    response = _post(held[0], _message("[[say: still]]", stream=False), **{"x-api-key": token})
+    assert response.status == 200
 
 
 def test_operator_upstream_reads_the_cli_s_own_variables():

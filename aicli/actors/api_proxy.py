@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 DEFAULT_UPSTREAM = "https://api.anthropic.com"
 TOKEN_PREFIX = "aicli-cap-"
 STOP_WAIT_S = 5.0
+# A thread serves each connection: past this many, a new one is closed at once,
+# so that a runaway client cannot spend the server's threads.
+MAX_CLIENTS = 256
 
 
 def operator_upstream(env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -100,9 +103,10 @@ class ApiProxy:
             clients = dict(self._clients)
         if self._listener is not None:
             shut(self._listener)
-        self._upstream.close()
+        # Clients first: an answer cut upstream must not look ended to them.
         for sock in clients:
             shut(sock)
+        self._upstream.close()
         deadline = time.monotonic() + STOP_WAIT_S
         for thread in [self._acceptor, *clients.values()]:
             if thread is not None:
@@ -124,7 +128,13 @@ class ApiProxy:
                 if self._stopped:
                     sock.close()
                     return
-                self._clients[sock] = thread
+                full = len(self._clients) >= MAX_CLIENTS
+                if not full:
+                    self._clients[sock] = thread
+            if full:
+                log.warning("api proxy: %d connections open, refusing one more", MAX_CLIENTS)
+                sock.close()
+                continue
             thread.start()
 
     def _serve(self, sock: socket.socket) -> None:
