@@ -108,6 +108,44 @@ def test_a_revoked_or_wrong_token_ends_the_cli_turn_with_an_error_at_once(
     assert fake_api.requests == []
 
 
+@pytest.mark.cli
+def test_a_long_lived_cli_runs_turn_after_turn_on_one_kept_alive_connection(
+    claude_bin, claude_env, fake_api, proxy, workdir
+):
+    env = {**claude_env, "ANTHROPIC_BASE_URL": proxy.url, "ANTHROPIC_API_KEY": proxy.grant()}
+    stream = ["--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
+    cli = subprocess.Popen(
+        [claude_bin, "-p", *stream, "--allowedTools", "Bash"],
+        env=env,
+        cwd=workdir,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert cli.stdin is not None and cli.stdout is not None
+    results, client_ports = [], set()
+    try:
+        for prompt in ["[[bash: echo from the tool]]", "[[say: second]]", "[[say: third]]"]:
+            message = {"type": "user", "message": {"role": "user", "content": prompt}}
+            cli.stdin.write(json.dumps(message) + "\n")
+            cli.stdin.flush()
+            while (line := json.loads(cli.stdout.readline()))["type"] != "result":
+                pass
+            results.append((line["result"], line["is_error"]))
+            client_ports |= {
+                c.raddr.port
+                for c in psutil.Process().net_connections(kind="tcp")
+                if c.laddr.port == proxy.port and c.raddr and c.status == psutil.CONN_ESTABLISHED
+            }
+    finally:
+        cli.stdin.close()
+        cli.wait(timeout=30)
+    assert results == [("Tool said: from the tool", False), ("second", False), ("third", False)]
+    assert len(fake_api.requests) == 4
+    assert {r.headers["x-api-key"] for r in fake_api.requests} == {OPERATOR_KEY}
+    assert len(client_ports) == 1
+
+
 # -- refusals -------------------------------------------------------------------------------
 
 
@@ -140,6 +178,29 @@ def test_a_bearer_token_is_swapped_for_the_auth_it_was_granted_with(fake_api, pr
     (request,) = fake_api.requests
     assert request.headers["authorization"] == "Bearer tenant-own-token"
     assert "x-api-key" not in request.headers
+
+
+def test_hop_by_hop_headers_stay_on_their_hop(fake_api, proxy):
+    hop = {
+        "connection": "keep-alive, x-hop-private",
+        "x-hop-private": "1",
+        "keep-alive": "timeout=5",
+        "te": "trailers",
+        "proxy-authorization": "Basic c2VjcmV0",
+        "x-stainless-retry-count": "0",
+    }
+    response = _post(
+        _connect(proxy),
+        _message("[[say: hi]]", stream=False),
+        **{"x-api-key": proxy.grant(), **hop},
+    )
+    assert response.status == 200
+    response.read()
+    (request,) = fake_api.requests
+    for name in ("x-hop-private", "keep-alive", "te", "proxy-authorization"):
+        assert name not in request.headers
+    assert request.headers["x-stainless-retry-count"] == "0"
+    assert request.headers["host"] == fake_api.url.removeprefix("http://")
 
 
 @pytest.mark.parametrize(
