@@ -107,7 +107,8 @@ class _Client:
                 )
             link, response = self._forward(request, auth)
         except _Refused as refusal:
-            log.info("api proxy: refused %s: %s", request.target[:200], refusal.message)
+            level = logging.WARNING if refusal.status >= 500 else logging.INFO
+            log.log(level, "api proxy: %s %s: %s", refusal.status, request.target[:200], refusal)
             self._answer_refusal(refusal)
             return
         try:
@@ -133,56 +134,55 @@ class _Client:
             target=self.upstream.prefix + request.target,
             headers=_request_headers(request.headers, auth, self.upstream.host_header),
         )
-        try:
-            link = self.upstream.acquire()
-        except OSError as exc:
-            raise _Refused(502, "api_error", f"the API proxy cannot reach the API: {exc}") from exc
+        link = self._acquire()
         if self.http.client_is_waiting_for_100_continue:
             self._send(h11.InformationalResponse(status_code=100, headers=[]))
-        kept: list[bytes] | None = []
-        kept_bytes = 0
-        failed: Exception | None = None
         try:
-            try:
-                link.send(outgoing)
-            except OSError as exc:
-                failed = exc
-            while True:
-                event = self._event()
-                if type(event) is h11.EndOfMessage:
-                    break
-                if type(event) is not h11.Data:
-                    continue
-                if kept is not None:
-                    kept_bytes += len(event.data)
-                    kept = kept if kept_bytes <= REPLAY_BYTES else None
-                    if kept is not None:
-                        kept.append(event.data)
-                if failed is None:
-                    try:
-                        link.send(h11.Data(data=event.data))
-                    except OSError as exc:
-                        failed = exc
+            kept, failed = self._pass_body(link, outgoing)
             if failed is None:
                 try:
-                    link.send(h11.EndOfMessage())
                     return link, _response_head(link)
                 except (OSError, h11.ProtocolError) as exc:
                     failed = exc
-            self.upstream.discard(link)
-            if not (link.reused and kept is not None):
-                raise _Refused(502, "api_error", f"the API failed to answer: {failed!r}")
-            # A kept-alive link that the server had closed: once more on a fresh one.
-            return self._replay(outgoing, kept)
         except BaseException:
             self.upstream.discard(link)
             raise
+        self.upstream.discard(link)
+        if not (link.reused and kept is not None):
+            raise _Refused(502, "api_error", f"the API failed to answer: {failed!r}")
+        # Most likely a kept-alive link that the server had closed: once more on a fresh one.
+        return self._replay(outgoing, kept)
 
-    def _replay(self, outgoing: h11.Request, body: list[bytes]) -> tuple[Link, h11.Response]:
+    def _pass_body(
+        self, link: Link, outgoing: h11.Request
+    ) -> tuple[list[bytes] | None, OSError | None]:
+        """Send the request on as its body arrives: the body kept for a replay (None: too
+        big), and what failed upstream. A failed upstream stops the sending, not the reading."""
+        kept: list[bytes] | None = []
+        size = 0
+        failed = _try_send(link, outgoing)
+        while type(event := self._event()) is not h11.EndOfMessage:
+            if type(event) is not h11.Data:
+                continue
+            size += len(event.data)
+            if kept is not None and size <= REPLAY_BYTES:
+                kept.append(event.data)
+            else:
+                kept = None
+            if failed is None:
+                failed = _try_send(link, h11.Data(data=event.data))
+        if failed is None:
+            failed = _try_send(link, h11.EndOfMessage())
+        return kept, failed
+
+    def _acquire(self) -> Link:
         try:
-            link = self.upstream.acquire()
+            return self.upstream.acquire()
         except OSError as exc:
             raise _Refused(502, "api_error", f"the API proxy cannot reach the API: {exc}") from exc
+
+    def _replay(self, outgoing: h11.Request, body: list[bytes]) -> tuple[Link, h11.Response]:
+        link = self._acquire()
         try:
             link.send(outgoing)
             for data in body:
@@ -251,6 +251,14 @@ class _Client:
         data = self.http.send(event)
         if data:
             self.sock.sendall(data)
+
+
+def _try_send(link: Link, event: h11.Event) -> OSError | None:
+    try:
+        link.send(event)
+    except OSError as exc:
+        return exc
+    return None
 
 
 def _token(headers: Headers) -> str | None:
