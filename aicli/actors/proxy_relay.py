@@ -55,13 +55,11 @@ REPLAY_BYTES = 8 * 1024 * 1024
 
 
 class _Refused(Exception):
+    """A request answered by the proxy itself, with an error the way the API words one."""
+
     def __init__(self, status: int, kind: str, message: str) -> None:
         super().__init__(message)
         self.status, self.kind, self.message = status, kind, message
-
-
-class _UpstreamFailed(Exception):
-    """The upstream failed before answering: the client gets a 502."""
 
 
 def serve_client(sock: socket.socket, grants: Grants, upstream: Upstream) -> None:
