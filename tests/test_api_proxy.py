@@ -7,6 +7,7 @@ import http.server
 import json
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -298,10 +299,16 @@ def test_connections_are_kept_alive_on_both_sides(fake_api, proxy):
     assert conn.sock in client_sockets
 
 
-def test_a_kept_link_the_api_dropped_is_retried_on_a_fresh_one():
-    """The API closed a kept-alive link just as the next request went out on it."""
+@pytest.mark.parametrize("cut", ["kept link", "new link", "every link"])
+def test_a_link_cut_before_the_answer_is_tried_once_more_on_a_fresh_one(cut):
+    """The API closes a kept link as the next request goes out on it, or resets a new one
+    (a full backlog): the request goes once more on a new link, and only once."""
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
-    accepted = []
+    accepted: list[socket.socket] = []
+
+    def reset(sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
 
     def serve(listener: socket.socket) -> None:
         while True:
@@ -311,8 +318,11 @@ def test_a_kept_link_the_api_dropped_is_retried_on_a_fresh_one():
                 return
             accepted.append(sock)
             _read_request(sock)
+            if cut == "every link" or (cut == "new link" and len(accepted) == 1):
+                reset(sock)
+                continue
             sock.sendall(answer)
-            if len(accepted) == 1:
+            if cut == "kept link" and len(accepted) == 1:
                 _read_request(sock)  # the second request on this link: dropped unanswered
                 sock.close()
 
@@ -323,9 +333,12 @@ def test_a_kept_link_the_api_dropped_is_retried_on_a_fresh_one():
         try:
             conn = _connect(proxy)
             token = proxy.grant()
-            for _ in range(2):
-                response = _post(conn, b'{"n": 1}', **{"x-api-key": token})
-                assert (response.status, response.read()) == (200, b"{}")
+            if cut == "every link":
+                _assert_refusal(_post(conn, b'{"n": 1}', **{"x-api-key": token}), 502, "api_error")
+            else:
+                for _ in range(2 if cut == "kept link" else 1):
+                    response = _post(conn, b'{"n": 1}', **{"x-api-key": token})
+                    assert (response.status, response.read()) == (200, b"{}")
             assert len(accepted) == 2
         finally:
             proxy.stop()

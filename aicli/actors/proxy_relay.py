@@ -50,7 +50,7 @@ MAX_HEAD_BYTES = 65536
 # refusal reaches the client instead of a reset, and the connection stays usable.
 DRAIN_BYTES = 16 * 1024 * 1024
 # A request body is kept (up to this much) until the answer starts, to send
-# it again on a fresh link if a kept-alive one turns out dead.
+# it again on a fresh link if the first one is cut before answering.
 REPLAY_BYTES = 8 * 1024 * 1024
 
 
@@ -146,9 +146,11 @@ class _Client:
             self.upstream.discard(link)
             raise
         self.upstream.discard(link)
-        if not (link.reused and kept is not None):
+        # A connection cut before the answer began (a kept link the server had closed, a
+        # new one its backlog dropped) gets one more try, as the SDK would try it again;
+        # a timeout does not, since the API may be working on it.
+        if kept is None or not isinstance(failed, ConnectionError | h11.RemoteProtocolError):
             raise _Refused(502, "api_error", f"the API failed to answer: {failed!r}")
-        # Most likely a kept-alive link that the server had closed: once more on a fresh one.
         return self._replay(outgoing, kept)
 
     def _pass_body(

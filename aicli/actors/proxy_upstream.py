@@ -3,8 +3,8 @@
 The CLI sends a request every turn; opening a TCP (and TLS) connection for each
 would cost more than the whole proxy is allowed to add, so finished links wait
 here for the next request. A link the server closed while it waited is
-noticed before reuse where possible (the socket reads as ready), and the
-caller retries once on a fresh link when a reused one fails before answering.
+noticed before reuse where possible (the socket reads as ready); the relay
+tries once more on a fresh link when one is cut before answering.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ class Link:
 
     sock: socket.socket
     http: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
-    reused: bool = False
     idle_since: float = 0.0
 
     def send(self, event: h11.Event) -> None:
@@ -101,7 +100,6 @@ class Upstream:
         reusable = http.our_state is h11.DONE and http.their_state is h11.DONE
         if reusable:
             http.start_next_cycle()
-            link.reused = True
             link.idle_since = time.monotonic()
         with self._lock:
             self._busy.discard(link)
