@@ -21,6 +21,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
+
 from aicli.actors.api_proxy import ApiProxy
 from benchmarks.fake import REQUEST_BODY, FakeApi
 from benchmarks.stats import summary
@@ -84,12 +86,15 @@ def measure(fake: FakeApi, quick: bool) -> dict[str, Any]:
         proxied = _Client(started["url"], started["token"])
         samples: dict[str, list[float]] = {"direct": [], "proxied": []}
         for n in range(WARMUP + count):
+            if n == WARMUP:
+                cpu_before = _cpu_seconds(proxy.pid)
             # Alternate which goes first, so neither always follows the other.
             order = (("direct", direct), ("proxied", proxied))
             for name, client in order if n % 2 else reversed(order):
                 elapsed = client.turn()
                 if n >= WARMUP:
                     samples[name].append(elapsed)
+        cpu = _cpu_seconds(proxy.pid) - cpu_before
     finally:
         assert proxy.stdin is not None
         proxy.stdin.close()
@@ -97,7 +102,14 @@ def measure(fake: FakeApi, quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {name: summary(values) for name, values in samples.items()}
     results["added_p50_ms"] = results["proxied"]["p50_ms"] - results["direct"]["p50_ms"]
     results["added_p99_ms"] = results["proxied"]["p99_ms"] - results["direct"]["p99_ms"]
+    results["proxy_cpu_ms_per_request"] = cpu / count * 1000
     return results
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The proxy process's user + system time (10 ms ticks: read over many requests)."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def main() -> None:

@@ -345,6 +345,7 @@ def _api_proxy_rows(proxy: dict[str, Any]) -> Iterator[Row]:
     yield "API proxy", "through the proxy p50 / p99 ms", _pcts(proxy["proxied"], keys)
     added = f"{proxy['added_p50_ms']:.2f} / {proxy['added_p99_ms']:.2f}"
     yield "API proxy", "added p50 / p99 ms", added
+    yield "API proxy", "proxy CPU per request ms", f"{proxy['proxy_cpu_ms_per_request']:.2f}"
 
 
 def _rows(results: dict[str, Any]) -> Iterator[Row]:
