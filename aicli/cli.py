@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import logging
 import signal
 import sys
@@ -110,11 +111,26 @@ def add_principal_commands(commands: Any) -> None:
         metavar="N",
         help="Characters of text its sessions may store (prompts, answers, metadata, events).",
     )
+    create.add_argument(
+        "--policy",
+        type=json_object,
+        metavar="JSON",
+        help="What its sessions may ask for, as in POST /principals: allowed_tools,"
+        " permission_modes, network_domains, read_paths (left out: the role's default; a"
+        ' user\'s is {"network_domains": [], "read_paths": []}).',
+    )
     actions.add_parser("list", parents=[database], help="List every principal.")
     revoke = actions.add_parser(
         "revoke", parents=[database], help="Revoke a principal: its token stops working at once."
     )
     revoke.add_argument("id", help="The principal's id.")
+
+
+def json_object(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -228,6 +244,7 @@ def principal_request(args: argparse.Namespace, global_root: str | None) -> Prin
             "max_pending_per_session": args.max_pending_per_session,
             "budget_usd": args.budget_usd,
             "max_stored_bytes": args.max_stored_bytes,
+            "policy": args.policy,
         },
     }
     request = convert(fields, PrincipalCreate)  # a blank or overlong DIR is refused here first
@@ -239,12 +256,15 @@ def principal_request(args: argparse.Namespace, global_root: str | None) -> Prin
 
 def create_principal(store: Store, request: PrincipalCreate) -> int:
     """Print the new principal and, on the last line, its token: the only time it is shown."""
+    from aicli.contract import encode
+
     principal = store.principals.create(request)
     print(f"id\t{principal.id}")
     print(f"name\t{cell(principal.name)}")
     print(f"role\t{principal.role}")
     print(f"workspace_root\t{cell(principal.workspace_root or '-')}")
     print(f"limits\t{limits_text(principal)}")
+    print(f"policy\t{encode(principal.limits.policy).decode()}")
     print("token (shown only now: aicli keeps only its hash and cannot show it again):")
     print(principal.token, flush=True)
     return 0

@@ -166,7 +166,7 @@ def _domain_pattern() -> str:
     ls32 = f"(?:{h16}:{h16}|{ipv4})"
 
     def before(most: int) -> str:  # up to ``most`` groups and a last one before the "::"
-        return f"(?:(?:{h16}:){{0,{most}}}{h16})?" if most >= 0 else ""
+        return f"(?:(?:{h16}:){{0,{most}}}{h16})?" if most else f"(?:{h16})?"
 
     ipv6 = "|".join(
         (
@@ -242,12 +242,10 @@ StoredBytes = Annotated[float, Meta(ge=0, le=1_000_000_000_000_000, multiple_of=
 
 
 class SessionPolicy(Struct, **_REQUEST):
-    """1.2: what a principal's sessions may ask for; ``null`` allows anything.
+    """1.2: what a principal's sessions may ask for (null: any; left out: the role's default)."""
 
-    A field left out takes the default of the principal's role (``policy.of_role``): a
-    user's sessions reach no network but the API and no extra paths. A principal's
-    answer shows every field.
-    """
+    # A user's default: no network but the API, no extra paths (``policy.of_role``). A
+    # principal's answer shows every field.
 
     # Tool names (``Bash``, not ``Bash(git:*)``): its sessions' Claude has no other tool.
     allowed_tools: (
