@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aicli import __version__, validation
 from aicli.console import parser as console_parser
 from aicli.console.output import cell
-from aicli.errors import AicliError
+from aicli.errors import AicliError, InvalidRequest
 from aicli.log import configure as configure_logging
 from aicli.log import flush as flush_logs
 from aicli.settings import Settings, setting_fields
@@ -113,7 +113,6 @@ def add_principal_commands(commands: Any) -> None:
     )
     create.add_argument(
         "--policy",
-        type=json_object,
         metavar="JSON",
         help="What its sessions may ask for, as in POST /principals: allowed_tools,"
         " permission_modes, network_domains, read_paths (left out: the role's default; a"
@@ -124,13 +123,6 @@ def add_principal_commands(commands: Any) -> None:
         "revoke", parents=[database], help="Revoke a principal: its token stops working at once."
     )
     revoke.add_argument("id", help="The principal's id.")
-
-
-def json_object(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -244,7 +236,7 @@ def principal_request(args: argparse.Namespace, global_root: str | None) -> Prin
             "max_pending_per_session": args.max_pending_per_session,
             "budget_usd": args.budget_usd,
             "max_stored_bytes": args.max_stored_bytes,
-            "policy": args.policy,
+            "policy": policy_of(args.policy),
         },
     }
     request = convert(fields, PrincipalCreate)  # a blank or overlong DIR is refused here first
@@ -252,6 +244,19 @@ def principal_request(args: argparse.Namespace, global_root: str | None) -> Prin
         return request
     fields["workspace_root"] = validation.principal_root(request.workspace_root, global_root)
     return convert(fields, PrincipalCreate)
+
+
+def policy_of(text: str | None) -> Any:
+    """``--policy`` as JSON, which ``convert`` then checks as it checks a body's policy."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise InvalidRequest(
+            f"'--policy' must be JSON, like '{{\"network_domains\": []}}', not {text!r}.",
+            {"field": "limits.policy"},
+        ) from None
 
 
 def create_principal(store: Store, request: PrincipalCreate) -> int:
