@@ -40,7 +40,7 @@ def of_role(role: Role, given: SessionPolicy | None = None) -> SessionPolicy:
     return SessionPolicy(**fields)
 
 
-def tool_name(spec: str) -> str:
+def _tool_name(spec: str) -> str:
     """The tool a permission rule names: ``Bash`` of ``Bash(git:*)``."""
     return spec.partition("(")[0].strip()
 
@@ -70,7 +70,7 @@ def _check(name: str, policy: SessionPolicy, fields: dict[str, Any]) -> None:
     if policy.allowed_tools is not None:
         known = set(policy.allowed_tools)
         _refuse(
-            name, "allowed_tools", [t for t in fields["allowed_tools"] if tool_name(t) not in known]
+            name, "allowed_tools", [t for t in fields["allowed_tools"] if _tool_name(t) not in known]
         )
     if policy.permission_modes is not None:
         mode = fields["permission_mode"] or PermissionMode.DEFAULT
@@ -80,7 +80,7 @@ def _check(name: str, policy: SessionPolicy, fields: dict[str, Any]) -> None:
         _refuse(
             name,
             "network_domains",
-            [d for d in fields["network_domains"] if not reaches(entries, d)],
+            [d for d in fields["network_domains"] if not _reaches(entries, d)],
         )
     if policy.read_paths is not None:
         roots = [os.path.realpath(root) for root in policy.read_paths]
@@ -107,7 +107,7 @@ def _split(domain: str) -> tuple[str, str | None]:
     return host.lower(), port
 
 
-def reaches(entries: Iterable[str], domain: str) -> bool:
+def _reaches(entries: Iterable[str], domain: str) -> bool:
     """Whether a policy of ``entries`` covers ``domain``: the same host, or one under a
     ``*.`` entry (a wildcard asked for only under an equal or wider one); a port an entry
     names must be the port asked for."""
