@@ -69,9 +69,8 @@ def admit(principal: Principal | None, fields: dict[str, Any]) -> tuple[str, ...
 def _check(name: str, policy: SessionPolicy, fields: dict[str, Any]) -> None:
     if policy.allowed_tools is not None:
         known = set(policy.allowed_tools)
-        _refuse(
-            name, "allowed_tools", [t for t in fields["allowed_tools"] if _tool_name(t) not in known]
-        )
+        asked = fields["allowed_tools"]
+        _refuse(name, "allowed_tools", [t for t in asked if _tool_name(t) not in known])
     if policy.permission_modes is not None:
         mode = fields["permission_mode"] or PermissionMode.DEFAULT
         _refuse(name, "permission_mode", [] if mode in policy.permission_modes else [str(mode)])
