@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
+from aicli import policy
 from aicli.contract import ROOT_PRINCIPAL_ID, Principal, PrincipalLimits, Role
 from aicli.errors import ApprovalNotFound, Forbidden, SessionNotFound, TaskNotFound, Unauthorized
 from aicli.storage import Store
@@ -26,7 +27,7 @@ ROOT = Principal(
     name=ROOT_PRINCIPAL_ID,
     role=Role.ADMIN,
     workspace_root=None,
-    limits=PrincipalLimits(),
+    limits=PrincipalLimits(policy=policy.ADMIN_DEFAULT),
     created_at=datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
 )
 

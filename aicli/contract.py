@@ -147,6 +147,58 @@ Command = Annotated[str, Meta(min_length=1, max_length=MAX_COMMAND_CHARS, patter
 Workdir = Annotated[str, Meta(min_length=1, max_length=4096, pattern=NOT_BLANK)]
 Seconds = Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_S)]
 WholeNumber = Annotated[float, Meta(ge=1, le=MAX_TURNS, multiple_of=1)]
+# 1.2: a path a policy names; it need not exist yet, so it must be absolute to mean anything.
+AbsolutePath = Annotated[str, Meta(min_length=1, max_length=4096, pattern="^/[^\x00]*$")]
+
+
+def _domain_pattern() -> str:
+    """A host name (``*.`` for its subdomains) or an IP literal, each with an optional port.
+
+    Written out in full (RFC 1123 labels, RFC 3986 addresses), so that the schema is the
+    whole rule: what matches is what the service takes. A name's last label starts with a
+    letter, which keeps a name apart from an IPv4 address that is out of range.
+    """
+    label = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    last = "[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    octet = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    ipv4 = rf"{octet}(?:\.{octet}){{3}}"
+    h16 = "[0-9A-Fa-f]{1,4}"
+    ls32 = f"(?:{h16}:{h16}|{ipv4})"
+
+    def before(most: int) -> str:  # up to ``most`` groups and a last one before the "::"
+        return f"(?:(?:{h16}:){{0,{most}}}{h16})?" if most else f"(?:{h16})?"
+
+    ipv6 = "|".join(
+        (
+            f"(?:{h16}:){{6}}{ls32}",
+            f"::(?:{h16}:){{5}}{ls32}",
+            f"{before(0)}::(?:{h16}:){{4}}{ls32}",
+            f"{before(1)}::(?:{h16}:){{3}}{ls32}",
+            f"{before(2)}::(?:{h16}:){{2}}{ls32}",
+            f"{before(3)}::{h16}:{ls32}",
+            f"{before(4)}::{ls32}",
+            f"{before(5)}::{h16}",
+            f"{before(6)}::",
+        )
+    )
+    number = "[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]"
+    port = f"(?::(?:{number}))?"
+    host = rf"(?:\*\.)?(?:{label}\.)*{last}|{ipv4}|\[(?:{ipv6})\]"
+    return f"^(?:{host}){port}$"
+
+
+DOMAIN = _domain_pattern()
+Domain = Annotated[
+    str,
+    Meta(
+        max_length=300,
+        pattern=DOMAIN,
+        description="A host name, `*.` and a name (its subdomains), an IPv4 address or an"
+        " IPv6 one in brackets; each with an optional `:port`. No scheme, no path.",
+    ),
+]
+DomainList = Annotated[list[Domain], Meta(max_length=100)]
+PathList = Annotated[list[Workdir], Meta(max_length=100)]
 
 
 # Requests
@@ -169,6 +221,9 @@ class SessionCreate(Struct, **_REQUEST):
     # 1.1: "ask" has each tool use the session's permissions do not allow wait for a person.
     approvals: ApprovalMode | None = None
     approval_timeout_s: Annotated[float, Meta(gt=0, le=MAX_APPROVAL_TIMEOUT_S)] | None = None
+    # 1.2: what its sandbox may reach besides the workdir and the API, within its owner's policy.
+    network_domains: DomainList | None = None
+    read_paths: PathList | None = None
 
 
 class TaskSubmit(Struct, **_REQUEST):
@@ -186,11 +241,35 @@ LimitCount = Annotated[float, Meta(ge=0, le=1_000_000_000, multiple_of=1)]
 StoredBytes = Annotated[float, Meta(ge=0, le=1_000_000_000_000_000, multiple_of=1)]
 
 
+class SessionPolicy(Struct, **_REQUEST):
+    """1.2: what a principal's sessions may ask for (null: any; left out: the role's default)."""
+
+    # A user's default: no network but the API, no extra paths (``policy.of_role``). A
+    # principal's answer shows every field.
+
+    # Tool names (``Bash``, not ``Bash(git:*)``): its sessions' Claude has no other tool.
+    allowed_tools: (
+        Annotated[
+            list[Annotated[str, Meta(pattern="^[A-Za-z0-9_.-]{1,200}$")]], Meta(max_length=100)
+        ]
+        | None
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    permission_modes: list[PermissionMode] | None | msgspec.UnsetType = msgspec.UNSET
+    # Domains its sessions' sandboxes may reach besides the Anthropic API.
+    network_domains: DomainList | None | msgspec.UnsetType = msgspec.UNSET
+    # Directories inside which its sessions may name ``read_paths``.
+    read_paths: Annotated[list[AbsolutePath], Meta(max_length=100)] | None | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+
+
 class PrincipalLimits(Struct, **_REQUEST):
     max_sessions: LimitCount | None = None
     max_pending_per_session: LimitCount | None = None
     budget_usd: Annotated[float, Meta(ge=0, le=1e12)] | None = None
     max_stored_bytes: StoredBytes | None = None
+    policy: SessionPolicy | None = None  # 1.2; null when given: the role's default
 
 
 class PrincipalCreate(Struct, **_REQUEST):
@@ -200,6 +279,12 @@ class PrincipalCreate(Struct, **_REQUEST):
     role: Role = Role.USER
     workspace_root: Workdir | None = None
     limits: PrincipalLimits | None = None
+
+
+class PrincipalUpdate(Struct, **_REQUEST):
+    """``PATCH /principals/{id}`` (1.2): ``limits`` replaces all of the principal's limits."""
+
+    limits: PrincipalLimits
 
 
 class ApprovalDecision(Struct, **_REQUEST):
@@ -401,6 +486,8 @@ class SessionSettings(Struct, **_VALUE):
     # 1.2: what the session's sandbox lets its Claude reach beyond its workdir and the API.
     network_domains: tuple[str, ...] = ()
     read_paths: tuple[str, ...] = ()
+    # 1.2: the only tools its CLI offers (``--tools``), from its owner's policy; None: all.
+    tools: tuple[str, ...] | None = None
 
 
 class TaskCounts(Struct, **_VALUE):
@@ -450,6 +537,11 @@ class Session(Struct, **_VALUE):
     approval_rules: tuple[ApprovalRule, ...] = ()
     claude_session_id: str | None = None
     owner: str | None = None  # 1.1: the principal that opened it (null: version 1, no principals)
+    # 1.2: what its sandbox reaches besides the workdir and the API; the tools its Claude has
+    # (its owner's policy when it was opened; null: all).
+    network_domains: tuple[str, ...] = ()
+    read_paths: tuple[str, ...] = ()
+    tools: tuple[str, ...] | None = None
     node: str | None = None  # 1.1: the id of the node running it now (null: none does)
     process_alive: bool = False
     created_at: Timestamp | None = None
@@ -469,6 +561,9 @@ class Session(Struct, **_VALUE):
             append_system_prompt=self.append_system_prompt,
             max_turns=self.max_turns,
             approvals=self.approvals,
+            network_domains=self.network_domains,
+            read_paths=self.read_paths,
+            tools=self.tools,
         )
 
 

@@ -33,7 +33,8 @@ class Unauthorized(AicliError):
 
 
 class Forbidden(AicliError):
-    """A route or a filter only admins may use, asked for by a user (HTTP 403)."""
+    """A route or a filter only admins may use, asked for by a user; or a session that asks
+    for more than its principal's policy allows (HTTP 403)."""
 
     code = "forbidden"
 

@@ -26,7 +26,7 @@ import msgspec
 import psutil
 import pykka
 
-from aicli import access, contract, validation
+from aicli import access, contract, policy, validation
 from aicli.actors import process_tree
 from aicli.actors.census import CENSUS_KEY, ProcessCensus
 from aicli.actors.claude_bin import claude_version, find_claude
@@ -57,6 +57,7 @@ from aicli.contract import (
     Page,
     Principal,
     PrincipalCreate,
+    PrincipalUpdate,
     Session,
     SessionCreate,
     Task,
@@ -65,6 +66,7 @@ from aicli.contract import (
 )
 from aicli.errors import (
     BudgetExceeded,
+    Forbidden,
     PrincipalNotFound,
     StorageError,
     Unauthorized,
@@ -306,7 +308,7 @@ class Runtime:
         Either way the body is checked here, once, so an embedder gets the errors
         an HTTP client gets; the workdir must exist (inside the workspace root,
         and inside the principal's own root if it has one). The session is the
-        principal's, within its ``max_sessions``.
+        principal's, within its ``max_sessions`` and its ``policy`` (``aicli.policy``).
         """
         self._check_accepting()
         if request is None:
@@ -317,6 +319,7 @@ class Runtime:
             if own_root:
                 validation.session_fields(request, own_root)
             clean["max_owned"] = principal.limits.max_sessions
+        clean["tools"] = policy.admit(principal, clean)
         clean["owner"] = access.owner_of_new(principal)
         return self._with_process_state(self._ask(self._proxy().open_session(clean)))
 
@@ -678,6 +681,21 @@ class Runtime:
         if not access.sees_all(principal) and principal_id != principal.id:
             raise PrincipalNotFound(principal_id)
         return self.store.principals.get(principal_id)
+
+    def update_principal(
+        self, principal_id: str, request: PrincipalUpdate, *, principal: Principal | None = None
+    ) -> Principal:
+        """Replace a principal's limits, its policy among them (admins only). A policy
+        applies to the sessions opened afterwards; those open keep what they were opened
+        with. The built-in root has no row and no limits to change."""
+        access.require_admin(principal, "change principals")
+        if principal_id == access.ROOT.id:
+            raise Forbidden(
+                "The built-in principal 'root' has no limits to change.", {"principal": "root"}
+            )
+        updated = self.store.principals.set_limits(principal_id, request.limits)
+        log.info("principal limits changed", extra={"principal_id": principal_id})
+        return updated
 
     def revoke_principal(
         self, principal_id: str, *, principal: Principal | None = None

@@ -24,7 +24,7 @@ from aicli.settings import Settings
 
 # Two lines an operation. First its id, method and path; success statuses and their schema
 # (or media types); error statuses (and 413 and 415 with a body, 415 and 403 on DELETE, 403
-# on POST, 401 with a token but on /healthz, 421 and 500 always); the struct of its query
+# on POST and PATCH, 401 with a token but on /healthz, 421 and 500 always); the struct of its query
 # parameters (XQuery, and XHeaders if there is one), the Idempotency-Key header (key) or
 # the Prefer header (prefer); the body's struct. Then its summary. Path parameters come
 # from the path.
@@ -66,6 +66,9 @@ listPrincipals GET /principals 200:PrincipalPage 400,403,503 PrincipalListQuery
   List principals, revoked ones too (admins only).
 getPrincipal GET /principals/{principal_id} 200:Principal 400,404,503
   One principal (a user: only itself; any other id is unknown to it).
+updatePrincipal PATCH /principals/{principal_id} 200:Principal 400,403,404,503 PrincipalUpdate
+  Replace a principal's limits, its session policy among them (admins only; the built-in \
+`root` has none: 403). A new policy applies to the sessions opened afterwards.
 revokePrincipal DELETE /principals/{principal_id} 200:Principal 400,403,404,503
   Revoke a principal (admins only): its token stops working at once, its sessions close and its \
 streams and long-polls end (revoked already: 200 again).
@@ -87,7 +90,8 @@ ERRORS = {  # each starts with the codes it carries
     "400": "invalid_request: the schema refuses the body, a parameter or a header; a query "
     "parameter is unknown or repeated; or this server refuses a value of the right form: a "
     "`workdir` or a principal's `workspace_root` that is no existing directory (inside the "
-    "workspace root, if set; a workdir inside its owner's too), a `cursor` it did not issue, a "
+    "workspace root, if set; a workdir inside its owner's too), a session's `read_paths` item "
+    "that is no existing directory, a `cursor` it did not issue, a "
     "decision that does not fit its approval (`answers` but to the questions of a `question`, "
     "and required there; `updated_input`, `answers` or `remember` with `deny`; `remember` with "
     "`updated_input` or on a question). A request that is not HTTP gets a plain-text 400.",
@@ -97,7 +101,10 @@ ERRORS = {  # each starts with the codes it carries
     "called by a user; a request that changes something sent by a web page of another "
     "origin (its `Origin` is not this server's, or `Sec-Fetch-Site` is `cross-site` or "
     "`same-site`); `POST /principals` on an open service (the first principal is made with "
-    "`aicli principals create`).",
+    "`aicli principals create`); a session that asks for more than its principal's "
+    "`limits.policy` allows (`details.field` names the part: `allowed_tools`, "
+    "`permission_mode`, `network_domains` or `read_paths`; `details.not_allowed` the values); "
+    "`PATCH` of the built-in `root`.",
     "404": "session_not_found, task_not_found, not_found: no such id (or route), or one that is "
     "not the caller's to see (a user's view: the sessions it opened, their tasks and "
     "approvals, itself).",
@@ -136,7 +143,7 @@ PREFERENCE_APPLIED = {
 LINKS = {
     "Session": ("session_id", "getSession closeSession submitTask listSessionTasks listTasks"),
     "Task": ("task_id", "getTask cancelTask getTaskEvents"),
-    "Principal": ("principal_id", "getPrincipal revokePrincipal"),
+    "Principal": ("principal_id", "getPrincipal updatePrincipal revokePrincipal"),
     "Approval": ("approval_id", "getApproval decideApproval"),
 }
 JSON = "application/json"
@@ -154,7 +161,7 @@ RESPONSES = (
     c.NodeList,
     c.ErrorBody,
 )
-REQUESTS = (c.SessionCreate, c.TaskSubmit, c.PrincipalCreate, c.ApprovalDecision)
+REQUESTS = (c.SessionCreate, c.TaskSubmit, c.PrincipalCreate, c.PrincipalUpdate, c.ApprovalDecision)
 # msgspec names a component after its type; no component refers to these four.
 NAMES = {
     "Page_Session_": "SessionPage",
@@ -179,7 +186,7 @@ ID = {"type": "string", "pattern": c.ID}
 KEY = {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": f"^{IDEMPOTENCY_KEY}$"}
 BODIES = tuple(kind.__name__ for kind in REQUESTS)
 AT = {"query": "Query", "header": "Headers"}
-CHANGES = frozenset({"POST", "DELETE"})
+CHANGES = frozenset({"POST", "PATCH", "DELETE"})
 
 
 def _param(at: str, name: str, text: str, **schema: Any) -> dict[str, Any]:

@@ -350,6 +350,18 @@ def _stored_bytes(db: Database) -> None:
     )
 
 
+def _policies(db: Database) -> None:
+    """Principals' policies (null: the role's default), and what each session asked for within
+    its owner's: the domains and read-only paths its sandbox reaches, the tools its CLI offers.
+
+    Numbered 13: 11 and 12 were taken by work released beside it; versions need not be
+    contiguous, each is applied once."""
+    db.execute_sql("ALTER TABLE principals ADD COLUMN policy TEXT")
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN network_domains TEXT NOT NULL DEFAULT '[]'")
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN read_paths TEXT NOT NULL DEFAULT '[]'")
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN tools TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, tasks, task events, processes", _initial_schema),
     Migration(2, "tasks.updated_at", _task_updated_at),
@@ -361,6 +373,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "tasks.idempotency_fingerprint and an index of keys", _idempotency_fingerprints),
     Migration(9, "processes' session and node", _process_sessions),
     Migration(10, "sessions.stored_bytes and principals.max_stored_bytes", _stored_bytes),
+    Migration(13, "principals.policy; sessions' network domains, read paths and tools", _policies),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -92,6 +92,11 @@ def bind_tables(db: Database) -> Tables:
         owner_epoch = BigIntegerField(constraints=[SQL("DEFAULT 0")])
         # Added by migration 10: the characters of text stored for it (``usage``).
         stored_bytes = BigIntegerField(constraints=[SQL("DEFAULT 0")])
+        # Added by migration 13: what its sandbox may reach, and the tools its CLI offers
+        # (null: all).
+        network_domains = JsonTextField(constraints=[SQL("DEFAULT '[]'")])
+        read_paths = JsonTextField(constraints=[SQL("DEFAULT '[]'")])
+        tools = JsonTextField(null=True)
 
         class Meta:
             table_name = "sessions"
@@ -166,6 +171,8 @@ def bind_tables(db: Database) -> Tables:
         revoked_at = UtcDateTimeField(null=True)
         # Added by migration 10.
         max_stored_bytes = BigIntegerField(null=True)
+        # Added by migration 13: its sessions' policy (null: its role's default).
+        policy = JsonTextField(null=True)
 
         class Meta:
             table_name = "principals"

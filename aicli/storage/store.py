@@ -142,8 +142,9 @@ _EPOCH_OF_TASK = "(SELECT owner_epoch FROM sessions WHERE sessions.id = tasks.se
 _INSERT_SESSION = (
     "INSERT INTO sessions (id, status, workdir, model, permission_mode, allowed_tools,"
     " disallowed_tools, append_system_prompt, max_turns, metadata, created_at, updated_at,"
-    " owner, approvals, approval_timeout_s, n_pending, n_running, n_completed, n_failed,"
-    f" n_cancelled, total_cost_usd, stored_bytes) VALUES ({_marks(15)}, 0, 0, 0, 0, 0, 0, ?)"
+    " owner, approvals, approval_timeout_s, network_domains, read_paths, tools, n_pending,"
+    " n_running, n_completed, n_failed, n_cancelled, total_cost_usd, stored_bytes)"
+    f" VALUES ({_marks(18)}, 0, 0, 0, 0, 0, 0, ?)"
 )
 _N_PENDING = count_column(TaskStatus.PENDING)
 _N_CANCELLED = count_column(TaskStatus.CANCELLED)
@@ -298,6 +299,9 @@ class Store:
         owner: str | None = None,
         approvals: str | None = None,
         approval_timeout_s: float | None = None,
+        network_domains: Iterable[str] = (),
+        read_paths: Iterable[str] = (),
+        tools: Iterable[str] | None = None,
         max_open: int | None = None,
         max_owned: int | None = None,
     ) -> Session:
@@ -325,6 +329,9 @@ class Store:
             owner=owner,
             approvals=ApprovalMode(approvals or ApprovalMode.OFF),
             approval_timeout_s=to_db_float(approval_timeout_s or DEFAULT_APPROVAL_TIMEOUT_S),
+            network_domains=tuple(network_domains),
+            read_paths=tuple(read_paths),
+            tools=None if tools is None else tuple(tools),
             created_at=now,
             updated_at=now,
         )
@@ -347,6 +354,9 @@ class Store:
             owner,
             session.approvals,
             session.approval_timeout_s,
+            to_json_text(list(session.network_domains)),
+            to_json_text(list(session.read_paths)),
+            None if session.tools is None else to_json_text(list(session.tools)),
             size,
         )
 
