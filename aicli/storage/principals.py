@@ -16,7 +16,7 @@ from typing import Any
 
 from aicli.contract import Page, Principal, PrincipalCreate, PrincipalLimits, Role, new_id, utcnow
 from aicli.errors import PrincipalNotFound
-from aicli.storage import paging, usage
+from aicli.storage import credentials, paging, usage
 from aicli.storage.admission import OPEN_STATUSES
 from aicli.storage.engine import Engine
 from aicli.storage.fields import from_db_time, to_db_float, to_db_time
@@ -26,7 +26,8 @@ _COLUMNS = (
     "id, name, role, workspace_root, max_sessions, max_pending_per_session, budget_usd,"
     " created_at, revoked_at,"
     " (SELECT COALESCE(SUM(total_cost_usd), 0) FROM sessions WHERE owner = principals.id),"
-    f" max_stored_bytes, {usage.OF_PRINCIPAL}"
+    f" max_stored_bytes, {usage.OF_PRINCIPAL},"
+    " EXISTS (SELECT 1 FROM principal_credentials WHERE principal_id = principals.id)"
 )
 _INSERT = (
     "INSERT INTO principals (id, name, role, token_hash, workspace_root, max_sessions,"
@@ -58,7 +59,7 @@ def token_hash(token: str) -> str:
 def principal_from_row(row: Sequence[Any]) -> Principal:
     (
         principal_id, name, role, workspace_root, max_sessions, max_pending, budget_usd,
-        created_at, revoked_at, total_cost_usd, max_stored_bytes, stored_bytes,
+        created_at, revoked_at, total_cost_usd, max_stored_bytes, stored_bytes, own_credentials,
     ) = row  # fmt: skip
     return Principal(
         id=principal_id,
@@ -75,6 +76,7 @@ def principal_from_row(row: Sequence[Any]) -> Principal:
         revoked_at=None if revoked_at is None else from_db_time(revoked_at),
         total_cost_usd=float(total_cost_usd or 0.0),
         stored_bytes=int(stored_bytes or 0),
+        own_credentials=bool(own_credentials),
     )
 
 
@@ -164,13 +166,15 @@ class Principals:
         return self._engine.read(lambda: [row[0] for row in self._execute(_REVOKED_OWNERS)])
 
     def revoke(self, principal_id: str) -> Principal:
-        """Revoke at once: the next request with its token is refused. Revoked already: as is.
+        """Revoke at once: the next request with its token is refused, and its own credentials
+        are forgotten in the same commit. Revoked already: as is.
 
         Its sessions are closed by ``Store.revoke_principal``, which calls this in its write.
         """
 
         def write() -> Principal:
             self._execute(_REVOKE, (to_db_time(utcnow()), principal_id))
+            self._execute(credentials.DELETE, (principal_id,))
             row = self._execute(_BY_ID, (principal_id,)).fetchone()
             if row is None:
                 raise PrincipalNotFound(principal_id)
