@@ -346,6 +346,27 @@ def test_a_lost_default_key_file_is_a_clear_error_at_use(tmp_path):
         reopened.close()
 
 
+def test_a_key_file_that_cannot_be_made_or_read_is_a_clear_error(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'aicli.db'}"
+    store = open_store(url)
+    try:
+        gus = store.principals.create(PrincipalCreate(name="gus"))
+
+        def read_only(*args: Any, **kwargs: Any) -> int:
+            raise OSError(30, "Read-only file system")
+
+        with monkeypatch.context() as patched:
+            patched.setattr("aicli.storage.secret_key.os.open", read_only)
+            with pytest.raises(CredentialsUnavailable, match="cannot be made: Read-only"):
+                store.credentials.put(gus.id, CredentialKind.API_KEY, API_KEY)
+        assert store.credentials.get(gus.id) is None
+        (tmp_path / DEFAULT_FILE_NAME).mkdir()
+        with pytest.raises(CredentialsUnavailable, match="cannot be read"):
+            store.credentials.put(gus.id, CredentialKind.API_KEY, API_KEY)
+    finally:
+        store.close()
+
+
 @pytest.mark.postgres
 def test_postgres_without_a_configured_key_refuses_to_store_credentials(
     make_runtime, postgres_database

@@ -87,7 +87,15 @@ class SecretKey:
                 {"setting": "secret_key_file"},
             )
         if create and not self._default_file.exists():
-            _make(self._default_file)
+            try:
+                _make(self._default_file)
+            except OSError as exc:
+                raise CredentialsUnavailable(
+                    f"The secret key file {str(self._default_file)!r} cannot be made: "
+                    f"{exc.strerror or type(exc).__name__}; make it, or set "
+                    "AICLI_SECRET_KEY_FILE.",
+                    {"setting": "secret_key_file"},
+                ) from None
         return _read(self._default_file, "the default key file")
 
 
@@ -112,7 +120,7 @@ def _read(path: Path, setting: str) -> bytes:
 def _make(path: Path) -> None:
     """A new random key at ``path``, mode 0600, whole or not at all: it is written to a
     private file that is then linked into place, which fails if a key got there first."""
-    spare = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    spare = path.with_name(f".{path.name}.{os.urandom(8).hex()}")
     fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as out:
