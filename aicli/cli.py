@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aicli")
 
-# Secrets stay off the command line (visible in `ps`): use AICLI_API_TOKEN or --api-token-file.
-SECRET_SETTINGS = frozenset({"api_token"})
+# Secrets stay off the command line (visible in `ps`): use AICLI_API_TOKEN or --api-token-file,
+# AICLI_SECRET_KEY or --secret-key-file.
+SECRET_SETTINGS = frozenset({"api_token", "secret_key"})
 
 
 def version() -> str:

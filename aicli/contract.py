@@ -75,6 +75,13 @@ class ApprovalKind(StrEnum):
     QUESTION = "question"
 
 
+class CredentialKind(StrEnum):
+    """Which header a principal's own credential goes out in: ``x-api-key`` or a bearer."""
+
+    API_KEY = "api_key"
+    AUTH_TOKEN = "auth_token"
+
+
 class ApprovalStatus(StrEnum):
     PENDING = "pending"
     ALLOWED = "allowed"
@@ -146,6 +153,11 @@ Metadata = dict[Annotated[str, Meta(max_length=256, pattern=NO_NUL)], Text]
 Command = Annotated[str, Meta(min_length=1, max_length=MAX_COMMAND_CHARS, pattern=NOT_BLANK)]
 Workdir = Annotated[str, Meta(min_length=1, max_length=4096, pattern=NOT_BLANK)]
 Seconds = Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_S)]
+# A credential goes out as an HTTP header value: visible ASCII, no whitespace, no NUL. The
+# lookahead is for Python, whose ``$`` also matches before a final newline (ECMAScript's not).
+VISIBLE_ASCII = r"^[!-~]+$(?!\n)"
+MAX_SECRET_CHARS = 4096
+Secret = Annotated[str, Meta(min_length=1, max_length=MAX_SECRET_CHARS, pattern=VISIBLE_ASCII)]
 WholeNumber = Annotated[float, Meta(ge=1, le=MAX_TURNS, multiple_of=1)]
 # 1.2: a path a policy names; it need not exist yet, so it must be absolute to mean anything.
 AbsolutePath = Annotated[str, Meta(min_length=1, max_length=4096, pattern="^/[^\x00]*$")]
@@ -285,6 +297,32 @@ class PrincipalUpdate(Struct, **_REQUEST):
     """``PATCH /principals/{id}`` (1.2): ``limits`` replaces all of the principal's limits."""
 
     limits: PrincipalLimits
+
+
+class CredentialsSet(Struct, **_REQUEST):
+    """``PUT /me/credentials`` (1.2): exactly one of the two, a string; never shown back."""
+
+    # Absent rather than null (UNSET), so that the schema can say "exactly one" (one
+    # property, no null) and every body it allows is one the server takes.
+    anthropic_api_key: Secret | msgspec.UnsetType = msgspec.UNSET
+    anthropic_auth_token: Secret | msgspec.UnsetType = msgspec.UNSET
+
+    def given(self) -> tuple[CredentialKind, str]:
+        """The kind and the secret; ``InvalidRequest`` unless exactly one was given."""
+        found = [
+            (kind, value)
+            for kind, value in (
+                (CredentialKind.API_KEY, self.anthropic_api_key),
+                (CredentialKind.AUTH_TOKEN, self.anthropic_auth_token),
+            )
+            if isinstance(value, str)
+        ]
+        if len(found) != 1:
+            raise InvalidRequest(
+                "Give exactly one of 'anthropic_api_key' and 'anthropic_auth_token'.",
+                {"field": "anthropic_api_key"},
+            )
+        return found[0]
 
 
 class ApprovalDecision(Struct, **_REQUEST):
@@ -628,6 +666,14 @@ class Principal(Struct, **_VALUE):
     total_cost_usd: float = 0.0
     token: str | None = None
     stored_bytes: int = 0  # 1.2: what its sessions store now, as ``max_stored_bytes`` counts
+    own_credentials: bool = False  # 1.2: its sessions use Anthropic credentials of its own
+
+
+class Credentials(Struct, **_VALUE):
+    """1.2: a principal's own Anthropic credential as the API shows it: never the secret."""
+
+    kind: CredentialKind
+    set_at: Timestamp
 
 
 class Approval(Struct, **_VALUE):
@@ -840,17 +886,18 @@ _TYPE_NAMES = {
 }
 _JSON_NAMES = {**_TYPE_NAMES, "int": "a number"}  # what a client sent, in JSON's terms
 _PATTERN_RULES = {
+    VISIBLE_ASCII: "must be visible ASCII characters, without whitespace",
     NO_NUL: "must not hold a NUL character",
     NOT_BLANK: "must not be empty or only whitespace, nor hold a NUL character",
 }
 # The same patterns by the text msgspec quotes them with.
-_PATTERNS = {repr(pattern)[1:-1]: pattern for pattern in (NO_NUL, NOT_BLANK)}
+_PATTERNS = {repr(pattern)[1:-1]: pattern for pattern in (NO_NUL, NOT_BLANK, VISIBLE_ASCII)}
 _UNITS = {"timeout_s": "a number of seconds"}
 _TICKED = re.compile(r"`([^`]+)`")
 _REGEX = re.compile(r"matching regex '(.*)'$", re.DOTALL)
 _LONGEST = re.compile(r"of length <= (\d+)")
 _MAP_KEY = re.compile(r"`key` in `\$\.([A-Za-z_]+)`")
-_NOUNS = {"SessionCreate": "session", "TaskSubmit": "task"}
+_NOUNS = {"SessionCreate": "session", "TaskSubmit": "task", "CredentialsSet": "credentials"}
 
 
 def _named(match: re.Match[str], names: dict[str, str] = _TYPE_NAMES) -> str:

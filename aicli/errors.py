@@ -122,6 +122,26 @@ class TaskNotCancellable(Conflict):
         )
 
 
+class CredentialsUnavailable(Conflict):
+    """A principal's own credentials cannot be sealed or opened here (HTTP 409): no secret key
+    is configured where one must be, or the key is not the one they were sealed with. The
+    operator's to fix; the message says how, and never holds a secret."""
+
+    code = "credentials_unavailable"
+
+
+class PrincipalRevoked(Conflict):
+    """The principal was revoked: nothing of it may change any more (HTTP 409)."""
+
+    code = "principal_revoked"
+
+    def __init__(self, principal_id: str) -> None:
+        super().__init__(
+            f"Principal '{principal_id}' is revoked; it can no longer be given credentials.",
+            {"principal_id": principal_id},
+        )
+
+
 class IdempotencyKeyReused(AicliError):
     """An ``Idempotency-Key`` sent again with another request than the one it was first used
     with (HTTP 422): the first task is not this request's, and a new one would act twice."""

@@ -51,6 +51,8 @@ from aicli.approval_desk import ApprovalDesk
 from aicli.contract import (
     Approval,
     ApprovalDecision,
+    Credentials,
+    CredentialsSet,
     Event,
     EventPage,
     Node,
@@ -67,6 +69,7 @@ from aicli.contract import (
 from aicli.errors import (
     BudgetExceeded,
     Forbidden,
+    NotFound,
     PrincipalNotFound,
     StorageError,
     Unauthorized,
@@ -76,6 +79,7 @@ from aicli.metrics import Metrics
 from aicli.peers import Peers
 from aicli.settings import Settings
 from aicli.storage import Store, open_store, server_lock
+from aicli.storage.secret_key import SecretKey
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +174,10 @@ class Runtime:
             lock = server_lock.acquire(settings.database_url)
             undo.callback(lock.release)
             claude_bin = find_claude(settings.claude_bin)
-            store = open_store(settings.database_url)
+            key = SecretKey(
+                settings.database_url, key=settings.secret_key, key_file=settings.secret_key_file
+            )
+            store = open_store(settings.database_url, secret_key=key)
             undo.callback(store.close)
             runtime = cls(
                 settings,
@@ -718,6 +725,50 @@ class Runtime:
         for running in self._after_close(closed):
             self.wait(running, timeout=max(0.0, deadline - time.monotonic()))
         return revoked
+
+    # Principals' own credentials
+
+    def set_credentials(
+        self, principal_id: str, request: CredentialsSet, *, principal: Principal | None = None
+    ) -> Credentials:
+        """Store the principal's own Anthropic key or token, sealed; its sessions' Claude then
+        reaches the API with it instead of the operator's. The answer never holds the secret."""
+        access.check_credentials(principal, principal_id)
+        kind, secret = request.given()
+        stored = self.store.credentials.put(principal_id, kind, secret)
+        log.info(
+            "credentials set",
+            extra={"principal_id": principal_id, "kind": kind, "by": principal.id},
+        )
+        return stored
+
+    def get_credentials(
+        self, principal_id: str, *, principal: Principal | None = None
+    ) -> Credentials:
+        """Which kind of credential the principal brought, and when; ``NotFound`` if none."""
+        access.check_credentials(principal, principal_id)
+        found = self.store.credentials.get(principal_id)
+        if found is None:
+            self.store.principals.get(principal_id)  # an unknown id is that, not "none"
+            raise NotFound(
+                f"Principal '{principal_id}' has no credentials of its own.",
+                {"principal_id": principal_id},
+            )
+        return found
+
+    def delete_credentials(self, principal_id: str, *, principal: Principal | None = None) -> None:
+        """Forget the principal's own credential: its sessions use the operator's again."""
+        access.check_credentials(principal, principal_id)
+        self.store.principals.get(principal_id)
+        self.store.credentials.delete(principal_id)
+        log.info("credentials deleted", extra={"principal_id": principal_id, "by": principal.id})
+
+    def own_credentials(self, principal_id: str | None) -> dict[str, str] | None:
+        """The headers that carry the credential a session's owner brought to the Messages
+        API (``x-api-key``, or ``authorization``), for the credential-injecting proxy; None:
+        the operator's credentials apply. ``CredentialsUnavailable`` if this node's secret
+        key does not open them (its message says so, and holds no secret)."""
+        return self.store.credentials.own_credentials(principal_id)
 
     def _principals_exist(self) -> bool:
         """Whether the service is closed by principals: once one exists it stays so.

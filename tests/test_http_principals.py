@@ -28,6 +28,7 @@ FIELDS = {
     "total_cost_usd",
     "token",
     "stored_bytes",
+    "own_credentials",
 }
 
 

@@ -30,6 +30,8 @@ ROUTES = {
     "/principals": {"get", "post"},
     "/principals/{principal_id}": {"get", "delete"},
     "/me": {"get"},
+    "/me/credentials": {"get", "put", "delete"},
+    "/principals/{principal_id}/credentials": {"get", "put", "delete"},
     "/approvals": {"get"},
     "/approvals/{approval_id}": {"get", "post"},
     "/nodes": {"get"},

@@ -23,11 +23,11 @@ from aicli.http.sessions import IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY
 from aicli.settings import Settings
 
 # Two lines an operation. First its id, method and path; success statuses and their schema
-# (or media types); error statuses (and 413 and 415 with a body, 415 and 403 on DELETE, 403
-# on POST and PATCH, 401 with a token but on /healthz, 421 and 500 always); the struct of its query
-# parameters (XQuery, and XHeaders if there is one), the Idempotency-Key header (key) or
-# the Prefer header (prefer); the body's struct. Then its summary. Path parameters come
-# from the path.
+# (or media types; neither: no body); error statuses (and 413 and 415 with a body, 415 and
+# 403 on DELETE, 403 on POST, PUT and PATCH, 401 with a token but on /healthz, 421 and 500
+# always); the struct of its query parameters (XQuery, and XHeaders if there is one), the
+# Idempotency-Key header (key) or the Prefer header (prefer); the body's struct. Then its
+# summary. Path parameters come from the path.
 OPERATIONS = """
 openSession POST /sessions 201:Session 400,413,429,503 SessionCreate
   Open a session: a Claude Code conversation in a working directory.
@@ -77,6 +77,23 @@ listNodes GET /nodes 200:NodeList 400,403,503
 getMe GET /me 200:Principal 400,503
   The caller: the principal whose token this is (`root` for the configured token, and in an \
 open service).
+setMyCredentials PUT /me/credentials 200:Credentials 400,403,409,503 CredentialsSet
+  Bring Anthropic credentials of your own (exactly one of an API key and an auth token): your \
+sessions' Claude then reaches the API with them instead of the operator's. Stored sealed; no \
+answer ever holds them again. Replaces any you had.
+getMyCredentials GET /me/credentials 200:Credentials 400,403,404,503
+  Which kind of credentials you brought, and when (never the secret); 404 if none.
+deleteMyCredentials DELETE /me/credentials 204 400,403,503
+  Forget your own credentials: your sessions use the operator's again (none: 204 as well).
+setCredentials PUT /principals/{principal_id}/credentials 200:Credentials 400,403,404,409,503 \
+CredentialsSet
+  Set a principal's own Anthropic credentials (admins; a user: only its own), as \
+`PUT /me/credentials`.
+getCredentials GET /principals/{principal_id}/credentials 200:Credentials 400,403,404,503
+  Which kind of credentials a principal brought, and when (never the secret); 404 if none.
+deleteCredentials DELETE /principals/{principal_id}/credentials 204 400,403,404,503
+  Forget a principal's own credentials (none: 204 as well). Revoking a principal forgets them \
+too.
 health GET /healthz 200:Health
   Liveness: the process serves.
 readiness GET /readyz 200:Ready 503
@@ -104,13 +121,17 @@ ERRORS = {  # each starts with the codes it carries
     "`aicli principals create`); a session that asks for more than its principal's "
     "`limits.policy` allows (`details.field` names the part: `allowed_tools`, "
     "`permission_mode`, `network_domains` or `read_paths`; `details.not_allowed` the values); "
-    "`PATCH` of the built-in `root`.",
+    "`PATCH` of the built-in `root`; credentials on an open service, or of `root` (the operator, "
+    "whose credentials are the service's own).",
     "404": "session_not_found, task_not_found, not_found: no such id (or route), or one that is "
     "not the caller's to see (a user's view: the sessions it opened, their tasks and "
-    "approvals, itself).",
+    "approvals, itself); credentials of a principal that brought none.",
     "405": "method_not_allowed: the route has no such method; `Allow` names those it has.",
-    "409": "session_closed, task_not_cancellable, approval_decided: the session, the task or "
-    "the approval is past it.",
+    "409": "session_closed, task_not_cancellable, approval_decided, principal_revoked, "
+    "credentials_unavailable: the session, the task, the approval or the principal is past "
+    "it; or credentials cannot be sealed or opened on this server: with PostgreSQL and no "
+    "secret key configured (the operator must set AICLI_SECRET_KEY_FILE to the same key on "
+    "every node), or a key that is missing, malformed or not the one they were sealed with.",
     "413": "payload_too_large, storage_limit_exceeded: the body is over the size limit, whatever "
     "it holds; or (a submit, an open) the task or the session would take what its owner's "
     "sessions store past its `limits.max_stored_bytes`.",
@@ -159,9 +180,17 @@ RESPONSES = (
     c.Approval,
     c.Page[c.Approval],
     c.NodeList,
+    c.Credentials,
     c.ErrorBody,
 )
-REQUESTS = (c.SessionCreate, c.TaskSubmit, c.PrincipalCreate, c.PrincipalUpdate, c.ApprovalDecision)
+REQUESTS = (
+    c.SessionCreate,
+    c.TaskSubmit,
+    c.PrincipalCreate,
+    c.PrincipalUpdate,
+    c.ApprovalDecision,
+    c.CredentialsSet,
+)
 # msgspec names a component after its type; no component refers to these four.
 NAMES = {
     "Page_Session_": "SessionPage",
@@ -186,7 +215,7 @@ ID = {"type": "string", "pattern": c.ID}
 KEY = {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": f"^{IDEMPOTENCY_KEY}$"}
 BODIES = tuple(kind.__name__ for kind in REQUESTS)
 AT = {"query": "Query", "header": "Headers"}
-CHANGES = frozenset({"POST", "PATCH", "DELETE"})
+CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _param(at: str, name: str, text: str, **schema: Any) -> dict[str, Any]:
@@ -249,6 +278,8 @@ def schemas(settings: Settings) -> dict[str, Any]:
             schema.update(required=list(schema["properties"]), additionalProperties=False)
     found.update(_requests(found), OpenApi={"type": "object"})
     found["ErrorDetail"]["properties"]["code"]["enum"] = ERROR_CODES
+    # Exactly one credential: its two fields take no null, and no other field is allowed.
+    found["CredentialsSet"].update(minProperties=1, maxProperties=1)
     command = found["TaskSubmit"]["properties"]["command"]
     command["maxLength"] = min(command["maxLength"], settings.max_command_chars)
     if settings.workspace_root:  # a workdir that is accepted, for clients and fuzzers
@@ -267,7 +298,10 @@ def _content(names: str) -> dict[str, Any]:
 
 
 def _response(description: str, names: str, headers: dict[str, Any]) -> dict[str, Any]:
-    found = {"description": description, "headers": headers, "content": _content(names)}
+    """No ``names``: an answer without a body (204)."""
+    found: dict[str, Any] = {"description": description, "headers": headers}
+    if names:
+        found["content"] = _content(names)
     if names in LINKS:
         name, targets = LINKS[names]
         link = {"parameters": {name: "$response.body#/id"}}
@@ -276,7 +310,7 @@ def _response(description: str, names: str, headers: dict[str, Any]) -> dict[str
 
 
 def _responses(ok: str, method: str, errors: set[str]) -> dict[str, Any]:
-    statuses, names = ok.split(":")
+    statuses, _, names = ok.partition(":")
     found = {
         status: _response(HTTPStatus(int(status)).phrase, names, HEADERS.get(method, {}))
         for status in statuses.split(",")

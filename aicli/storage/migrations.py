@@ -350,6 +350,32 @@ def _stored_bytes(db: Database) -> None:
     )
 
 
+def _principal_credentials(db: Database) -> None:
+    """Principals' own Anthropic credentials, sealed (``storage.credentials``): a table of
+    their own, so that no query of principals ever reads a secret, sealed or not."""
+
+    class Principal(Model):
+        id = CharField(max_length=64, primary_key=True)
+
+        class Meta:
+            database = db
+            table_name = "principals"
+
+    class PrincipalCredential(Model):
+        principal = ForeignKeyField(
+            Principal, column_name="principal_id", primary_key=True, backref="+"
+        )
+        kind = CharField(max_length=16, constraints=[Check("kind IN ('api_key', 'auth_token')")])
+        sealed = BlobField()
+        set_at = UtcDateTimeField()
+
+        class Meta:
+            database = db
+            table_name = "principal_credentials"
+
+    db.create_tables([PrincipalCredential])
+
+
 def _policies(db: Database) -> None:
     """Principals' policies (null: the role's default), and what each session asked for within
     its owner's: the domains and read-only paths its sandbox reaches, the tools its CLI offers.
@@ -373,6 +399,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "tasks.idempotency_fingerprint and an index of keys", _idempotency_fingerprints),
     Migration(9, "processes' session and node", _process_sessions),
     Migration(10, "sessions.stored_bytes and principals.max_stored_bytes", _stored_bytes),
+    # 11 is the sandbox's (fix/sandbox); the runner applies each missing one, in order.
+    Migration(
+        12,
+        "principal_credentials: principals' own Anthropic credentials, sealed",
+        _principal_credentials,
+    ),
     Migration(13, "principals.policy; sessions' network domains, read paths and tools", _policies),
 )
 LATEST_VERSION = MIGRATIONS[-1].version

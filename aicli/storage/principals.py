@@ -28,7 +28,7 @@ from aicli.contract import (
     utcnow,
 )
 from aicli.errors import PrincipalNotFound
-from aicli.storage import paging, usage
+from aicli.storage import credentials, paging, usage
 from aicli.storage.admission import OPEN_STATUSES
 from aicli.storage.engine import Engine
 from aicli.storage.fields import from_db_time, to_db_float, to_db_time
@@ -38,7 +38,8 @@ _COLUMNS = (
     "id, name, role, workspace_root, max_sessions, max_pending_per_session, budget_usd,"
     " created_at, revoked_at,"
     " (SELECT COALESCE(SUM(total_cost_usd), 0) FROM sessions WHERE owner = principals.id),"
-    f" max_stored_bytes, {usage.OF_PRINCIPAL}, policy"
+    f" max_stored_bytes, {usage.OF_PRINCIPAL}, policy,"
+    " EXISTS (SELECT 1 FROM principal_credentials WHERE principal_id = principals.id)"
 )
 _INSERT = (
     "INSERT INTO principals (id, name, role, token_hash, workspace_root, max_sessions,"
@@ -96,6 +97,7 @@ def principal_from_row(row: Sequence[Any]) -> Principal:
     (
         principal_id, name, role, workspace_root, max_sessions, max_pending, budget_usd,
         created_at, revoked_at, total_cost_usd, max_stored_bytes, stored_bytes, policy_text,
+        own_credentials,
     ) = row  # fmt: skip
     role = Role(role)
     given = None if policy_text is None else _policy_from_json(policy_text)
@@ -115,6 +117,7 @@ def principal_from_row(row: Sequence[Any]) -> Principal:
         revoked_at=None if revoked_at is None else from_db_time(revoked_at),
         total_cost_usd=float(total_cost_usd or 0.0),
         stored_bytes=int(stored_bytes or 0),
+        own_credentials=bool(own_credentials),
     )
 
 
@@ -223,13 +226,15 @@ class Principals:
         return self._engine.read(lambda: [row[0] for row in self._execute(_REVOKED_OWNERS)])
 
     def revoke(self, principal_id: str) -> Principal:
-        """Revoke at once: the next request with its token is refused. Revoked already: as is.
+        """Revoke at once: the next request with its token is refused, and its own credentials
+        are forgotten in the same commit. Revoked already: as is.
 
         Its sessions are closed by ``Store.revoke_principal``, which calls this in its write.
         """
 
         def write() -> Principal:
             self._execute(_REVOKE, (to_db_time(utcnow()), principal_id))
+            self._execute(credentials.DELETE, (principal_id,))
             row = self._execute(_BY_ID, (principal_id,)).fetchone()
             if row is None:
                 raise PrincipalNotFound(principal_id)

@@ -27,7 +27,13 @@ from peewee import (
     TextField,
 )
 
-from aicli.contract import ApprovalKind, ApprovalStatus, SessionStatus, TaskStatus
+from aicli.contract import (
+    ApprovalKind,
+    ApprovalStatus,
+    CredentialKind,
+    SessionStatus,
+    TaskStatus,
+)
 from aicli.storage.fields import JsonTextField, UtcDateTimeField
 
 
@@ -49,6 +55,7 @@ class Tables(NamedTuple):
     approvals: type[Model]
     nodes: type[Model]
     transcript_chunks: type[Model]
+    principal_credentials: type[Model]
 
 
 def bind_tables(db: Database) -> Tables:
@@ -178,6 +185,23 @@ def bind_tables(db: Database) -> Tables:
             table_name = "principals"
             indexes = ((("created_at", "id"), False),)
 
+    class PrincipalCredentialRow(Base):
+        """Added by migration 12: a principal's own Anthropic credential, sealed
+        (``credentials``); a table apart, so no query of principals reads it."""
+
+        principal = ForeignKeyField(
+            PrincipalRow, column_name="principal_id", primary_key=True, backref="+"
+        )
+        kind = CharField(
+            max_length=16,
+            constraints=[Check(f"kind IN ({', '.join(repr(str(k)) for k in CredentialKind)})")],
+        )
+        sealed = BlobField()
+        set_at = UtcDateTimeField()
+
+        class Meta:
+            table_name = "principal_credentials"
+
     class ApprovalRow(Base):
         """Added by migration 5: a tool use or a question that waited for a person."""
 
@@ -255,4 +279,5 @@ def bind_tables(db: Database) -> Tables:
         ApprovalRow,
         NodeRow,
         TranscriptChunkRow,
+        PrincipalCredentialRow,
     )
