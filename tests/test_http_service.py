@@ -28,7 +28,7 @@ ROUTES = {
     "/metrics": {"get"},
     "/openapi.json": {"get"},
     "/principals": {"get", "post"},
-    "/principals/{principal_id}": {"get", "delete"},
+    "/principals/{principal_id}": {"get", "delete", "patch"},
     "/me": {"get"},
     "/me/credentials": {"get", "put", "delete"},
     "/principals/{principal_id}/credentials": {"get", "put", "delete"},
