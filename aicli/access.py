@@ -16,8 +16,16 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
+from aicli import policy
 from aicli.contract import ROOT_PRINCIPAL_ID, Principal, PrincipalLimits, Role
-from aicli.errors import ApprovalNotFound, Forbidden, SessionNotFound, TaskNotFound, Unauthorized
+from aicli.errors import (
+    ApprovalNotFound,
+    Forbidden,
+    PrincipalNotFound,
+    SessionNotFound,
+    TaskNotFound,
+    Unauthorized,
+)
 from aicli.storage import Store
 
 # The built-in admin whose token is ``AICLI_API_TOKEN``; it has no row.
@@ -26,7 +34,7 @@ ROOT = Principal(
     name=ROOT_PRINCIPAL_ID,
     role=Role.ADMIN,
     workspace_root=None,
-    limits=PrincipalLimits(),
+    limits=PrincipalLimits(policy=policy.ADMIN_DEFAULT),
     created_at=datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
 )
 
@@ -43,6 +51,27 @@ def owner_of_new(caller: Principal | None) -> str | None:
 def require_admin(caller: Principal | None, what: str) -> None:
     if not sees_all(caller):
         raise Forbidden(f"Only an admin may {what}.", {"role": str(caller.role)})
+
+
+def check_credentials(caller: Principal | None, principal_id: str) -> None:
+    """Whether ``caller`` may set, see or forget the own credentials of ``principal_id``: a
+    principal its own, an admin anyone's. An open service has no principal to hold them
+    (``Forbidden``), nor has ``root``, the operator, whose are the service's own."""
+    if caller is None:
+        raise Forbidden(
+            "This service is open (no API token, no principal yet), so no caller has "
+            "credentials of its own: they belong to principals, which the operator creates "
+            "with `aicli principals create NAME`.",
+            {"service": "open"},
+        )
+    if not sees_all(caller) and principal_id != caller.id:
+        raise PrincipalNotFound(principal_id)
+    if principal_id == ROOT.id:
+        raise Forbidden(
+            "The built-in admin 'root' (the configured API token) is the operator and uses "
+            "the service's own credentials; bring credentials as a principal of your own.",
+            {"principal_id": ROOT.id},
+        )
 
 
 def check_session(store: Store, caller: Principal | None, session_id: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import logging
 import signal
 import sys
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aicli import __version__, validation
 from aicli.console import parser as console_parser
 from aicli.console.output import cell
-from aicli.errors import AicliError
+from aicli.errors import AicliError, InvalidRequest
 from aicli.log import configure as configure_logging
 from aicli.log import flush as flush_logs
 from aicli.settings import Settings, setting_fields
@@ -36,8 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aicli")
 
-# Secrets stay off the command line (visible in `ps`): use AICLI_API_TOKEN or --api-token-file.
-SECRET_SETTINGS = frozenset({"api_token"})
+# Secrets stay off the command line (visible in `ps`): use AICLI_API_TOKEN or --api-token-file,
+# AICLI_SECRET_KEY or --secret-key-file.
+SECRET_SETTINGS = frozenset({"api_token", "secret_key"})
 
 
 def version() -> str:
@@ -109,6 +111,13 @@ def add_principal_commands(commands: Any) -> None:
         type=int,
         metavar="N",
         help="Characters of text its sessions may store (prompts, answers, metadata, events).",
+    )
+    create.add_argument(
+        "--policy",
+        metavar="JSON",
+        help="What its sessions may ask for, as in POST /principals: allowed_tools,"
+        " permission_modes, network_domains, read_paths (left out: the role's default; a"
+        ' user\'s is {"network_domains": [], "read_paths": []}).',
     )
     actions.add_parser("list", parents=[database], help="List every principal.")
     revoke = actions.add_parser(
@@ -228,6 +237,7 @@ def principal_request(args: argparse.Namespace, global_root: str | None) -> Prin
             "max_pending_per_session": args.max_pending_per_session,
             "budget_usd": args.budget_usd,
             "max_stored_bytes": args.max_stored_bytes,
+            "policy": policy_of(args.policy),
         },
     }
     request = convert(fields, PrincipalCreate)  # a blank or overlong DIR is refused here first
@@ -237,14 +247,30 @@ def principal_request(args: argparse.Namespace, global_root: str | None) -> Prin
     return convert(fields, PrincipalCreate)
 
 
+def policy_of(text: str | None) -> Any:
+    """``--policy`` as JSON, which ``convert`` then checks as it checks a body's policy."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise InvalidRequest(
+            f"'--policy' must be JSON, like '{{\"network_domains\": []}}', not {text!r}.",
+            {"field": "limits.policy"},
+        ) from None
+
+
 def create_principal(store: Store, request: PrincipalCreate) -> int:
     """Print the new principal and, on the last line, its token: the only time it is shown."""
+    from aicli.contract import encode
+
     principal = store.principals.create(request)
     print(f"id\t{principal.id}")
     print(f"name\t{cell(principal.name)}")
     print(f"role\t{principal.role}")
     print(f"workspace_root\t{cell(principal.workspace_root or '-')}")
     print(f"limits\t{limits_text(principal)}")
+    print(f"policy\t{encode(principal.limits.policy).decode()}")
     print("token (shown only now: aicli keeps only its hash and cannot show it again):")
     print(principal.token, flush=True)
     return 0

@@ -75,6 +75,13 @@ class ApprovalKind(StrEnum):
     QUESTION = "question"
 
 
+class CredentialKind(StrEnum):
+    """Which header a principal's own credential goes out in: ``x-api-key`` or a bearer."""
+
+    API_KEY = "api_key"
+    AUTH_TOKEN = "auth_token"
+
+
 class ApprovalStatus(StrEnum):
     PENDING = "pending"
     ALLOWED = "allowed"
@@ -146,7 +153,64 @@ Metadata = dict[Annotated[str, Meta(max_length=256, pattern=NO_NUL)], Text]
 Command = Annotated[str, Meta(min_length=1, max_length=MAX_COMMAND_CHARS, pattern=NOT_BLANK)]
 Workdir = Annotated[str, Meta(min_length=1, max_length=4096, pattern=NOT_BLANK)]
 Seconds = Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_S)]
+# A credential goes out as an HTTP header value: visible ASCII, no whitespace, no NUL. The
+# lookahead is for Python, whose ``$`` also matches before a final newline (ECMAScript's not).
+VISIBLE_ASCII = r"^[!-~]+$(?!\n)"
+MAX_SECRET_CHARS = 4096
+Secret = Annotated[str, Meta(min_length=1, max_length=MAX_SECRET_CHARS, pattern=VISIBLE_ASCII)]
 WholeNumber = Annotated[float, Meta(ge=1, le=MAX_TURNS, multiple_of=1)]
+# 1.2: a path a policy names; it need not exist yet, so it must be absolute to mean anything.
+AbsolutePath = Annotated[str, Meta(min_length=1, max_length=4096, pattern="^/[^\x00]*$")]
+
+
+def _domain_pattern() -> str:
+    """A host name (``*.`` for its subdomains) or an IP literal, each with an optional port.
+
+    Written out in full (RFC 1123 labels, RFC 3986 addresses), so that the schema is the
+    whole rule: what matches is what the service takes. A name's last label starts with a
+    letter, which keeps a name apart from an IPv4 address that is out of range.
+    """
+    label = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    last = "[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    octet = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    ipv4 = rf"{octet}(?:\.{octet}){{3}}"
+    h16 = "[0-9A-Fa-f]{1,4}"
+    ls32 = f"(?:{h16}:{h16}|{ipv4})"
+
+    def before(most: int) -> str:  # up to ``most`` groups and a last one before the "::"
+        return f"(?:(?:{h16}:){{0,{most}}}{h16})?" if most else f"(?:{h16})?"
+
+    ipv6 = "|".join(
+        (
+            f"(?:{h16}:){{6}}{ls32}",
+            f"::(?:{h16}:){{5}}{ls32}",
+            f"{before(0)}::(?:{h16}:){{4}}{ls32}",
+            f"{before(1)}::(?:{h16}:){{3}}{ls32}",
+            f"{before(2)}::(?:{h16}:){{2}}{ls32}",
+            f"{before(3)}::{h16}:{ls32}",
+            f"{before(4)}::{ls32}",
+            f"{before(5)}::{h16}",
+            f"{before(6)}::",
+        )
+    )
+    number = "[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]"
+    port = f"(?::(?:{number}))?"
+    host = rf"(?:\*\.)?(?:{label}\.)*{last}|{ipv4}|\[(?:{ipv6})\]"
+    return f"^(?:{host}){port}$"
+
+
+DOMAIN = _domain_pattern()
+Domain = Annotated[
+    str,
+    Meta(
+        max_length=300,
+        pattern=DOMAIN,
+        description="A host name, `*.` and a name (its subdomains), an IPv4 address or an"
+        " IPv6 one in brackets; each with an optional `:port`. No scheme, no path.",
+    ),
+]
+DomainList = Annotated[list[Domain], Meta(max_length=100)]
+PathList = Annotated[list[Workdir], Meta(max_length=100)]
 
 
 # Requests
@@ -169,6 +233,9 @@ class SessionCreate(Struct, **_REQUEST):
     # 1.1: "ask" has each tool use the session's permissions do not allow wait for a person.
     approvals: ApprovalMode | None = None
     approval_timeout_s: Annotated[float, Meta(gt=0, le=MAX_APPROVAL_TIMEOUT_S)] | None = None
+    # 1.2: what its sandbox may reach besides the workdir and the API, within its owner's policy.
+    network_domains: DomainList | None = None
+    read_paths: PathList | None = None
 
 
 class TaskSubmit(Struct, **_REQUEST):
@@ -186,11 +253,35 @@ LimitCount = Annotated[float, Meta(ge=0, le=1_000_000_000, multiple_of=1)]
 StoredBytes = Annotated[float, Meta(ge=0, le=1_000_000_000_000_000, multiple_of=1)]
 
 
+class SessionPolicy(Struct, **_REQUEST):
+    """1.2: what a principal's sessions may ask for (null: any; left out: the role's default)."""
+
+    # A user's default: no network but the API, no extra paths (``policy.of_role``). A
+    # principal's answer shows every field.
+
+    # Tool names (``Bash``, not ``Bash(git:*)``): its sessions' Claude has no other tool.
+    allowed_tools: (
+        Annotated[
+            list[Annotated[str, Meta(pattern="^[A-Za-z0-9_.-]{1,200}$")]], Meta(max_length=100)
+        ]
+        | None
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    permission_modes: list[PermissionMode] | None | msgspec.UnsetType = msgspec.UNSET
+    # Domains its sessions' sandboxes may reach besides the Anthropic API.
+    network_domains: DomainList | None | msgspec.UnsetType = msgspec.UNSET
+    # Directories inside which its sessions may name ``read_paths``.
+    read_paths: Annotated[list[AbsolutePath], Meta(max_length=100)] | None | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+
+
 class PrincipalLimits(Struct, **_REQUEST):
     max_sessions: LimitCount | None = None
     max_pending_per_session: LimitCount | None = None
     budget_usd: Annotated[float, Meta(ge=0, le=1e12)] | None = None
     max_stored_bytes: StoredBytes | None = None
+    policy: SessionPolicy | None = None  # 1.2; null when given: the role's default
 
 
 class PrincipalCreate(Struct, **_REQUEST):
@@ -200,6 +291,38 @@ class PrincipalCreate(Struct, **_REQUEST):
     role: Role = Role.USER
     workspace_root: Workdir | None = None
     limits: PrincipalLimits | None = None
+
+
+class PrincipalUpdate(Struct, **_REQUEST):
+    """``PATCH /principals/{id}`` (1.2): ``limits`` replaces all of the principal's limits."""
+
+    limits: PrincipalLimits
+
+
+class CredentialsSet(Struct, **_REQUEST):
+    """``PUT /me/credentials`` (1.2): exactly one of the two, a string; never shown back."""
+
+    # Absent rather than null (UNSET), so that the schema can say "exactly one" (one
+    # property, no null) and every body it allows is one the server takes.
+    anthropic_api_key: Secret | msgspec.UnsetType = msgspec.UNSET
+    anthropic_auth_token: Secret | msgspec.UnsetType = msgspec.UNSET
+
+    def given(self) -> tuple[CredentialKind, str]:
+        """The kind and the secret; ``InvalidRequest`` unless exactly one was given."""
+        found = [
+            (kind, value)
+            for kind, value in (
+                (CredentialKind.API_KEY, self.anthropic_api_key),
+                (CredentialKind.AUTH_TOKEN, self.anthropic_auth_token),
+            )
+            if isinstance(value, str)
+        ]
+        if len(found) != 1:
+            raise InvalidRequest(
+                "Give exactly one of 'anthropic_api_key' and 'anthropic_auth_token'.",
+                {"field": "anthropic_api_key"},
+            )
+        return found[0]
 
 
 class ApprovalDecision(Struct, **_REQUEST):
@@ -401,6 +524,8 @@ class SessionSettings(Struct, **_VALUE):
     # 1.2: what the session's sandbox lets its Claude reach beyond its workdir and the API.
     network_domains: tuple[str, ...] = ()
     read_paths: tuple[str, ...] = ()
+    # 1.2: the only tools its CLI offers (``--tools``), from its owner's policy; None: all.
+    tools: tuple[str, ...] | None = None
 
 
 class TaskCounts(Struct, **_VALUE):
@@ -450,6 +575,11 @@ class Session(Struct, **_VALUE):
     approval_rules: tuple[ApprovalRule, ...] = ()
     claude_session_id: str | None = None
     owner: str | None = None  # 1.1: the principal that opened it (null: version 1, no principals)
+    # 1.2: what its sandbox reaches besides the workdir and the API; the tools its Claude has
+    # (its owner's policy when it was opened; null: all).
+    network_domains: tuple[str, ...] = ()
+    read_paths: tuple[str, ...] = ()
+    tools: tuple[str, ...] | None = None
     node: str | None = None  # 1.1: the id of the node running it now (null: none does)
     process_alive: bool = False
     created_at: Timestamp | None = None
@@ -469,6 +599,9 @@ class Session(Struct, **_VALUE):
             append_system_prompt=self.append_system_prompt,
             max_turns=self.max_turns,
             approvals=self.approvals,
+            network_domains=self.network_domains,
+            read_paths=self.read_paths,
+            tools=self.tools,
         )
 
 
@@ -533,6 +666,14 @@ class Principal(Struct, **_VALUE):
     total_cost_usd: float = 0.0
     token: str | None = None
     stored_bytes: int = 0  # 1.2: what its sessions store now, as ``max_stored_bytes`` counts
+    own_credentials: bool = False  # 1.2: its sessions use Anthropic credentials of its own
+
+
+class Credentials(Struct, **_VALUE):
+    """1.2: a principal's own Anthropic credential as the API shows it: never the secret."""
+
+    kind: CredentialKind
+    set_at: Timestamp
 
 
 class Approval(Struct, **_VALUE):
@@ -747,17 +888,18 @@ _TYPE_NAMES = {
 }
 _JSON_NAMES = {**_TYPE_NAMES, "int": "a number"}  # what a client sent, in JSON's terms
 _PATTERN_RULES = {
+    VISIBLE_ASCII: "must be visible ASCII characters, without whitespace",
     NO_NUL: "must not hold a NUL character",
     NOT_BLANK: "must not be empty or only whitespace, nor hold a NUL character",
 }
 # The same patterns by the text msgspec quotes them with.
-_PATTERNS = {repr(pattern)[1:-1]: pattern for pattern in (NO_NUL, NOT_BLANK)}
+_PATTERNS = {repr(pattern)[1:-1]: pattern for pattern in (NO_NUL, NOT_BLANK, VISIBLE_ASCII)}
 _UNITS = {"timeout_s": "a number of seconds"}
 _TICKED = re.compile(r"`([^`]+)`")
 _REGEX = re.compile(r"matching regex '(.*)'$", re.DOTALL)
 _LONGEST = re.compile(r"of length <= (\d+)")
 _MAP_KEY = re.compile(r"`key` in `\$\.([A-Za-z_]+)`")
-_NOUNS = {"SessionCreate": "session", "TaskSubmit": "task"}
+_NOUNS = {"SessionCreate": "session", "TaskSubmit": "task", "CredentialsSet": "credentials"}
 
 
 def _named(match: re.Match[str], names: dict[str, str] = _TYPE_NAMES) -> str:

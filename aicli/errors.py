@@ -33,7 +33,8 @@ class Unauthorized(AicliError):
 
 
 class Forbidden(AicliError):
-    """A route or a filter only admins may use, asked for by a user (HTTP 403)."""
+    """A route or a filter only admins may use, asked for by a user; or a session that asks
+    for more than its principal's policy allows (HTTP 403)."""
 
     code = "forbidden"
 
@@ -118,6 +119,26 @@ class TaskNotCancellable(Conflict):
         super().__init__(
             f"Task '{task_id}' is already {status} and cannot be cancelled.",
             {"task_id": task_id, "status": status},
+        )
+
+
+class CredentialsUnavailable(Conflict):
+    """A principal's own credentials cannot be sealed or opened here (HTTP 409): no secret key
+    is configured where one must be, or the key is not the one they were sealed with. The
+    operator's to fix; the message says how, and never holds a secret."""
+
+    code = "credentials_unavailable"
+
+
+class PrincipalRevoked(Conflict):
+    """The principal was revoked: nothing of it may change any more (HTTP 409)."""
+
+    code = "principal_revoked"
+
+    def __init__(self, principal_id: str) -> None:
+        super().__init__(
+            f"Principal '{principal_id}' is revoked; it can no longer be given credentials.",
+            {"principal_id": principal_id},
         )
 
 

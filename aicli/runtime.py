@@ -27,7 +27,7 @@ import msgspec
 import psutil
 import pykka
 
-from aicli import access, contract, validation
+from aicli import access, contract, policy, validation
 from aicli.actors import process_tree
 from aicli.actors.api_proxy import ApiProxy, operator_upstream
 from aicli.actors.census import CENSUS_KEY, ProcessCensus
@@ -54,12 +54,15 @@ from aicli.approval_desk import ApprovalDesk
 from aicli.contract import (
     Approval,
     ApprovalDecision,
+    Credentials,
+    CredentialsSet,
     Event,
     EventPage,
     Node,
     Page,
     Principal,
     PrincipalCreate,
+    PrincipalUpdate,
     Session,
     SessionCreate,
     Task,
@@ -68,6 +71,8 @@ from aicli.contract import (
 )
 from aicli.errors import (
     BudgetExceeded,
+    Forbidden,
+    NotFound,
     PrincipalNotFound,
     StorageError,
     Unauthorized,
@@ -77,6 +82,7 @@ from aicli.metrics import Metrics
 from aicli.peers import Peers
 from aicli.settings import Settings, default_state_dir
 from aicli.storage import Store, open_store, server_lock
+from aicli.storage.secret_key import SecretKey
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +136,7 @@ class Runtime:
             state_dir=settings.state_dir or default_state_dir(os.environ),
             sandbox=sandbox,
             process_factory=process_factory,
+            own_credentials=lambda principal_id: self.own_credentials(principal_id),
         )
         self.accepting = False
         self._server_lock: server_lock.ServerLock | None = None  # taken by ``start``
@@ -188,7 +195,10 @@ class Runtime:
             api_proxy = ApiProxy(upstream, auth)
             api_proxy.start()
             undo.callback(api_proxy.stop)
-            store = open_store(settings.database_url)
+            key = SecretKey(
+                settings.database_url, key=settings.secret_key, key_file=settings.secret_key_file
+            )
+            store = open_store(settings.database_url, secret_key=key)
             undo.callback(store.close)
             runtime = cls(
                 settings,
@@ -329,7 +339,7 @@ class Runtime:
         Either way the body is checked here, once, so an embedder gets the errors
         an HTTP client gets; the workdir must exist (inside the workspace root,
         and inside the principal's own root if it has one). The session is the
-        principal's, within its ``max_sessions``.
+        principal's, within its ``max_sessions`` and its ``policy`` (``aicli.policy``).
         """
         self._check_accepting()
         if request is None:
@@ -340,6 +350,7 @@ class Runtime:
             if own_root:
                 validation.session_fields(request, own_root)
             clean["max_owned"] = principal.limits.max_sessions
+        clean["tools"] = policy.admit(principal, clean)
         clean["owner"] = access.owner_of_new(principal)
         return self._with_process_state(self._ask(self._proxy().open_session(clean)))
 
@@ -702,6 +713,21 @@ class Runtime:
             raise PrincipalNotFound(principal_id)
         return self.store.principals.get(principal_id)
 
+    def update_principal(
+        self, principal_id: str, request: PrincipalUpdate, *, principal: Principal | None = None
+    ) -> Principal:
+        """Replace a principal's limits, its policy among them (admins only). A policy
+        applies to the sessions opened afterwards; those open keep what they were opened
+        with. The built-in root has no row and no limits to change."""
+        access.require_admin(principal, "change principals")
+        if principal_id == access.ROOT.id:
+            raise Forbidden(
+                "The built-in principal 'root' has no limits to change.", {"principal": "root"}
+            )
+        updated = self.store.principals.set_limits(principal_id, request.limits)
+        log.info("principal limits changed", extra={"principal_id": principal_id})
+        return updated
+
     def revoke_principal(
         self, principal_id: str, *, principal: Principal | None = None
     ) -> Principal:
@@ -723,6 +749,50 @@ class Runtime:
         for running in self._after_close(closed):
             self.wait(running, timeout=max(0.0, deadline - time.monotonic()))
         return revoked
+
+    # Principals' own credentials
+
+    def set_credentials(
+        self, principal_id: str, request: CredentialsSet, *, principal: Principal | None = None
+    ) -> Credentials:
+        """Store the principal's own Anthropic key or token, sealed; its sessions' Claude then
+        reaches the API with it instead of the operator's. The answer never holds the secret."""
+        access.check_credentials(principal, principal_id)
+        kind, secret = request.given()
+        stored = self.store.credentials.put(principal_id, kind, secret)
+        log.info(
+            "credentials set",
+            extra={"principal_id": principal_id, "kind": kind, "by": principal.id},
+        )
+        return stored
+
+    def get_credentials(
+        self, principal_id: str, *, principal: Principal | None = None
+    ) -> Credentials:
+        """Which kind of credential the principal brought, and when; ``NotFound`` if none."""
+        access.check_credentials(principal, principal_id)
+        found = self.store.credentials.get(principal_id)
+        if found is None:
+            self.store.principals.get(principal_id)  # an unknown id is that, not "none"
+            raise NotFound(
+                f"Principal '{principal_id}' has no credentials of its own.",
+                {"principal_id": principal_id},
+            )
+        return found
+
+    def delete_credentials(self, principal_id: str, *, principal: Principal | None = None) -> None:
+        """Forget the principal's own credential: its sessions use the operator's again."""
+        access.check_credentials(principal, principal_id)
+        self.store.principals.get(principal_id)
+        self.store.credentials.delete(principal_id)
+        log.info("credentials deleted", extra={"principal_id": principal_id, "by": principal.id})
+
+    def own_credentials(self, principal_id: str | None) -> dict[str, str] | None:
+        """The headers that carry the credential a session's owner brought to the Messages
+        API (``x-api-key``, or ``authorization``), for the credential-injecting proxy; None:
+        the operator's credentials apply. ``CredentialsUnavailable`` if this node's secret
+        key does not open them (its message says so, and holds no secret)."""
+        return self.store.credentials.own_credentials(principal_id)
 
     def _principals_exist(self) -> bool:
         """Whether the service is closed by principals: once one exists it stays so.

@@ -87,6 +87,24 @@ class Settings:
     api_token_file: str | None = field(
         default=None, metadata={"help": "A file whose first line is the API token."}
     )
+    secret_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "The key that seals principals' own Anthropic credentials at rest: 32 "
+            "random bytes in URL-safe base64 (`python -c 'import base64,os; "
+            "print(base64.urlsafe_b64encode(os.urandom(32)).decode())'`)."
+        },
+    )
+    secret_key_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A file whose first line is the secret key. Default: aicli-secret.key "
+            "next to the SQLite database, made (mode 0600) when first needed; with "
+            "PostgreSQL, set the same key on every node, else principals cannot store "
+            "credentials of their own."
+        },
+    )
     workspace_root: str | None = field(
         default=None, metadata={"help": "Session workdirs must lie inside this directory."}
     )

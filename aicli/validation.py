@@ -9,6 +9,7 @@ names the field for programs.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -49,7 +50,8 @@ def unstorable(text: str) -> str | None:
 
 def session_fields(request: SessionCreate, workspace_root: str | None) -> dict[str, Any]:
     """A checked create-session body as the store's arguments: nulls as empty, and the
-    workdir as its real path, so symlinks and ``..`` cannot smuggle it outside the root."""
+    workdir (and read paths) as real paths, so symlinks and ``..`` cannot smuggle them
+    outside the root (or the principal's policy, ``policy.admit``)."""
     fields = msgspec.structs.asdict(request)
     fields.update(
         workdir=workspace.confined(request.workdir, workspace_root),
@@ -57,6 +59,8 @@ def session_fields(request: SessionCreate, workspace_root: str | None) -> dict[s
         disallowed_tools=tuple(request.disallowed_tools or ()),
         metadata=dict(request.metadata or {}),
         max_turns=None if request.max_turns is None else int(request.max_turns),
+        network_domains=tuple(request.network_domains or ()),
+        read_paths=tuple(dict.fromkeys(os.path.realpath(p) for p in request.read_paths or ())),
     )
     return fields
 

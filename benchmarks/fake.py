@@ -21,7 +21,7 @@ from aicli.testing.fake_anthropic import FakeAnthropic, RecordedRequest
 from benchmarks.stats import summary
 
 # What a Claude Code request weighs (its system prompt and tool schemas): ~50 KB.
-_REQUEST_BODY = json.dumps(
+REQUEST_BODY = json.dumps(
     {
         "model": "claude-fake",
         "stream": True,
@@ -105,7 +105,7 @@ class FakeApi:
 
 def _post_message(url: str) -> None:
     request = urllib.request.Request(
-        f"{url}/v1/messages", data=_REQUEST_BODY, headers={"Content-Type": "application/json"}
+        f"{url}/v1/messages", data=REQUEST_BODY, headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         response.read()

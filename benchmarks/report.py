@@ -153,6 +153,13 @@ def _memory(results: dict[str, Any]) -> Check:
     return text, rss < 100 if memory["sessions"] >= 1000 else None
 
 
+def _api_proxy(results: dict[str, Any]) -> Check:
+    added = _get(results, "api_proxy", "added_p50_ms")
+    if added is None:
+        return None, None
+    return f"{added:.2f} ms", added < 1.0
+
+
 GOALS = (
     Goal("per-task p50, POST + `GET ?wait`", "≤ 1.10× SDK", _latency_ratio("aicli", 1.10)),
     Goal(
@@ -175,6 +182,7 @@ GOALS = (
         _read_ratio("list"),
     ),
     Goal("aicli RSS with 1,000 idle sessions", "< 100 MB", _memory),
+    Goal("API proxy: added p50 per streamed Messages request", "< 1 ms", _api_proxy),
 )
 
 
@@ -347,6 +355,15 @@ def _sandbox_rows(sandbox: dict[str, Any]) -> Iterator[Row]:
             )
 
 
+def _api_proxy_rows(proxy: dict[str, Any]) -> Iterator[Row]:
+    keys = ("p50_ms", "p99_ms")
+    yield "API proxy", "Messages request direct p50 / p99 ms", _pcts(proxy["direct"], keys)
+    yield "API proxy", "through the proxy p50 / p99 ms", _pcts(proxy["proxied"], keys)
+    added = f"{proxy['added_p50_ms']:.2f} / {proxy['added_p99_ms']:.2f}"
+    yield "API proxy", "added p50 / p99 ms", added
+    yield "API proxy", "proxy CPU per request ms", f"{proxy['proxy_cpu_ms_per_request']:.2f}"
+
+
 def _rows(results: dict[str, Any]) -> Iterator[Row]:
     if fake := results.get("fake"):
         yield from _fake_rows(fake)
@@ -365,6 +382,8 @@ def _rows(results: dict[str, Any]) -> Iterator[Row]:
         yield from _memory_rows(memory)
     if sandbox := results.get("sandbox"):
         yield from _sandbox_rows(sandbox)
+    if proxy := results.get("api_proxy"):
+        yield from _api_proxy_rows(proxy)
     for section in ("latency", "throughput"):
         if reason := _get(results, section, "aicli_skipped"):
             yield section, "aicli side skipped", reason

@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from aicli.actors.claude_bin import find_claude
-from benchmarks import fanout, latency, longpoll, memory, read_path, report, sandbox, throughput
+from benchmarks import (
+    api_proxy,
+    fanout,
+    latency,
+    longpoll,
+    memory,
+    read_path,
+    report,
+    sandbox,
+    throughput,
+)
 from benchmarks.fake import FakeApi, measure_floor
 from benchmarks.server import ServerUnavailable, default_settings_text
 
@@ -33,6 +43,7 @@ SECTIONS: dict[str, Callable[[FakeApi, bool], dict[str, Any]]] = {
     "read": read_path.measure,
     "fanout": fanout.measure,
     "memory": memory.measure,
+    "api_proxy": api_proxy.measure,
     "sandbox": sandbox.measure,
 }
 

@@ -131,7 +131,8 @@ def _parameters(operation: dict[str, Any]) -> list[str]:
 
 
 def _success(status: str, response: dict[str, Any]) -> str:
-    content = ", ".join(f"{_type(m['schema'])} as `{t}`" for t, m in response["content"].items())
+    found = response.get("content", {}).items()
+    content = ", ".join(f"{_type(m['schema'])} as `{t}`" for t, m in found) or "no body"
     headers = "".join(f" Header `{name}`." for name in response.get("headers", {}))
     links = ", ".join(f"`{name}`" for name in response.get("links", {}))
     feeds = f" Its id feeds {links}." if links else ""

@@ -92,6 +92,9 @@ class OpenApi:
         assert str(status) in responses, (
             f"{method.upper()} {template} answered {status}, not documented: {sorted(responses)}"
         )
+        if "content" not in responses[str(status)]:  # 204: no body
+            assert response.content == b"", response.content
+            return
         content_type = response.headers.get("Content-Type", "")
         documented = responses[str(status)]["content"]
         if content_type.startswith("application/json"):
@@ -134,6 +137,9 @@ class Client:
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PUT", path, **kwargs)
 
     def delete(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("DELETE", path, **kwargs)

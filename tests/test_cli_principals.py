@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -107,6 +108,19 @@ def test_no_output_but_create_shows_the_token(env, database_url, tmp_path):
     assert token.removeprefix("aicli_").encode() not in stored
 
 
+def test_a_policy_is_given_as_json_and_shown_whole(env, database_url):
+    """1.2: what the policy leaves out is the role's default, and the answer shows it all."""
+    given = '{"allowed_tools": ["Read"], "network_domains": ["*.pypi.org"]}'
+    _, _, shown = create(env, database_url, "gail", "--policy", given)
+    policy = next(line for line in shown.splitlines() if line.startswith("policy\t"))
+    assert json.loads(policy.split("\t", 1)[1]) == {
+        "allowed_tools": ["Read"],
+        "permission_modes": None,
+        "network_domains": ["*.pypi.org"],
+        "read_paths": [],
+    }
+
+
 def test_the_database_url_defaults_to_the_environment(env, database_url):
     env = {**env, "AICLI_DATABASE_URL": database_url}
     principal_id, _, _ = create(env, database_url, "dave")  # the flag names the same file
@@ -126,6 +140,8 @@ def test_an_unknown_id_is_refused(env, database_url):
         (["erin", "--max-sessions", "-1"], ["'limits.max_sessions'"]),
         (["erin", "--budget-usd", "-0.5"], ["'limits.budget_usd'"]),
         (["erin", "--workspace-root", ""], ["'workspace_root'"]),
+        (["erin", "--policy", '{"network_domains": ["http://x"]}'], ["limits.policy"]),
+        (["erin", "--policy", "{"], ["'--policy' must be JSON"]),
     ],
 )
 def test_invalid_fields_are_refused_by_name(env, database_url, tmp_path, args, words):

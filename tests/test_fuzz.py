@@ -13,9 +13,10 @@ keeps it readable (the contract), which that check counts as a fault. A body ove
 limit is 413 whatever else is wrong with it, so ``negative_data_rejection`` takes 413 too.
 
 The document says in words what no schema can (its 400 and 404 responses); the hooks here
-act on it. A workdir must exist on this machine and a cursor must be one this server
-issued, so valid cases get real ones. Ids must be ones the server issued: an unknown one is
-404, a fine answer to a valid request, and the hooks mix real ids in, so that the routes
+act on it. A workdir (and a read path) must exist on this machine and a cursor must be one
+this server issued, so valid cases get real ones. Ids must be ones the server issued: an
+unknown one is 404, a fine answer to a valid request, and the hooks mix real ids in, so that
+the routes
 behind a lookup are walked too. The server takes commands of at most 10,000 characters:
 with the default 100,000 schemathesis' coverage phase cannot build a valid body (and then
 sends invalid ones labelled valid), and so every valid body stays far below the byte limit.
@@ -114,6 +115,8 @@ def install_hooks(schema: schemathesis.BaseSchema, real: Real) -> None:
         body = case.body if isinstance(case.body, dict) else {}
         if _valid(case, ParameterLocation.BODY) and "workdir" in body:
             case.body = {**body, "workdir": real.workdir}
+            if body.get("read_paths"):  # each must exist, as the workdir
+                case.body["read_paths"] = [real.workdir]
         if _valid(case, ParameterLocation.BODY) and body.get("workspace_root") is not None:
             case.body = {**body, "workspace_root": real.workdir}
         if _valid(case, ParameterLocation.BODY) and "decision" in body:

@@ -23,15 +23,16 @@ def test_version():
     assert result.stdout.strip() == f"aicli {__version__}"
 
 
-def test_every_setting_but_the_token_is_a_flag():
+def test_every_setting_but_the_secrets_is_a_flag():
     args = build_parser().parse_args(
         ["serve", "--port", "9000", "--idle-process-timeout", "2.5", "--workspace-root", "/srv"]
     )
     assert args.port == 9000 and args.idle_process_timeout == 2.5
     assert args.workspace_root == "/srv" and args.host is None
-    names = {name for name, _, _ in setting_fields()} - {"api_token"}
+    names = {name for name, _, _ in setting_fields()} - {"api_token", "secret_key"}
     assert names <= set(vars(args))
-    assert "api_token" not in vars(args)
+    assert "api_token" not in vars(args) and "secret_key" not in vars(args)
+    assert "secret_key_file" in vars(args)
 
 
 def test_loopback_hosts():

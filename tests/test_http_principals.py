@@ -28,6 +28,7 @@ FIELDS = {
     "total_cost_usd",
     "token",
     "stored_bytes",
+    "own_credentials",
 }
 
 
@@ -73,13 +74,21 @@ def test_an_admin_creates_a_user_and_an_admin_whose_tokens_are_shown_once(admin,
     user = create(admin, "alice", workspace_root=team, limits=limits)
     assert set(user) == FIELDS
     assert user["name"] == "alice" and user["role"] == "user"
-    assert user["workspace_root"] == team and user["limits"] == limits
+    # 1.2: each shows its effective policy; a user's reaches no network, no extra path.
+    user_policy = {
+        "allowed_tools": None,
+        "permission_modes": None,
+        "network_domains": [],
+        "read_paths": [],
+    }
+    assert user["workspace_root"] == team and user["limits"] == {**limits, "policy": user_policy}
     assert user["revoked_at"] is None and user["total_cost_usd"] == 0
     assert user["token"].startswith("aicli_") and len(user["token"]) >= len("aicli_") + 43
 
     other = create(admin, "ops-bot", role="admin")
     assert other["role"] == "admin"
-    assert other["limits"] == dict.fromkeys(limits)  # all null: no limits of its own
+    # All null: no limits of its own, and a policy that allows anything.
+    assert other["limits"] == {**dict.fromkeys(limits), "policy": dict.fromkeys(user_policy)}
     assert other["workspace_root"] is None
     assert other["token"].startswith("aicli_") and other["token"] != user["token"]
 

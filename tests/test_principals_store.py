@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from aicli import policy
 from aicli.contract import PrincipalCreate, PrincipalLimits, Role, TaskStatus
 from aicli.errors import PrincipalNotFound
 from aicli.storage import Store
@@ -19,7 +21,8 @@ def test_a_token_is_shown_once_kept_as_a_hash_and_finds_its_principal(
     limits = PrincipalLimits(max_sessions=2, budget_usd=1.5)
     made = store.principals.create(PrincipalCreate(name="ana", limits=limits))
     assert made.token and made.token.startswith("aicli_") and len(made.token) >= 6 + 43
-    assert made.role == Role.USER and made.limits == limits and made.revoked_at is None
+    assert made.role == Role.USER and made.revoked_at is None
+    assert made.limits == msgspec.structs.replace(limits, policy=policy.USER_DEFAULT)
     found = store.principals.by_token(made.token)
     assert found is not None and found.id == made.id and found.token is None
     assert store.principals.by_token(made.token + "x") is None

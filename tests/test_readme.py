@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from aicli.cli import SECRET_SETTINGS
 from aicli.settings import setting_fields
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -15,7 +16,7 @@ def expected_rows() -> list[str]:
     for name, default, help_text in setting_fields():
         flag = (
             "(none: keeps it out of `ps`)"
-            if name == "api_token"
+            if name in SECRET_SETTINGS
             else f"`--{name.replace('_', '-')}`"
         )
         shown = "—" if default is None else default

@@ -48,6 +48,8 @@ def test_session_fields_normalise_everything(tmp_path):
             "append_system_prompt": "",
             "max_turns": 3,
             "metadata": {"team": "a"},
+            "network_domains": ["pypi.org"],
+            "read_paths": [str(tmp_path / "." / ""), str(tmp_path)],
         },
         workspace_root=None,
     )
@@ -62,6 +64,8 @@ def test_session_fields_normalise_everything(tmp_path):
         "metadata": {"team": "a"},
         "approvals": None,
         "approval_timeout_s": None,
+        "network_domains": ("pypi.org",),
+        "read_paths": (os.path.realpath(tmp_path),),  # real paths, each once
     }
 
 

@@ -106,6 +106,10 @@ def build_argv(claude_bin: str, settings: SessionSettings, resume: str | None) -
         argv += ["--allowedTools", ",".join(settings.allowed_tools)]
     if settings.disallowed_tools:
         argv += ["--disallowedTools", ",".join(settings.disallowed_tools)]
+    if settings.tools is not None:
+        # The only tools the CLI offers ("" none): one it lacks cannot run, whoever approves
+        # it, whereas ``--allowedTools`` only says which uses run without asking.
+        argv += ["--tools", ",".join(settings.tools)]
     if settings.append_system_prompt:
         argv += ["--append-system-prompt", settings.append_system_prompt]
     if settings.max_turns:

@@ -69,7 +69,13 @@ from aicli.actors.stream import Outcome, event_of, outcome_of
 from aicli.actors.transcript_sync import TranscriptSync
 from aicli.actors.turn import SERVER_SHUTDOWN, Turn
 from aicli.contract import ROOT_PRINCIPAL_ID, Session, Task, TaskStatus
-from aicli.errors import IllegalTransition, NotOwner, StorageError, Unavailable
+from aicli.errors import (
+    CredentialsUnavailable,
+    IllegalTransition,
+    NotOwner,
+    StorageError,
+    Unavailable,
+)
 from aicli.metrics import Metrics
 from aicli.settings import Settings
 from aicli.storage import Store
@@ -570,7 +576,12 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
 
         sandbox = self.ctx.sandbox
         proxy = self.ctx.api_proxy
-        self.api_token = token = proxy.grant(self.ctx.own_credentials(self.session.owner))
+        try:
+            own = self.ctx.own_credentials(self.session.owner)
+        except CredentialsUnavailable as exc:  # sealed with a key this node does not hold
+            self._fail_next(exc.message)
+            return False
+        self.api_token = token = proxy.grant(own)
         env = session_environment(
             os.environ,
             self.ctx.claude_env,

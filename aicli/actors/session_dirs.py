@@ -46,4 +46,3 @@ class SessionDirs:
 def session_dirs(state_dir: str, session_id: str) -> SessionDirs:
     base = Path(os.path.abspath(state_dir))
     return SessionDirs(base / "sessions" / session_id, base / "policies" / f"{session_id}.json")
-

@@ -10,6 +10,7 @@ from falcon.routing import CompiledRouter
 from aicli.http import dashboard, errors, media
 from aicli.http.approvals import ApprovalResource, ApprovalsResource
 from aicli.http.bodies import Bodies
+from aicli.http.credentials import CredentialsResource
 from aicli.http.events import KEEPALIVE_S, EventsResource
 from aicli.http.metrics import HttpMetrics
 from aicli.http.middleware import (
@@ -80,6 +81,9 @@ def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.
     app.add_route("/principals", PrincipalsResource(runtime))
     app.add_route("/principals/{principal_id}", PrincipalResource(runtime))
     app.add_route("/me", MeResource(runtime))
+    credentials = CredentialsResource(runtime)
+    app.add_route("/principals/{principal_id}/credentials", credentials)
+    app.add_route("/me/credentials", credentials)
     app.add_route("/nodes", NodesResource(runtime))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(runtime))

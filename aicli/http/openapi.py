@@ -23,11 +23,11 @@ from aicli.http.sessions import IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY
 from aicli.settings import Settings
 
 # Two lines an operation. First its id, method and path; success statuses and their schema
-# (or media types); error statuses (and 413 and 415 with a body, 415 and 403 on DELETE, 403
-# on POST, 401 with a token but on /healthz, 421 and 500 always); the struct of its query
-# parameters (XQuery, and XHeaders if there is one), the Idempotency-Key header (key) or
-# the Prefer header (prefer); the body's struct. Then its summary. Path parameters come
-# from the path.
+# (or media types; neither: no body); error statuses (and 413 and 415 with a body, 415 and
+# 403 on DELETE, 403 on POST, PUT and PATCH, 401 with a token but on /healthz, 421 and 500
+# always); the struct of its query parameters (XQuery, and XHeaders if there is one), the
+# Idempotency-Key header (key) or the Prefer header (prefer); the body's struct. Then its
+# summary. Path parameters come from the path.
 OPERATIONS = """
 openSession POST /sessions 201:Session 400,413,429,503 SessionCreate
   Open a session: a Claude Code conversation in a working directory.
@@ -66,6 +66,9 @@ listPrincipals GET /principals 200:PrincipalPage 400,403,503 PrincipalListQuery
   List principals, revoked ones too (admins only).
 getPrincipal GET /principals/{principal_id} 200:Principal 400,404,503
   One principal (a user: only itself; any other id is unknown to it).
+updatePrincipal PATCH /principals/{principal_id} 200:Principal 400,403,404,503 PrincipalUpdate
+  Replace a principal's limits, its session policy among them (admins only; the built-in \
+`root` has none: 403). A new policy applies to the sessions opened afterwards.
 revokePrincipal DELETE /principals/{principal_id} 200:Principal 400,403,404,503
   Revoke a principal (admins only): its token stops working at once, its sessions close and its \
 streams and long-polls end (revoked already: 200 again).
@@ -74,6 +77,23 @@ listNodes GET /nodes 200:NodeList 400,403,503
 getMe GET /me 200:Principal 400,503
   The caller: the principal whose token this is (`root` for the configured token, and in an \
 open service).
+setMyCredentials PUT /me/credentials 200:Credentials 400,403,409,503 CredentialsSet
+  Bring Anthropic credentials of your own (exactly one of an API key and an auth token): your \
+sessions' Claude then reaches the API with them instead of the operator's. Stored sealed; no \
+answer ever holds them again. Replaces any you had.
+getMyCredentials GET /me/credentials 200:Credentials 400,403,404,503
+  Which kind of credentials you brought, and when (never the secret); 404 if none.
+deleteMyCredentials DELETE /me/credentials 204 400,403,503
+  Forget your own credentials: your sessions use the operator's again (none: 204 as well).
+setCredentials PUT /principals/{principal_id}/credentials 200:Credentials 400,403,404,409,503 \
+CredentialsSet
+  Set a principal's own Anthropic credentials (admins; a user: only its own), as \
+`PUT /me/credentials`.
+getCredentials GET /principals/{principal_id}/credentials 200:Credentials 400,403,404,503
+  Which kind of credentials a principal brought, and when (never the secret); 404 if none.
+deleteCredentials DELETE /principals/{principal_id}/credentials 204 400,403,404,503
+  Forget a principal's own credentials (none: 204 as well). Revoking a principal forgets them \
+too.
 health GET /healthz 200:Health
   Liveness: the process serves.
 readiness GET /readyz 200:Ready 503
@@ -87,7 +107,8 @@ ERRORS = {  # each starts with the codes it carries
     "400": "invalid_request: the schema refuses the body, a parameter or a header; a query "
     "parameter is unknown or repeated; or this server refuses a value of the right form: a "
     "`workdir` or a principal's `workspace_root` that is no existing directory (inside the "
-    "workspace root, if set; a workdir inside its owner's too), a `cursor` it did not issue, a "
+    "workspace root, if set; a workdir inside its owner's too), a session's `read_paths` item "
+    "that is no existing directory, a `cursor` it did not issue, a "
     "decision that does not fit its approval (`answers` but to the questions of a `question`, "
     "and required there; `updated_input`, `answers` or `remember` with `deny`; `remember` with "
     "`updated_input` or on a question). A request that is not HTTP gets a plain-text 400.",
@@ -97,13 +118,20 @@ ERRORS = {  # each starts with the codes it carries
     "called by a user; a request that changes something sent by a web page of another "
     "origin (its `Origin` is not this server's, or `Sec-Fetch-Site` is `cross-site` or "
     "`same-site`); `POST /principals` on an open service (the first principal is made with "
-    "`aicli principals create`).",
+    "`aicli principals create`); a session that asks for more than its principal's "
+    "`limits.policy` allows (`details.field` names the part: `allowed_tools`, "
+    "`permission_mode`, `network_domains` or `read_paths`; `details.not_allowed` the values); "
+    "`PATCH` of the built-in `root`; credentials on an open service, or of `root` (the operator, "
+    "whose credentials are the service's own).",
     "404": "session_not_found, task_not_found, not_found: no such id (or route), or one that is "
     "not the caller's to see (a user's view: the sessions it opened, their tasks and "
-    "approvals, itself).",
+    "approvals, itself); credentials of a principal that brought none.",
     "405": "method_not_allowed: the route has no such method; `Allow` names those it has.",
-    "409": "session_closed, task_not_cancellable, approval_decided: the session, the task or "
-    "the approval is past it.",
+    "409": "session_closed, task_not_cancellable, approval_decided, principal_revoked, "
+    "credentials_unavailable: the session, the task, the approval or the principal is past "
+    "it; or credentials cannot be sealed or opened on this server: with PostgreSQL and no "
+    "secret key configured (the operator must set AICLI_SECRET_KEY_FILE to the same key on "
+    "every node), or a key that is missing, malformed or not the one they were sealed with.",
     "413": "payload_too_large, storage_limit_exceeded: the body is over the size limit, whatever "
     "it holds; or (a submit, an open) the task or the session would take what its owner's "
     "sessions store past its `limits.max_stored_bytes`.",
@@ -136,7 +164,7 @@ PREFERENCE_APPLIED = {
 LINKS = {
     "Session": ("session_id", "getSession closeSession submitTask listSessionTasks listTasks"),
     "Task": ("task_id", "getTask cancelTask getTaskEvents"),
-    "Principal": ("principal_id", "getPrincipal revokePrincipal"),
+    "Principal": ("principal_id", "getPrincipal updatePrincipal revokePrincipal"),
     "Approval": ("approval_id", "getApproval decideApproval"),
 }
 JSON = "application/json"
@@ -152,9 +180,17 @@ RESPONSES = (
     c.Approval,
     c.Page[c.Approval],
     c.NodeList,
+    c.Credentials,
     c.ErrorBody,
 )
-REQUESTS = (c.SessionCreate, c.TaskSubmit, c.PrincipalCreate, c.ApprovalDecision)
+REQUESTS = (
+    c.SessionCreate,
+    c.TaskSubmit,
+    c.PrincipalCreate,
+    c.PrincipalUpdate,
+    c.ApprovalDecision,
+    c.CredentialsSet,
+)
 # msgspec names a component after its type; no component refers to these four.
 NAMES = {
     "Page_Session_": "SessionPage",
@@ -180,7 +216,7 @@ ID = {"type": "string", "pattern": c.ID}
 KEY = {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": f"^{IDEMPOTENCY_KEY}$"}
 BODIES = tuple(kind.__name__ for kind in REQUESTS)
 AT = {"query": "Query", "header": "Headers"}
-CHANGES = frozenset({"POST", "DELETE"})
+CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _param(at: str, name: str, text: str, **schema: Any) -> dict[str, Any]:
@@ -243,6 +279,8 @@ def schemas(settings: Settings) -> dict[str, Any]:
             schema.update(required=list(schema["properties"]), additionalProperties=False)
     found.update(_requests(found), OpenApi={"type": "object"})
     found["ErrorDetail"]["properties"]["code"]["enum"] = ERROR_CODES
+    # Exactly one credential: its two fields take no null, and no other field is allowed.
+    found["CredentialsSet"].update(minProperties=1, maxProperties=1)
     command = found["TaskSubmit"]["properties"]["command"]
     command["maxLength"] = min(command["maxLength"], settings.max_command_chars)
     if settings.workspace_root:  # a workdir that is accepted, for clients and fuzzers
@@ -261,7 +299,10 @@ def _content(names: str) -> dict[str, Any]:
 
 
 def _response(description: str, names: str, headers: dict[str, Any]) -> dict[str, Any]:
-    found = {"description": description, "headers": headers, "content": _content(names)}
+    """No ``names``: an answer without a body (204)."""
+    found: dict[str, Any] = {"description": description, "headers": headers}
+    if names:
+        found["content"] = _content(names)
     if names in LINKS:
         name, targets = LINKS[names]
         link = {"parameters": {name: "$response.body#/id"}}
@@ -270,7 +311,7 @@ def _response(description: str, names: str, headers: dict[str, Any]) -> dict[str
 
 
 def _responses(ok: str, method: str, errors: set[str]) -> dict[str, Any]:
-    statuses, names = ok.split(":")
+    statuses, _, names = ok.partition(":")
     found = {
         status: _response(HTTPStatus(int(status)).phrase, names, HEADERS.get(method, {}))
         for status in statuses.split(",")

@@ -1,4 +1,5 @@
-"""Principals (1.1): who may call, created, listed and revoked by admins; and ``/me``.
+"""Principals (1.1): who may call, created, listed, changed (1.2) and revoked by admins; and
+``/me``.
 
 The caller is ``req.context.principal``, put there by the bearer-token middleware
 (``None``: the open service, where everything is allowed but creating a principal).
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import falcon
 
 from aicli import access
-from aicli.contract import PrincipalCreate, PrincipalListQuery
+from aicli.contract import PrincipalCreate, PrincipalListQuery, PrincipalUpdate
 from aicli.errors import Forbidden
 from aicli.http import media
 from aicli.http.middleware import caller
@@ -64,6 +65,13 @@ class PrincipalResource:
         params(req)
         found = self._runtime.get_principal(principal_id, principal=caller(req))
         media.write(resp, found)
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, principal_id: str) -> None:
+        params(req)
+        who = caller(req)
+        access.require_admin(who, "change principals")  # before the body, as on create
+        request = media.read(req, PrincipalUpdate, self._runtime.settings.max_body_bytes)
+        media.write(resp, self._runtime.update_principal(principal_id, request, principal=who))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, principal_id: str) -> None:
         params(req)

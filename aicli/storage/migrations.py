@@ -355,6 +355,44 @@ def _node_sandboxed(db: Database) -> None:
     db.execute_sql("ALTER TABLE nodes ADD COLUMN sandboxed BOOLEAN NOT NULL DEFAULT FALSE")
 
 
+def _principal_credentials(db: Database) -> None:
+    """Principals' own Anthropic credentials, sealed (``storage.credentials``): a table of
+    their own, so that no query of principals ever reads a secret, sealed or not."""
+
+    class Principal(Model):
+        id = CharField(max_length=64, primary_key=True)
+
+        class Meta:
+            database = db
+            table_name = "principals"
+
+    class PrincipalCredential(Model):
+        principal = ForeignKeyField(
+            Principal, column_name="principal_id", primary_key=True, backref="+"
+        )
+        kind = CharField(max_length=16, constraints=[Check("kind IN ('api_key', 'auth_token')")])
+        sealed = BlobField()
+        set_at = UtcDateTimeField()
+
+        class Meta:
+            database = db
+            table_name = "principal_credentials"
+
+    db.create_tables([PrincipalCredential])
+
+
+def _policies(db: Database) -> None:
+    """Principals' policies (null: the role's default), and what each session asked for within
+    its owner's: the domains and read-only paths its sandbox reaches, the tools its CLI offers.
+
+    Numbered 13: 11 and 12 were taken by work released beside it; versions need not be
+    contiguous, each is applied once."""
+    db.execute_sql("ALTER TABLE principals ADD COLUMN policy TEXT")
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN network_domains TEXT NOT NULL DEFAULT '[]'")
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN read_paths TEXT NOT NULL DEFAULT '[]'")
+    db.execute_sql("ALTER TABLE sessions ADD COLUMN tools TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, tasks, task events, processes", _initial_schema),
     Migration(2, "tasks.updated_at", _task_updated_at),
@@ -367,6 +405,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "processes' session and node", _process_sessions),
     Migration(10, "sessions.stored_bytes and principals.max_stored_bytes", _stored_bytes),
     Migration(11, "nodes.sandboxed", _node_sandboxed),
+    Migration(
+        12,
+        "principal_credentials: principals' own Anthropic credentials, sealed",
+        _principal_credentials,
+    ),
+    Migration(13, "principals.policy; sessions' network domains, read paths and tools", _policies),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

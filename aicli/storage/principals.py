@@ -14,9 +14,21 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from aicli.contract import Page, Principal, PrincipalCreate, PrincipalLimits, Role, new_id, utcnow
+import msgspec
+
+from aicli import policy
+from aicli.contract import (
+    Page,
+    Principal,
+    PrincipalCreate,
+    PrincipalLimits,
+    Role,
+    SessionPolicy,
+    new_id,
+    utcnow,
+)
 from aicli.errors import PrincipalNotFound
-from aicli.storage import paging, usage
+from aicli.storage import credentials, paging, usage
 from aicli.storage.admission import OPEN_STATUSES
 from aicli.storage.engine import Engine
 from aicli.storage.fields import from_db_time, to_db_float, to_db_time
@@ -26,13 +38,19 @@ _COLUMNS = (
     "id, name, role, workspace_root, max_sessions, max_pending_per_session, budget_usd,"
     " created_at, revoked_at,"
     " (SELECT COALESCE(SUM(total_cost_usd), 0) FROM sessions WHERE owner = principals.id),"
-    f" max_stored_bytes, {usage.OF_PRINCIPAL}"
+    f" max_stored_bytes, {usage.OF_PRINCIPAL}, policy,"
+    " EXISTS (SELECT 1 FROM principal_credentials WHERE principal_id = principals.id)"
 )
 _INSERT = (
     "INSERT INTO principals (id, name, role, token_hash, workspace_root, max_sessions,"
-    " max_pending_per_session, budget_usd, created_at, max_stored_bytes)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " max_pending_per_session, budget_usd, created_at, max_stored_bytes, policy)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_SET_LIMITS = (
+    "UPDATE principals SET max_sessions = ?, max_pending_per_session = ?, budget_usd = ?,"
+    " max_stored_bytes = ?, policy = ? WHERE id = ?"
+)
+_ROLE = "SELECT role FROM principals WHERE id = ?"
 _BY_HASH = f"SELECT {_COLUMNS} FROM principals WHERE token_hash = ? AND revoked_at IS NULL"
 _BY_ID = f"SELECT {_COLUMNS} FROM principals WHERE id = ?"
 _REVOKE = "UPDATE principals SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
@@ -47,6 +65,26 @@ def _count(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
+_policy_from_json = msgspec.json.Decoder(SessionPolicy).decode
+
+
+def _policy_text(given: SessionPolicy | None) -> str | None:
+    return None if given is None else msgspec.json.encode(given).decode()
+
+
+def _stored_limits(role: Role, given: PrincipalLimits | None) -> PrincipalLimits:
+    """Limits as stored: counts as ints (they arrive as whole floats, 5.0), and the policy
+    whole, each field left out taken from the role's default when it is set."""
+    given = given or PrincipalLimits()
+    return PrincipalLimits(
+        max_sessions=_count(given.max_sessions),
+        max_pending_per_session=_count(given.max_pending_per_session),
+        budget_usd=to_db_float(given.budget_usd),
+        max_stored_bytes=_count(given.max_stored_bytes),
+        policy=policy.of_role(role, given.policy),
+    )
+
+
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
@@ -58,23 +96,28 @@ def token_hash(token: str) -> str:
 def principal_from_row(row: Sequence[Any]) -> Principal:
     (
         principal_id, name, role, workspace_root, max_sessions, max_pending, budget_usd,
-        created_at, revoked_at, total_cost_usd, max_stored_bytes, stored_bytes,
+        created_at, revoked_at, total_cost_usd, max_stored_bytes, stored_bytes, policy_text,
+        own_credentials,
     ) = row  # fmt: skip
+    role = Role(role)
+    given = None if policy_text is None else _policy_from_json(policy_text)
     return Principal(
         id=principal_id,
         name=name,
-        role=Role(role),
+        role=role,
         workspace_root=workspace_root,
         limits=PrincipalLimits(
             max_sessions=max_sessions,
             max_pending_per_session=max_pending,
             budget_usd=budget_usd,
             max_stored_bytes=max_stored_bytes,
+            policy=policy.of_role(role, given),
         ),
         created_at=from_db_time(created_at),
         revoked_at=None if revoked_at is None else from_db_time(revoked_at),
         total_cost_usd=float(total_cost_usd or 0.0),
         stored_bytes=int(stored_bytes or 0),
+        own_credentials=bool(own_credentials),
     )
 
 
@@ -88,13 +131,7 @@ class Principals:
     def create(self, request: PrincipalCreate) -> Principal:
         """A new principal, returned once with its ``token`` (which is never stored)."""
         token = new_token()
-        given = request.limits or PrincipalLimits()
-        limits = PrincipalLimits(  # counts arrive as whole floats (5.0): keep them as ints
-            max_sessions=_count(given.max_sessions),
-            max_pending_per_session=_count(given.max_pending_per_session),
-            budget_usd=to_db_float(given.budget_usd),
-            max_stored_bytes=_count(given.max_stored_bytes),
-        )
+        limits = _stored_limits(request.role, request.limits)
         now = utcnow()
         principal = Principal(
             id=new_id(),
@@ -116,9 +153,34 @@ class Principals:
             limits.budget_usd,
             to_db_time(now),
             limits.max_stored_bytes,
+            _policy_text(limits.policy),
         )
         self._engine.write(lambda: self._execute(_INSERT, params))
         return principal
+
+    def set_limits(self, principal_id: str, given: PrincipalLimits) -> Principal:
+        """Replace all of a principal's limits: what ``given`` leaves out is no limit, and
+        the policy's default is its role's. Sessions opened before keep what they got."""
+
+        def write() -> Principal:
+            row = self._execute(_ROLE, (principal_id,)).fetchone()
+            if row is None:
+                raise PrincipalNotFound(principal_id)
+            limits = _stored_limits(Role(row[0]), given)
+            self._execute(
+                _SET_LIMITS,
+                (
+                    limits.max_sessions,
+                    limits.max_pending_per_session,
+                    limits.budget_usd,
+                    limits.max_stored_bytes,
+                    _policy_text(limits.policy),
+                    principal_id,
+                ),
+            )
+            return principal_from_row(self._execute(_BY_ID, (principal_id,)).fetchone())
+
+        return self._engine.write(write)
 
     def by_token(self, token: str) -> Principal | None:
         """The live principal holding ``token``, or None (unknown or revoked)."""
@@ -164,13 +226,15 @@ class Principals:
         return self._engine.read(lambda: [row[0] for row in self._execute(_REVOKED_OWNERS)])
 
     def revoke(self, principal_id: str) -> Principal:
-        """Revoke at once: the next request with its token is refused. Revoked already: as is.
+        """Revoke at once: the next request with its token is refused, and its own credentials
+        are forgotten in the same commit. Revoked already: as is.
 
         Its sessions are closed by ``Store.revoke_principal``, which calls this in its write.
         """
 
         def write() -> Principal:
             self._execute(_REVOKE, (to_db_time(utcnow()), principal_id))
+            self._execute(credentials.DELETE, (principal_id,))
             row = self._execute(_BY_ID, (principal_id,)).fetchone()
             if row is None:
                 raise PrincipalNotFound(principal_id)

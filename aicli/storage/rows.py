@@ -105,7 +105,8 @@ SESSION_COLUMNS = (
     "id, status, workdir, model, permission_mode, allowed_tools, disallowed_tools,"
     " append_system_prompt, max_turns, metadata, claude_session_id, created_at, updated_at,"
     " last_active_at, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd,"
-    " owner, approvals, approval_timeout_s, approval_rules, owner_node"
+    " owner, approvals, approval_timeout_s, approval_rules, owner_node, network_domains,"
+    " read_paths, tools"
 )
 _rules_from_json = msgspec.json.Decoder(tuple[ApprovalRule, ...]).decode
 
@@ -129,7 +130,8 @@ def session_from_row(row: Sequence[Any]) -> Session:
         session_id, status, workdir, model, permission_mode, allowed_tools, disallowed_tools,
         append_system_prompt, max_turns, metadata, claude_session_id, created_at, updated_at,
         last_active_at, n_pending, n_running, n_completed, n_failed, n_cancelled, total_cost_usd,
-        owner, approvals, approval_timeout_s, approval_rules, owner_node,
+        owner, approvals, approval_timeout_s, approval_rules, owner_node, network_domains,
+        read_paths, tools,
     ) = row  # fmt: skip
     return Session(
         id=session_id,
@@ -147,6 +149,9 @@ def session_from_row(row: Sequence[Any]) -> Session:
         approval_rules=rules_from_json(approval_rules),
         claude_session_id=claude_session_id,
         owner=owner,
+        network_domains=tuple(from_json_text(network_domains)),
+        read_paths=tuple(from_json_text(read_paths)),
+        tools=None if tools is None else tuple(from_json_text(tools)),
         node=owner_node,
         created_at=from_db_time(created_at),
         updated_at=from_db_time(updated_at),

@@ -28,7 +28,13 @@ from peewee import (
     TextField,
 )
 
-from aicli.contract import ApprovalKind, ApprovalStatus, SessionStatus, TaskStatus
+from aicli.contract import (
+    ApprovalKind,
+    ApprovalStatus,
+    CredentialKind,
+    SessionStatus,
+    TaskStatus,
+)
 from aicli.storage.fields import JsonTextField, UtcDateTimeField
 
 
@@ -50,6 +56,7 @@ class Tables(NamedTuple):
     approvals: type[Model]
     nodes: type[Model]
     transcript_chunks: type[Model]
+    principal_credentials: type[Model]
 
 
 def bind_tables(db: Database) -> Tables:
@@ -93,6 +100,11 @@ def bind_tables(db: Database) -> Tables:
         owner_epoch = BigIntegerField(constraints=[SQL("DEFAULT 0")])
         # Added by migration 10: the characters of text stored for it (``usage``).
         stored_bytes = BigIntegerField(constraints=[SQL("DEFAULT 0")])
+        # Added by migration 13: what its sandbox may reach, and the tools its CLI offers
+        # (null: all).
+        network_domains = JsonTextField(constraints=[SQL("DEFAULT '[]'")])
+        read_paths = JsonTextField(constraints=[SQL("DEFAULT '[]'")])
+        tools = JsonTextField(null=True)
 
         class Meta:
             table_name = "sessions"
@@ -167,10 +179,29 @@ def bind_tables(db: Database) -> Tables:
         revoked_at = UtcDateTimeField(null=True)
         # Added by migration 10.
         max_stored_bytes = BigIntegerField(null=True)
+        # Added by migration 13: its sessions' policy (null: its role's default).
+        policy = JsonTextField(null=True)
 
         class Meta:
             table_name = "principals"
             indexes = ((("created_at", "id"), False),)
+
+    class PrincipalCredentialRow(Base):
+        """Added by migration 12: a principal's own Anthropic credential, sealed
+        (``credentials``); a table apart, so no query of principals reads it."""
+
+        principal = ForeignKeyField(
+            PrincipalRow, column_name="principal_id", primary_key=True, backref="+"
+        )
+        kind = CharField(
+            max_length=16,
+            constraints=[Check(f"kind IN ({', '.join(repr(str(k)) for k in CredentialKind)})")],
+        )
+        sealed = BlobField()
+        set_at = UtcDateTimeField()
+
+        class Meta:
+            table_name = "principal_credentials"
 
     class ApprovalRow(Base):
         """Added by migration 5: a tool use or a question that waited for a person."""
@@ -250,4 +281,5 @@ def bind_tables(db: Database) -> Tables:
         ApprovalRow,
         NodeRow,
         TranscriptChunkRow,
+        PrincipalCredentialRow,
     )

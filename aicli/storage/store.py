@@ -69,6 +69,7 @@ from aicli.storage import (
 )
 from aicli.storage.approvals import Approvals
 from aicli.storage.approvals import event_of as approval_event
+from aicli.storage.credentials import PrincipalCredentials
 from aicli.storage.ended import EndedTasks
 from aicli.storage.engine import Engine
 from aicli.storage.fields import from_db_time, to_db_float, to_db_time, to_json_text
@@ -87,6 +88,7 @@ from aicli.storage.rows import (
     task_from_row,
 )
 from aicli.storage.schema import count_column
+from aicli.storage.secret_key import SecretKey
 from aicli.storage.transcripts import Transcripts
 
 _SESSION_UPDATABLE = frozenset({"status", "claude_session_id", "last_active_at"})
@@ -99,8 +101,12 @@ _MAX_EVENT_TYPE = 64  # the width of task_events.type
 LEASE_CONNECTIONS = 2  # the lease actor's, and a reader of the live nodes at once
 
 
-def open_store(url: str | None = None) -> Store:
-    """Connect to ``url`` (default: ``resolve_database_url()``) and migrate it to the latest."""
+def open_store(url: str | None = None, *, secret_key: SecretKey | None = None) -> Store:
+    """Connect to ``url`` (default: ``resolve_database_url()``) and migrate it to the latest.
+
+    ``secret_key`` seals principals' own credentials (default: none configured, so the
+    default file next to a SQLite database, and none with PostgreSQL).
+    """
     url = database.resolve_database_url(url)
     engine = Engine(database.connect(url), url)
     try:
@@ -112,7 +118,7 @@ def open_store(url: str | None = None) -> Store:
     lease_engine = None
     if engine.is_postgres:  # renewals must not queue behind a busy pool: a late one fences
         lease_engine = Engine(database.connect(url, max_connections=LEASE_CONNECTIONS), url)
-    return Store(engine, lease_engine)
+    return Store(engine, lease_engine, secret_key)
 
 
 def _where(conditions: Sequence[str]) -> str:
@@ -142,8 +148,9 @@ _EPOCH_OF_TASK = "(SELECT owner_epoch FROM sessions WHERE sessions.id = tasks.se
 _INSERT_SESSION = (
     "INSERT INTO sessions (id, status, workdir, model, permission_mode, allowed_tools,"
     " disallowed_tools, append_system_prompt, max_turns, metadata, created_at, updated_at,"
-    " owner, approvals, approval_timeout_s, n_pending, n_running, n_completed, n_failed,"
-    f" n_cancelled, total_cost_usd, stored_bytes) VALUES ({_marks(15)}, 0, 0, 0, 0, 0, 0, ?)"
+    " owner, approvals, approval_timeout_s, network_domains, read_paths, tools, n_pending,"
+    " n_running, n_completed, n_failed, n_cancelled, total_cost_usd, stored_bytes)"
+    f" VALUES ({_marks(18)}, 0, 0, 0, 0, 0, 0, ?)"
 )
 _N_PENDING = count_column(TaskStatus.PENDING)
 _N_CANCELLED = count_column(TaskStatus.CANCELLED)
@@ -252,8 +259,14 @@ _EVENT_MARKS = f"({_marks(5)})"
 
 
 class Store:
-    def __init__(self, engine: Engine, lease_engine: Engine | None = None) -> None:
-        """``lease_engine``: connections of the node's lease alone (default: ``engine``'s)."""
+    def __init__(
+        self,
+        engine: Engine,
+        lease_engine: Engine | None = None,
+        secret_key: SecretKey | None = None,
+    ) -> None:
+        """``lease_engine``: connections of the node's lease alone (default: ``engine``'s);
+        ``secret_key``: what seals principals' own credentials (default: ``open_store``'s)."""
         self._engine = engine
         self._lease_engine = lease_engine
         self._execute = engine.execute
@@ -263,6 +276,7 @@ class Store:
         self._count_moves: dict[tuple[str, str, bool, str | None], str] = {}
         self._ended = EndedTasks()
         self.principals = Principals(engine)
+        self.credentials = PrincipalCredentials(engine, secret_key or SecretKey(engine.url))
         self.approvals = Approvals(engine, self._append, self._lock_session_of)
         self.nodes = Nodes(lease_engine or engine)
         self.ownership = Ownership(engine, self._fail_running_of_session)
@@ -298,6 +312,9 @@ class Store:
         owner: str | None = None,
         approvals: str | None = None,
         approval_timeout_s: float | None = None,
+        network_domains: Iterable[str] = (),
+        read_paths: Iterable[str] = (),
+        tools: Iterable[str] | None = None,
         max_open: int | None = None,
         max_owned: int | None = None,
     ) -> Session:
@@ -325,6 +342,9 @@ class Store:
             owner=owner,
             approvals=ApprovalMode(approvals or ApprovalMode.OFF),
             approval_timeout_s=to_db_float(approval_timeout_s or DEFAULT_APPROVAL_TIMEOUT_S),
+            network_domains=tuple(network_domains),
+            read_paths=tuple(read_paths),
+            tools=None if tools is None else tuple(tools),
             created_at=now,
             updated_at=now,
         )
@@ -347,6 +367,9 @@ class Store:
             owner,
             session.approvals,
             session.approval_timeout_s,
+            to_json_text(list(session.network_domains)),
+            to_json_text(list(session.read_paths)),
+            None if session.tools is None else to_json_text(list(session.tools)),
             size,
         )
 
