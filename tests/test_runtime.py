@@ -33,21 +33,20 @@ def session_actors() -> list:
 
 
 def claude_processes(rt: Runtime) -> list[psutil.Process]:
-    """The CLI processes of this runtime (their tools carry the mark too, so filter by parent).
-
-    A process that ended between the scan and the look at its parent is no live
-    CLI: the CLI's own short-lived helpers did that, and were counted as a third.
-    """
-    marked = process_tree.marked_processes(rt.owner_prefix, prefix=True)
-    pids = {p.pid for p in marked}
-    return [p for p in marked if (parent := _ppid(p)) is not None and parent not in pids]
-
-
-def _ppid(process: psutil.Process) -> int | None:
-    try:
-        return process.ppid()
-    except psutil.NoSuchProcess:
-        return None
+    """The CLI processes of this runtime: the oldest process of each mark (each CLI process,
+    or the sandbox runtime that wraps it, has a mark of its own, and everything it starts
+    inherits it). Counting parentless ones instead saw a dying srt's helpers, orphaned for a
+    moment before they are killed, as one more CLI."""
+    oldest: dict[str, tuple[float, psutil.Process]] = {}
+    for process in process_tree.marked_processes(rt.owner_prefix, prefix=True):
+        mark = process_tree.mark_of(process.pid)
+        try:
+            created = process.create_time()
+        except psutil.NoSuchProcess:
+            continue
+        if mark and (mark not in oldest or created < oldest[mark][0]):
+            oldest[mark] = (created, process)
+    return [process for _, process in oldest.values()]
 
 
 def test_the_readme_snippet_works_as_written(tmp_path, claude_bin, claude_env, monkeypatch):
