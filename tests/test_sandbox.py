@@ -257,3 +257,20 @@ def test_a_sandboxed_environment_is_an_allowlist(tmp_path):
     assert unsandboxed["DATABASE_URL"] == "postgresql://secret"  # as before the sandbox
     assert "ANTHROPIC_AUTH_TOKEN" not in unsandboxed
     assert unsandboxed["ANTHROPIC_API_KEY"] == "tok" and unsandboxed["TMPDIR"] == str(dirs.tmp)
+
+
+def test_a_principals_own_key_reaches_the_api_and_never_the_sandbox(
+    make_runtime, workdir, fake_api
+):
+    from aicli.contract import CredentialsSet, PrincipalCreate
+
+    rt = make_runtime(api_token="root-token")
+    made = rt.create_principal(PrincipalCreate(name="alice"))
+    alice = rt.principal_for(made.token)
+    rt.set_credentials(
+        made.id, CredentialsSet(anthropic_api_key="sk-ant-alices-own-key"), principal=alice
+    )
+    session = rt.open_session(workdir=workdir, allowed_tools=["Bash"], principal=alice)
+    said = bash(rt, session.id, "env; echo done")
+    assert "sk-ant-alices-own-key" not in said
+    assert fake_api.requests[-1].headers["x-api-key"] == "sk-ant-alices-own-key"
