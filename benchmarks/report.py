@@ -153,6 +153,20 @@ def _memory(results: dict[str, Any]) -> Check:
     return text, rss < 100 if memory["sessions"] >= 1000 else None
 
 
+def _sandbox(results: dict[str, Any]) -> Check:
+    """Met if the sandbox's sessions answer within noise of unsandboxed ones (``sandbox``)."""
+    box = results.get("sandbox")
+    if not box:
+        return None, None
+    ratio = box["ratio_task_p50"]
+    text = (
+        f"{ratio:.2f}× ({box['on']['task']['p50_ms']:.1f} vs {box['off']['task']['p50_ms']:.1f} ms)"
+    )
+    if not box["sandbox_in_effect"]:
+        return f"{text}; the sandbox was not in effect", None
+    return text, ratio <= 1.10
+
+
 GOALS = (
     Goal("per-task p50, POST + `GET ?wait`", "≤ 1.10× SDK", _latency_ratio("aicli", 1.10)),
     Goal(
@@ -175,6 +189,7 @@ GOALS = (
         _read_ratio("list"),
     ),
     Goal("aicli RSS with 1,000 idle sessions", "< 100 MB", _memory),
+    Goal("per-task p50, sandbox on / off", "≤ 1.10× (within noise)", _sandbox),
 )
 
 
@@ -331,6 +346,62 @@ def _memory_rows(memory: dict[str, Any]) -> Iterator[Row]:
         )
 
 
+def _tree_text(live: dict[str, Any]) -> str:
+    """A live session's tree: RSS (USS), the CLI's part and the wrappers'."""
+    if "rss_mb" not in live:
+        return "no live session found"
+    return (
+        f"{live['rss_mb']:.0f} ({live['uss_mb']:.0f}): CLI {live['cli_rss_mb']:.0f} "
+        f"({live['cli_uss_mb']:.0f}), wrappers {live['wrapper_rss_mb']:.0f} "
+        f"({live['wrapper_uss_mb']:.0f})"
+    )
+
+
+def _processes_text(live: dict[str, Any]) -> str:
+    if "processes" not in live:
+        return "–"
+    names = ", ".join(f"{name} {count}" for name, count in live["processes_by_name"].items())
+    return f"{live['processes']} ({names})"
+
+
+def _sandbox_rows(box: dict[str, Any]) -> Iterator[Row]:
+    section = "sandbox on / off"
+    on, off = box["on"], box["off"]
+    if not box["sandbox_in_effect"]:
+        yield (
+            section,
+            "WARNING",
+            "the sandbox was not in effect: the `on` server's sessions ran bare",
+        )
+    yield (
+        section,
+        f"cold start (POST /sessions → first task done) p50 / p90 ms, {box['cold_starts']} each",
+        f"on {_pcts(on['cold_start'], ('p50_ms', 'p90_ms'))}, "
+        f"off {_pcts(off['cold_start'], ('p50_ms', 'p90_ms'))} → "
+        f"{box['ratio_cold_start_p50']:.2f}× "
+        f"({on['cold_start']['p50_ms'] - off['cold_start']['p50_ms']:+.0f} ms) at p50",
+    )
+    yield (
+        section,
+        f"per task, warm session, p50 / p90 / p99 ms, {box['tasks']} each",
+        f"on {_pcts(on['task'])}, off {_pcts(off['task'])} → {box['ratio_task_p50']:.2f}× at p50",
+    )
+    for side in ("on", "off"):
+        live = box[side]["live"]
+        yield (
+            section,
+            f"{side}: RSS (USS) per live session tree MB, {live['live_sessions']} live",
+            _tree_text(live),
+        )
+        yield section, f"{side}: processes per live session", _processes_text(live)
+        if live["other_server_children"]:
+            yield (
+                section,
+                f"{side}: server children outside sessions",
+                ", ".join(live["other_server_children"]),
+            )
+
+
 def _rows(results: dict[str, Any]) -> Iterator[Row]:
     if fake := results.get("fake"):
         yield from _fake_rows(fake)
@@ -347,6 +418,8 @@ def _rows(results: dict[str, Any]) -> Iterator[Row]:
         yield from _fanout_rows(fan)
     if memory := results.get("memory"):
         yield from _memory_rows(memory)
+    if box := results.get("sandbox"):
+        yield from _sandbox_rows(box)
     for section in ("latency", "throughput"):
         if reason := _get(results, section, "aicli_skipped"):
             yield section, "aicli side skipped", reason

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from aicli.actors.claude_bin import find_claude
-from benchmarks import fanout, latency, longpoll, memory, read_path, report, throughput
+from benchmarks import (
+    fanout,
+    latency,
+    longpoll,
+    memory,
+    read_path,
+    report,
+    sandbox,
+    throughput,
+)
 from benchmarks.fake import FakeApi, measure_floor
 from benchmarks.server import ServerUnavailable, default_settings_text
 
@@ -33,6 +42,7 @@ SECTIONS: dict[str, Callable[[FakeApi, bool], dict[str, Any]]] = {
     "read": read_path.measure,
     "fanout": fanout.measure,
     "memory": memory.measure,
+    "sandbox": sandbox.measure,
 }
 
 
