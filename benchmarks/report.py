@@ -383,6 +383,12 @@ def _sandbox_rows(box: dict[str, Any]) -> Iterator[Row]:
     )
     yield (
         section,
+        "close (DELETE → its processes gone) p50 / p90 ms",
+        f"on {_pcts(on['close'], ('p50_ms', 'p90_ms'))}, "
+        f"off {_pcts(off['close'], ('p50_ms', 'p90_ms'))}",
+    )
+    yield (
+        section,
         f"per task, warm session, p50 / p90 / p99 ms, {box['tasks']} each",
         f"on {_pcts(on['task'])}, off {_pcts(off['task'])} → {box['ratio_task_p50']:.2f}× at p50",
     )

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -27,6 +27,8 @@ from benchmarks.server import AicliServer, Client
 from benchmarks.stats import summary
 
 SIDES = ("on", "off")
+CLOSE_DEADLINE_S = 30.0
+T = TypeVar("T")
 PROMPT = "[[say: ok]]"
 WAIT_S = 30
 MB = 1024 * 1024
@@ -48,18 +50,33 @@ def _alternating(rounds: int) -> Iterator[tuple[int, str]]:
             yield index, side
 
 
-def _cold_start(client: Client, index: int) -> float:
-    """From ``POST /sessions`` to its first task done: the session's CLI starts in between.
+def _gone(server: psutil.Process, deadline_s: float = CLOSE_DEADLINE_S) -> None:
+    """Until the server has no child left: a closed session's processes end after the DELETE."""
+    deadline = time.monotonic() + deadline_s
+    while children := server.children():
+        if time.monotonic() > deadline:
+            names = ", ".join(sorted(child.name() for child in children))
+            raise RuntimeError(f"a closed session's processes outlived {deadline_s:.0f} s: {names}")
+        time.sleep(0.01)
 
-    The session is closed after, untimed, so that no cold start finds the
-    previous one's process still there.
+
+def _cold_start(client: Client, server: psutil.Process, index: int) -> tuple[float, float]:
+    """From ``POST /sessions`` to its first task done (the session's CLI starts in between),
+    and from its ``DELETE`` to its processes gone.
+
+    The next sample waits for those processes to end, so that no cold start
+    shares the machine with the previous one's teardown: with the sides
+    alternating, the teardown of a sandboxed session would slow the bare
+    session's start after it.
     """
     started = time.perf_counter()
     session_id = client.open_session()["id"]
     _finish(client, session_id, f"cold {index} {PROMPT}")
     took = time.perf_counter() - started
+    closing = time.perf_counter()
     client.close_session(session_id)
-    return took
+    _gone(server)
+    return took, time.perf_counter() - closing
 
 
 def _cli_names() -> set[str]:
@@ -107,10 +124,10 @@ def _session_tree(root: psutil.Process, cli_names: set[str]) -> dict[str, Any] |
     return tree
 
 
-def _live_trees(server: AicliServer, cli_names: set[str]) -> dict[str, Any]:
+def _live_trees(server: psutil.Process, cli_names: set[str]) -> dict[str, Any]:
     """Every live session's tree under the server, averaged; and what else the server runs."""
     trees, others = [], []
-    for child in psutil.Process(server.pid).children():
+    for child in server.children():
         with suppress(psutil.NoSuchProcess):
             tree = _session_tree(child, cli_names)
             if tree is None:
@@ -135,15 +152,18 @@ def _live_trees(server: AicliServer, cli_names: set[str]) -> dict[str, Any]:
     return result
 
 
-def _rounds(
-    rounds: int, sample: Callable[[str, int], float], warmup: int = 0
-) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {side: [] for side in SIDES}
+def _rounds(rounds: int, sample: Callable[[str, int], T], warmup: int = 0) -> dict[str, list[T]]:
+    """``sample(side, round)`` for both sides per round, the order alternating; warm-ups dropped."""
+    samples: dict[str, list[T]] = {side: [] for side in SIDES}
     for index, side in _alternating(warmup + rounds):
         took = sample(side, index)
         if index >= warmup:
             samples[side].append(took)
     return samples
+
+
+def _timed(samples: list[float]) -> dict[str, Any]:
+    return {**summary(samples), "samples_s": samples}
 
 
 def measure(fake: FakeApi, quick: bool) -> dict[str, Any]:
@@ -165,8 +185,11 @@ def measure(fake: FakeApi, quick: bool) -> dict[str, Any]:
             settings = {"AICLI_SANDBOX": side, "AICLI_STATE_DIR": state}
             servers[side] = stack.enter_context(AicliServer(fake, settings=settings))
         clients = {side: server.client() for side, server in servers.items()}
+        processes = {side: psutil.Process(server.pid) for side, server in servers.items()}
 
-        cold_samples = _rounds(cold, lambda side, index: _cold_start(clients[side], index))
+        cold_samples = _rounds(
+            cold, lambda side, index: _cold_start(clients[side], processes[side], index)
+        )
 
         warm = {side: client.open_session()["id"] for side, client in clients.items()}
 
@@ -182,12 +205,13 @@ def measure(fake: FakeApi, quick: bool) -> dict[str, Any]:
             for index in range(live - 1):
                 _finish(client, client.open_session()["id"], f"live {index} {PROMPT}")
         time.sleep(1.0)  # let the CLIs settle after their turn, as the memory benchmark does
-        trees = {side: _live_trees(server, cli_names) for side, server in servers.items()}
+        trees = {side: _live_trees(process, cli_names) for side, process in processes.items()}
 
     for side in SIDES:
         result[side] = {
-            "cold_start": {**summary(cold_samples[side]), "samples_s": cold_samples[side]},
-            "task": {**summary(task_samples[side]), "samples_s": task_samples[side]},
+            "cold_start": _timed([took for took, _ in cold_samples[side]]),
+            "close": _timed([closed for _, closed in cold_samples[side]]),
+            "task": _timed(task_samples[side]),
             "live": trees[side],
         }
     on, off = result["on"], result["off"]
