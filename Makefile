@@ -1,16 +1,20 @@
 # One entry point for people and CI: `make run` serves, `make test` tests.
 # Both install what they need: a virtualenv in .venv and the pinned Claude
-# Code CLI in .tools (from npm).
+# Code CLI and Anthropic's sandbox runtime (srt) in .tools (from npm), and
+# the Debian packages the sandbox runs on (bubblewrap, socat, ripgrep).
 PYTHON ?= python3
 # The pinned Claude Code CLI has one source, aicli/actors/claude_bin.py (whose
 # install hint names it); `make CLAUDE_CODE_VERSION=x.y.z` tries another.
 CLAUDE_CODE_VERSION ?= $(shell sed -n 's/^CLAUDE_CODE_VERSION = "\(.*\)"$$/\1/p' aicli/actors/claude_bin.py)
+# The sandbox runtime's pin has one source too, aicli/actors/sandbox.py.
+SANDBOX_RUNTIME_VERSION ?= $(shell sed -n 's/^SANDBOX_RUNTIME_VERSION = "\(.*\)"$$/\1/p' aicli/actors/sandbox.py)
+TOOLS_STAMP := .tools/.installed-$(CLAUDE_CODE_VERSION)-$(SANDBOX_RUNTIME_VERSION)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test bench clean chromium
+.PHONY: setup run test bench clean chromium sandbox-deps
 
-setup: $(VENV)/.installed .tools/.installed
+setup: $(VENV)/.installed $(TOOLS_STAMP) sandbox-deps
 
 # aicli/__init__.py holds the version, which the installed metadata copy.
 $(VENV)/.installed: setup.cfg pyproject.toml aicli/__init__.py
@@ -19,9 +23,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml aicli/__init__.py
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-.tools/.installed:
+# One npm line for both: a second `npm install --no-save` would prune the first.
+$(TOOLS_STAMP):
 	$(if $(CLAUDE_CODE_VERSION),,$(error No CLAUDE_CODE_VERSION in aicli/actors/claude_bin.py))
-	npm install --silent --no-save --no-audit --no-fund --prefix .tools @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	$(if $(SANDBOX_RUNTIME_VERSION),,$(error No SANDBOX_RUNTIME_VERSION in aicli/actors/sandbox.py))
+	npm install --silent --no-save --no-audit --no-fund --prefix .tools \
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) \
+		@anthropic-ai/sandbox-runtime@$(SANDBOX_RUNTIME_VERSION)
+	rm -f .tools/.installed*
 	touch $@
 
 run: setup
@@ -35,6 +44,15 @@ chromium:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium \
 		|| { $(SUDO) apt-get update && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium; }; }
+
+# What srt runs sessions on under Linux; from Debian's packages when missing.
+sandbox-deps:
+	@if [ "$$(uname -s)" = Linux ] && { ! command -v bwrap || ! command -v socat \
+		|| ! command -v rg; } >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends \
+			bubblewrap socat ripgrep \
+		|| { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get \
+			install -y --no-install-recommends bubblewrap socat ripgrep; }; fi
 
 test: setup chromium
 	$(BIN)/ruff check .

@@ -561,6 +561,8 @@ class Node(Struct, **_VALUE):
     expires_at: Timestamp
     sessions: int
     live_processes: int
+    # 1.2: whether the node runs its sessions' Claude inside the sandbox (``--sandbox``).
+    sandboxed: bool = False
 
 
 class NodeList(Struct, **_VALUE):

@@ -163,6 +163,13 @@ class ClaudeNotFound(Unavailable):
     """No Claude Code CLI could be found; the message names how to install it."""
 
 
+class SandboxUnavailable(Unavailable):
+    """Sessions are to run sandboxed and the sandbox cannot start on this machine; the message
+    names what is missing, how to install it, and how to turn the sandbox off knowingly."""
+
+    code = "sandbox_unavailable"
+
+
 class StorageError(AicliError):
     """The database failed in a way a retry did not cure."""
 

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ import pykka
 
 from aicli import access, contract, validation
 from aicli.actors import process_tree
+from aicli.actors.api_proxy import ApiProxy, operator_upstream
 from aicli.actors.census import CENSUS_KEY, ProcessCensus
 from aicli.actors.claude_bin import claude_version, find_claude
 from aicli.actors.claude_process import ClaudeProcess
@@ -38,6 +40,7 @@ from aicli.actors.messages import CancelRunning, CloseSession, Fence, Rescan, Wa
 from aicli.actors.node_lease import LeaseState, NodeLease
 from aicli.actors.notifier import Notifier, events_of
 from aicli.actors.pruner import Pruner
+from aicli.actors.sandbox import Sandbox, find_srt
 from aicli.actors.scheduler import Scheduler
 from aicli.actors.session import (
     CANCELLED_PENDING,
@@ -72,7 +75,7 @@ from aicli.errors import (
 )
 from aicli.metrics import Metrics
 from aicli.peers import Peers
-from aicli.settings import Settings
+from aicli.settings import Settings, default_state_dir
 from aicli.storage import Store, open_store, server_lock
 
 log = logging.getLogger(__name__)
@@ -91,10 +94,14 @@ class Runtime:
         claude_bin: str,
         claude_env: Mapping[str, str] | None = None,
         *,
+        api_proxy: ApiProxy,
+        sandbox: Sandbox | None,
         process_factory: ProcessFactory = ClaudeProcess,
         faults: Faults | None = None,
     ) -> None:
         self.settings = settings
+        self.api_proxy = api_proxy
+        self.sandbox = sandbox
         self.store = store
         self.claude_bin = claude_bin
         self.notifier = Notifier()
@@ -119,6 +126,9 @@ class Runtime:
             owner_prefix=self.owner_prefix,
             lease=self.lease,
             answer_of=lambda approval_id: self._desk.answer_of(approval_id),
+            api_proxy=api_proxy,
+            state_dir=settings.state_dir or default_state_dir(os.environ),
+            sandbox=sandbox,
             process_factory=process_factory,
         )
         self.accepting = False
@@ -158,7 +168,9 @@ class Runtime:
         """Open the store, end what a crashed run left behind, and start the actors.
 
         Takes the settings of ``aicli serve`` as keyword arguments (defaults from
-        ``AICLI_*``); ``claude_env`` is added to the environment of every CLI.
+        ``AICLI_*``); ``claude_env`` is added to the environment of every CLI, and its
+        Anthropic URL and key (else the server's) are where the credential proxy goes.
+        With the sandbox on, ``SandboxUnavailable`` says what this machine lacks.
         ``process_factory`` makes the Claude processes (a test passes a stand-in)
         and ``faults`` arms crash seams (default: from ``AICLI_FAULTS``).
         """
@@ -168,6 +180,14 @@ class Runtime:
             lock = server_lock.acquire(settings.database_url)
             undo.callback(lock.release)
             claude_bin = find_claude(settings.claude_bin)
+            sandbox = None
+            if settings.sandbox == "on":
+                sandbox = Sandbox(find_srt(), claude_bin)
+                sandbox.check()
+            upstream, auth = operator_upstream({**os.environ, **(claude_env or {})})
+            api_proxy = ApiProxy(upstream, auth)
+            api_proxy.start()
+            undo.callback(api_proxy.stop)
             store = open_store(settings.database_url)
             undo.callback(store.close)
             runtime = cls(
@@ -175,6 +195,8 @@ class Runtime:
                 store,
                 claude_bin,
                 claude_env,
+                api_proxy=api_proxy,
+                sandbox=sandbox,
                 process_factory=process_factory,
                 faults=faults,
             )
@@ -193,6 +215,7 @@ class Runtime:
             self._fencer,
             url=self.settings.node_url,
             ttl=self.settings.lease_ttl,
+            sandboxed=self.sandbox is not None,
             live_processes=lambda: len(self.census),
             on_renewed=self._renewed,
         )
@@ -739,7 +762,12 @@ class Runtime:
         node = self.lease.node
         if node is None:
             raise Unavailable("This node holds no lease in the database; it is joining again.")
-        return {"database": "ok", "claude": claude_version(self.claude_bin), "node": node.id}
+        return {
+            "database": "ok",
+            "claude": claude_version(self.claude_bin),
+            "node": node.id,
+            "sandbox": "off" if self.sandbox is None else "on",
+        }
 
     def reap_leftovers(self) -> int:
         """End processes that dead runs on this database left behind (after a crash).
@@ -837,6 +865,7 @@ class Runtime:
         self.peers.close()
         self.scheduler.stop()
         self.notifier.close()
+        self.api_proxy.stop()  # no CLI is left to call the API
         self.store.close()
         # Last, so the next server starts only once this one has let go of everything.
         if self._server_lock is not None:

@@ -122,6 +122,22 @@ class Settings:
             "hourly, by one node at a time. 0 keeps everything."
         },
     )
+    sandbox: str = field(
+        default="on",
+        metadata={
+            "help": "on: every Claude CLI runs inside Anthropic's sandbox runtime (srt), seeing "
+            "only its workdir, its session's own directory and the system; the server refuses "
+            "to start if srt cannot run here. off: sessions run unsandboxed, as the server's "
+            "user, with the server's view of the machine."
+        },
+    )
+    state_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where each session's own Claude config, HOME and temp files live on this "
+            "node; default $XDG_STATE_HOME/aicli or ~/.local/state/aicli."
+        },
+    )
     log_level: str = field(default="INFO", metadata={"help": "Log level."})
     log_format: str = field(
         default="logfmt", metadata={"help": "Log lines as logfmt (key=value) or json."}
@@ -163,7 +179,24 @@ class Settings:
                 "The API token must not be blank or start or end with whitespace.",
                 {"setting": "api_token"},
             )
+        if values.get("sandbox", "on") not in SANDBOX_MODES:
+            raise InvalidRequest(
+                f"The sandbox setting must be on or off, not {values['sandbox']!r}.",
+                {"setting": "sandbox"},
+            )
+        if not values.get("state_dir"):
+            values["state_dir"] = default_state_dir(environ)
         return cls(**values)
+
+
+SANDBOX_MODES = ("on", "off")
+
+
+def default_state_dir(environ: Mapping[str, str]) -> str:
+    """``$XDG_STATE_HOME/aicli``, else ``~/.local/state/aicli`` (the XDG base directories)."""
+    xdg = environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return str(base / "aicli")
 
 
 def _convert(name: str, kind: Any, raw: str) -> Any:

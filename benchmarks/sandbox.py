@@ -12,7 +12,6 @@ session holds.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -177,13 +176,11 @@ def measure(fake: FakeApi, quick: bool) -> dict[str, Any]:
     }
     cli_names = _cli_names()
     with ExitStack() as stack:
-        servers: dict[str, AicliServer] = {}
-        for side in SIDES:
-            state = stack.enter_context(
-                tempfile.TemporaryDirectory(prefix=f"aicli-bench-state-{side}-")
-            )
-            settings = {"AICLI_SANDBOX": side, "AICLI_STATE_DIR": state}
-            servers[side] = stack.enter_context(AicliServer(fake, settings=settings))
+        # Each keeps its database and AICLI_STATE_DIR in a scratch directory of its own.
+        servers = {
+            side: stack.enter_context(AicliServer(fake, settings={"AICLI_SANDBOX": side}))
+            for side in SIDES
+        }
         clients = {side: server.client() for side, server in servers.items()}
         processes = {side: psutil.Process(server.pid) for side, server in servers.items()}
 

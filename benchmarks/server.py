@@ -77,7 +77,12 @@ class AicliServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log_path = Path(self._tmp.name) / "server.log"
-        self._env = {**fake.cli_env(fake.new_home()), **DEFAULT_SETTINGS, **(settings or {})}
+        self._env = {
+            **fake.cli_env(fake.new_home()),
+            **DEFAULT_SETTINGS,
+            "AICLI_STATE_DIR": str(Path(self._tmp.name) / "state"),  # gone with the server
+            **(settings or {}),
+        }
         self._process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -90,6 +90,7 @@ class NodeProcess:
             path.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, **env, "CLAUDE_CONFIG_DIR": str(self.config_dir)}
         self.env["HOME"] = str(home)
+        self.env["AICLI_STATE_DIR"] = str(directory / "state")  # each node a host of its own
         self.args = list(args)
         self.node_ids: list[str] = []  # every id it has held, oldest first (it rejoins as new)
         self.popen: subprocess.Popen[bytes] | None = None  # ``unshare``, the server's parent

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aicli import Runtime
-from aicli.actors.claude_bin import find_claude
-from aicli.testing.fake_anthropic import FakeAnthropic
+# TEMPORARY, until aicli/actors/api_proxy.py lands (see the stand-in's sitecustomize).
+_STAND_IN = str(Path(__file__).with_name("api_proxy_stand_in"))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_STAND_IN, os.environ.get("PYTHONPATH")]))
+sys.path.insert(0, _STAND_IN)
+import sitecustomize  # noqa: E402, F401, I001
+
+from aicli import Runtime  # noqa: E402
+from aicli.actors.claude_bin import find_claude  # noqa: E402
+from aicli.testing.fake_anthropic import FakeAnthropic  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test's sessions keep their own directories apart from every other test's (and
+    from the user's ~/.local/state): every runtime and server it starts inherits this."""
+    path = str(tmp_path_factory.mktemp("state"))
+    monkeypatch.setenv("AICLI_STATE_DIR", path)
+    return path
 
 
 @pytest.fixture(scope="session")

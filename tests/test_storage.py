@@ -789,7 +789,7 @@ def test_a_database_made_by_the_first_schema_upgrades_without_loss(
 
     store = open_store(database_url)
     try:
-        assert schema_version(store) == migrations.LATEST_VERSION == 10
+        assert schema_version(store) == migrations.LATEST_VERSION == 11
         # Migration 10 counted what the rows already stored (an event's data among it).
         stored = store._engine.read(
             lambda: store._engine.execute("SELECT stored_bytes FROM sessions").fetchone()[0]

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -143,8 +143,10 @@ class ClaudeProcess:
         env: Mapping[str, str] | None = None,
         owner: str = "aicli",
         base_env: Mapping[str, str] | None = None,
+        launcher: Sequence[str] = (),
     ) -> None:
-        self.argv = build_argv(claude_bin, settings, resume)
+        # ``launcher``: what runs the CLI, such as the sandbox runtime with its policy.
+        self.argv = [*launcher, *build_argv(claude_bin, settings, resume)]
         self.workdir = settings.workdir
         self.mark = f"{owner}/{uuid.uuid4().hex}"
         self._env = child_environment(
@@ -198,6 +200,7 @@ class ClaudeProcess:
         )
         self._stderr_reader.start()
         threading.Thread(target=self._write_stdin, name=f"{name}-in", daemon=True).start()
+        threading.Thread(target=self._watch_root, name=f"{name}-root", daemon=True).start()
 
     def send_prompt(self, content: str | list[dict[str, Any]]) -> None:
         self._send({"type": "user", "message": {"role": "user", "content": content}})
@@ -334,6 +337,15 @@ class ClaudeProcess:
             self._on_message(message)
         except Exception:
             log.exception("claude %s: the message callback failed", self.pid)
+
+    def _watch_root(self) -> None:
+        """When the process we started dies, what it started dies too. Its stdout closes only
+        once they all have: under a launcher (srt), a killed launcher would otherwise leave
+        the sandbox and the CLI in it running, holding the pipe, and the turn would hang."""
+        assert self._popen is not None
+        self._popen.wait()
+        if not self._exited.is_set():
+            process_tree.kill_all(process_tree.marked_processes(self.mark))
 
     def _finish(self) -> None:
         assert self._popen is not None

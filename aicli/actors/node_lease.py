@@ -105,6 +105,7 @@ class NodeLease(pykka.ThreadingActor):
         *,
         url: str | None,
         ttl: float,
+        sandboxed: bool,
         live_processes: Callable[[], int],
         on_renewed: Callable[[], None],
     ) -> None:
@@ -115,6 +116,7 @@ class NodeLease(pykka.ThreadingActor):
         self.fencer = fencer
         self.url = url
         self.ttl = ttl
+        self.sandboxed = sandboxed
         self.live_processes = live_processes
         self.on_renewed = on_renewed
         self.node: Node | None = None
@@ -167,7 +169,7 @@ class NodeLease(pykka.ThreadingActor):
     def _join(self) -> None:
         started = time.monotonic()
         try:
-            node = self.store.nodes.join(self.url, self.ttl)
+            node = self.store.nodes.join(self.url, self.ttl, self.sandboxed)
         except (StorageError, Unavailable) as exc:
             log.warning("could not join as a node: %s", exc)
             return

@@ -27,12 +27,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from aicli.actors.asking import AskingMixin
 from aicli.actors.census import CENSUS_KEY, ProcessCensus
+from aicli.actors.claude_env import session_environment
 from aicli.actors.claude_process import ClaudeLike, ClaudeProcess, ProcessExit
 from aicli.actors.faults import Faults
 from aicli.actors.messages import (
@@ -61,7 +62,9 @@ from aicli.actors.messages import (
 )
 from aicli.actors.node_lease import LeaseState
 from aicli.actors.notifier import Notifier, events_of
+from aicli.actors.sandbox import Launch, Sandbox
 from aicli.actors.scheduler import Scheduler, Timer
+from aicli.actors.session_dirs import session_dirs
 from aicli.actors.stream import Outcome, event_of, outcome_of
 from aicli.actors.transcript_sync import TranscriptSync
 from aicli.actors.turn import SERVER_SHUTDOWN, Turn
@@ -72,6 +75,9 @@ from aicli.settings import Settings
 from aicli.storage import Store
 from aicli.workspace import outside_root
 
+if TYPE_CHECKING:
+    from aicli.actors.api_proxy import ApiProxy
+
 log = logging.getLogger(__name__)
 
 CANCELLED_PENDING = "Cancelled before it started."
@@ -81,6 +87,12 @@ SESSION_CLOSED_RUNNING = "The session was closed while this task ran."
 RETRY_S = 1.0
 
 ProcessFactory = Callable[..., ClaudeLike]
+OwnCredentials = Callable[[str | None], Mapping[str, str] | None]
+
+
+def no_own_credentials(principal_id: str | None) -> Mapping[str, str] | None:
+    """Every principal uses the operator's Anthropic credentials."""
+    return None
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,13 @@ class ActorContext:
     lease: LeaseState
     # A decision's answer from the store (one made on a peer whose word was lost).
     answer_of: Callable[[str], Answer | None]
+    # The credential proxy every CLI reaches the Messages API through, with a token of its own.
+    api_proxy: ApiProxy
+    state_dir: str  # each session's own config, HOME and temp files on this node
+    sandbox: Sandbox | None  # None: sessions run unsandboxed (``--sandbox off``)
     process_factory: ProcessFactory = ClaudeProcess
+    # A principal's own Anthropic credentials (headers for the proxy), or None: the operator's.
+    own_credentials: OwnCredentials = no_own_credentials
 
 
 class SessionActor(AskingMixin, pykka.ThreadingActor):
@@ -135,8 +153,15 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         self.epoch: int | None = None
         self.elsewhere = False  # another node holds the session now: let it go, write nothing
         self.fenced = False  # this node lost its lease: the database may not be reachable
+        self.dirs = session_dirs(context.state_dir, session.id)
+        self.api_token: str | None = None  # the live process's capability at the API proxy
+        self.launch: Launch | None = None  # how the live process was sandboxed
         self.transcript = (
-            TranscriptSync(self.store, session.id, {**os.environ, **context.claude_env})
+            TranscriptSync(
+                self.store,
+                session.id,
+                {**os.environ, **context.claude_env, "CLAUDE_CONFIG_DIR": str(self.dirs.claude)},
+            )
             if self.store.is_postgres  # several nodes: the conversation moves with the session
             else None
         )
@@ -365,6 +390,10 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         if spent is not None:
             self._fail_unrun(spent)
             return
+        moved = workdir_moved(self.session.workdir)
+        if moved is not None:
+            self._refuse_moved_workdir(moved)
+            return
         if self.process is None and not self._spawn():
             return
         self._start_next()
@@ -503,6 +532,18 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         self._not_idle()
         self._conclude(Outcome.failure(error))
 
+    def _refuse_moved_workdir(self, why: str) -> None:
+        """Fail the next task: its workdir is not the one the session was opened on. A live
+        process dies too, as its sandbox holds what the workdir was; each later task fails
+        alike until the directory is back."""
+        if self.process is None:
+            self._fail_next(why)
+            return
+        self._retire_process()
+        task = self.store.start_next_task(self.session_id, epoch=self.epoch)
+        if task is not None:
+            self._fail_turn(task, why)
+
     def _spawn(self) -> bool:
         """Start a process for the next task; if that cannot work, that task fails saying why."""
         root = self.ctx.settings.workspace_root
@@ -523,6 +564,37 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         def on_exit(exit_: ProcessExit) -> None:
             tell_quietly(ref, ProcessExited(generation, exit_))
 
+        sandbox = self.ctx.sandbox
+        proxy = self.ctx.api_proxy
+        self.api_token = token = proxy.grant(self.ctx.own_credentials(self.session.owner))
+        env = session_environment(
+            os.environ,
+            self.ctx.claude_env,
+            self.dirs,
+            proxy.url,
+            token,
+            sandboxed=sandbox is not None,
+        )
+        launcher: list[str] = []
+        try:
+            self.dirs.create()
+            if sandbox is not None:
+                settings = self.session.settings
+                self.launch = sandbox.launch(  # anew each time: the policy may have changed
+                    policy_file=self.dirs.policy,
+                    workdir=self.session.workdir,
+                    session_dir=self.dirs.root,
+                    read_paths=settings.read_paths,
+                    network_domains=settings.network_domains,
+                    api_port=proxy.port,
+                )
+                launcher = self.launch.launcher
+                env.update(self.launch.env)
+        except OSError as exc:
+            log.error("session %s: cannot prepare its directories: %s", self.session_id, exc)
+            self._let_go_of_access()
+            self._fail_next(f"The session's directories could not be prepared: {exc}.")
+            return False
         resume = self.session.claude_session_id
         moving = resume and self.transcript is not None
         if moving and not self.transcript.before_resume(self.session.workdir, resume):
@@ -532,18 +604,20 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
             )
             resume = None
         process = self.ctx.process_factory(
-            claude_bin=self.ctx.claude_bin,
+            claude_bin=self.ctx.claude_bin if sandbox is None else sandbox.claude_bin,
             settings=self.session.settings,
             on_message=on_message,
             on_exit=on_exit,
             resume=resume,
-            env=self.ctx.claude_env,
             owner=f"{self.ctx.owner_prefix}{self.node_id}",
+            base_env=env,
+            launcher=launcher,
         )
         try:
             process.start()
         except (OSError, ValueError) as exc:  # ValueError: a NUL in an argument
             log.error("session %s: cannot start Claude: %s", self.session_id, exc)
+            self._let_go_of_access()
             self._fail_next(f"The Claude process could not be started: {exc}.")
             return False
         self.process = process
@@ -733,6 +807,7 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
 
     def _forget_process(self, process: ClaudeLike) -> None:
         """Best effort: a row left behind only makes the next start look for a dead pid."""
+        self._let_go_of_access()
         self.ctx.census.discard(self.session_id)
         self.ctx.notifier.announce(CENSUS_KEY)
         if process.pid is not None and not self.fenced:  # fenced: the database may not answer
@@ -742,6 +817,15 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
                 log.warning(
                     "session %s: could not forget process %s: %s", self.session_id, process.pid, exc
                 )
+
+    def _let_go_of_access(self) -> None:
+        """The process is gone: so is what it could reach (its API token, srt's scratch)."""
+        if self.api_token is not None:
+            self.ctx.api_proxy.revoke(self.api_token)
+            self.api_token = None
+        if self.launch is not None:
+            self.launch.cleanup()
+            self.launch = None
 
     def _release_slot(self) -> None:
         if self.slot != "none":
@@ -758,6 +842,8 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
         if self.process is not None or self.current is not None:
             return
         if (self.closed or self.passivating) and not self.stopping:
+            if self.closed:
+                self.dirs.remove()  # no process runs: nothing of the session needs them now
             self.stopping = True
             self._release_slot()
             self.stop()
@@ -767,6 +853,22 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
             self.session = self.store.update_session(
                 self.session_id, claude_session_id=claude_session_id
             )
+
+
+def workdir_moved(workdir: str) -> str | None:
+    """Why a task may not run in ``workdir`` (stored as its real path when the session was
+    opened), or None: it is gone, or a link now stands where it was, say to another user's
+    workspace, which the next process would otherwise follow."""
+    real = os.path.realpath(workdir)
+    if real != workdir:
+        return (
+            f"The session's workdir '{workdir}' is no longer the directory the session was "
+            f"opened on: it now leads to '{real}'. The task was not run; open a session on "
+            "the directory you mean."
+        )
+    if not os.path.isdir(workdir):
+        return f"The session's workdir '{workdir}' is gone; the task was not run."
+    return None
 
 
 def tell_quietly(ref: pykka.ActorRef[Any], message: object) -> None:

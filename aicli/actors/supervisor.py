@@ -45,6 +45,7 @@ from aicli.actors.messages import (
     Wake,
 )
 from aicli.actors.session import RETRY_S, ActorContext, SessionActor
+from aicli.actors.session_dirs import session_dirs
 from aicli.contract import Session, SessionStatus
 from aicli.storage.ownership import RESCUE_BATCH
 
@@ -135,7 +136,9 @@ class Supervisor(pykka.ThreadingActor):
         elif isinstance(message, CancelRunning):
             self._tell(message.session_id, Cancel(message.task_id))
         elif isinstance(message, CloseSession):
-            self._tell(message.session_id, Close())
+            if not self._tell(message.session_id, Close()):
+                # No actor here to remove them once its process is gone: none runs.
+                session_dirs(self.ctx.state_dir, message.session_id).remove()
         elif isinstance(message, Decided):
             self._tell(message.session_id, message.answer)
         elif isinstance(message, SlotRequested):

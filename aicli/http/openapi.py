@@ -173,6 +173,7 @@ SERVICE = {  # the bodies of /healthz and /readyz
         "database": {"const": "ok"},
         "claude": {"type": "string"},
         "node": {"type": "string"},
+        "sandbox": {"enum": ["on", "off"]},
     },
 }
 ID = {"type": "string", "pattern": c.ID}

@@ -350,6 +350,11 @@ def _stored_bytes(db: Database) -> None:
     )
 
 
+def _node_sandboxed(db: Database) -> None:
+    """Whether each node runs its sessions inside the sandbox (``GET /nodes``)."""
+    db.execute_sql("ALTER TABLE nodes ADD COLUMN sandboxed BOOLEAN NOT NULL DEFAULT FALSE")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, tasks, task events, processes", _initial_schema),
     Migration(2, "tasks.updated_at", _task_updated_at),
@@ -361,6 +366,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "tasks.idempotency_fingerprint and an index of keys", _idempotency_fingerprints),
     Migration(9, "processes' session and node", _process_sessions),
     Migration(10, "sessions.stored_bytes and principals.max_stored_bytes", _stored_bytes),
+    Migration(11, "nodes.sandboxed", _node_sandboxed),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

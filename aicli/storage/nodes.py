@@ -17,7 +17,7 @@ from aicli.contract import Node, new_id
 from aicli.storage.engine import Engine
 from aicli.storage.fields import from_db_time
 
-_COLUMNS = "id, url, started_at, expires_at, sessions, live_processes"
+_COLUMNS = "id, url, started_at, expires_at, sessions, live_processes, sandboxed"
 
 
 def db_now(is_postgres: bool) -> str:
@@ -28,7 +28,7 @@ def db_now(is_postgres: bool) -> str:
 
 
 def node_from_row(row: Sequence[Any]) -> Node:
-    node_id, url, started_at, expires_at, sessions, live_processes = row
+    node_id, url, started_at, expires_at, sessions, live_processes, sandboxed = row
     return Node(
         id=node_id,
         url=url,
@@ -36,6 +36,7 @@ def node_from_row(row: Sequence[Any]) -> Node:
         expires_at=from_db_time(expires_at),
         sessions=sessions,
         live_processes=live_processes,
+        sandboxed=bool(sandboxed),
     )
 
 
@@ -49,7 +50,8 @@ class Nodes:
         else:
             later = "strftime('%Y-%m-%d %H:%M:%f000', 'now', '+' || ? || ' seconds')"
         self._join = (
-            f"INSERT INTO nodes (id, url, started_at, expires_at) VALUES (?, ?, {now}, {later})"
+            "INSERT INTO nodes (id, url, sandboxed, started_at, expires_at)"
+            f" VALUES (?, ?, ?, {now}, {later})"
             f" RETURNING {_COLUMNS}"
         )
         # SQLite has one server (``server_lock``): no peer takes over from a lease that
@@ -63,10 +65,11 @@ class Nodes:
             f"SELECT {_COLUMNS} FROM nodes WHERE expires_at > {now} ORDER BY started_at, id"
         )
 
-    def join(self, url: str | None, ttl: float) -> Node:
+    def join(self, url: str | None, ttl: float, sandboxed: bool = False) -> Node:
         """A new node with a lease of ``ttl`` seconds from the database's now."""
         node_id = new_id()
-        row = self._engine.write(lambda: self._execute(self._join, (node_id, url, ttl)).fetchone())
+        params = (node_id, url, sandboxed, ttl)
+        row = self._engine.write(lambda: self._execute(self._join, params).fetchone())
         return node_from_row(row)
 
     def renew(self, node_id: str, ttl: float, sessions: int, live_processes: int) -> Node | None:

@@ -17,6 +17,7 @@ from peewee import (
     BigAutoField,
     BigIntegerField,
     BlobField,
+    BooleanField,
     CharField,
     Check,
     Database,
@@ -208,6 +209,7 @@ def bind_tables(db: Database) -> Tables:
         expires_at = UtcDateTimeField()
         sessions = IntegerField(constraints=[SQL("DEFAULT 0")])
         live_processes = IntegerField(constraints=[SQL("DEFAULT 0")])
+        sandboxed = BooleanField(constraints=[SQL("DEFAULT FALSE")])  # migration 11
 
         class Meta:
             table_name = "nodes"

@@ -1,0 +1,223 @@
+"""Running a session's CLI inside Anthropic's sandbox runtime (``srt``).
+
+srt wraps a whole process tree (the CLI, its file tools, the commands its Bash
+runs) with bubblewrap on Linux and Seatbelt on macOS: a PID namespace of its
+own, a read-only root with only the listed paths bound writable, ``denyRead``
+paths hidden, and network only through srt's proxy, which lets through the
+hosts ``allowedDomains`` names. The OS enforces it, not code of ours; this
+module only says where srt is, whether it works on this machine, and what one
+session may reach.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aicli.errors import SandboxUnavailable
+
+# The one pin of the sandbox runtime. The Makefile installs it, reading this line with sed:
+# keep it one plain string literal.
+SANDBOX_RUNTIME_VERSION = "0.0.83"
+_TOOLS_BIN = Path(".tools") / "node_modules" / ".bin" / "srt"
+_HOW_TO_INSTALL = (
+    "Install it with `make setup` (or `npm install --prefix .tools "
+    f"@anthropic-ai/sandbox-runtime@{SANDBOX_RUNTIME_VERSION}` and "
+    "`apt-get install bubblewrap socat ripgrep`)"
+)
+_HOW_TO_TURN_OFF = (
+    "or run sessions unsandboxed knowingly with `aicli serve --sandbox off` (AICLI_SANDBOX=off)"
+)
+# What srt runs on under Linux (command, Debian package).
+_LINUX_NEEDS = (("bwrap", "bubblewrap"), ("socat", "socat"), ("rg", "ripgrep"))
+# The system, readable so that the CLI's tools run: programs, libraries and their
+# configuration. Not /opt, /srv, /var, /home, /root, /tmp: those hold other people's data.
+SYSTEM_READ = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# Secrets under /etc that the system read above would otherwise show.
+SYSTEM_SECRETS = (
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+    "/etc/ssh",
+    "/etc/ssl/private",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+)
+PROBE_TIMEOUT_S = 30.0
+
+
+def find_srt(explicit: str | None = None) -> str:
+    """srt's path: AICLI_SRT_BIN, then PATH, then the project's .tools (like ``find_claude``)."""
+    candidate = explicit or os.environ.get("AICLI_SRT_BIN")
+    if candidate:
+        resolved = shutil.which(candidate)
+        if resolved:
+            return resolved
+        raise SandboxUnavailable(
+            f"The sandbox runtime '{candidate}' (AICLI_SRT_BIN) is not an executable file. "
+            f"{_HOW_TO_INSTALL}, {_HOW_TO_TURN_OFF}.",
+            details={"missing": ["srt"]},
+        )
+    on_path = shutil.which("srt")
+    if on_path:
+        return on_path
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        tools = root / _TOOLS_BIN
+        if os.access(tools, os.X_OK):
+            return str(tools)
+    raise SandboxUnavailable(
+        "The sandbox runtime srt was not found (AICLI_SRT_BIN, PATH, .tools). "
+        f"{_HOW_TO_INSTALL}, {_HOW_TO_TURN_OFF}.",
+        details={"missing": ["srt"]},
+    )
+
+
+def package_dir(executable: str) -> Path:
+    """The npm package an executable (or the link npm made to it) belongs to: the nearest
+    directory above its real path that holds a package.json."""
+    real = Path(os.path.realpath(executable))
+    for parent in real.parents:
+        if (parent / "package.json").is_file():
+            return parent
+    return real.parent
+
+
+def cli_install(claude_bin: str) -> list[str]:
+    """The CLI's install: its package and the platform packages beside it (the native
+    binary of the pinned CLI is ``@anthropic-ai/claude-code-<os>-<arch>``)."""
+    package = package_dir(claude_bin)
+    found = [str(package)]
+    if package.parent.name.startswith("@"):
+        found += sorted(str(p) for p in package.parent.glob(f"{package.name}-*") if p.is_dir())
+    return found
+
+
+def existing(paths: Iterable[str]) -> list[str]:
+    return [p for p in paths if os.path.lexists(p)]
+
+
+class Sandbox:
+    """srt for this server: its path and what every session may read besides its own."""
+
+    def __init__(self, srt_bin: str, claude_bin: str) -> None:
+        self.srt_bin = srt_bin
+        # The CLI by its real path: the links npm made to it (.bin/) are not visible inside.
+        self.claude_bin = os.path.realpath(claude_bin)
+        # srt's vendored seccomp helper runs inside the sandbox: its package must be readable.
+        self.shared_reads = (
+            *existing(SYSTEM_READ),
+            *cli_install(claude_bin),
+            str(package_dir(srt_bin)),
+        )
+        self.secrets = tuple(existing(SYSTEM_SECRETS))
+
+    def check(self) -> None:
+        """Whether sessions can run sandboxed here; ``SandboxUnavailable`` says what is missing."""
+        missing = []
+        if platform.system() == "Linux":
+            missing = [package for command, package in _LINUX_NEEDS if not shutil.which(command)]
+        if missing:
+            raise SandboxUnavailable(
+                f"The sandbox needs {', '.join(missing)}, missing on this machine. "
+                f"{_HOW_TO_INSTALL}, {_HOW_TO_TURN_OFF}.",
+                details={"missing": missing},
+            )
+        with tempfile.TemporaryDirectory(prefix="aicli-srt-probe-") as scratch:
+            policy = Path(scratch) / "srt-settings.json"
+            write_policy(policy, _policy(self.shared_reads, (), self.secrets, ()))
+            try:
+                done = subprocess.run(
+                    [self.srt_bin, "--settings", str(policy), "--", "true"],
+                    capture_output=True,
+                    text=True,
+                    timeout=PROBE_TIMEOUT_S,
+                    cwd=scratch,
+                )
+                said = (done.stderr or done.stdout).strip().splitlines()[-3:]
+                failed = f"exited with code {done.returncode}: {' | '.join(said)}"
+                if done.returncode == 0:
+                    return
+            except (OSError, subprocess.SubprocessError) as exc:
+                failed = str(exc)
+        raise SandboxUnavailable(
+            f"The sandbox runtime at '{self.srt_bin}' could not run a command ({failed}). "
+            f"{_HOW_TO_INSTALL}, {_HOW_TO_TURN_OFF}.",
+            details={"srt": self.srt_bin},
+        )
+
+    def launch(
+        self,
+        *,
+        policy_file: Path,
+        workdir: str,
+        session_dir: Path,
+        read_paths: Sequence[str],
+        network_domains: Sequence[str],
+        api_port: int,
+    ) -> Launch:
+        """Write srt's policy for one process of a session and say how to start it.
+
+        Everything is hidden but the system, the CLI, the workdir and the session's own
+        directory; writes go to the last two; network only to aicli's API proxy on
+        loopback and the domains the session was allowed.
+
+        srt makes the unix sockets its proxy is reached through under its TMPDIR and binds
+        them in before it hides ``/``, so that directory must be readable inside too: a
+        short one of this process's own (a socket's path has at most 107 bytes)."""
+        scratch = tempfile.mkdtemp(prefix="aicli-srt-")
+        policy = _policy(
+            (*self.shared_reads, scratch, workdir, str(session_dir), *read_paths),
+            (workdir, str(session_dir)),
+            self.secrets,
+            (f"127.0.0.1:{api_port}", *network_domains),
+        )
+        write_policy(policy_file, policy)
+        # srt points NO_PROXY at loopback and TMPDIR at its own inside; ``env`` undoes both,
+        # so the API proxy on loopback is reached through srt's proxy (which the policy lets
+        # through) and temp files go to the session's own directory.
+        launcher = [self.srt_bin, "--settings", str(policy_file), "--", "env"]
+        launcher += ["NO_PROXY=", "no_proxy=", f"TMPDIR={session_dir / 'tmp'}"]
+        return Launch(launcher, {"TMPDIR": scratch}, scratch)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start one sandboxed process: ``launcher`` goes before the CLI's argv, ``env``
+    over its environment; ``scratch`` is srt's own directory, removed after the process."""
+
+    launcher: list[str]
+    env: dict[str, str]
+    scratch: str
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _policy(
+    reads: Iterable[str], writes: Iterable[str], secrets: Iterable[str], domains: Iterable[str]
+) -> dict[str, object]:
+    return {
+        "filesystem": {
+            "denyRead": ["/", *secrets],
+            "allowRead": list(dict.fromkeys(reads)),
+            "allowWrite": list(dict.fromkeys(writes)),
+            "denyWrite": [],
+        },
+        "network": {"allowedDomains": list(dict.fromkeys(domains)), "deniedDomains": []},
+    }
+
+
+def write_policy(path: Path, policy: dict[str, object]) -> None:
+    """Written whole under a temporary name and renamed: srt never reads half a policy."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    scratch = path.with_name(f".{path.name}.tmp")
+    scratch.write_text(json.dumps(policy, indent=1))
+    os.replace(scratch, path)
