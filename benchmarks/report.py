@@ -160,6 +160,20 @@ def _api_proxy(results: dict[str, Any]) -> Check:
     return f"{added:.2f} ms", added < 1.0
 
 
+def _sandbox(results: dict[str, Any]) -> Check:
+    """Met if the sandbox's sessions answer within noise of unsandboxed ones (``sandbox``)."""
+    box = results.get("sandbox")
+    if not box:
+        return None, None
+    ratio = box["ratio_task_p50"]
+    text = (
+        f"{ratio:.2f}× ({box['on']['task']['p50_ms']:.1f} vs {box['off']['task']['p50_ms']:.1f} ms)"
+    )
+    if not box["sandbox_in_effect"]:
+        return f"{text}; the sandbox was not in effect", None
+    return text, ratio <= 1.10
+
+
 GOALS = (
     Goal("per-task p50, POST + `GET ?wait`", "≤ 1.10× SDK", _latency_ratio("aicli", 1.10)),
     Goal(
@@ -183,6 +197,7 @@ GOALS = (
     ),
     Goal("aicli RSS with 1,000 idle sessions", "< 100 MB", _memory),
     Goal("API proxy: added p50 per streamed Messages request", "< 1 ms", _api_proxy),
+    Goal("per-task p50, sandbox on / off", "≤ 1.10× (within noise)", _sandbox),
 )
 
 
@@ -339,19 +354,65 @@ def _memory_rows(memory: dict[str, Any]) -> Iterator[Row]:
         )
 
 
-def _sandbox_rows(sandbox: dict[str, Any]) -> Iterator[Row]:
-    for mode, side in sandbox.items():
-        yield f"sandbox {mode}", "cold start (new session's first task) p50 / p90 ms", _pcts(
-            side["cold_start"], ("p50_ms", "p90_ms")
+def _tree_text(live: dict[str, Any]) -> str:
+    """A live session's tree: RSS (USS), the CLI's part and the wrappers'."""
+    if "rss_mb" not in live:
+        return "no live session found"
+    return (
+        f"{live['rss_mb']:.0f} ({live['uss_mb']:.0f}): CLI {live['cli_rss_mb']:.0f} "
+        f"({live['cli_uss_mb']:.0f}), wrappers {live['wrapper_rss_mb']:.0f} "
+        f"({live['wrapper_uss_mb']:.0f})"
+    )
+
+
+def _processes_text(live: dict[str, Any]) -> str:
+    if "processes" not in live:
+        return "–"
+    names = ", ".join(f"{name} {count}" for name, count in live["processes_by_name"].items())
+    return f"{live['processes']} ({names})"
+
+
+def _sandbox_rows(box: dict[str, Any]) -> Iterator[Row]:
+    section = "sandbox on / off"
+    on, off = box["on"], box["off"]
+    if not box["sandbox_in_effect"]:
+        yield (
+            section,
+            "WARNING",
+            "the sandbox was not in effect: the `on` server's sessions ran bare",
         )
-        yield f"sandbox {mode}", "task in a live session p50 / p90 ms", _pcts(
-            side["warm_task"], ("p50_ms", "p90_ms")
+    yield (
+        section,
+        f"cold start (POST /sessions → first task done) p50 / p90 ms, {box['cold_starts']} each",
+        f"on {_pcts(on['cold_start'], ('p50_ms', 'p90_ms'))}, "
+        f"off {_pcts(off['cold_start'], ('p50_ms', 'p90_ms'))} → "
+        f"{box['ratio_cold_start_p50']:.2f}× "
+        f"({on['cold_start']['p50_ms'] - off['cold_start']['p50_ms']:+.0f} ms) at p50",
+    )
+    yield (
+        section,
+        "close (DELETE → its processes gone) p50 / p90 ms",
+        f"on {_pcts(on['close'], ('p50_ms', 'p90_ms'))}, "
+        f"off {_pcts(off['close'], ('p50_ms', 'p90_ms'))}",
+    )
+    yield (
+        section,
+        f"per task, warm session, p50 / p90 / p99 ms, {box['tasks']} each",
+        f"on {_pcts(on['task'])}, off {_pcts(off['task'])} → {box['ratio_task_p50']:.2f}× at p50",
+    )
+    for side in ("on", "off"):
+        live = box[side]["live"]
+        yield (
+            section,
+            f"{side}: RSS (USS) per live session tree MB, {live['live_sessions']} live",
+            _tree_text(live),
         )
-        if side["rss_per_session_mb"] is not None:
+        yield section, f"{side}: processes per live session", _processes_text(live)
+        if live["other_server_children"]:
             yield (
-                f"sandbox {mode}",
-                f"RSS per live session's process tree MB ({side['live_processes']} live)",
-                f"{side['rss_per_session_mb']:.0f}",
+                section,
+                f"{side}: server children outside sessions",
+                ", ".join(live["other_server_children"]),
             )
 
 
@@ -380,8 +441,8 @@ def _rows(results: dict[str, Any]) -> Iterator[Row]:
         yield from _fanout_rows(fan)
     if memory := results.get("memory"):
         yield from _memory_rows(memory)
-    if sandbox := results.get("sandbox"):
-        yield from _sandbox_rows(sandbox)
+    if box := results.get("sandbox"):
+        yield from _sandbox_rows(box)
     if proxy := results.get("api_proxy"):
         yield from _api_proxy_rows(proxy)
     for section in ("latency", "throughput"):
