@@ -92,7 +92,7 @@ def test_the_environment_has_no_secrets_of_the_server(make_runtime, workdir, mon
     session = rt.open_session(workdir=workdir, allowed_tools=["Bash"])
     said = bash(rt, session.id, "env; echo done")
     names = [line.split("=", 1)[0] for line in said.splitlines() if "=" in line]
-    assert [n for n in names if n.startswith("AICLI_")] == ["AICLI_PROCESS_MARK"]
+    assert [n for n in names if n.startswith("AICLI_")] == []
     assert "DATABASE_PASSWORD" not in names
     assert "root-token-never-inside" not in said
     assert FAKE_KEY not in said  # the CLI holds a capability for aicli's proxy instead

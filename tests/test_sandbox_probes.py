@@ -154,7 +154,8 @@ def test_no_other_process_is_visible(tenants):
 
 def test_nothing_outside_the_workdir_can_be_written(tenants, tmp_path):
     root = tenants[3]
-    targets = [root / "bob" / "planted.txt", tmp_path / "planted.txt", Path("/tmp/aicli-planted")]
+    planted = f"planted-{secrets.token_hex(4)}.txt"
+    targets = [root / "bob" / planted, tmp_path / planted, Path("/tmp") / planted]
     for target in targets:
         _bash(tenants, f"echo x > {target}; echo probe-ended")
     assert [t for t in targets if t.exists()] == []

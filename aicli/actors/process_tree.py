@@ -18,20 +18,24 @@ import psutil
 
 log = logging.getLogger(__name__)
 
-MARK_VARIABLE = "AICLI_PROCESS_MARK"
+# Not AICLI_*: a sandboxed session sees its own environment, which holds none of aicli's
+# settings, and a name that looks like one would say otherwise.
+MARK_VARIABLE = "PROCESS_MARK"
+# What versions before 1.2 called it: their leftovers are found after an upgrade too.
+_MARK_PREFIXES = (f"{MARK_VARIABLE}=".encode(), b"AICLI_PROCESS_MARK=")
 
 
 def mark_of(pid: int) -> str | None:
     """The aicli mark in a process's environment, or None (not ours, gone, or not readable)."""
-    prefix = f"{MARK_VARIABLE}=".encode()
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
             entries = handle.read().split(b"\0")
     except OSError:
         return None
     for entry in entries:
-        if entry.startswith(prefix):
-            return entry[len(prefix) :].decode(errors="replace")
+        for prefix in _MARK_PREFIXES:
+            if entry.startswith(prefix):
+                return entry[len(prefix) :].decode(errors="replace")
     return None
 
 

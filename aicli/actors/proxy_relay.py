@@ -20,6 +20,8 @@ import h11
 
 from aicli.actors.proxy_upstream import RECV_BYTES, Link, Upstream
 
+QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -245,6 +247,8 @@ class _Client:
             event = self.http.next_event()
             if event is not h11.NEED_DATA:
                 return event
+            if QUICKACK is not None:
+                self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
             self.http.receive_data(self.sock.recv(RECV_BYTES))
 
     def _send(self, event: h11.Event) -> None:
