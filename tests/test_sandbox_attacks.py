@@ -1,18 +1,27 @@
-"""Attacks on the sandbox's edges: what a tenant leaves inside its session for aicli,
-which works outside the sandbox, to follow.
+"""Attacks on the sandbox's edges: what a tenant can do from inside to what aicli does
+outside it.
 
 The session's directory (its Claude config directory with the transcripts) is
 writable inside the sandbox, and a link made there may point anywhere. aicli reads
 a turn's transcript out of it into the database and writes the stored one back before
 a resume; neither may follow a tenant's link out of the session's directory.
+
+The API proxy's port is reachable from every sandbox (through srt's proxy), so a
+tenant can open as many connections to it as it likes; the places the proxy serves
+are shared by all sessions, and one tenant must not be able to take them all.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import socket
 
 import pytest
 
+from aicli.actors import api_proxy
+from aicli.actors.api_proxy import ApiProxy
 from aicli.actors.transcript_files import read_new, restore
 
 SECRET = b"OUTSIDE-SECRET\n"
@@ -72,3 +81,47 @@ def test_a_path_outside_the_session_is_refused(session):
     root, _, outside = session
     with pytest.raises(ValueError):
         read_new(outside / "secret.key", 0, root)
+
+
+# -- the API proxy's connections ----------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(fake_api):
+    proxy = ApiProxy(fake_api.url, {"x-api-key": "sk-ant-operator"})
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+def _ask(proxy: ApiProxy, token: str, conn: http.client.HTTPConnection | None = None):
+    conn = conn or http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    conn.request("POST", "/v1/messages", body=json.dumps(body), headers={"x-api-key": token})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def test_idle_openings_cannot_keep_another_tenant_from_the_api(proxy, monkeypatch):
+    monkeypatch.setattr(api_proxy, "MAX_CLIENTS", 4)
+    attacker = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(8)]
+    try:
+        status, _ = _ask(proxy, proxy.grant())
+        assert status == 200
+    finally:
+        for sock in attacker:
+            sock.close()
+
+
+def test_one_token_cannot_hold_every_connection(proxy, monkeypatch):
+    monkeypatch.setattr(api_proxy, "MAX_CLIENTS", 4)
+    monkeypatch.setattr(api_proxy, "MAX_PER_TOKEN", 2)
+    tenant = proxy.grant()
+    held = [http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10) for _ in range(3)]
+    assert [_ask(proxy, tenant, conn)[0] for conn in held[:2]] == [200, 200]
+    status, body = _ask(proxy, tenant, held[2])
+    assert status == 429 and body["error"]["type"] == "rate_limit_error"
+    assert _ask(proxy, tenant, held[0])[0] == 200  # its own connections still serve it
+    assert _ask(proxy, proxy.grant())[0] == 200  # and another tenant gets in
+    for conn in held:
+        conn.close()

@@ -25,7 +25,8 @@ QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[bytes, bytes]]
-# Token -> the auth headers it stands for; None: no such token (or revoked).
+# Token -> the auth headers it stands for; None: no such token (or revoked). It may raise
+# ``Refused`` instead, which answers the request.
 Grants = Callable[[str], Headers | None]
 
 # RFC 9110 7.6.1: meaningful for one connection only. Framing (content-length,
@@ -56,8 +57,9 @@ DRAIN_BYTES = 16 * 1024 * 1024
 REPLAY_BYTES = 8 * 1024 * 1024
 
 
-class _Refused(Exception):
-    """A request answered by the proxy itself, with an error the way the API words one."""
+class Refused(Exception):
+    """A request answered by the proxy itself, with an error the way the API words one
+    (``Grants`` may raise it too)."""
 
     def __init__(self, status: int, kind: str, message: str) -> None:
         super().__init__(message)
@@ -102,11 +104,11 @@ class _Client:
         try:
             auth = self._auth_of(request)
             if not _under_upstream(request.target):
-                raise _Refused(
+                raise Refused(
                     400, "invalid_request_error", "The API proxy only forwards paths of its API."
                 )
             link, response = self._forward(request, auth)
-        except _Refused as refusal:
+        except Refused as refusal:
             level = logging.WARNING if refusal.status >= 500 else logging.INFO
             log.log(level, "api proxy: %s %s: %s", refusal.status, request.target[:200], refusal)
             self._answer_refusal(refusal)
@@ -122,7 +124,7 @@ class _Client:
         token = _token(request.headers)
         auth = self.grants(token) if token else None
         if auth is None:
-            raise _Refused(
+            raise Refused(
                 401, "authentication_error", "invalid capability token for the aicli API proxy"
             )
         return auth
@@ -152,7 +154,7 @@ class _Client:
         # new one its backlog dropped) gets one more try, as the SDK would try it again;
         # a timeout does not, since the API may be working on it.
         if kept is None or not isinstance(failed, ConnectionError | h11.RemoteProtocolError):
-            raise _Refused(502, "api_error", f"the API failed to answer: {failed!r}")
+            raise Refused(502, "api_error", f"the API failed to answer: {failed!r}")
         return self._replay(outgoing, kept)
 
     def _pass_body(
@@ -181,7 +183,7 @@ class _Client:
         try:
             return self.upstream.acquire()
         except OSError as exc:
-            raise _Refused(502, "api_error", f"the API proxy cannot reach the API: {exc}") from exc
+            raise Refused(502, "api_error", f"the API proxy cannot reach the API: {exc}") from exc
 
     def _replay(self, outgoing: h11.Request, body: list[bytes]) -> tuple[Link, h11.Response]:
         link = self._acquire()
@@ -193,7 +195,7 @@ class _Client:
             return link, _response_head(link)
         except (OSError, h11.ProtocolError) as exc:
             self.upstream.discard(link)
-            raise _Refused(502, "api_error", f"the API failed to answer: {exc!r}") from exc
+            raise Refused(502, "api_error", f"the API failed to answer: {exc!r}") from exc
 
     def _relay(self, link: Link, response: h11.Response) -> None:
         """Pass the answer on as it comes; a failure on either side ends both connections."""
@@ -212,7 +214,7 @@ class _Client:
                 self._send(h11.EndOfMessage())
                 return
 
-    def _answer_refusal(self, refusal: _Refused) -> None:
+    def _answer_refusal(self, refusal: Refused) -> None:
         """Drop what is left of the request's body, then answer; too big a body closes."""
         drained = self.http.their_state is not h11.SEND_BODY or self._drain()
         self._answer_error(refusal.status, refusal.kind, refusal.message, close=not drained)
