@@ -6,6 +6,10 @@ writable inside the sandbox, and a link made there may point anywhere. aicli rea
 a turn's transcript out of it into the database and writes the stored one back before
 a resume; neither may follow a tenant's link out of the session's directory.
 
+A session's read paths, like its workdir, are real paths when it is opened, and srt
+binds what they lead to when each process starts: one swapped for a link in between
+(from a session whose workdir holds it) must not lead the next process elsewhere.
+
 The API proxy's port is reachable from every sandbox (through srt's proxy), so a
 tenant can open as many connections to it as it likes; the places the proxy serves
 are shared by all sessions, and one tenant must not be able to take them all.
@@ -23,6 +27,7 @@ import pytest
 from aicli.actors import api_proxy
 from aicli.actors.api_proxy import ApiProxy
 from aicli.actors.transcript_files import read_new, restore
+from aicli.contract import TaskStatus
 
 SECRET = b"OUTSIDE-SECRET\n"
 
@@ -81,6 +86,27 @@ def test_a_path_outside_the_session_is_refused(session):
     root, _, outside = session
     with pytest.raises(ValueError):
         read_new(outside / "secret.key", 0, root)
+
+
+# -- read paths ---------------------------------------------------------------------------
+
+
+@pytest.mark.cli
+def test_a_read_path_swapped_for_a_link_fails_the_next_task_saying_so(
+    make_runtime, workdir, tmp_path_factory
+):
+    rt = make_runtime()
+    shared = tmp_path_factory.mktemp("shared")
+    other = tmp_path_factory.mktemp("other-tenant")
+    (other / "secret.txt").write_text("OTHER-TENANTS-" + "SECRET")
+    session = rt.open_session(workdir=workdir, allowed_tools=["Bash"], read_paths=[str(shared)])
+    os.rename(shared, f"{shared}-moved")
+    os.symlink(other, shared)
+    task = rt.wait(rt.submit(session.id, f"[[bash: cat {shared}/secret.txt]]").id, timeout=60)
+    assert "OTHER-TENANTS-SECRET" not in (task.output or "")
+    assert task.status == TaskStatus.FAILED
+    assert "no longer the directory" in (task.error or "")
+    assert str(other) in (task.error or "")
 
 
 # -- the API proxy's connections ----------------------------------------------------------
