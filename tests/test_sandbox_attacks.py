@@ -151,3 +151,23 @@ def test_one_token_cannot_hold_every_connection(proxy, monkeypatch):
     assert _ask(proxy, proxy.grant())[0] == 200  # and another tenant gets in
     for conn in held:
         conn.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "/v1/files"),
+        ("GET", "/v1/messages/batches"),
+        ("GET", "/v1/models"),
+        ("POST", "/v1/messages/batches"),
+        ("GET", "/v1/organizations/api_keys"),
+        ("POST", "/v1/%6dessages"),
+    ],
+)
+def test_a_token_reaches_nothing_of_the_api_but_messages(fake_api, proxy, method, target):
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    conn.request(method, target, body=b"{}", headers={"x-api-key": proxy.grant()})
+    response = conn.getresponse()
+    assert response.status == 400
+    assert json.loads(response.read())["error"]["type"] == "invalid_request_error"
+    assert fake_api.requests == []

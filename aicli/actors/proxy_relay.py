@@ -14,7 +14,6 @@ import json
 import logging
 import socket
 from collections.abc import Callable, Sequence
-from urllib.parse import unquote_to_bytes
 
 import h11
 
@@ -47,6 +46,9 @@ HOP_BY_HOP = frozenset(
 # Replaced on the way up: the client's auth (its token), the host it dialled,
 # and Expect (the proxy answers 100-continue itself).
 REPLACED = frozenset({b"x-api-key", b"authorization", b"host", b"expect"})
+# What the CLI needs of the API (measured: it asks for nothing else that it cannot
+# do without), and so all a capability token is good for.
+MESSAGES_API = (b"/v1/messages", b"/v1/messages/count_tokens")
 CLIENT_IDLE_S = 300.0
 MAX_HEAD_BYTES = 65536
 # A refused request's body is read and dropped (up to this much) so that the
@@ -103,9 +105,12 @@ class _Client:
     def _exchange(self, request: h11.Request) -> None:
         try:
             auth = self._auth_of(request)
-            if not _under_upstream(request.target):
+            if not _messages_api(request.target):
                 raise Refused(
-                    400, "invalid_request_error", "The API proxy only forwards paths of its API."
+                    400,
+                    "invalid_request_error",
+                    "The API proxy only forwards the Messages API: "
+                    + ", ".join(p.decode() for p in MESSAGES_API),
                 )
             link, response = self._forward(request, auth)
         except Refused as refusal:
@@ -277,22 +282,16 @@ def _token(headers: Headers) -> str | None:
     return bearer
 
 
-def _under_upstream(target: bytes) -> bool:
-    """Origin-form only, with no segment that could climb out of the upstream's path prefix.
+def _messages_api(target: bytes) -> bool:
+    """Origin-form, and a path of the Messages API, exactly (a query may follow).
 
-    Absolute-form (``http://elsewhere/``) and authority-form targets would make
-    the proxy an open relay carrying the operator's key; dot segments (plain or
-    percent-encoded) could leave the prefix once a server normalises them.
+    Absolute-form (``http://elsewhere/``) and authority-form targets would make the
+    proxy an open relay carrying the operator's key, and any other path of the API (the
+    Files API, message batches, models) would let a tenant use the operator's key for
+    what it was never given, such as reading what other users of that key stored there.
+    Exact bytes, so no dot segment or percent-encoding climbs out of the prefix.
     """
-    if not target.startswith(b"/") or target.startswith(b"//"):
-        return False
-    path = target.split(b"?", 1)[0]
-    for segment in path.split(b"/"):
-        if b"%" in segment:
-            segment = unquote_to_bytes(segment)
-        if segment in (b".", b"..") or b"/" in segment or b"\\" in segment:
-            return False
-    return True
+    return target.split(b"?", 1)[0] in MESSAGES_API
 
 
 def _end_to_end(headers: Headers, drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
