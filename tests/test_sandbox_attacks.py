@@ -26,6 +26,7 @@ import pytest
 
 from aicli.actors import api_proxy
 from aicli.actors.api_proxy import ApiProxy
+from aicli.actors.session_dirs import session_dirs
 from aicli.actors.transcript_files import read_new, restore
 from aicli.contract import TaskStatus
 
@@ -107,6 +108,28 @@ def test_a_read_path_swapped_for_a_link_fails_the_next_task_saying_so(
     assert task.status == TaskStatus.FAILED
     assert "no longer the directory" in (task.error or "")
     assert str(other) in (task.error or "")
+
+
+# -- the permission mode ------------------------------------------------------------------
+
+
+@pytest.mark.cli
+def test_a_permission_mode_left_in_the_sessions_config_dir_does_not_apply(
+    make_runtime, workdir, state_dir
+):
+    """The session's config directory is writable inside, and its settings.json is read
+    at the next process start: a ``defaultMode`` there must not set the mode the policy
+    decides (its Bash wrote it; here the test does)."""
+    rt = make_runtime()
+    session = rt.open_session(workdir=workdir, allowed_tools=["Read"])
+    config = session_dirs(state_dir, session.id).claude
+    config.mkdir(parents=True)
+    accept = {"permissions": {"defaultMode": "acceptEdits"}}
+    (config / "settings.json").write_text(json.dumps(accept))
+    made = os.path.join(workdir, "made-without-asking")
+    write = json.dumps({"file_path": made, "content": "x"})
+    rt.wait(rt.submit(session.id, f"[[tool: Write {write}]]").id, timeout=60)
+    assert not os.path.exists(made)
 
 
 # -- the API proxy's connections ----------------------------------------------------------

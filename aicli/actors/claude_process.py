@@ -28,7 +28,7 @@ import psutil
 
 from aicli.actors import process_tree
 from aicli.actors.stream import storable
-from aicli.contract import ApprovalMode, SessionSettings
+from aicli.contract import ApprovalMode, PermissionMode, SessionSettings
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,10 @@ def build_argv(claude_bin: str, settings: SessionSettings, resume: str | None) -
         argv.append(f"--resume={resume}")
     if settings.model:
         argv += ["--model", settings.model]
-    if settings.permission_mode:
-        argv += ["--permission-mode", settings.permission_mode]
+    # Always said: without the flag the CLI takes ``defaultMode`` from its settings files,
+    # which the sandboxed session can write (its config directory), so a tenant would
+    # choose a mode its policy does not allow for the next process.
+    argv += ["--permission-mode", settings.permission_mode or PermissionMode.DEFAULT]
     if settings.allowed_tools:
         argv += ["--allowedTools", ",".join(settings.allowed_tools)]
     if settings.disallowed_tools:
