@@ -132,6 +132,29 @@ def test_a_permission_mode_left_in_the_sessions_config_dir_does_not_apply(
     assert not os.path.exists(made)
 
 
+@pytest.mark.cli
+@pytest.mark.parametrize("where", ["settings.json", ".claude.json"])
+def test_no_command_left_in_the_sessions_config_dir_runs_at_the_next_start(
+    make_runtime, workdir, state_dir, where
+):
+    """A hook (settings.json) or an MCP server (.claude.json) there is a command the CLI
+    runs: with them a session whose policy leaves out Bash but allows Write would run
+    commands all the same."""
+    rt = make_runtime()
+    session = rt.open_session(workdir=workdir, allowed_tools=["Read"])
+    config = session_dirs(state_dir, session.id).claude
+    config.mkdir(parents=True)
+    ran = os.path.join(workdir, "command-ran")
+    command = {"type": "command", "command": f"touch {ran}"}
+    planted = {
+        "settings.json": {"hooks": {"UserPromptSubmit": [{"hooks": [command]}]}},
+        ".claude.json": {"mcpServers": {"x": {"command": "touch", "args": [ran]}}},
+    }[where]
+    (config / where).write_text(json.dumps(planted))
+    rt.wait(rt.submit(session.id, "[[say: hi]]").id, timeout=60)
+    assert not os.path.exists(ran)
+
+
 # -- the API proxy's connections ----------------------------------------------------------
 
 

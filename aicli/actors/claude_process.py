@@ -95,6 +95,13 @@ def build_argv(claude_bin: str, settings: SessionSettings, resume: str | None) -
         "--output-format",
         "stream-json",
         "--verbose",
+        # The session's config directory is writable inside the sandbox: its user settings
+        # (hooks) and its MCP servers (.claude.json) are commands a tenant could leave there
+        # for the next start, past the tools its policy allows. aicli gives the CLI neither;
+        # the workdir's project settings are write-protected by srt.
+        "--setting-sources",
+        "project,local",
+        "--strict-mcp-config",
     ]
     if resume:
         argv.append(f"--resume={resume}")
