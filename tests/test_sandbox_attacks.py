@@ -26,6 +26,7 @@ import pytest
 
 from aicli.actors import api_proxy
 from aicli.actors.api_proxy import ApiProxy
+from aicli.actors.claude_env import session_environment
 from aicli.actors.session_dirs import session_dirs
 from aicli.actors.transcript_files import read_new, restore
 from aicli.contract import TaskStatus
@@ -153,6 +154,34 @@ def test_no_command_left_in_the_sessions_config_dir_runs_at_the_next_start(
     (config / where).write_text(json.dumps(planted))
     rt.wait(rt.submit(session.id, "[[say: hi]]").id, timeout=60)
     assert not os.path.exists(ran)
+
+
+# -- the environment ----------------------------------------------------------------------
+
+
+def test_no_credential_of_the_clis_own_passes_into_the_sandbox(tmp_path):
+    """The CLI's switches pass (CLAUDE_CODE_*), but some of its variables are credentials
+    an operator may well have set: an OAuth token of a Claude subscription above all."""
+    secrets = {
+        name: f"secret-of-{name}"
+        for name in (
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "CLAUDE_CODE_OAUTH_REFRESH_TOKEN",
+            "CLAUDE_CODE_GATEWAY_TOKEN",
+            "CLAUDE_CODE_CLIENT_KEY_PASSPHRASE",
+        )
+    }
+    server_env = {**secrets, "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "1000", "PATH": "/usr/bin"}
+    env = session_environment(
+        server_env,
+        {},
+        session_dirs(str(tmp_path), "s1"),
+        "http://127.0.0.1:1",
+        "cap",
+        sandboxed=True,
+    )
+    assert not set(secrets) & set(env)
+    assert env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "1000"
 
 
 # -- the API proxy's connections ----------------------------------------------------------
