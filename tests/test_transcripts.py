@@ -284,19 +284,19 @@ def test_find_transcript_takes_glob_characters_literally(tmp_path):
 
 def test_read_new_takes_whole_lines_after_the_offset(tmp_path):
     path = tmp_path / "t.jsonl"
-    assert read_new(path, 0) == b""  # missing
+    assert read_new(path, 0, tmp_path) == b""  # missing
     _write(path, b"one\ntwo\nthr")
-    assert read_new(path, 0) == b"one\ntwo\n"  # the line being written is left
-    assert read_new(path, 4) == b"two\n"
-    assert read_new(path, 8) == b""
-    assert read_new(path, 100) == b""  # shorter than what is stored
+    assert read_new(path, 0, tmp_path) == b"one\ntwo\n"  # the line being written is left
+    assert read_new(path, 4, tmp_path) == b"two\n"
+    assert read_new(path, 8, tmp_path) == b""
+    assert read_new(path, 100, tmp_path) == b""  # shorter than what is stored
     _write(path, b"one\ntwo\nthree\n")
-    assert read_new(path, 8) == b"three\n"
+    assert read_new(path, 8, tmp_path) == b"three\n"
 
 
 def test_restore_writes_a_missing_file_with_its_directories(tmp_path):
     path = tmp_path / "cfg" / "projects" / "-w" / "abc.jsonl"
-    assert restore(path, b"one\ntwo\n") is True
+    assert restore(path, b"one\ntwo\n", tmp_path) is True
     assert path.read_bytes() == b"one\ntwo\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # as the CLI makes it
     assert os.listdir(path.parent) == ["abc.jsonl"]  # no temporary file left
@@ -304,27 +304,27 @@ def test_restore_writes_a_missing_file_with_its_directories(tmp_path):
 
 def test_restore_extends_a_shorter_file(tmp_path):
     path = _write(tmp_path / "abc.jsonl", b"one\n")
-    assert restore(path, b"one\ntwo\n") is True
+    assert restore(path, b"one\ntwo\n", tmp_path) is True
     assert path.read_bytes() == b"one\ntwo\n"
 
 
 def test_restore_keeps_a_file_that_already_begins_with_the_data(tmp_path):
     path = _write(tmp_path / "abc.jsonl", b"one\ntwo\nlocal only\n")
-    assert restore(path, b"one\ntwo\n") is False
-    assert restore(path, b"one\ntwo\nlocal only\n") is False
+    assert restore(path, b"one\ntwo\n", tmp_path) is False
+    assert restore(path, b"one\ntwo\nlocal only\n", tmp_path) is False
     assert path.read_bytes() == b"one\ntwo\nlocal only\n"
 
 
 @pytest.mark.parametrize("local", [b"one\nTWO\nlonger than stored\n", b"ONE\n", b"one\ntwx\n"])
 def test_restore_replaces_a_file_whose_history_went_another_way(tmp_path, local):
     path = _write(tmp_path / "abc.jsonl", local)
-    assert restore(path, b"one\ntwo\n") is True
+    assert restore(path, b"one\ntwo\n", tmp_path) is True
     assert path.read_bytes() == b"one\ntwo\n"
 
 
 def test_restore_of_nothing_writes_nothing(tmp_path):
     path = tmp_path / "d" / "abc.jsonl"
-    assert restore(path, b"") is False
+    assert restore(path, b"", tmp_path) is False
     assert not path.parent.exists()
 
 
@@ -395,7 +395,11 @@ def test_a_conversation_moves_to_another_node_through_the_store(
         first = _turn(claude_bin, workdir, claude_env, "remember the word PELICAN")
         claude_session_id = first["session_id"]
         on_a = transcript_path(config_dir(claude_env), workdir, claude_session_id)
-        new = read_new(on_a, transcripts.stored_size(session_id, claude_session_id))
+        new = read_new(
+            on_a,
+            transcripts.stored_size(session_id, claude_session_id),
+            config_dir(claude_env).parent,
+        )
         assert new == on_a.read_bytes()  # whole lines: the turn is over
         transcripts.append(session_id, claude_session_id, 0, new)
 
@@ -407,7 +411,7 @@ def test_a_conversation_moves_to_another_node_through_the_store(
         }
         on_b = transcript_path(config_dir(env_b), workdir, claude_session_id)
         stored = transcripts.load(session_id, claude_session_id)
-        assert not on_b.exists() and restore(on_b, stored) is True
+        assert not on_b.exists() and restore(on_b, stored, tmp_path) is True
         second = _turn(claude_bin, workdir, env_b, "which word?", resume=claude_session_id)
 
         assert second["session_id"] == claude_session_id  # same id: same file, appended
@@ -418,7 +422,7 @@ def test_a_conversation_moves_to_another_node_through_the_store(
 
         # node B stores its turn: the store holds exactly B's file
         offset = transcripts.stored_size(session_id, claude_session_id)
-        transcripts.append(session_id, claude_session_id, offset, read_new(on_b, offset))
+        transcripts.append(session_id, claude_session_id, offset, read_new(on_b, offset, tmp_path))
         assert transcripts.load(session_id, claude_session_id) == grown
     finally:
         store.close()

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Mapping
 
-from aicli.actors.proxy_relay import Headers, serve_client
+from aicli.actors.proxy_relay import Headers, Refused, serve_client
 from aicli.actors.proxy_upstream import Upstream, shut
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,10 @@ STOP_WAIT_S = 5.0
 # A thread serves each connection: past this many, a new one is closed at once,
 # so that a runaway client cannot spend the server's threads.
 MAX_CLIENTS = 256
+# Connections that one token's requests came on at once. The sandbox reaches this port,
+# so a tenant can open connections at will: without a cap per token, one tenant would
+# hold every place and the CLIs of all others could not reach the API.
+MAX_PER_TOKEN = 32
 
 
 def operator_upstream(env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -63,7 +67,8 @@ class ApiProxy:
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
-        self._clients: dict[socket.socket, threading.Thread] = {}
+        self._clients: dict[socket.socket, threading.Thread] = {}  # oldest first
+        self._bound: dict[socket.socket, str] = {}  # the token a connection's requests use
         self._stopped = False
 
     @property
@@ -128,7 +133,7 @@ class ApiProxy:
                 if self._stopped:
                     sock.close()
                     return
-                full = len(self._clients) >= MAX_CLIENTS
+                full = len(self._clients) >= MAX_CLIENTS and not self._evict_one_unbound()
                 if not full:
                     self._clients[sock] = thread
             if full:
@@ -137,9 +142,38 @@ class ApiProxy:
                 continue
             thread.start()
 
+    def _evict_one_unbound(self) -> bool:
+        """Make room by cutting the oldest connection no request with a live token came on
+        yet: a CLI sends its request as soon as it connects, so those are idle openings that
+        would otherwise hold the places every tenant shares. Under ``_lock``."""
+        victim = next((sock for sock in self._clients if sock not in self._bound), None)
+        if victim is None:
+            return False
+        shut(victim)  # its thread closes it
+        del self._clients[victim]
+        return True
+
+    def _admit(self, sock: socket.socket, token: str) -> Headers | None:
+        """The auth ``token`` stands for, binding ``sock`` to it; ``Refused`` (429) when the
+        token already has ``MAX_PER_TOKEN`` connections."""
+        auth = self._grants.get(token)
+        if auth is None:
+            return None
+        with self._lock:
+            if self._bound.get(sock) != token:
+                if sum(1 for bound in self._bound.values() if bound == token) >= MAX_PER_TOKEN:
+                    raise Refused(
+                        429,
+                        "rate_limit_error",
+                        f"more than {MAX_PER_TOKEN} connections at once with this token",
+                    )
+                self._bound[sock] = token
+        return auth
+
     def _serve(self, sock: socket.socket) -> None:
         try:
-            serve_client(sock, self._grants.get, self._upstream)
+            serve_client(sock, lambda token: self._admit(sock, token), self._upstream)
         finally:
             with self._lock:
                 self._clients.pop(sock, None)
+                self._bound.pop(sock, None)

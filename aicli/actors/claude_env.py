@@ -11,6 +11,7 @@ config directory, HOME and temp directory of its session's own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from aicli.actors.session_dirs import SessionDirs
@@ -19,11 +20,17 @@ _ALLOWED_NAMES = frozenset(
     {"PATH", "LANG", "LANGUAGE", "TZ", "TERM", "ANTHROPIC_MODEL", "ANTHROPIC_SMALL_FAST_MODEL"}
 )
 _ALLOWED_PREFIXES = ("LC_", "CLAUDE_CODE_", "DISABLE_", "ANTHROPIC_DEFAULT_")
+# The CLI's own switches include credentials (CLAUDE_CODE_OAUTH_TOKEN, ..._REFRESH_TOKEN,
+# ..._GATEWAY_TOKEN, ..._CLIENT_KEY_PASSPHRASE, measured in 2.1.330): a name like these
+# is no switch and stays outside, whatever its prefix. "..._TOKENS" (a count) is kept.
+_SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSPHRASE)$|OAUTH")
 CREDENTIALS = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"})
 
 
 def allowed(name: str) -> bool:
-    return name in _ALLOWED_NAMES or name.startswith(_ALLOWED_PREFIXES)
+    return (name in _ALLOWED_NAMES or name.startswith(_ALLOWED_PREFIXES)) and not (
+        _SECRET_NAME.search(name)
+    )
 
 
 def session_environment(

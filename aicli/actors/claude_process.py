@@ -28,7 +28,7 @@ import psutil
 
 from aicli.actors import process_tree
 from aicli.actors.stream import storable
-from aicli.contract import ApprovalMode, SessionSettings
+from aicli.contract import ApprovalMode, PermissionMode, SessionSettings
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,22 @@ def build_argv(claude_bin: str, settings: SessionSettings, resume: str | None) -
         "--output-format",
         "stream-json",
         "--verbose",
+        # The session's config directory is writable inside the sandbox: its user settings
+        # (hooks) and its MCP servers (.claude.json) are commands a tenant could leave there
+        # for the next start, past the tools its policy allows. aicli gives the CLI neither;
+        # the workdir's project settings are write-protected by srt.
+        "--setting-sources",
+        "project,local",
+        "--strict-mcp-config",
     ]
     if resume:
         argv.append(f"--resume={resume}")
     if settings.model:
         argv += ["--model", settings.model]
-    if settings.permission_mode:
-        argv += ["--permission-mode", settings.permission_mode]
+    # Always said: without the flag the CLI takes ``defaultMode`` from its settings files,
+    # which the sandboxed session can write (its config directory), so a tenant would
+    # choose a mode its policy does not allow for the next process.
+    argv += ["--permission-mode", settings.permission_mode or PermissionMode.DEFAULT]
     if settings.allowed_tools:
         argv += ["--allowedTools", ",".join(settings.allowed_tools)]
     if settings.disallowed_tools:

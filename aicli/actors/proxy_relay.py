@@ -14,7 +14,6 @@ import json
 import logging
 import socket
 from collections.abc import Callable, Sequence
-from urllib.parse import unquote_to_bytes
 
 import h11
 
@@ -25,7 +24,8 @@ QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[bytes, bytes]]
-# Token -> the auth headers it stands for; None: no such token (or revoked).
+# Token -> the auth headers it stands for; None: no such token (or revoked). It may raise
+# ``Refused`` instead, which answers the request.
 Grants = Callable[[str], Headers | None]
 
 # RFC 9110 7.6.1: meaningful for one connection only. Framing (content-length,
@@ -46,6 +46,9 @@ HOP_BY_HOP = frozenset(
 # Replaced on the way up: the client's auth (its token), the host it dialled,
 # and Expect (the proxy answers 100-continue itself).
 REPLACED = frozenset({b"x-api-key", b"authorization", b"host", b"expect"})
+# What the CLI needs of the API (measured: it asks for nothing else that it cannot
+# do without), and so all a capability token is good for.
+MESSAGES_API = (b"/v1/messages", b"/v1/messages/count_tokens")
 CLIENT_IDLE_S = 300.0
 MAX_HEAD_BYTES = 65536
 # A refused request's body is read and dropped (up to this much) so that the
@@ -56,8 +59,9 @@ DRAIN_BYTES = 16 * 1024 * 1024
 REPLAY_BYTES = 8 * 1024 * 1024
 
 
-class _Refused(Exception):
-    """A request answered by the proxy itself, with an error the way the API words one."""
+class Refused(Exception):
+    """A request answered by the proxy itself, with an error the way the API words one
+    (``Grants`` may raise it too)."""
 
     def __init__(self, status: int, kind: str, message: str) -> None:
         super().__init__(message)
@@ -101,12 +105,15 @@ class _Client:
     def _exchange(self, request: h11.Request) -> None:
         try:
             auth = self._auth_of(request)
-            if not _under_upstream(request.target):
-                raise _Refused(
-                    400, "invalid_request_error", "The API proxy only forwards paths of its API."
+            if not _messages_api(request.target):
+                raise Refused(
+                    400,
+                    "invalid_request_error",
+                    "The API proxy only forwards the Messages API: "
+                    + ", ".join(p.decode() for p in MESSAGES_API),
                 )
             link, response = self._forward(request, auth)
-        except _Refused as refusal:
+        except Refused as refusal:
             level = logging.WARNING if refusal.status >= 500 else logging.INFO
             log.log(level, "api proxy: %s %s: %s", refusal.status, request.target[:200], refusal)
             self._answer_refusal(refusal)
@@ -122,7 +129,7 @@ class _Client:
         token = _token(request.headers)
         auth = self.grants(token) if token else None
         if auth is None:
-            raise _Refused(
+            raise Refused(
                 401, "authentication_error", "invalid capability token for the aicli API proxy"
             )
         return auth
@@ -152,7 +159,7 @@ class _Client:
         # new one its backlog dropped) gets one more try, as the SDK would try it again;
         # a timeout does not, since the API may be working on it.
         if kept is None or not isinstance(failed, ConnectionError | h11.RemoteProtocolError):
-            raise _Refused(502, "api_error", f"the API failed to answer: {failed!r}")
+            raise Refused(502, "api_error", f"the API failed to answer: {failed!r}")
         return self._replay(outgoing, kept)
 
     def _pass_body(
@@ -181,7 +188,7 @@ class _Client:
         try:
             return self.upstream.acquire()
         except OSError as exc:
-            raise _Refused(502, "api_error", f"the API proxy cannot reach the API: {exc}") from exc
+            raise Refused(502, "api_error", f"the API proxy cannot reach the API: {exc}") from exc
 
     def _replay(self, outgoing: h11.Request, body: list[bytes]) -> tuple[Link, h11.Response]:
         link = self._acquire()
@@ -193,7 +200,7 @@ class _Client:
             return link, _response_head(link)
         except (OSError, h11.ProtocolError) as exc:
             self.upstream.discard(link)
-            raise _Refused(502, "api_error", f"the API failed to answer: {exc!r}") from exc
+            raise Refused(502, "api_error", f"the API failed to answer: {exc!r}") from exc
 
     def _relay(self, link: Link, response: h11.Response) -> None:
         """Pass the answer on as it comes; a failure on either side ends both connections."""
@@ -212,7 +219,7 @@ class _Client:
                 self._send(h11.EndOfMessage())
                 return
 
-    def _answer_refusal(self, refusal: _Refused) -> None:
+    def _answer_refusal(self, refusal: Refused) -> None:
         """Drop what is left of the request's body, then answer; too big a body closes."""
         drained = self.http.their_state is not h11.SEND_BODY or self._drain()
         self._answer_error(refusal.status, refusal.kind, refusal.message, close=not drained)
@@ -275,22 +282,16 @@ def _token(headers: Headers) -> str | None:
     return bearer
 
 
-def _under_upstream(target: bytes) -> bool:
-    """Origin-form only, with no segment that could climb out of the upstream's path prefix.
+def _messages_api(target: bytes) -> bool:
+    """Origin-form, and a path of the Messages API, exactly (a query may follow).
 
-    Absolute-form (``http://elsewhere/``) and authority-form targets would make
-    the proxy an open relay carrying the operator's key; dot segments (plain or
-    percent-encoded) could leave the prefix once a server normalises them.
+    Absolute-form (``http://elsewhere/``) and authority-form targets would make the
+    proxy an open relay carrying the operator's key, and any other path of the API (the
+    Files API, message batches, models) would let a tenant use the operator's key for
+    what it was never given, such as reading what other users of that key stored there.
+    Exact bytes, so no dot segment or percent-encoding climbs out of the prefix.
     """
-    if not target.startswith(b"/") or target.startswith(b"//"):
-        return False
-    path = target.split(b"?", 1)[0]
-    for segment in path.split(b"/"):
-        if b"%" in segment:
-            segment = unquote_to_bytes(segment)
-        if segment in (b".", b"..") or b"/" in segment or b"\\" in segment:
-            return False
-    return True
+    return target.split(b"?", 1)[0] in MESSAGES_API
 
 
 def _end_to_end(headers: Headers, drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:

@@ -551,15 +551,22 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
             self._fail_turn(task, why)
 
     def _workdir_problem(self) -> str | None:
-        """Why the next task may not run in the session's workdir, checked at every task
-        start: a symlink or a rename can move it after the session was opened."""
+        """Why the next task may not run in the session's workdir (or with its read paths),
+        checked at every task start: a symlink or a rename can move them after the session
+        was opened, and the sandbox binds whatever they lead to when a process starts."""
         root = self.ctx.settings.workspace_root
         if root and outside_root(self.session.workdir, root):
             return (
                 f"The session's workdir '{self.session.workdir}' now lies outside the "
                 f"workspace root '{root}'; open a session inside it."
             )
-        return workdir_moved(self.session.workdir)
+        for what, path in [
+            ("workdir", self.session.workdir),
+            *(("read path", p) for p in self.session.settings.read_paths),
+        ]:
+            if problem := path_moved(what, path):
+                return problem
+        return None
 
     def _spawn(self) -> bool:
         """Start a process for the next task; if that cannot work, that task fails saying why."""
@@ -870,19 +877,20 @@ class SessionActor(AskingMixin, pykka.ThreadingActor):
             )
 
 
-def workdir_moved(workdir: str) -> str | None:
-    """Why a task may not run in ``workdir`` (stored as its real path when the session was
-    opened), or None: it is gone, or a link now stands where it was, say to another user's
-    workspace, which the next process would otherwise follow."""
-    real = os.path.realpath(workdir)
-    if real != workdir:
+def path_moved(what: str, path: str) -> str | None:
+    """Why a task may not run with the session's ``what`` (its workdir or a read path,
+    stored as its real path when the session was opened) at ``path``, or None: it is gone,
+    or a link now stands where it was, say to another user's workspace, which the next
+    process would otherwise follow."""
+    real = os.path.realpath(path)
+    if real != path:
         return (
-            f"The session's workdir '{workdir}' is no longer the directory the session was "
+            f"The session's {what} '{path}' is no longer the directory the session was "
             f"opened on: it now leads to '{real}'. The task was not run; open a session on "
             "the directory you mean."
         )
-    if not os.path.isdir(workdir):
-        return f"The session's workdir '{workdir}' is gone; the task was not run."
+    if not os.path.isdir(path):
+        return f"The session's {what} '{path}' is gone; the task was not run."
     return None
 
 

@@ -18,11 +18,12 @@ conversation found with session ID". These are pure functions over the local dis
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import pwd
 import re
-import tempfile
+import secrets
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +32,7 @@ MAX_PROJECT_NAME = 200  # the CLI's ``_oe``
 _NAME_OVERRIDE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _WINDOWS_DEVICE = re.compile(r"con|prn|aux|nul|com[0-9]|lpt[0-9]", re.IGNORECASE)
 _DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY
 
 
 def config_dir(env: Mapping[str, str]) -> Path:
@@ -83,61 +85,98 @@ def find_transcript(config_dir: Path, claude_session_id: str) -> Path | None:
     return max(found, key=_mtime, default=None)
 
 
-def read_new(path: Path, offset: int) -> bytes:
+def read_new(path: Path, offset: int, beneath: Path) -> bytes:
     """The whole lines after ``offset``: a line still being written is left for next time,
-    so a stored transcript never ends in half a record."""
+    so a stored transcript never ends in half a record. ``path`` is reached from
+    ``beneath`` without following a link (``_directory``)."""
     try:
-        with path.open("rb") as file:
-            file.seek(offset)
-            data = file.read()
+        directory = _directory(beneath, path.parent, create=False)
     except FileNotFoundError:
         return b""
+    try:
+        fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=directory)
+    except FileNotFoundError:
+        return b""
+    finally:
+        os.close(directory)
+    with os.fdopen(fd, "rb") as file:
+        file.seek(offset)
+        data = file.read()
     return data[: data.rfind(b"\n") + 1]
 
 
-def restore(path: Path, data: bytes) -> bool:
+def restore(path: Path, data: bytes, beneath: Path) -> bool:
     """Make ``path`` hold ``data`` unless it already begins with it; whether it wrote.
 
     A longer local file that begins with ``data`` holds turns not stored yet: kept. Any
-    other file (shorter, or a history that went another way) yields to the stored one,
-    which every node agreed on. Written whole or not at all, so a crash never leaves a
-    CLI half a transcript. Nothing to restore from empty ``data``."""
-    if not data or _begins_with(path, data):
+    other file (shorter, or a history that went another way, or a link) yields to the
+    stored one, which every node agreed on. Written whole or not at all, so a crash never
+    leaves a CLI half a transcript. Nothing to restore from empty ``data``. ``path`` is
+    reached from ``beneath`` without following a link (``_directory``)."""
+    if not data:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _replace_atomically(path, data)
+    directory = _directory(beneath, path.parent, create=True)
+    try:
+        if _begins_with(directory, path.name, data):
+            return False
+        _replace_atomically(directory, path.name, data)
+    finally:
+        os.close(directory)
     return True
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _directory(beneath: Path, directory: Path, *, create: bool) -> int:
+    """A descriptor of ``directory``, opened one name at a time from ``beneath`` without
+    following a link on the way (``ValueError`` if it is not under ``beneath``).
+
+    A sandboxed CLI writes its config directory, and aicli reads and writes the
+    transcripts in it outside the sandbox: a link the tenant left there (the transcript,
+    its project directory, the config directory itself) must not lead aicli to another
+    session's transcript, the state directory or anywhere else, even if it is swapped in
+    while aicli is on its way."""
+    fd = os.open(beneath, _DIRECTORY)
     try:
-        with os.fdopen(fd, "wb") as file:  # mkstemp's 0o600, as the CLI's own file
+        for name in directory.relative_to(beneath).parts:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o700, dir_fd=fd)
+            child = os.open(name, _DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _replace_atomically(directory: int, name: str, data: bytes) -> None:
+    temporary = f".{name}.{secrets.token_hex(6)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    fd = os.open(temporary, flags, 0o600, dir_fd=directory)  # 0o600, as the CLI's own file
+    try:
+        with os.fdopen(fd, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        os.replace(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+            os.unlink(temporary, dir_fd=directory)
         raise
-    _fsync_directory(path.parent)  # the rename itself survives a power loss
+    os.fsync(directory)  # the rename itself survives a power loss
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def _begins_with(directory: int, name: str, data: bytes) -> bool:
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _begins_with(path: Path, data: bytes) -> bool:
-    try:
-        with path.open("rb") as file:
-            return file.read(len(data)) == data
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=directory)
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link: replaced, never followed
+            return False
+        raise
+    with os.fdopen(fd, "rb") as file:
+        return file.read(len(data)) == data
 
 
 def _file_name(claude_session_id: str) -> str:

@@ -28,6 +28,9 @@ class TranscriptSync:
         self.session_id = session_id
         self.env = env
         self.config_dir = files.config_dir(env)
+        # The session's own directory, which holds the config directory: the sandbox binds it
+        # writable but cannot replace it, so transcripts are reached from there, link-free.
+        self.beneath = self.config_dir.parent
         self.stored: dict[str, int] = {}  # claude session id -> bytes the database holds
 
     def before_resume(self, workdir: str, claude_session_id: str) -> bool:
@@ -41,7 +44,7 @@ class TranscriptSync:
             if stored == 0 or local == stored:
                 return local > 0
             data = self.store.transcripts.load(self.session_id, claude_session_id)
-            if files.restore(path, data):
+            if files.restore(path, data, self.beneath):
                 log.info("session %s: restored its transcript (%d bytes)", self.session_id, stored)
             return True
         except (OSError, ValueError, StorageError, Unavailable) as exc:  # ValueError: a bad id
@@ -54,7 +57,7 @@ class TranscriptSync:
             offset = self.stored.get(claude_session_id)
             if offset is None:
                 offset = self.store.transcripts.stored_size(self.session_id, claude_session_id)
-            data = files.read_new(self._path(workdir, claude_session_id), offset)
+            data = files.read_new(self._path(workdir, claude_session_id), offset, self.beneath)
             if data:
                 offset = self.store.transcripts.append(
                     self.session_id, claude_session_id, offset, data, epoch=epoch
