@@ -176,6 +176,9 @@ class Sandbox:
                     text=True,
                     timeout=PROBE_TIMEOUT_S,
                     cwd=scratch,
+                    # srt names its sockets in TMPDIR by its pid, which repeats across PID
+                    # namespaces (nodes under ``unshare``): each probe gets a directory of its own.
+                    env={**os.environ, "TMPDIR": scratch},
                 )
                 said = (done.stderr or done.stdout).strip().splitlines()[-3:]
                 failed = f"exited with code {done.returncode}: {' | '.join(said)}"
