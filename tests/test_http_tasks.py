@@ -18,11 +18,16 @@ TERMINAL = ("completed", "failed", "cancelled")
 
 
 def sleepers() -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "sleep 600" in " ".join(p.info["cmdline"] or [])
-    ]
+    """The tool's sleeps of this test's own server (in this process), not of other tests'
+    servers on the machine: a killed one leaves its sandboxes until the next run reaps them."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if "sleep 600" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 def tool_started(client: Client, task_id: str) -> bool:
