@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import termios
@@ -172,6 +173,15 @@ def test_run_of_a_failing_task_exits_1_with_its_error(server, client, workdir):
     assert "Traceback" not in result.stderr
 
 
+def _foreground_job() -> None:
+    """What an interactive shell does for a foreground job: take the terminal, and give
+    SIGINT and SIGQUIT their default actions. A test run started with ``&`` from a script
+    has both ignored (POSIX), and an ignored signal stays ignored across exec."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 class Terminal:
     """A process on a pseudo-terminal of its own (its controlling tty: Ctrl-C works)."""
 
@@ -188,7 +198,7 @@ class Terminal:
             env=env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+            preexec_fn=_foreground_job,
         )
         os.close(slave)
         self._reader = threading.Thread(target=self._read, daemon=True)
