@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from aicli import contract
-from aicli.contract import Session, Task, TaskStatus, utcnow
+from aicli.contract import Session, Task, TaskStatus, clock, utcnow
 
 NOW = datetime(2026, 11, 24, 4, 33, 10, 123456, tzinfo=UTC)
 
@@ -35,7 +35,7 @@ def test_now_is_never_on_a_whole_second_so_it_is_written_with_microseconds(monke
         def now(cls, tz=None):
             return datetime(2026, 11, 24, 4, 33, 10, tzinfo=tz)
 
-    monkeypatch.setattr(contract, "datetime", OnTheSecond)
+    monkeypatch.setattr(clock, "datetime", OnTheSecond)
     now = utcnow()
     assert now.microsecond == 1
     assert contract.encode(now) == b'"2026-11-24T04:33:10.000001Z"'
