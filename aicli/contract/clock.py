@@ -1,8 +1,8 @@
-"""Times and ids as the API writes them, both made here so that they sort and read alike.
+"""Times and ids as the API writes them, made in one place so that all of them keep its promises.
 
 Times are aware UTC ``datetime`` values written as RFC 3339 with six fraction
-digits and a ``Z``; ids are URL-safe and sort in creation order, which is what
-keyset pagination and the order of a session's tasks rely on.
+digits and a ``Z``; ids are URL-safe and sort in creation order, which keyset
+pagination over ``(created_at, id)`` relies on when two rows share a microsecond.
 """
 
 from __future__ import annotations

@@ -120,7 +120,12 @@ class CredentialsSet(Struct, **_REQUEST):
     anthropic_auth_token: Secret | msgspec.UnsetType = msgspec.UNSET
 
     def given(self) -> tuple[CredentialKind, str]:
-        """The kind and the secret; ``InvalidRequest`` unless exactly one was given."""
+        """The kind and the secret; ``InvalidRequest`` unless exactly one was given.
+
+        A struct cannot say "exactly one of these two fields" (the OpenAPI document
+        adds it by hand, as ``minProperties`` and ``maxProperties``), so it is checked
+        here, in the words of the other refusals.
+        """
         found = [
             (kind, value)
             for kind, value in (

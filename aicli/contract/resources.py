@@ -31,7 +31,12 @@ _VALUE = {"frozen": True, "kw_only": True}
 
 
 class SessionSettings(Struct, **_VALUE):
-    """What a client chose when opening a session: it shapes the Claude command line."""
+    """What a client chose when opening a session: all that shapes the Claude command line.
+
+    Kept apart from ``Session`` so that the process that builds the command line
+    (``actors.claude_process``) is handed only what it may use, not the session's
+    state and counters.
+    """
 
     workdir: str
     model: str | None = None
@@ -155,7 +160,11 @@ class Task(Struct, frozen=True, weakref=True):
         return self.status in TERMINAL_STATUSES
 
     def status_event(self) -> dict[str, Any]:
-        """The data of the ``status`` event of this state: the status, and any error."""
+        """The data of the ``status`` event of this state: the status, and any error.
+
+        Built in one place so that the event the store appends and the line the
+        session logs say the same.
+        """
         data: dict[str, Any] = {"status": self.status}
         if self.error:
             data["error"] = self.error

@@ -1,8 +1,8 @@
 """msgspec's validation errors in the API's words: the field by name, its rule, what it was.
 
-msgspec says ``Expected `int` <= 200, got `str` - at `$.limit```; a person needs
-``'limit' must be an integer from 1 to 200, not 'x'.`` and a program needs the
-field's name in ``details``. The rules are read from the JSON Schema msgspec writes
+msgspec says ``Expected `int` <= 200 - at `$.limit```; a person needs ``'limit' must
+be an integer from 1 to 200, not '500'.``, and a program the field's name in
+``details``. The rules are read from the JSON Schema msgspec writes
 for the same struct, so a message states the bounds the OpenAPI document shows.
 """
 
