@@ -86,7 +86,7 @@ Owner = Annotated[
     str,
     Meta(
         description="Only the work of this principal (admins; a user may name only itself).",
-        pattern="^[A-Za-z0-9_-]{1,64}$",
+        pattern=ID,
     ),
 ]
 
