@@ -15,7 +15,7 @@ from aicli.actors import process_tree
 from aicli.errors import StorageError
 from aicli.runtime import owner_prefix
 from aicli.storage import Store
-from aicli.storage.testing import fresh_schema_url
+from aicli.testing.postgres import fresh_schema_url
 from aicli.testing.waiting import wait_for
 from tests.http_server import Client, error_of, serving
 
@@ -26,7 +26,7 @@ TOKEN = "nodes-token"
 
 def expire(store: Store, node_id: str) -> None:
     """End a lease now, as the database sees it."""
-    engine = store._engine
+    engine = store.engine
     sql = "UPDATE nodes SET expires_at = ? WHERE id = ?"
     engine.write(lambda: engine.execute(sql, ("2000-01-01 00:00:00.000000", node_id)))
 
