@@ -14,6 +14,7 @@ import pytest
 from aicli import flights
 from aicli.contract import Task, TaskStatus
 from aicli.storage import Store, ended
+from aicli.testing import store_sql
 from aicli.testing.store_sql import captured_queries, submit_task
 from aicli.testing.waiting import wait_for
 from tests.store_reads import tasks_by_id
@@ -120,9 +121,8 @@ def test_a_row_read_while_running_is_shown_as_read_though_the_task_has_ended_sin
     session = store.create_session(workdir=str(tmp_path))
     task, _ = submit_task(store, session_id=session.id, command="c")
     store.start_next_task(session.id)
-    engine = store.engine
     sql = f"SELECT {ended.TASK_COLUMNS} FROM tasks WHERE id = ?"
-    running_row = engine.read(lambda: engine.execute(sql, (task.id,)).fetchone())
+    (running_row,) = store_sql.rows(store, sql, (task.id,))
     store.finish_task(task.id, TaskStatus.COMPLETED, output="ok")
     store.get_task(task.id)  # now kept
     kept = ended.EndedTasks()

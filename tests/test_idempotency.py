@@ -13,6 +13,7 @@ from aicli.client import Client as PythonClient
 from aicli.contract import PrincipalCreate
 from aicli.errors import IdempotencyKeyReused
 from aicli.storage import Store
+from aicli.testing import store_sql
 from aicli.testing.store_sql import submit_task
 from tests.http_server import Client, error_of
 
@@ -69,9 +70,8 @@ def test_principals_keys_are_their_own(runtime, base_url, workdir):
 
 def _unfingerprinted(store: Store, task_id: str) -> None:
     """As a task accepted before schema version 8 holds its key: without a fingerprint."""
-    engine = store.engine
     sql = "UPDATE tasks SET idempotency_fingerprint = NULL WHERE id = ?"
-    engine.write(lambda: engine.execute(sql, (task_id,)))
+    store_sql.write(store, sql, (task_id,))
 
 
 def test_a_key_of_a_task_from_before_fingerprints_is_checked_by_its_columns(store, tmp_path):

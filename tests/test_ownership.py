@@ -21,6 +21,7 @@ from aicli.contract import Node, Session, Task, TaskStatus
 from aicli.errors import NotOwner, SessionNotFound
 from aicli.storage import Store
 from aicli.storage.ownership import RESCUE_BATCH, lost_node_error
+from aicli.testing import store_sql
 from aicli.testing.store_sql import submit_task
 from aicli.testing.waiting import wait_for
 
@@ -53,14 +54,11 @@ def _run_out(store: Store, node: Node) -> None:
 
 def _node_rows(store: Store) -> set[str]:
     """Every node row, live or not."""
-    engine = store.engine
-    return engine.read(lambda: {row[0] for row in engine.execute("SELECT id FROM nodes")})
+    return {row[0] for row in store_sql.rows(store, "SELECT id FROM nodes")}
 
 
 def _epoch(store: Store, session_id: str) -> int:
-    engine = store.engine
-    sql = "SELECT owner_epoch FROM sessions WHERE id = ?"
-    return engine.read(lambda: engine.execute(sql, (session_id,)).fetchone()[0])
+    return store_sql.value(store, "SELECT owner_epoch FROM sessions WHERE id = ?", (session_id,))
 
 
 def _failures(store: Store, task_id: str) -> list[dict[str, Any]]:
@@ -487,12 +485,11 @@ def test_two_rescuers_at_once_fail_each_running_task_exactly_once(
 
 def _lock_waiters(store: Store) -> int:
     """How many connections to the test's database wait for a lock now."""
-    engine = store.engine
     sql = (
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
-    return engine.read(lambda: engine.execute(sql).fetchone()[0])
+    return store_sql.value(store, sql)
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)

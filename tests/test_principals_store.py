@@ -11,6 +11,7 @@ from aicli import policy
 from aicli.contract import PrincipalCreate, PrincipalLimits, Role, TaskStatus
 from aicli.errors import PrincipalNotFound
 from aicli.storage import Store
+from aicli.testing import store_sql
 from aicli.testing.store_sql import submit_task
 
 pytest_plugins = ("tests.storage_fixtures",)
@@ -28,8 +29,7 @@ def test_a_token_is_shown_once_kept_as_a_hash_and_finds_its_principal(
     assert found is not None and found.id == made.id and found.token is None
     assert store.principals.by_token(made.token + "x") is None
     assert store.principals.by_token("") is None
-    engine = store.engine
-    stored = engine.read(lambda: engine.execute("SELECT * FROM principals").fetchall())
+    stored = store_sql.rows(store, "SELECT * FROM principals")
     assert made.token not in repr(stored)
     if not store.is_postgres:  # and not in the file's bytes either
         store.close()

@@ -27,14 +27,12 @@ OLD = NOW - timedelta(days=40)
 def back_date(store: Store, task_id: str, when: datetime) -> None:
     stamp = to_db_time(when)
 
-    def write() -> None:
-        store.engine.execute("UPDATE tasks SET created_at = ? WHERE id = ?", (stamp, task_id))
-        store.engine.execute(
-            "UPDATE tasks SET completed_at = ? WHERE id = ? AND completed_at IS NOT NULL",
-            (stamp, task_id),
-        )
-
-    store.engine.write(write)
+    store_sql.write(store, "UPDATE tasks SET created_at = ? WHERE id = ?", (stamp, task_id))
+    store_sql.write(
+        store,
+        "UPDATE tasks SET completed_at = ? WHERE id = ? AND completed_at IS NOT NULL",
+        (stamp, task_id),
+    )
 
 
 def ended(store: Store, session_id: str, command: str, output: str = "done") -> str:
