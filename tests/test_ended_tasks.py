@@ -13,7 +13,7 @@ import pytest
 
 from aicli import flights
 from aicli.contract import Task, TaskStatus
-from aicli.storage import Store, ended
+from aicli.storage import Store, ended, open_store
 from aicli.testing import store_sql
 from aicli.testing.store_sql import captured_queries, submit_task
 from aicli.testing.waiting import wait_for
@@ -150,13 +150,15 @@ def test_a_page_read_as_one_json_row_holds_exactly_what_the_rows_hold(
             task.id, TaskStatus.COMPLETED, output=text, cost_usd=cost, usage={"input_tokens": 3}
         )
         made.append(task.id)
-    fresh = ended.EndedTasks()  # nothing kept: every row is built from its JSON
-    store._ended = fresh
-    for order in ("desc", "asc"):
-        page = store.list_tasks(session_id=session.id, order=order, limit=3)
-        rest = store.list_tasks(session_id=session.id, order=order, cursor=page.next_cursor)
-        listed = [*page.data, *rest.data]
-        assert [t.id for t in listed] == (made[::-1] if order == "desc" else made)
-        assert {t.id: t for t in listed} == tasks_by_id(store, made)
-    # Floats are kept to the 15 digits every double keeps through text.
-    assert store.get_task(made[0]).cost_usd == 0.3
+    fresh = open_store(store.database_url)  # nothing kept: every row is built from its JSON
+    try:
+        for order in ("desc", "asc"):
+            page = fresh.list_tasks(session_id=session.id, order=order, limit=3)
+            rest = fresh.list_tasks(session_id=session.id, order=order, cursor=page.next_cursor)
+            listed = [*page.data, *rest.data]
+            assert [t.id for t in listed] == (made[::-1] if order == "desc" else made)
+            assert {t.id: t for t in listed} == tasks_by_id(store, made)
+        # Floats are kept to the 15 digits every double keeps through text.
+        assert fresh.get_task(made[0]).cost_usd == 0.3
+    finally:
+        fresh.close()

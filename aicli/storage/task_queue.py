@@ -104,13 +104,7 @@ class TaskQueue:
         def write() -> tuple[Task, bool]:
             stored_limit = usage.limit_of(self._engine, session_id=session_id)
             if idempotency_key is not None:
-                # Lock before looking, so that racers with one key take turns.
-                session = self._execute(self._lock_session, (session_id,)).fetchone()
-                if session is None:
-                    raise SessionNotFound(session_id)
-                first = idempotency.first_task(
-                    self._engine, session_id, session[0], idempotency_key, fingerprint
-                )
+                first = self._first_with_key(session_id, idempotency_key, fingerprint)
                 if first is not None:
                     return first, False
             if stored_limit is not None:
@@ -141,6 +135,15 @@ class TaskQueue:
                 raise StorageError(f"The task could not be stored: {exc}") from exc
             # Another writer used the key between our check and our insert: look again.
             return self._engine.write(write)
+
+    def _first_with_key(self, session_id: str, key: str, fingerprint: str) -> Task | None:
+        """Inside the write: the task the session accepted under ``key``, if any (see
+        ``idempotency``). The session is locked before the look, so racers with one key
+        take turns."""
+        session = self._execute(self._lock_session, (session_id,)).fetchone()
+        if session is None:
+            raise SessionNotFound(session_id)
+        return idempotency.first_task(self._engine, session_id, session[0], key, fingerprint)
 
     def _refusal(self, session_id: str, limit: int) -> Exception:
         """Why ``_COUNT_NEW_TASK`` matched no row: no session, a closed one, or a full queue."""
