@@ -84,7 +84,7 @@ def _task_rows(count: int, session_ids: list[str], start: datetime) -> Iterator[
 
 
 def load(store: Store, rows: int, sessions: int) -> None:
-    engine = store._engine  # a benchmark may reach inside: it loads rows in bulk
+    engine = store.engine  # a benchmark may reach inside: it loads rows in bulk
     session_ids = [store.create_session(workdir="/tmp").id for _ in range(sessions)]
     start = datetime.now(UTC) - timedelta(days=31)
     columns = ", ".join(TASK_COLUMNS)
@@ -129,7 +129,7 @@ def load(store: Store, rows: int, sessions: int) -> None:
 
 def _positions(store: Store, samples: int) -> list[tuple[datetime, str, str]]:
     """Rows at random times: where a client holding a cursor might be."""
-    engine = store._engine
+    engine = store.engine
     p = "%s" if engine.is_postgres else "?"
     first_sql = "SELECT created_at, id, session_id FROM tasks ORDER BY created_at, id LIMIT 1"
     sql = (

@@ -10,7 +10,7 @@ preload that gives ``list_tasks`` full pages.
     .venv/bin/python -m benchmarks.bench_store_calls --database-url postgresql://postgres@127.0.0.1/test
 
 A PostgreSQL URL names an admin connection: the benchmark runs in a database
-of its own, created there and dropped afterwards (``aicli.storage.testing``).
+of its own, created there and dropped afterwards (``aicli.testing.postgres``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from aicli.contract import TaskStatus
+from aicli.contract import TaskStatus, TaskSubmit
 from aicli.storage import Store, open_store
-from aicli.storage.testing import temporary_postgres_database
+from aicli.testing.postgres import temporary_postgres_database
 
 PRELOAD = 200
 
@@ -47,9 +47,9 @@ def run(store: Store, rounds: int) -> dict[str, list[tuple[float, float]]]:
     backlog = store.create_session(workdir="/tmp", metadata={"team": "bench"})
     for number in range(PRELOAD):
         if number % 4 == 0:
-            store.create_task(session_id=backlog.id, command=f"preload {number}")
+            store.create_task(backlog.id, TaskSubmit(command=f"preload {number}"))
             continue
-        task, _ = store.create_task(session_id=session.id, command=f"preload {number}")
+        task, _ = store.create_task(session.id, TaskSubmit(command=f"preload {number}"))
         started = store.start_next_task(session.id)
         assert started is not None and started.id == task.id
         store.finish_task(
@@ -66,7 +66,7 @@ def run(store: Store, rounds: int) -> dict[str, list[tuple[float, float]]]:
             samples,
             "create_task",
             lambda n=number: store.create_task(
-                session_id=session.id, command=f"task {n}", metadata={"n": str(n)}
+                session.id, TaskSubmit(command=f"task {n}", metadata={"n": str(n)})
             ),
         )
         _timed(samples, "pending_task_ids", lambda: store.pending_task_ids(session.id))
@@ -100,7 +100,7 @@ def run(store: Store, rounds: int) -> dict[str, list[tuple[float, float]]]:
         _timed(samples, "list_tasks(50)", lambda: store.list_tasks(limit=50))
         _timed(samples, "list_sessions(50)", lambda: store.list_sessions(limit=50))
 
-        cancelled, _ = store.create_task(session_id=session.id, command=f"cancelled {number}")
+        cancelled, _ = store.create_task(session.id, TaskSubmit(command=f"cancelled {number}"))
         _timed(
             samples,
             "cancel_pending",

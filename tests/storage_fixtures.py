@@ -16,7 +16,7 @@ import pytest
 
 from aicli.storage import Store, open_store
 from aicli.storage.engine import Engine
-from aicli.storage.testing import (
+from aicli.testing.postgres import (
     PostgresUnavailable,
     fresh_schema_url,
     postgres_required,
@@ -50,15 +50,16 @@ def store(database_url: str) -> Iterator[Store]:
 
 
 def _queue_numbers(store: Store | Engine, session_id: str) -> dict[str, int | None]:
-    """``{task id: seq}`` of the session's tasks: their places in its queue."""
-    engine = store._engine if isinstance(store, Store) else store
+    """``{task id: seq}`` of the session's tasks: their places in its queue (of a store, or
+    of a bare engine before a store opens the database)."""
+    engine = store.engine if isinstance(store, Store) else store
     sql = "SELECT id, seq FROM tasks WHERE session_id = ?"
     return engine.read(lambda: dict(engine.execute(sql, (session_id,)).fetchall()))
 
 
 def _last_seq(store: Store | Engine, session_id: str) -> int:
     """The ``seq`` the session handed its newest task (0 before its first)."""
-    engine = store._engine if isinstance(store, Store) else store
+    engine = store.engine if isinstance(store, Store) else store
     sql = "SELECT last_seq FROM sessions WHERE id = ?"
     return engine.read(lambda: engine.execute(sql, (session_id,)).fetchone()[0])
 

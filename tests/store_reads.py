@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from aicli.contract import Task
 from aicli.storage import Store, migrations
 from aicli.storage.rows import TASK_COLUMNS, task_from_row
+from aicli.testing import store_sql
 
 
 def count_tasks(store: Store, *, session_id: str | None, statuses: Iterable[str]) -> int:
@@ -21,17 +22,13 @@ def count_tasks(store: Store, *, session_id: str | None, statuses: Iterable[str]
     if session_id is not None:
         sql += " AND session_id = ?"
         params.append(session_id)
-    engine = store._engine
-    return engine.read(lambda: engine.execute(sql, params).fetchone()[0])
+    return store_sql.value(store, sql, params)
 
 
 def tasks_by_id(store: Store, task_ids: Iterable[str]) -> dict[str, Task]:
     """The tasks that exist among ``task_ids``, read in one snapshot."""
     wanted = set(task_ids)
-    engine = store._engine
-    rows = engine.read(
-        lambda: engine.execute(f"SELECT {TASK_COLUMNS} FROM tasks").fetchall(), snapshot=True
-    )
+    rows = store_sql.rows(store, f"SELECT {TASK_COLUMNS} FROM tasks", snapshot=True)
     return {task.id: task for task in map(task_from_row, rows) if task.id in wanted}
 
 
@@ -42,7 +39,7 @@ def last_event_seq(store: Store, task_id: str) -> int:
 
 def schema_version(store: Store) -> int:
     """The newest migration applied to the store's database (0: none)."""
-    return max(migrations.applied_versions(store._engine), default=0)
+    return max(migrations.applied_versions(store.engine), default=0)
 
 
 def pending_tasks(store: Store, session_id: str | None = None) -> list[Task]:
@@ -53,8 +50,7 @@ def pending_tasks(store: Store, session_id: str | None = None) -> list[Task]:
         sql += " AND session_id = ?"
         params.append(session_id)
     sql += " ORDER BY session_id, seq"
-    engine = store._engine
-    return engine.read(lambda: [task_from_row(r) for r in engine.execute(sql, params).fetchall()])
+    return [task_from_row(row) for row in store_sql.rows(store, sql, params)]
 
 
 def misplaced_waits(store: Store) -> list[tuple[str, str, str, str]]:
@@ -71,5 +67,4 @@ def misplaced_waits(store: Store) -> list[tuple[str, str, str, str]]:
         " WHERE tasks.awaiting_approval IS NOT NULL AND NOT EXISTS (SELECT 1 FROM approvals"
         " WHERE approvals.id = tasks.awaiting_approval AND approvals.task_id = tasks.id)"
     )
-    engine = store._engine
-    return engine.read(lambda: [tuple(row) for row in engine.execute(sql).fetchall()])
+    return store_sql.rows(store, sql)

@@ -35,6 +35,7 @@ from aicli import Runtime
 from aicli.actors.faults import Faults
 from aicli.contract import TaskStatus
 from aicli.errors import ApprovalDecided, SessionClosed
+from aicli.testing import store_sql
 from aicli.testing.scripted_claude import ScriptedClaude
 from tests import store_reads
 
@@ -238,7 +239,7 @@ class ActorCore(RuleBasedStateMachine):
                 if e.type == "approval_decided" and e.data["approval"]["id"] == approval.id
             ]
             assert len(decided) == 1, f"approval {approval.id} was decided {len(decided)} times"
-        assert not self.rt.store.running_tasks()
+        assert not store_sql.running_tasks(self.rt.store)
         assert not self.scripted.live()
         self.no_prompt_twice_and_no_overlap()
         self.sessions_start_tasks_in_acceptance_order()

@@ -20,6 +20,7 @@ from aicli.actors.notifier import Notifier
 from aicli.approval_desk import ApprovalDesk
 from aicli.contract import ApprovalDecision, ApprovalKind
 from aicli.storage import Store
+from aicli.testing.store_sql import submit_task
 
 pytest_plugins = ("tests.storage_fixtures",)
 
@@ -83,7 +84,7 @@ def test_the_answer_rebuilt_on_another_node_is_the_one_sent_here(
 ) -> None:
     kind, body, expected = CASES[case]
     session = store.create_session(workdir=str(tmp_path), approvals="ask")
-    store.create_task(session.id, command="do it")
+    submit_task(store, session.id, command="do it")
     task = store.start_next_task(session.id)
     assert task is not None
     asked = store.approvals.request(
@@ -110,7 +111,7 @@ def test_an_undecided_or_expired_approval_has_no_answer_to_rebuild(
     store: Store, tmp_path: Path
 ) -> None:
     session = store.create_session(workdir=str(tmp_path), approvals="ask")
-    store.create_task(session.id, command="do it")
+    submit_task(store, session.id, command="do it")
     task = store.start_next_task(session.id)
     assert task is not None
     asked = store.approvals.request(

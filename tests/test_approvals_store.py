@@ -35,6 +35,7 @@ from aicli.errors import (
 from aicli.http.errors import handle_domain_error
 from aicli.storage import Store
 from aicli.storage.approvals import MAX_RULES
+from aicli.testing.store_sql import submit_task
 
 pytest_plugins = ("tests.storage_fixtures",)
 
@@ -43,7 +44,7 @@ BASH = {"command": "echo hi > hi.txt", "description": "Write a file"}
 
 def _running(store: Store, workdir: Path, owner: str | None = None) -> tuple[Session, Task]:
     session = store.create_session(workdir=str(workdir), owner=owner, approvals="ask")
-    store.create_task(session.id, command="do it")
+    submit_task(store, session.id, command="do it")
     task = store.start_next_task(session.id)
     assert task is not None and task.status == TaskStatus.RUNNING
     return session, task
@@ -130,7 +131,7 @@ def test_a_request_a_rule_allows_is_decided_by_the_rule_and_nobody_waits(
 @pytest.mark.parametrize("rule", [False, True])
 def test_a_task_that_is_not_running_cannot_ask(store: Store, tmp_path: Path, rule: bool) -> None:
     session = store.create_session(workdir=str(tmp_path))
-    pending, _ = store.create_task(session.id, command="later")
+    pending, _ = submit_task(store, session.id, command="later")
     with pytest.raises(IllegalTransition):
         _ask(store, pending, rule=rule)
     _, done = _running(store, tmp_path)

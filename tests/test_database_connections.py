@@ -24,7 +24,7 @@ from aicli.errors import DatabaseUnavailable, StorageError
 from aicli.http import errors as http_errors
 from aicli.storage import Store, open_store
 from aicli.storage import database as storage_database
-from aicli.storage.testing import fresh_schema_url
+from aicli.testing.postgres import fresh_schema_url
 from aicli.testing.waiting import wait_for
 from tests.http_server import Client, serving
 
@@ -90,14 +90,14 @@ def store(named_url: str, trusting: None) -> Iterator[Store]:
 
 
 def own_pid(store: Store) -> int:
-    return store._engine.execute("SELECT pg_backend_pid()").fetchone()[0]
+    return store.engine.execute("SELECT pg_backend_pid()").fetchone()[0]
 
 
 def pool_of(store: Store, size: int) -> None:
     """Leave ``size`` idle connections in the pool: as many calls at once, then none."""
     together = threading.Barrier(size)
     workers = [
-        threading.Thread(target=store._engine.read, args=(lambda: together.wait(10),))
+        threading.Thread(target=store.engine.read, args=(lambda: together.wait(10),))
         for _ in range(size)
     ]
     for worker in workers:
@@ -131,7 +131,7 @@ def test_a_write_that_lost_its_connection_before_commit_runs_again(
             backends.terminate([attempts[0]])
         return store.create_session(workdir="/")
 
-    session = store._engine.write(work)
+    session = store.engine.write(work)
     assert len(attempts) == 2 and attempts[0] != attempts[1]
     assert [s.id for s in store.list_sessions().data] == [session.id]
 
@@ -147,7 +147,7 @@ def test_a_write_whose_commit_got_no_answer_is_not_run_again(
         backends.terminate([own_pid(store)])  # what is left is COMMIT, on a dead connection
 
     with pytest.raises(DatabaseUnavailable, match="may or may not have been saved") as caught:
-        store._engine.write(work)
+        store.engine.write(work)
     assert len(attempts) == 1
     assert caught.value.code == "unavailable" and caught.value.retry_after == 1
     assert caught.value.details["committed"] == "unknown"
@@ -161,10 +161,10 @@ def test_a_read_gets_one_fresh_connection_then_503(store: Store, backends: Backe
     def work() -> Any:
         attempts.append(own_pid(store))
         backends.terminate([attempts[-1]])
-        return store._engine.execute("SELECT 1").fetchone()
+        return store.engine.execute("SELECT 1").fetchone()
 
     with pytest.raises(DatabaseUnavailable, match="failed: server closed the connection"):
-        store._engine.read(work)
+        store.engine.read(work)
     assert len(attempts) == 2
     store.ping()
 

@@ -13,8 +13,9 @@ import pytest
 
 from aicli import flights
 from aicli.contract import Task, TaskStatus
-from aicli.storage import Store, ended
-from aicli.storage.testing import captured_queries
+from aicli.storage import Store, ended, open_store
+from aicli.testing import store_sql
+from aicli.testing.store_sql import captured_queries, submit_task
 from aicli.testing.waiting import wait_for
 from tests.store_reads import tasks_by_id
 
@@ -25,7 +26,7 @@ def test_an_ended_task_is_answered_as_its_row_says_and_a_live_one_is_always_read
     store: Store, tmp_path: Path
 ) -> None:
     session = store.create_session(workdir=str(tmp_path))
-    done, live = (store.create_task(session_id=session.id, command=c)[0] for c in ("a", "b"))
+    done, live = (submit_task(store, session_id=session.id, command=c)[0] for c in ("a", "b"))
     store.start_next_task(session.id)
     store.finish_task(done.id, TaskStatus.COMPLETED, output="ok")
     store.start_next_task(session.id)
@@ -51,7 +52,7 @@ def test_what_is_kept_is_bounded_by_count_and_by_text(
     session = store.create_session(workdir=str(tmp_path))
     tasks = []
     for output in ["x"] * 4 + ["y" * 200]:
-        task = store.create_task(session_id=session.id, command="c")[0]
+        task = submit_task(store, session_id=session.id, command="c")[0]
         store.start_next_task(session.id)
         tasks.append(store.finish_task(task.id, TaskStatus.COMPLETED, output=output))
     for task in tasks:
@@ -70,7 +71,7 @@ def test_a_large_ended_task_is_shared_while_held_and_not_read_again(
     it: the server grew by a gigabyte. Held by anyone, it is found, not read again."""
     monkeypatch.setattr(ended, "MAX_CHARS_ONE", 100)
     session = store.create_session(workdir=str(tmp_path))
-    task = store.create_task(session_id=session.id, command="c")[0]
+    task = submit_task(store, session_id=session.id, command="c")[0]
     store.start_next_task(session.id)
     held = store.finish_task(task.id, TaskStatus.COMPLETED, output="y" * 1000)
     with captured_queries(store) as queries:
@@ -118,11 +119,10 @@ def test_a_row_read_while_running_is_shown_as_read_though_the_task_has_ended_sin
     store: Store, tmp_path: Path
 ) -> None:
     session = store.create_session(workdir=str(tmp_path))
-    task, _ = store.create_task(session_id=session.id, command="c")
+    task, _ = submit_task(store, session_id=session.id, command="c")
     store.start_next_task(session.id)
-    engine = store._engine
     sql = f"SELECT {ended.TASK_COLUMNS} FROM tasks WHERE id = ?"
-    running_row = engine.read(lambda: engine.execute(sql, (task.id,)).fetchone())
+    (running_row,) = store_sql.rows(store, sql, (task.id,))
     store.finish_task(task.id, TaskStatus.COMPLETED, output="ok")
     store.get_task(task.id)  # now kept
     kept = ended.EndedTasks()
@@ -138,7 +138,8 @@ def test_a_page_read_as_one_json_row_holds_exactly_what_the_rows_hold(
     costs = [0.1 + 0.2, 1e-7, 123456.789012345678, 0.0]
     made = []
     for text, cost in zip(texts, costs, strict=True):
-        task, _ = store.create_task(
+        task, _ = submit_task(
+            store,
             session_id=session.id,
             command=text or "x",
             timeout_s=cost or None,
@@ -149,13 +150,15 @@ def test_a_page_read_as_one_json_row_holds_exactly_what_the_rows_hold(
             task.id, TaskStatus.COMPLETED, output=text, cost_usd=cost, usage={"input_tokens": 3}
         )
         made.append(task.id)
-    fresh = ended.EndedTasks()  # nothing kept: every row is built from its JSON
-    store._ended = fresh
-    for order in ("desc", "asc"):
-        page = store.list_tasks(session_id=session.id, order=order, limit=3)
-        rest = store.list_tasks(session_id=session.id, order=order, cursor=page.next_cursor)
-        listed = [*page.data, *rest.data]
-        assert [t.id for t in listed] == (made[::-1] if order == "desc" else made)
-        assert {t.id: t for t in listed} == tasks_by_id(store, made)
-    # Floats are kept to the 15 digits every double keeps through text.
-    assert store.get_task(made[0]).cost_usd == 0.3
+    fresh = open_store(store.database_url)  # nothing kept: every row is built from its JSON
+    try:
+        for order in ("desc", "asc"):
+            page = fresh.list_tasks(session_id=session.id, order=order, limit=3)
+            rest = fresh.list_tasks(session_id=session.id, order=order, cursor=page.next_cursor)
+            listed = [*page.data, *rest.data]
+            assert [t.id for t in listed] == (made[::-1] if order == "desc" else made)
+            assert {t.id: t for t in listed} == tasks_by_id(store, made)
+        # Floats are kept to the 15 digits every double keeps through text.
+        assert fresh.get_task(made[0]).cost_usd == 0.3
+    finally:
+        fresh.close()

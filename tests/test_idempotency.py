@@ -13,6 +13,8 @@ from aicli.client import Client as PythonClient
 from aicli.contract import PrincipalCreate
 from aicli.errors import IdempotencyKeyReused
 from aicli.storage import Store
+from aicli.testing import store_sql
+from aicli.testing.store_sql import submit_task
 from tests.http_server import Client, error_of
 
 pytest_plugins = ("tests.http_fixtures", "tests.storage_fixtures")
@@ -68,20 +70,19 @@ def test_principals_keys_are_their_own(runtime, base_url, workdir):
 
 def _unfingerprinted(store: Store, task_id: str) -> None:
     """As a task accepted before schema version 8 holds its key: without a fingerprint."""
-    engine = store._engine
     sql = "UPDATE tasks SET idempotency_fingerprint = NULL WHERE id = ?"
-    engine.write(lambda: engine.execute(sql, (task_id,)))
+    store_sql.write(store, sql, (task_id,))
 
 
 def test_a_key_of_a_task_from_before_fingerprints_is_checked_by_its_columns(store, tmp_path):
     session = store.create_session(workdir=str(tmp_path))
     fields = {"command": "c", "timeout_s": 2.5, "metadata": {"k": "v"}}
-    first, _ = store.create_task(session.id, idempotency_key="old", **fields)
+    first, _ = submit_task(store, session.id, idempotency_key="old", **fields)
     _unfingerprinted(store, first.id)
-    again, created = store.create_task(session.id, idempotency_key="old", **fields)
+    again, created = submit_task(store, session.id, idempotency_key="old", **fields)
     assert (again.id, created) == (first.id, False)
     with pytest.raises(IdempotencyKeyReused):
-        store.create_task(session.id, idempotency_key="old", **{**fields, "command": "d"})
+        submit_task(store, session.id, idempotency_key="old", **{**fields, "command": "d"})
 
 
 def test_racing_uses_of_one_key_on_two_sessions_make_one_task(store: Store, tmp_path: Path):
@@ -91,7 +92,7 @@ def test_racing_uses_of_one_key_on_two_sessions_make_one_task(store: Store, tmp_
     def submit(index: int) -> object:
         start.wait(timeout=30)
         try:
-            return store.create_task(sessions[index % 2].id, command="c", idempotency_key="k")
+            return submit_task(store, sessions[index % 2].id, command="c", idempotency_key="k")
         except IdempotencyKeyReused as refusal:
             return refusal
 

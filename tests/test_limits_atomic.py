@@ -16,7 +16,7 @@ import pytest
 from aicli import Runtime
 from aicli.contract import Principal, PrincipalCreate, PrincipalLimits
 from aicli.errors import LimitExceeded, Unauthorized
-from aicli.storage.testing import fresh_schema_url
+from aicli.testing.postgres import fresh_schema_url
 
 pytest_plugins = ("tests.storage_fixtures",)
 

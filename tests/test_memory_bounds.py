@@ -16,6 +16,7 @@ from aicli.contract import ApprovalKind, Event, Task, TaskStatus
 from aicli.http.frames import Frames
 from aicli.storage import Store, paging
 from aicli.storage.ended import EndedTasks
+from aicli.testing.store_sql import submit_task
 
 pytest_plugins = ("tests.storage_fixtures",)
 
@@ -33,10 +34,10 @@ def test_a_page_of_tasks_stops_at_its_bytes_and_the_cursor_goes_on(
 ) -> None:
     session = store.create_session(workdir=str(tmp_path))
     created = [
-        store.create_task(session.id, command="c", metadata={"blob": str(n) * ROW})[0].id
+        submit_task(store, session.id, command="c", metadata={"blob": str(n) * ROW})[0].id
         for n in range(8)
     ]
-    small = store.create_task(session.id, command="small")[0].id
+    small = submit_task(store, session.id, command="small")[0].id
     for statuses in (None, ["pending"], ["pending", "cancelled"]):
         seen, cursor, sizes = [], None, []
         while True:
@@ -52,7 +53,7 @@ def test_a_page_of_tasks_stops_at_its_bytes_and_the_cursor_goes_on(
 
 def test_a_page_of_events_stops_at_its_bytes(store: Store, tmp_path: Path, small_pages) -> None:
     session = store.create_session(workdir=str(tmp_path))
-    task, _ = store.create_task(session.id, command="c")
+    task, _ = submit_task(store, session.id, command="c")
     store.append_events(task.id, [("message", {"text": "x" * ROW}) for _ in range(7)])
     events, more = store.event_page(task.id, limit=1000)
     # The pending event is small: it, and two large ones before the budget is passed.
@@ -150,7 +151,7 @@ def test_many_streams_share_one_read_and_one_frame_of_a_large_event() -> None:
 
 def test_a_page_of_approvals_stops_at_its_bytes(store: Store, tmp_path: Path, small_pages) -> None:
     session = store.create_session(workdir=str(tmp_path))
-    task, _ = store.create_task(session.id, command="c")
+    task, _ = submit_task(store, session.id, command="c")
     store.start_next_task(session.id)
     made = [
         store.approvals.request(

@@ -40,7 +40,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from aicli.storage.testing import (
+from aicli.testing.postgres import (
     fresh_schema_url,
     postgres_admin_url,
 )

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from aicli.storage.testing import fresh_schema_url
 from aicli.testing.fake_anthropic import FakeAnthropic
+from aicli.testing.postgres import fresh_schema_url
 from tests.cluster import LEASE_TTL, Cluster, NodeProcess, poll, report, status_events
 
 pytest_plugins = ("tests.storage_fixtures",)

@@ -15,7 +15,8 @@ from aicli.actors import process_tree
 from aicli.errors import StorageError
 from aicli.runtime import owner_prefix
 from aicli.storage import Store
-from aicli.storage.testing import fresh_schema_url
+from aicli.testing import store_sql
+from aicli.testing.postgres import fresh_schema_url
 from aicli.testing.waiting import wait_for
 from tests.http_server import Client, error_of, serving
 
@@ -26,9 +27,8 @@ TOKEN = "nodes-token"
 
 def expire(store: Store, node_id: str) -> None:
     """End a lease now, as the database sees it."""
-    engine = store._engine
     sql = "UPDATE nodes SET expires_at = ? WHERE id = ?"
-    engine.write(lambda: engine.execute(sql, ("2000-01-01 00:00:00.000000", node_id)))
+    store_sql.write(store, sql, ("2000-01-01 00:00:00.000000", node_id))
 
 
 def test_a_lease_is_made_renewed_and_ended_by_the_database(store: Store) -> None:

@@ -22,6 +22,7 @@ from aicli.errors import CredentialsUnavailable, PrincipalRevoked
 from aicli.settings import Settings
 from aicli.storage import open_store
 from aicli.storage.secret_key import DEFAULT_FILE_NAME, SecretKey
+from aicli.testing import store_sql
 from tests.http_server import Client, error_of, serving
 
 pytest_plugins = ("tests.http_fixtures", "tests.storage_fixtures")
@@ -117,9 +118,7 @@ def test_a_user_sets_sees_and_deletes_its_own_key_and_never_gets_it_back(
 
     # Only sealed in the database: not in the rows, nor in any byte of its files.
     store = runtime.store
-    rows = store._engine.read(
-        lambda: store._engine.execute("SELECT * FROM principal_credentials").fetchall()
-    )
+    rows = store_sql.rows(store, "SELECT * FROM principal_credentials")
     assert len(rows) == 1 and API_KEY not in repr(rows)
     key_file = tmp_path / DEFAULT_FILE_NAME  # made next to the database, for its owner only
     assert key_file.stat().st_mode & 0o777 == 0o600
@@ -156,7 +155,7 @@ def test_an_admin_sets_them_for_a_principal_and_revoking_forgets_them(
     assert runtime.own_credentials(me["id"]) is None
     store = runtime.store
     count = "SELECT COUNT(*) FROM principal_credentials"
-    assert store._engine.read(lambda: store._engine.execute(count).fetchone()[0]) == 0
+    assert store_sql.value(store, count) == 0
     error_of(admin.get(path), 404, "not_found")
     assert admin.get(f"/principals/{me['id']}").json()["own_credentials"] is False
     message = error_of(
@@ -295,19 +294,15 @@ def test_credentials_open_only_with_the_key_that_sealed_them(database_url, tmp_p
         shown = store.credentials.put(ana.id, CredentialKind.API_KEY, API_KEY)
         assert shown.kind == CredentialKind.API_KEY
         assert store.credentials.own_credentials(ana.id) == {"x-api-key": API_KEY}
-        raw = store._engine.read(
-            lambda: store._engine.execute("SELECT sealed FROM principal_credentials").fetchone()
-        )
-        assert API_KEY.encode() not in bytes(raw[0])
+        raw = store_sql.value(store, "SELECT sealed FROM principal_credentials")
+        assert API_KEY.encode() not in bytes(raw)
         # A sealed value copied onto another principal's row does not open for it.
         ben = store.principals.create(PrincipalCreate(name="ben"))
-        store._engine.write(
-            lambda: store._engine.execute(
-                "INSERT INTO principal_credentials (principal_id, kind, sealed, set_at)"
-                " SELECT ?, kind, sealed, set_at FROM principal_credentials"
-                " WHERE principal_id = ?",
-                (ben.id, ana.id),
-            )
+        store_sql.write(
+            store,
+            "INSERT INTO principal_credentials (principal_id, kind, sealed, set_at)"
+            " SELECT ?, kind, sealed, set_at FROM principal_credentials WHERE principal_id = ?",
+            (ben.id, ana.id),
         )
         with pytest.raises(CredentialsUnavailable, match="do not open"):
             store.credentials.own_credentials(ben.id)
@@ -371,7 +366,7 @@ def test_a_key_file_that_cannot_be_made_or_read_is_a_clear_error(tmp_path, monke
 def test_postgres_without_a_configured_key_refuses_to_store_credentials(
     make_runtime, postgres_database
 ):
-    from aicli.storage.testing import fresh_schema_url
+    from aicli.testing.postgres import fresh_schema_url
 
     runtime = make_runtime(api_token=ROOT_TOKEN, database_url=fresh_schema_url(postgres_database))
     with serving(runtime) as url:

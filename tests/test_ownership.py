@@ -21,6 +21,8 @@ from aicli.contract import Node, Session, Task, TaskStatus
 from aicli.errors import NotOwner, SessionNotFound
 from aicli.storage import Store
 from aicli.storage.ownership import RESCUE_BATCH, lost_node_error
+from aicli.testing import store_sql
+from aicli.testing.store_sql import submit_task
 from aicli.testing.waiting import wait_for
 
 pytest_plugins = ("tests.storage_fixtures",)
@@ -37,7 +39,7 @@ def _session(store: Store, tmp_path: Path) -> Session:
 
 
 def _submit(store: Store, session_id: str, count: int) -> list[Task]:
-    return [store.create_task(session_id=session_id, command=f"c{i}")[0] for i in range(count)]
+    return [submit_task(store, session_id=session_id, command=f"c{i}")[0] for i in range(count)]
 
 
 def _live_ids(store: Store) -> set[str]:
@@ -52,14 +54,11 @@ def _run_out(store: Store, node: Node) -> None:
 
 def _node_rows(store: Store) -> set[str]:
     """Every node row, live or not."""
-    engine = store._engine
-    return engine.read(lambda: {row[0] for row in engine.execute("SELECT id FROM nodes")})
+    return {row[0] for row in store_sql.rows(store, "SELECT id FROM nodes")}
 
 
 def _epoch(store: Store, session_id: str) -> int:
-    engine = store._engine
-    sql = "SELECT owner_epoch FROM sessions WHERE id = ?"
-    return engine.read(lambda: engine.execute(sql, (session_id,)).fetchone()[0])
+    return store_sql.value(store, "SELECT owner_epoch FROM sessions WHERE id = ?", (session_id,))
 
 
 def _failures(store: Store, task_id: str) -> list[dict[str, Any]]:
@@ -486,12 +485,11 @@ def test_two_rescuers_at_once_fail_each_running_task_exactly_once(
 
 def _lock_waiters(store: Store) -> int:
     """How many connections to the test's database wait for a lock now."""
-    engine = store._engine
     sql = (
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
-    return engine.read(lambda: engine.execute(sql).fetchone()[0])
+    return store_sql.value(store, sql)
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -508,7 +506,7 @@ def test_a_stale_write_waiting_on_the_takeover_is_refused_once_it_commits(
     _run_out(store, a)
 
     inside, go = threading.Event(), threading.Event()
-    fail_running = store.ownership._fail_running
+    fail_running = store.outcomes.fail_running_within
 
     def paused(session: str, error: str) -> str | None:
         failed = fail_running(session, error)
@@ -516,7 +514,7 @@ def test_a_stale_write_waiting_on_the_takeover_is_refused_once_it_commits(
         assert go.wait(TIMEOUT), "the takeover was never let go on"
         return failed
 
-    monkeypatch.setattr(store.ownership, "_fail_running", paused)
+    monkeypatch.setattr(store.outcomes, "fail_running_within", paused)
     stale: dict[str, Callable[[], Any]] = {
         "start_next_task": lambda: store.start_next_task(session_id, epoch=old),
         "append_events": lambda: store.append_events(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from aicli.contract import Event
 from aicli.storage import Store, paging
+from aicli.testing.store_sql import submit_task
 
 pytest_plugins = ("tests.storage_fixtures",)
 
@@ -43,7 +44,7 @@ def test_a_walk_over_pages_of_tasks_takes_every_row_once(
     session = store.create_session(workdir=str(tmp_path))
     sizes: dict[str, int] = {}
     for size, cancel in rows:
-        task, _ = store.create_task(session.id, command="c", metadata={"m": "x" * size})
+        task, _ = submit_task(store, session.id, command="c", metadata={"m": "x" * size})
         if cancel:
             store.cancel_pending(task.id, "e")
         sizes[task.id] = len(task.command) + len(f'{{"m":"{"x" * size}"}}') + cancel
@@ -84,7 +85,7 @@ def test_a_walk_over_pages_of_events_takes_every_event_once(
     store: Store, tmp_path: Path, small_pages, sizes, limit
 ) -> None:
     session = store.create_session(workdir=str(tmp_path))
-    task, _ = store.create_task(session.id, command="c")
+    task, _ = submit_task(store, session.id, command="c")
     store.append_events(task.id, [("message", {"text": "x" * size}) for size in sizes])
     stored = {e.seq: len(store_text(e)) for e in store.list_events(task.id)}
     walked: list[int] = []

@@ -15,6 +15,7 @@ import pytest
 
 from aicli.actors.claude_process import build_argv
 from aicli.contract import SessionSettings
+from aicli.testing import store_sql
 from aicli.testing.fake_anthropic import FakeAnthropic, Reply
 from aicli.testing.waiting import wait_for
 from tests.http_server import Client, error_of, serving
@@ -334,7 +335,7 @@ def test_principals_created_before_policies_have_their_roles_default(tmp_path: P
             role: store.principals.create(PrincipalCreate(name=str(role), role=role))
             for role in Role
         }
-        store._engine.write(lambda: store._engine.execute("UPDATE principals SET policy = NULL"))
+        store_sql.write(store, "UPDATE principals SET policy = NULL")
         for role, principal in made.items():
             policy = store.principals.get(principal.id).limits.policy
             assert (policy.network_domains is None) == (role == Role.ADMIN), role

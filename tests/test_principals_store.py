@@ -11,6 +11,8 @@ from aicli import policy
 from aicli.contract import PrincipalCreate, PrincipalLimits, Role, TaskStatus
 from aicli.errors import PrincipalNotFound
 from aicli.storage import Store
+from aicli.testing import store_sql
+from aicli.testing.store_sql import submit_task
 
 pytest_plugins = ("tests.storage_fixtures",)
 
@@ -27,8 +29,7 @@ def test_a_token_is_shown_once_kept_as_a_hash_and_finds_its_principal(
     assert found is not None and found.id == made.id and found.token is None
     assert store.principals.by_token(made.token + "x") is None
     assert store.principals.by_token("") is None
-    engine = store._engine
-    stored = engine.read(lambda: engine.execute("SELECT * FROM principals").fetchall())
+    stored = store_sql.rows(store, "SELECT * FROM principals")
     assert made.token not in repr(stored)
     if not store.is_postgres:  # and not in the file's bytes either
         store.close()
@@ -58,7 +59,7 @@ def test_principals_page_and_sum_the_cost_of_their_sessions(store: Store, tmp_pa
     owner = made[0]
     for cost in (0.25, 0.5):
         session = store.create_session(workdir=str(tmp_path), owner=owner.id)
-        task, _ = store.create_task(session_id=session.id, command="c")
+        task, _ = submit_task(store, session_id=session.id, command="c")
         store.start_next_task(session.id)
         store.finish_task(task.id, TaskStatus.COMPLETED, cost_usd=cost)
     assert store.get_session(session.id).owner == owner.id

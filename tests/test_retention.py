@@ -14,6 +14,8 @@ from aicli.contract import ApprovalKind, PrincipalCreate, TaskStatus
 from aicli.errors import ApprovalNotFound, TaskNotFound
 from aicli.storage import Store, open_store
 from aicli.storage.fields import to_db_time
+from aicli.testing import store_sql
+from aicli.testing.store_sql import submit_task
 from aicli.testing.waiting import wait_for
 
 pytest_plugins = ("tests.storage_fixtures",)
@@ -25,18 +27,16 @@ OLD = NOW - timedelta(days=40)
 def back_date(store: Store, task_id: str, when: datetime) -> None:
     stamp = to_db_time(when)
 
-    def write() -> None:
-        store._engine.execute("UPDATE tasks SET created_at = ? WHERE id = ?", (stamp, task_id))
-        store._engine.execute(
-            "UPDATE tasks SET completed_at = ? WHERE id = ? AND completed_at IS NOT NULL",
-            (stamp, task_id),
-        )
-
-    store._engine.write(write)
+    store_sql.write(store, "UPDATE tasks SET created_at = ? WHERE id = ?", (stamp, task_id))
+    store_sql.write(
+        store,
+        "UPDATE tasks SET completed_at = ? WHERE id = ? AND completed_at IS NOT NULL",
+        (stamp, task_id),
+    )
 
 
 def ended(store: Store, session_id: str, command: str, output: str = "done") -> str:
-    task, _ = store.create_task(session_id, command=command, metadata={"m": "x" * 100})
+    task, _ = submit_task(store, session_id, command=command, metadata={"m": "x" * 100})
     assert store.start_next_task(session_id).id == task.id
     store.append_events(task.id, [("message", {"text": "y" * 300})])
     store.finish_task(task.id, TaskStatus.COMPLETED, output=output)
@@ -55,7 +55,7 @@ def test_ended_tasks_older_than_the_cutoff_go_with_their_events_and_approvals(
     fresh_use = stored_bytes(store, owner.id)
     old = [ended(store, session.id, f"old {n}", output="z" * 1000) for n in range(5)]
     # An approval of an old task, decided: it goes with its task.
-    task, _ = store.create_task(session.id, command="asked")
+    task, _ = submit_task(store, session.id, command="asked")
     store.start_next_task(session.id)
     approval = store.approvals.request(
         session_id=session.id,
@@ -71,7 +71,7 @@ def test_ended_tasks_older_than_the_cutoff_go_with_their_events_and_approvals(
         back_date(store, task_id, OLD)
     before_recent = stored_bytes(store, owner.id)
     recent = ended(store, session.id, "recent")
-    pending, _ = store.create_task(session.id, command="waits")
+    pending, _ = submit_task(store, session.id, command="waits")
     kept_use = stored_bytes(store, owner.id) - before_recent
     back_date(store, pending.id, OLD)  # never ended: never pruned, however old
     assert store.get_task(old[0]).status == TaskStatus.COMPLETED  # kept by the ended cache
@@ -106,7 +106,7 @@ def test_closed_sessions_lose_their_transcripts_open_ones_keep_them(
     store.close_session(closed.id, "closed")
     sql = "UPDATE sessions SET updated_at = ? WHERE id IN (?, ?)"
     stamp = to_db_time(OLD)
-    store._engine.write(lambda: store._engine.execute(sql, (stamp, closed.id, open_one.id)))
+    store_sql.write(store, sql, (stamp, closed.id, open_one.id))
     assert store.retention.prune(NOW - timedelta(days=30)).transcript_chunks == 1
     assert store.transcripts.load(closed.id, "c") == b""
     assert store.transcripts.load(open_one.id, "c") == b"x" * 100
@@ -114,7 +114,7 @@ def test_closed_sessions_lose_their_transcripts_open_ones_keep_them(
 
 @pytest.mark.postgres
 def test_one_node_prunes_at_a_time(postgres_database, tmp_path: Path) -> None:
-    from aicli.storage.testing import fresh_schema_url
+    from aicli.testing.postgres import fresh_schema_url
 
     url = fresh_schema_url(postgres_database)
     first, second = open_store(url), open_store(url)
@@ -122,7 +122,7 @@ def test_one_node_prunes_at_a_time(postgres_database, tmp_path: Path) -> None:
         session = first.create_session(workdir=str(tmp_path))
         task_id = ended(first, session.id, "old")
         back_date(first, task_id, OLD)
-        holder = first._engine
+        holder = first.engine
 
         def hold_and_try() -> object:
             holder.execute("SELECT pg_advisory_xact_lock(?)", (0x41_49_43_52_54,))
@@ -196,7 +196,7 @@ def test_a_task_pruned_by_another_node_is_gone_from_this_ones_cache(
 ) -> None:
     """Each node keeps the ended tasks it read; only the pruning node dropped them, so the
     others went on answering GET /tasks/{id} of a deleted task (whose events were 404)."""
-    from aicli.storage.testing import fresh_schema_url
+    from aicli.testing.postgres import fresh_schema_url
 
     url = fresh_schema_url(postgres_database)
     reader, pruner = open_store(url), open_store(url)
@@ -218,12 +218,12 @@ def test_a_task_pruned_by_another_node_is_gone_from_this_ones_cache(
 def test_the_idempotency_key_of_a_pruned_task_is_free_again(store: Store, tmp_path: Path) -> None:
     """As the README says: a key stands for its task as long as the task is kept."""
     session = store.create_session(workdir=str(tmp_path))
-    first, created = store.create_task(session.id, command="once", idempotency_key="k")
+    first, created = submit_task(store, session.id, command="once", idempotency_key="k")
     assert created
     store.start_next_task(session.id)
     store.finish_task(first.id, TaskStatus.COMPLETED, output="done")
     back_date(store, first.id, OLD)
-    assert store.create_task(session.id, command="once", idempotency_key="k")[0].id == first.id
+    assert submit_task(store, session.id, command="once", idempotency_key="k")[0].id == first.id
     assert store.retention.prune(NOW).tasks == 1
-    again, created = store.create_task(session.id, command="once", idempotency_key="k")
+    again, created = submit_task(store, session.id, command="once", idempotency_key="k")
     assert created and again.id != first.id

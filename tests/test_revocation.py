@@ -17,7 +17,7 @@ import pytest
 from aicli import Runtime
 from aicli.actors.notifier import events_of
 from aicli.runtime import REVOKED_PENDING
-from aicli.storage.testing import fresh_schema_url
+from aicli.testing.postgres import fresh_schema_url
 from aicli.testing.waiting import wait_for
 from tests.http_server import Client, SseReader, error_of, serving
 

@@ -24,7 +24,7 @@ from aicli.actors.process_tree import MARK_VARIABLE
 from aicli.errors import InvalidRequest
 from aicli.runtime import Runtime
 from aicli.settings import Settings
-from aicli.storage.testing import (
+from aicli.testing.postgres import (
     fresh_schema_url,
 )
 from tests.http_server import Client, error_of, serving

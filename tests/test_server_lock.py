@@ -17,7 +17,7 @@ import requests
 from aicli import Runtime
 from aicli.errors import AlreadyServing
 from aicli.storage import server_lock
-from aicli.storage.testing import fresh_schema_url
+from aicli.testing.postgres import fresh_schema_url
 from aicli.testing.waiting import wait_for
 from tests.http_server import Client
 from tests.serve_process import AICLI, ServeProcess, free_port

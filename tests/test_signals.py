@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 
 from aicli.storage.signals import MAX_PAYLOAD_BYTES, Signals, signals_for
-from aicli.storage.testing import fresh_schema_url
+from aicli.testing.postgres import fresh_schema_url
 from aicli.testing.waiting import wait_for
 
 pytest_plugins = ("tests.storage_fixtures",)

@@ -16,6 +16,7 @@ import pytest
 from aicli.contract import Session, Task, TaskStatus
 from aicli.errors import AicliError, IllegalTransition
 from aicli.storage import Store, migrations, open_store
+from aicli.testing.store_sql import submit_task
 from tests.store_reads import count_tasks, last_event_seq, schema_version, tasks_by_id
 
 T = TypeVar("T")
@@ -106,7 +107,7 @@ def test_many_writers_and_paged_readers_lose_nothing(
     # A session per writer: the store runs one task of a session at a time, in order.
     sessions = [store.create_session(workdir=str(tmp_path)) for _ in range(WRITERS)]
     hot_session = store.create_session(workdir=str(tmp_path))
-    hot, _ = store.create_task(session_id=hot_session.id, command="hot")
+    hot, _ = submit_task(store, session_id=hot_session.id, command="hot")
     done = threading.Event()
     # Readers walk again once the writers have made this many rounds of progress,
     # so that they sample the whole run without starving the writers of the GIL.
@@ -124,8 +125,8 @@ def test_many_writers_and_paged_readers_lose_nothing(
         session = sessions[number]
         start.wait()
         for round_ in range(WRITES_PER_WRITER // 5):
-            task, was_created = store.create_task(
-                session_id=session.id, command=f"w{number}r{round_}"
+            task, was_created = submit_task(
+                store, session_id=session.id, command=f"w{number}r{round_}"
             )
             assert was_created and task.queue_position == 0
             mine.append(task.id)
@@ -231,7 +232,7 @@ def test_pagination_walks_every_row_once_while_rows_are_inserted(
 ) -> None:
     NEW_ROWS = 100
     session = store.create_session(workdir=str(tmp_path))
-    before = [store.create_task(session_id=session.id, command="old")[0].id for _ in range(120)]
+    before = [submit_task(store, session_id=session.id, command="old")[0].id for _ in range(120)]
     inserted: list[str] = []
     progress = threading.Condition()
     first_page_read = threading.Event()
@@ -240,7 +241,7 @@ def test_pagination_walks_every_row_once_while_rows_are_inserted(
     def inserter() -> None:
         first_page_read.wait(10)
         for _ in range(NEW_ROWS):
-            task, _ = store.create_task(session_id=session.id, command="new")
+            task, _ = submit_task(store, session_id=session.id, command="new")
             with progress:
                 inserted.append(task.id)
                 progress.notify_all()
@@ -298,7 +299,7 @@ def _race(count: int, action: Callable[[int], T]) -> list[T | AicliError]:
 
 
 def _race_one_task(store: Store, session: Session) -> None:
-    task, _ = store.create_task(session_id=session.id, command="c")
+    task, _ = submit_task(store, session_id=session.id, command="c")
     starts = _race(WRITERS, lambda _: store.start_next_task(session.id))
     winners = [result for result in starts if isinstance(result, Task)]
     assert [t.id for t in winners] == [task.id]
@@ -342,7 +343,9 @@ def test_racing_starters_run_one_task_at_a_time_in_queue_order(
     """Threads that all keep asking for a session's next task, while more are submitted."""
     STARTERS, UPFRONT, LATER = WRITERS, 20, 20
     session = store.create_session(workdir=str(tmp_path))
-    accepted = [store.create_task(session_id=session.id, command="c")[0].id for _ in range(UPFRONT)]
+    accepted = [
+        submit_task(store, session_id=session.id, command="c")[0].id for _ in range(UPFRONT)
+    ]
     log = threading.Lock()
     started: list[str] = []
     unfinished: list[str] = []  # started and not yet handed to finish_task
@@ -354,7 +357,7 @@ def test_racing_starters_run_one_task_at_a_time_in_queue_order(
     def submitter() -> None:
         gate.wait()
         for _ in range(LATER):
-            accepted.append(store.create_task(session_id=session.id, command="c")[0].id)
+            accepted.append(submit_task(store, session_id=session.id, command="c")[0].id)
             time.sleep(0.001)
         submitted.set()
 
@@ -398,7 +401,7 @@ def test_racing_starters_run_one_task_at_a_time_in_queue_order(
 def _race_one_key(store: Store, session: Session, key: str) -> None:
     results = _race(
         WRITERS,
-        lambda _: store.create_task(session_id=session.id, command="c", idempotency_key=key),
+        lambda _: submit_task(store, session_id=session.id, command="c", idempotency_key=key),
     )
     assert all(isinstance(result, tuple) for result in results), results
     assert sorted(created for _, created in results) == [False] * (WRITERS - 1) + [True]
@@ -427,7 +430,7 @@ def test_two_stores_on_one_sqlite_file_never_see_a_locked_database(tmp_path: Pat
     def writer(store: Store) -> None:
         gate.wait()
         for _ in range(100):
-            task, _ = store.create_task(session_id=session.id, command="c")
+            task, _ = submit_task(store, session_id=session.id, command="c")
             store.append_events(task.id, [("progress", {"step": 1})])
             made.append(task.id)
 
@@ -451,8 +454,8 @@ def test_sessions_from_many_threads(store: Store, tmp_path: Path) -> None:
         gate.wait()
         for _ in range(10):
             session = store.create_session(workdir=str(tmp_path))
-            store.update_session(session.id, status="busy", claude_session_id=session.id)
-            made.append(store.update_session(session.id, status="idle"))
+            store.update_session(session.id, claude_session_id="first")
+            made.append(store.update_session(session.id, claude_session_id=session.id))
 
     for _ in range(WRITERS):
         crew.spawn(opener)

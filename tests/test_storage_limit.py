@@ -10,6 +10,8 @@ import pytest
 
 from aicli.contract import PrincipalCreate, PrincipalLimits, TaskStatus
 from aicli.storage import Store
+from aicli.testing import store_sql
+from aicli.testing.store_sql import submit_task
 from tests.http_server import Client, error_of, serving
 
 pytest_plugins = ("tests.http_fixtures", "tests.storage_fixtures")
@@ -25,7 +27,7 @@ def test_a_principals_stored_bytes_follow_its_writes(store: Store, tmp_path: Pat
     session = store.create_session(workdir=str(tmp_path), owner=alice.id, metadata={"k": "v"})
     store.create_session(workdir=str(tmp_path), owner=other.id, metadata={"big": "x" * 500})
     assert store.principals.get(alice.id).stored_bytes == len('{"k":"v"}')
-    task, _ = store.create_task(session.id, command="hello", metadata={"a": "b"})
+    task, _ = submit_task(store, session.id, command="hello", metadata={"a": "b"})
     store.append_events(task.id, [("message", {"text": "x" * 100})])
     store.start_next_task(session.id)
     store.finish_task(task.id, TaskStatus.COMPLETED, output="y" * 1000)
@@ -42,7 +44,7 @@ def test_a_principals_stored_bytes_follow_its_writes(store: Store, tmp_path: Pat
 
 def _stored_event_texts(store: Store, task_id: str) -> list[str]:
     sql = "SELECT data FROM task_events WHERE task_id = ?"
-    return store._engine.read(lambda: [row[0] for row in store._engine.execute(sql, (task_id,))])
+    return [row[0] for row in store_sql.rows(store, sql, (task_id,))]
 
 
 @pytest.fixture
@@ -79,13 +81,13 @@ def test_every_write_counts_so_pruning_all_of_it_comes_back_to_zero(
 
     owner = store.principals.create(PrincipalCreate(name="dave"))
     session = store.create_session(workdir=str(tmp_path), owner=owner.id)
-    first, _ = store.create_task(session.id, command="runs")
+    first, _ = submit_task(store, session.id, command="runs")
     store.start_next_task(session.id)
     store.finish_task(first.id, TaskStatus.FAILED, error="it broke")
-    cancelled, _ = store.create_task(session.id, command="cancelled", metadata={"a": "b"})
+    cancelled, _ = submit_task(store, session.id, command="cancelled", metadata={"a": "b"})
     store.cancel_pending(cancelled.id, "cancelled by a test")
     for n in range(3):
-        store.create_task(session.id, command=f"closed with it {n}")
+        submit_task(store, session.id, command=f"closed with it {n}")
     store.close_session(session.id, "the session closed")
     assert store.principals.get(owner.id).stored_bytes > 0
     assert store.retention.prune(utcnow() + timedelta(seconds=1)).tasks == 5
@@ -104,16 +106,16 @@ def test_the_limit_is_checked_in_the_write_so_racers_cannot_pass_it(
     )
     first = store.create_session(workdir=str(tmp_path), owner=owner.id)
     second = store.create_session(workdir=str(tmp_path), owner=owner.id)
-    store.create_task(first.id, command="x" * 2000)
-    store.create_task(second.id, command="y" * 2000)
+    submit_task(store, first.id, command="x" * 2000)
+    submit_task(store, second.id, command="y" * 2000)
     with pytest.raises(StorageLimitExceeded) as refused:
-        store.create_task(first.id, command="z" * 2000)
+        submit_task(store, first.id, command="z" * 2000)
     assert refused.value.details["max_stored_bytes"] == 5000
     assert refused.value.details["stored_bytes"] == store.principals.get(owner.id).stored_bytes
     assert store.principals.get(owner.id).stored_bytes < 5000
     # A principal without a limit, and a session without an owner, are not held back.
     free = store.create_session(workdir=str(tmp_path))
-    store.create_task(free.id, command="z" * 20_000)
+    submit_task(store, free.id, command="z" * 20_000)
 
 
 def test_a_stale_principal_lets_no_second_submit_past_the_limit(make_runtime, workdir) -> None:
@@ -164,7 +166,7 @@ def test_concurrent_submits_in_several_sessions_stop_at_the_limit(
 
     def submit(n: int) -> bool:
         try:
-            store.create_task(sessions[n % 4].id, command=str(n) * 1000)
+            submit_task(store, sessions[n % 4].id, command=str(n) * 1000)
         except StorageLimitExceeded:
             return False
         return True

@@ -27,12 +27,14 @@ from aicli.errors import (
     SessionNotFound,
     TaskNotFound,
 )
-from aicli.storage import Store, migrations, open_store
+from aicli.storage import Store, migrations, open_store, task_outcomes, task_queue
 from aicli.storage import database as storage_database
-from aicli.storage import store as store_module
+from aicli.storage import events as events_module
 from aicli.storage.engine import Engine
 from aicli.storage.fields import to_db_time
 from aicli.storage.ownership import lost_node_error
+from aicli.testing import store_sql
+from aicli.testing.store_sql import submit_task
 from tests import store_reads
 from tests.store_reads import count_tasks, last_event_seq, schema_version
 
@@ -50,7 +52,8 @@ def session(store: Store, tmp_path: Path) -> Session:
 
 def _submit(store: Store, session_id: str, count: int, **fields: Any) -> list[Task]:
     return [
-        store.create_task(session_id=session_id, command=f"c{i}", **fields)[0] for i in range(count)
+        submit_task(store, session_id=session_id, command=f"c{i}", **fields)[0]
+        for i in range(count)
     ]
 
 
@@ -116,6 +119,12 @@ def _backwards_clock() -> Iterator[datetime]:
 CLOCKS = {"tied": _frozen_clock, "backwards": _backwards_clock}
 
 
+def _set_clock(monkeypatch: pytest.MonkeyPatch, ticks: Iterator[datetime]) -> None:
+    """The store's clock, wherever a task is accepted, started, told of or ended."""
+    for module in (task_queue, task_outcomes, events_module):
+        monkeypatch.setattr(module, "utcnow", lambda: next(ticks))
+
+
 @pytest.mark.parametrize("clock", list(CLOCKS))
 def test_seq_is_acceptance_order_whatever_the_clock_says(
     store: Store,
@@ -126,7 +135,7 @@ def test_seq_is_acceptance_order_whatever_the_clock_says(
     clock: str,
 ) -> None:
     ticks = CLOCKS[clock]()
-    monkeypatch.setattr(store_module, "utcnow", lambda: next(ticks))
+    _set_clock(monkeypatch, ticks)
     made = _submit(store, session.id, 6)
     assert [t.queue_position for t in made] == list(range(6))
     ids = [t.id for t in made]
@@ -142,7 +151,7 @@ def test_pending_tasks_of_a_session_are_in_queue_order_when_the_clock_steps_back
     store: Store, session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ticks = _backwards_clock()
-    monkeypatch.setattr(store_module, "utcnow", lambda: next(ticks))
+    _set_clock(monkeypatch, ticks)
     made = _submit(store, session.id, 3)
     assert [t.id for t in store_reads.pending_tasks(store, session.id)] == [t.id for t in made]
 
@@ -167,7 +176,7 @@ def test_each_session_numbers_its_own_queue(
     two = store.create_session(workdir=str(tmp_path))
     assert last_seq(store, one.id) == 0
     a1, b1, a2, b2, a3 = (
-        store.create_task(session_id=s.id, command="c")[0] for s in (one, two, one, two, one)
+        submit_task(store, session_id=s.id, command="c")[0] for s in (one, two, one, two, one)
     )
     assert queue_numbers(store, one.id) == {a1.id: 1, a2.id: 2, a3.id: 3}
     assert queue_numbers(store, two.id) == {b1.id: 1, b2.id: 2}
@@ -181,11 +190,11 @@ def test_a_refused_submission_takes_no_place_in_the_queue(
 ) -> None:
     _submit(store, session.id, 2, max_pending=2)
     with pytest.raises(LimitExceeded):
-        store.create_task(session_id=session.id, command="c", max_pending=2)
+        submit_task(store, session_id=session.id, command="c", max_pending=2)
     assert last_seq(store, session.id) == 2
     store.close_session(session.id, "bye")
     with pytest.raises(SessionClosed):
-        store.create_task(session_id=session.id, command="c")
+        submit_task(store, session_id=session.id, command="c")
     assert last_seq(store, session.id) == 2
 
 
@@ -248,7 +257,7 @@ def test_start_next_task_on_an_empty_closed_or_unknown_session(
     # Closed by a bare status update: its tasks are still pending, and still do not start.
     marked = store.create_session(workdir=str(tmp_path))
     (left,) = _submit(store, marked.id, 1)
-    store.update_session(marked.id, status="closed")
+    store_sql.set_session_status(store, marked.id, "closed")
     assert store.start_next_task(marked.id) is None
     assert store.get_task(left.id).status == TaskStatus.PENDING
     assert store.get_session(marked.id).status == "closed"
@@ -304,7 +313,7 @@ def test_session_status_moves_busy_and_idle_with_its_running_task(
 def test_finish_task_writes_its_events_the_move_and_the_status_event_together(
     store: Store, session: Session
 ) -> None:
-    task, _ = store.create_task(session_id=session.id, command="c")
+    task, _ = submit_task(store, session_id=session.id, command="c")
     store.start_next_task(session.id)
     done = store.finish_task(
         task.id,
@@ -379,7 +388,7 @@ def test_max_pending_refuses_a_full_queue(store: Store, tmp_path: Path) -> None:
     made = _submit(store, session.id, 3, max_pending=3)
     assert [t.queue_position for t in made] == [0, 1, 2]
     with pytest.raises(LimitExceeded) as caught:
-        store.create_task(session_id=session.id, command="c", max_pending=3)
+        submit_task(store, session_id=session.id, command="c", max_pending=3)
     refusal = caught.value
     assert refusal.retry_after == 1
     assert refusal.details == {"max_pending_per_session": 3}
@@ -388,36 +397,36 @@ def test_max_pending_refuses_a_full_queue(store: Store, tmp_path: Path) -> None:
     assert count_tasks(store, session_id=session.id, statuses=[TaskStatus.PENDING]) == 3
     # A key already used still answers with its task, full queue or not.
     keyed = store.create_session(workdir=str(tmp_path))
-    first, _ = store.create_task(session_id=keyed.id, command="c", idempotency_key="k")
-    again, created = store.create_task(
-        session_id=keyed.id, command="c", idempotency_key="k", max_pending=1
+    first, _ = submit_task(store, session_id=keyed.id, command="c", idempotency_key="k")
+    again, created = submit_task(
+        store, session_id=keyed.id, command="c", idempotency_key="k", max_pending=1
     )
     assert (again.id, created) == (first.id, False)
     with pytest.raises(LimitExceeded):
-        store.create_task(session_id=keyed.id, command="c", idempotency_key="k2", max_pending=1)
+        submit_task(store, session_id=keyed.id, command="c", idempotency_key="k2", max_pending=1)
     # The running task has left the queue: there is room for one more.
     assert store.start_next_task(session.id).id == made[0].id
     (fourth,) = _submit(store, session.id, 1, max_pending=3)
     assert fourth.queue_position == 2
     with pytest.raises(LimitExceeded):
-        store.create_task(session_id=session.id, command="c", max_pending=3)
+        submit_task(store, session_id=session.id, command="c", max_pending=3)
     # No limit, or another session's, is not this one.
-    store.create_task(session_id=session.id, command="c")
+    submit_task(store, session_id=session.id, command="c")
     other = store.create_session(workdir=str(tmp_path))
     _submit(store, other.id, 3, max_pending=3)
     # retry_after grows with the limit.
     roomy = store.create_session(workdir=str(tmp_path))
     _submit(store, roomy.id, 50)
     with pytest.raises(LimitExceeded) as caught:
-        store.create_task(session_id=roomy.id, command="c", max_pending=50)
+        submit_task(store, session_id=roomy.id, command="c", max_pending=50)
     assert caught.value.retry_after == 5
     assert caught.value.details == {"max_pending_per_session": 50}
     # Closed or unknown is said before full.
     store.close_session(other.id, "bye")
     with pytest.raises(SessionClosed):
-        store.create_task(session_id=other.id, command="c", max_pending=0)
+        submit_task(store, session_id=other.id, command="c", max_pending=0)
     with pytest.raises(SessionNotFound):
-        store.create_task(session_id="nope", command="c", max_pending=0)
+        submit_task(store, session_id="nope", command="c", max_pending=0)
     _counters_match_tasks(store, session.id)
 
 
@@ -426,7 +435,7 @@ def test_max_pending_holds_against_racing_submitters(store: Store, session: Sess
     results = _race(
         [
             functools.partial(
-                store.create_task, session_id=session.id, command=f"c{n}", max_pending=LIMIT
+                submit_task, store, session_id=session.id, command=f"c{n}", max_pending=LIMIT
             )
             for n in range(SUBMITTERS)
         ]
@@ -443,19 +452,19 @@ def test_max_pending_holds_against_racing_submitters(store: Store, session: Sess
 
 
 def test_idempotency_key_after_close_returns_the_first_task(store: Store, session: Session) -> None:
-    first, created = store.create_task(session_id=session.id, command="c", idempotency_key="k")
+    first, created = submit_task(store, session_id=session.id, command="c", idempotency_key="k")
     assert created
     cancelled, running = store.close_session(session.id, "closed")
     assert (cancelled, running) == ([first.id], None)
-    again, created_again = store.create_task(
-        session_id=session.id, command="c", idempotency_key="k"
+    again, created_again = submit_task(
+        store, session_id=session.id, command="c", idempotency_key="k"
     )
     assert created_again is False
     assert again.id == first.id and again.command == "c"
     assert again.status == TaskStatus.CANCELLED  # what it became, not what it was
     for key in ("fresh", None):
         with pytest.raises(SessionClosed):
-            store.create_task(session_id=session.id, command="c", idempotency_key=key)
+            submit_task(store, session_id=session.id, command="c", idempotency_key=key)
     assert count_tasks(store, session_id=session.id, statuses=tuple(TaskStatus)) == 1
 
 
@@ -507,7 +516,7 @@ def test_close_session_of_an_idle_or_unknown_session(store: Store, tmp_path: Pat
     # Closed by a bare status update: already closed, so close_session leaves it be.
     marked = store.create_session(workdir=str(tmp_path))
     (left,) = _submit(store, marked.id, 1)
-    store.update_session(marked.id, status="closed")
+    store_sql.set_session_status(store, marked.id, "closed")
     assert store.close_session(marked.id, "bye") == ([], None)
     assert store.get_task(left.id).status == TaskStatus.PENDING
     with pytest.raises(SessionNotFound):
@@ -526,8 +535,8 @@ def _submit_while_closing(store: Store, session: Session, wait_for: int) -> None
         for n in range(PER_SUBMITTER):
             key = f"{session.id}-{number}-{n}" if number % 2 else None  # an owner's keys: once
             try:
-                task, created = store.create_task(
-                    session_id=session.id, command="c", idempotency_key=key
+                task, created = submit_task(
+                    store, session_id=session.id, command="c", idempotency_key=key
                 )
             except SessionClosed:
                 with lock:
@@ -675,7 +684,7 @@ def test_rescue_fails_running_tasks_of_dead_nodes_once(store: Store, tmp_path: P
         "closed",
     ]
     assert store.get_session(working.id).node is None
-    assert store.running_tasks() == []
+    assert store_sql.running_tasks(store) == []
     assert store.get_task(w2.id).status == store.get_task(q1.id).status == TaskStatus.PENDING
     assert store.ownership.unclaimed_with_pending() == sorted([working.id, queued.id])
     for session in (working, queued, closing):
@@ -745,9 +754,9 @@ def test_an_upgrade_numbers_each_session_queue_in_acceptance_order(
         assert _run_queue(store, "s1") == ["a0", "a2", "a3"]
         assert _run_queue(store, "s2") == ["b2", "b1"]
         # New tasks go on after the numbers the upgrade handed out.
-        newer, _ = store.create_task(session_id="s1", command="new")
+        newer, _ = submit_task(store, session_id="s1", command="new")
         assert queue_numbers(store, "s1")[newer.id] == 5
-        first, _ = store.create_task(session_id="s3", command="first")
+        first, _ = submit_task(store, session_id="s3", command="first")
         assert queue_numbers(store, "s3") == {first.id: 1}
         assert _run_queue(store, "s1") == [newer.id]
         for session_id in ("s1", "s2", "s3"):

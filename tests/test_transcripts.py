@@ -43,7 +43,7 @@ CLI = "cli-session-1"
 
 @pytest.fixture
 def transcripts(store: Store) -> Transcripts:
-    return Transcripts(store._engine)
+    return store.transcripts
 
 
 @pytest.fixture
@@ -388,7 +388,7 @@ def test_a_conversation_moves_to_another_node_through_the_store(
 ):
     store = open_store(f"sqlite:///{tmp_path / 'aicli.db'}")
     try:
-        transcripts = Transcripts(store._engine)
+        transcripts = Transcripts(store.engine)
         session_id = store.create_session(workdir=workdir).id
 
         # node A: the first turn, stored as the task ends

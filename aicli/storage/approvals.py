@@ -10,7 +10,7 @@ the task race for it, and exactly one wins; the others get ``ApprovalDecided``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -28,8 +28,10 @@ from aicli.contract import (
 from aicli.errors import ApprovalDecided, ApprovalNotFound, IllegalTransition, InvalidRequest
 from aicli.storage import paging
 from aicli.storage.engine import Engine
+from aicli.storage.events import Events
 from aicli.storage.fields import from_db_time, from_json_text, to_db_time, to_json_text
 from aicli.storage.rows import rules_from_json
+from aicli.storage.sql import lock_session_of_task
 
 RULE = "rule"  # decided_by of a use a remembered rule allowed
 SYSTEM = "system"  # decided_by of a request its task's end (or a restart) expired
@@ -64,8 +66,6 @@ _EXPIRE_OF_TASK = (
 )
 _RULES = "SELECT approval_rules FROM sessions WHERE id = ?"
 _SET_RULES = "UPDATE sessions SET approval_rules = ?, updated_at = ? WHERE id = ?"
-
-Append = Callable[[str, list[tuple[str, dict[str, Any]]]], Any]
 
 
 def approval_from_row(row: Sequence[Any]) -> Approval:
@@ -121,13 +121,12 @@ def _row_of(approval: Approval) -> tuple[Any, ...]:
 
 
 class Approvals:
-    def __init__(
-        self, engine: Engine, append: Append, lock_session_of: Callable[[str], None]
-    ) -> None:
+    """Reached as ``Store.approvals``; ``events``: where each request and decision is told."""
+
+    def __init__(self, engine: Engine, events: Events) -> None:
         self._engine = engine
         self._execute = engine.execute
-        self._append = append
-        self._lock_session_of = lock_session_of
+        self._events = events
 
     def request(
         self,
@@ -165,7 +164,7 @@ class Approvals:
         stored_now = to_db_time(now)
 
         def write() -> Approval:
-            self._lock_session_of(task_id)
+            lock_session_of_task(self._engine, task_id)
             self._execute(_INSERT, _row_of(approval))
             # The task's wait, and the check that it runs: no row means the insert rolls back.
             if self._execute(_NEXT_AWAITED, (stored_now, task_id)).fetchone() is None:
@@ -176,7 +175,7 @@ class Approvals:
             events = [event_of("approval_requested", asked)]
             if rule:  # watchers see the request and the rule's answer, as for a person's
                 events.append(event_of("approval_decided", approval))
-            self._append(task_id, events)
+            self._events.append_within(task_id, events)
             return approval
 
         return self._engine.write(write)
@@ -199,7 +198,7 @@ class Approvals:
             row = self._execute(_GET, (approval_id,)).fetchone()
             if row is None:
                 raise ApprovalNotFound(approval_id)
-            self._lock_session_of(row[2])  # the task's session: the one lock order
+            lock_session_of_task(self._engine, row[2])  # the task's session: the one lock order
             now = to_db_time(utcnow())
             moved = self._execute(
                 _DECIDE, (status, message, now, decided_by, approval_id)
@@ -211,7 +210,8 @@ class Approvals:
             self._execute(_NEXT_AWAITED, (now, approval.task_id))
             if rule is not None:
                 self._remember(approval.session_id, rule, now)
-            self._append(approval.task_id, [event_of("approval_decided", approval, decided)])
+            told = [event_of("approval_decided", approval, decided)]
+            self._events.append_within(approval.task_id, told)
             return approval
 
         return self._engine.write(write)
@@ -221,11 +221,12 @@ class Approvals:
         system), so that no decision can win for a tool its turn will never run."""
 
         def write() -> list[Approval]:
-            self._lock_session_of(task_id)
+            lock_session_of_task(self._engine, task_id)
             expired = self.expired_of_task(task_id, message)
             if expired:
                 self._execute(_NEXT_AWAITED, (to_db_time(utcnow()), task_id))
-                self._append(task_id, [event_of("approval_decided", a) for a in expired])
+                told = [event_of("approval_decided", a) for a in expired]
+                self._events.append_within(task_id, told)
             return expired
 
         return self._engine.write(write)

@@ -17,12 +17,11 @@ share the work instead of queueing on it. Reached as ``Store.ownership``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from aicli.contract import SessionStatus, TaskStatus
 from aicli.errors import SessionNotFound
 from aicli.storage.engine import Engine
 from aicli.storage.nodes import db_now
+from aicli.storage.task_outcomes import TaskOutcomes
 
 RESCUE_BATCH = 100
 
@@ -39,12 +38,11 @@ def lost_node_error(node_id: str | None) -> str:
 
 
 class Ownership:
-    def __init__(self, engine: Engine, fail_running: Callable[[str, str], str | None]) -> None:
-        """``fail_running(session_id, error)``: within a write holding the session's row,
-        fail its running task (the store's own transition); the task's id, if one ran."""
+    def __init__(self, engine: Engine, outcomes: TaskOutcomes) -> None:
+        """``outcomes``: how a session taken from a dead node fails its running task."""
         self._engine = engine
         self._execute = engine.execute
-        self._fail_running = fail_running
+        self._outcomes = outcomes
         postgres = engine.is_postgres
         now = db_now(postgres)
         live = f"SELECT 1 FROM nodes WHERE nodes.id = {{}} AND nodes.expires_at > {now}"
@@ -82,7 +80,7 @@ class Ownership:
             if owner is not None and owner != node_id and owner_live:
                 return None
             if owner is not None and owner != node_id:
-                self._fail_running(session_id, lost_node_error(owner))
+                self._outcomes.fail_running_within(session_id, lost_node_error(owner))
             sql = (
                 "UPDATE sessions SET owner_node = ?, owner_epoch = owner_epoch + 1"
                 " WHERE id = ? RETURNING owner_epoch"
@@ -112,7 +110,7 @@ class Ownership:
             rows = self._execute(self._orphans, (me or "", RESCUE_BATCH)).fetchall()
             for session_id, owner in rows:
                 error = lost_node_error(owner)
-                self._fail_running(session_id, error)
+                self._outcomes.fail_running_within(session_id, error)
                 self._execute(
                     "UPDATE sessions SET owner_node = NULL, owner_epoch = owner_epoch + 1"
                     " WHERE id = ?",

@@ -18,13 +18,13 @@ round to it. (SQLite has one server.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from aicli.contract import TERMINAL_STATUSES, SessionStatus
 from aicli.storage import usage
+from aicli.storage.ended import EndedTasks
 from aicli.storage.engine import Engine
 from aicli.storage.fields import to_db_time
 from aicli.storage.schema import count_column
@@ -56,12 +56,12 @@ def _marks(count: int) -> str:
 
 
 class Retention:
-    """Reached as ``Store.retention``; ``forget`` drops what a cache kept of pruned tasks."""
+    """Reached as ``Store.retention``; ``ended``: the cache that must forget pruned tasks."""
 
-    def __init__(self, engine: Engine, forget: Callable[[Sequence[str]], None]) -> None:
+    def __init__(self, engine: Engine, ended: EndedTasks) -> None:
         self._engine = engine
         self._execute = engine.execute
-        self._forget = forget
+        self._ended = ended
 
     def prune(self, before: datetime, *, batch: int = BATCH) -> Pruned:
         """Delete what ended before ``before``, a batch per transaction, until none is left."""
@@ -71,7 +71,7 @@ class Retention:
             if done is None:
                 return Pruned(tasks, chunks, skipped=True)
             tasks += len(done)
-            self._forget(done)
+            self._ended.forget(done)
             if len(done) < batch:
                 break
         while True:

@@ -1,4 +1,4 @@
-"""Test support: throwaway PostgreSQL databases and a look at the SQL a store runs.
+"""Test support: throwaway PostgreSQL databases and schemas.
 
 Tests of the store (and of anything built on it) run on SQLite and on
 PostgreSQL. ``AICLI_TEST_POSTGRES_URL`` names an admin connection to a server
@@ -16,9 +16,6 @@ from collections.abc import Iterator
 from urllib.parse import urlencode, urlparse
 
 import psycopg2
-from peewee import QueryEvent
-
-from aicli.storage.store import Store
 
 POSTGRES_URL_ENV = "AICLI_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -83,15 +80,3 @@ def fresh_schema_url(database_url: str) -> str:
         conn.close()
     name = urlparse(database_url).path.lstrip("/")
     return _with_database(database_url, name, options=f"-csearch_path={schema}")
-
-
-@contextlib.contextmanager
-def captured_queries(store: Store) -> Iterator[list[QueryEvent]]:
-    """Record every statement ``store`` runs inside the block, from any thread."""
-    events: list[QueryEvent] = []
-    hooks = store._engine.db.query_hooks
-    hooks.append(events.append)
-    try:
-        yield events
-    finally:
-        hooks.remove(events.append)
