@@ -13,16 +13,7 @@ from aicli.http.bodies import Bodies
 from aicli.http.credentials import CredentialsResource
 from aicli.http.events import KEEPALIVE_S, EventsResource
 from aicli.http.metrics import HttpMetrics
-from aicli.http.middleware import (
-    BearerAuth,
-    BodyLimits,
-    CrossSite,
-    DeclaredMethods,
-    HostCheck,
-    ImpossibleIds,
-    RequestLog,
-    ShutdownGate,
-)
+from aicli.http.middleware import Middleware
 from aicli.http.nodes import NodesResource
 from aicli.http.openapi import OpenApiResource
 from aicli.http.principals import MeResource, PrincipalResource, PrincipalsResource
@@ -53,14 +44,7 @@ def create_app(runtime: Runtime, *, keepalive_s: float = KEEPALIVE_S) -> falcon.
         media_type=media.JSON_TYPE,
         router=router,
         middleware=[
-            RequestLog(HttpMetrics.for_registry(runtime.metrics_registry), router),
-            HostCheck(settings),
-            DeclaredMethods(router),
-            CrossSite(settings),
-            BearerAuth(runtime),
-            BodyLimits(settings.max_body_bytes),
-            ShutdownGate(runtime),
-            ImpossibleIds(),
+            Middleware(runtime, HttpMetrics.for_registry(runtime.metrics_registry), router)
         ],
     )
     app.req_options.strip_url_path_trailing_slash = True

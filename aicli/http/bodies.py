@@ -28,6 +28,11 @@ from aicli.http import media
 Key = tuple[str | int, ...]
 # How long a request waits for another's encoding of the same body before it makes its own.
 SHARED_WAIT_S = 30.0
+# A task with less text than this is encoded by each response for itself: its body is
+# under ``media.PIECE`` whatever the text (a character is at most six bytes of JSON, a
+# ``\u`` escape), so it would never be kept to share, and encoding it (a microsecond)
+# costs less than arranging to share it.
+SHARED_FROM_CHARS = media.PIECE // 8
 
 
 class Body:
@@ -48,8 +53,8 @@ class Bodies:
         self._flights: Flights[Key, Body] = Flights(SHARED_WAIT_S)
 
     def write(self, resp: falcon.Response, task: Task) -> None:
-        """``task`` as the JSON body of ``resp`` (``media.write``), an ended one's shared."""
-        if not task.is_terminal:
+        """``task`` as the JSON body of ``resp`` (``media.write``), a large ended one's shared."""
+        if not task.is_terminal or _chars(task) < SHARED_FROM_CHARS:
             media.write(resp, task)
             return
         _send(resp, self._of(("task", task.id), lambda: Body(contract.encode(task), task)))
@@ -72,6 +77,11 @@ class Bodies:
             with self._lock:
                 self._sent[key] = body
         return body
+
+
+def _chars(task: Task) -> int:
+    metadata = sum(len(key) + len(value) for key, value in task.metadata.items())
+    return len(task.command) + len(task.output or "") + len(task.error or "") + metadata
 
 
 def _send(resp: falcon.Response, body: Body) -> None:

@@ -13,13 +13,18 @@ Steps 2 to 4 look at the request line and headers only, and what they tell (this
 server's names, a route's methods, which are in the OpenAPI document) is no secret:
 they refuse what a browser sent on a page's behalf, or no client of ours sent, before
 a token is looked up. Nothing reads a byte of a body before step 6 has passed it.
+
+Falcon runs them as one middleware object (``Middleware``), a method per phase that
+calls the steps in order: each step that Falcon called itself cost a dispatch of its
+own, and what a step can work out once (a route's methods, whether a ``Host`` value
+names us) is worked out once, not on every request.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,6 +63,51 @@ MUTATING_METHODS = BODY_METHODS | {"DELETE"}
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Sec-Fetch-Site values of a request a page of another origin made.
 OTHER_SITES = frozenset({"cross-site", "same-site"})
+# How many distinct ``Host`` values ``HostCheck`` remembers its answer for: the few names
+# clients use, never a map that a stranger sending new names each time could grow.
+HOSTS_REMEMBERED = 64
+NOT_FOUND = {
+    "session_id": SessionNotFound,
+    "task_id": TaskNotFound,
+    "principal_id": PrincipalNotFound,
+    "approval_id": ApprovalNotFound,
+}
+
+
+class Middleware:
+    """The steps above as Falcon's one middleware: requests, routed requests, responses."""
+
+    def __init__(self, runtime: Any, metrics: HttpMetrics, router: Any) -> None:
+        settings = runtime.settings
+        self._runtime = runtime
+        self._log = RequestLog(metrics, router)
+        self._host = HostCheck(settings)
+        self._methods = DeclaredMethods(router)
+        self._cross_site = CrossSite(settings)
+        self._auth = BearerAuth(runtime)
+        self._limits = BodyLimits(settings.max_body_bytes)
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._log.start(req, resp)
+        self._host.check(req)
+        self._methods.check(req)
+        self._cross_site.check(req)
+        self._auth.check(req)
+        self._limits.check(req)
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
+    ) -> None:
+        req.context.params = params
+        # The shutdown gate: no new work while the runtime shuts down.
+        if resource is not None and req.method in MUTATING_METHODS and not self._runtime.accepting:
+            raise Unavailable("The server is shutting down and accepts no new work.")
+        refuse_impossible_ids(params)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        self._log.finish(req, resp)
 
 
 class RequestLog:
@@ -66,36 +116,36 @@ class RequestLog:
     A request refused before routing (401, 413) is still matched against the
     router here, so its line and metrics name the route and ids it aimed at.
     The query string is left out: filters are noise, and ids are in the path.
+    A request id we make need not be secret, only unique: drawn from a generator
+    seeded once from the system's randomness rather than a system call per request.
     """
 
     def __init__(self, metrics: HttpMetrics, router: Any) -> None:
         self._metrics = metrics
         self._router = router
+        self._ids = random.Random()
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.started = time.monotonic()
+    def start(self, req: falcon.Request, resp: falcon.Response) -> None:
+        context = req.context
+        context.started = time.monotonic()
         given = req.get_header("X-Request-ID")
         if not (given and REQUEST_ID.fullmatch(given)):
-            given = secrets.token_hex(16)
-        req.context.request_id = given
+            given = f"{self._ids.getrandbits(128):032x}"
+        context.request_id = given
         resp.set_header("X-Request-ID", given)
 
-    def process_resource(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
-    ) -> None:
-        req.context.params = params
-
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
-    ) -> None:
-        elapsed = time.monotonic() - req.context.get("started", time.monotonic())
-        route, params = req.uri_template, req.context.get("params")
+    def finish(self, req: falcon.Request, resp: falcon.Response) -> None:
+        context = req.context
+        started = context.get("started")
+        elapsed = 0.0 if started is None else time.monotonic() - started
+        route, params = req.uri_template, context.get("params")
         if route is None:
             found = self._router.find(req.path)
             route, params = (found[3], found[2]) if found else ("unmatched", None)
-        principal = req.context.get("principal")
+        principal = context.get("principal")
         role = "none" if principal is None else str(principal.role)
-        self._metrics.observe(req.method, route, resp.status_code, elapsed, role)
+        status = resp.status_code
+        self._metrics.observe(req.method, route, status, elapsed, role)
         ids = {key: value for key, value in (params or {}).items() if key in LOGGED_PARAMS}
         if principal is not None:
             ids["principal"] = principal.id
@@ -104,9 +154,9 @@ class RequestLog:
             extra={
                 "method": req.method,
                 "route": route,
-                "status": resp.status_code,
+                "status": status,
                 "duration_ms": round(elapsed * 1e3, 1),
-                "request_id": req.context.get("request_id"),
+                "request_id": context.get("request_id"),
                 "client": req.remote_addr,
                 **ids,
             },
@@ -118,21 +168,28 @@ class HostCheck:
 
     def __init__(self, settings: Settings) -> None:
         self._allowed = hosts.allowed_hosts(settings)
+        self._answers: dict[str | None, bool] = {}
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def check(self, req: falcon.Request) -> None:
         given = req.get_header("Host")
-        if not hosts.names_this_server(given, self._allowed):
-            refused = (
-                "This request has no Host header, so it does not name this server"
-                if given is None
-                else f"This server does not answer to the host {given!r}"
-            )
-            raise MisdirectedRequest(
-                f"{refused}: a request must name it "
-                "by localhost, a loopback address, the address it listens on, the host of its "
-                "node URL or a host in its allowed hosts (AICLI_ALLOWED_HOSTS).",
-                {"host": given},
-            )
+        ours = self._answers.get(given)
+        if ours is None:
+            ours = hosts.names_this_server(given, self._allowed)
+            if len(self._answers) < HOSTS_REMEMBERED:
+                self._answers[given] = ours
+        if ours:
+            return
+        refused = (
+            "This request has no Host header, so it does not name this server"
+            if given is None
+            else f"This server does not answer to the host {given!r}"
+        )
+        raise MisdirectedRequest(
+            f"{refused}: a request must name it "
+            "by localhost, a loopback address, the address it listens on, the host of its "
+            "node URL or a host in its allowed hosts (AICLI_ALLOWED_HOSTS).",
+            {"host": given},
+        )
 
 
 class DeclaredMethods:
@@ -143,13 +200,21 @@ class DeclaredMethods:
 
     def __init__(self, router: Any) -> None:
         self._router = router
+        # A resource's methods, found once: its responders are all added with its route.
+        self._allowed: dict[object, tuple[str, ...]] = {}
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def check(self, req: falcon.Request) -> None:
+        if req.method == "OPTIONS":
+            return
         found = self._router.find(req.path)
-        if found is None or req.method == "OPTIONS":
+        if found is None:
             return
         resource = found[0]
-        allowed = [m for m in falcon.constants.COMBINED_METHODS if hasattr(resource, _on(m))]
+        allowed = self._allowed.get(resource)
+        if allowed is None:
+            allowed = self._allowed[resource] = tuple(
+                m for m in falcon.constants.COMBINED_METHODS if hasattr(resource, _on(m))
+            )
         if req.method not in allowed:
             raise falcon.HTTPMethodNotAllowed([*allowed, "OPTIONS"])
 
@@ -170,7 +235,7 @@ class CrossSite:
     def __init__(self, settings: Settings) -> None:
         self._node_host = urlsplit(settings.node_url).netloc if settings.node_url else None
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def check(self, req: falcon.Request) -> None:
         if req.method in SAFE_METHODS:
             return
         site = (req.get_header("Sec-Fetch-Site") or "").lower()
@@ -214,7 +279,7 @@ class BearerAuth:
     def __init__(self, runtime: Any) -> None:
         self._runtime = runtime
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def check(self, req: falcon.Request) -> None:
         if req.path in PUBLIC_PATHS or (req.method in DASHBOARD_METHODS and is_dashboard(req.path)):
             req.context.principal = None
             return
@@ -237,7 +302,7 @@ class BodyLimits:
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def check(self, req: falcon.Request) -> None:
         if req.method not in MUTATING_METHODS:
             return
         if (
@@ -255,30 +320,8 @@ class BodyLimits:
             )
 
 
-class ShutdownGate:
-    def __init__(self, runtime: Any) -> None:
-        self._runtime = runtime
-
-    def process_resource(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
-    ) -> None:
-        if resource is not None and req.method in MUTATING_METHODS and not self._runtime.accepting:
-            raise Unavailable("The server is shutting down and accepts no new work.")
-
-
-class ImpossibleIds:
+def refuse_impossible_ids(params: dict[str, Any]) -> None:
     """A path id with a NUL or an unpaired surrogate cannot exist; PostgreSQL would choke on it."""
-
-    NOT_FOUND = {
-        "session_id": SessionNotFound,
-        "task_id": TaskNotFound,
-        "principal_id": PrincipalNotFound,
-        "approval_id": ApprovalNotFound,
-    }
-
-    def process_resource(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
-    ) -> None:
-        for name, value in params.items():
-            if name in self.NOT_FOUND and unstorable(value) is not None:
-                raise self.NOT_FOUND[name](value)
+    for name, value in params.items():
+        if name in NOT_FOUND and unstorable(value) is not None:
+            raise NOT_FOUND[name](value)

@@ -8,17 +8,21 @@ import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aicli import access
+from aicli.http import media
 from aicli.http.middleware import caller
 
 if TYPE_CHECKING:
     from aicli.runtime import Runtime
+
+# Falcon's own JSON of ``{"status": "ok"}``, as it was sent before it was made once.
+HEALTHY = b'{"status": "ok"}'
 
 
 class HealthResource:
     """Liveness only: answers while the process serves, whatever the database does."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"status": "ok"}
+        media.write_encoded(resp, HEALTHY)
 
 
 class ReadyResource:
