@@ -10,7 +10,6 @@ taken: ``acquire`` takes them in the same order before the runtime is built.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,8 +42,6 @@ from aicli.settings import Settings, default_state_dir
 from aicli.storage import Store, open_store, server_lock
 from aicli.storage.secret_key import SecretKey
 
-log = logging.getLogger(__name__)
-
 ACTOR_STOP_TIMEOUT = 10
 
 
@@ -61,10 +58,6 @@ class Lifecycle:
     def __init__(self, parts: Sequence[Part], gate: Gate) -> None:
         self._parts = parts
         self._gate = gate
-
-    @property
-    def order(self) -> list[str]:
-        return [part.name for part in self._parts]
 
     def start(self) -> None:
         """Start the parts in order; if one fails, stop it and those it came after, in

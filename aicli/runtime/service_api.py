@@ -117,13 +117,8 @@ class ServiceApi:
         return self._node.readiness()
 
     def reap_leftovers(self) -> int:
-        """End processes that dead runs on this database left behind (after a crash).
-
-        A process counts as a leftover only if its environment carries this
-        database's mark with the id of a node whose lease has ended; a live node's
-        (this one's, or a peer's on this machine) are spared. A process recorded by
-        pid must also have the recorded start time, so a reused pid is never hit, and
-        any process must be older than the look at the live nodes.
+        """End processes that dead runs on this database left behind (after a crash); a live
+        node's, a reused pid and a process younger than the look are spared (``Reaper.reap``).
         """
         return self._reaper.reap()
 
