@@ -22,6 +22,7 @@ from aicli.actors.census import ProcessCensus
 from aicli.actors.claude_bin import find_claude
 from aicli.actors.faults import Faults
 from aicli.actors.fencer import Fencer
+from aicli.actors.messages import Answer
 from aicli.actors.node_lease import LeaseState, NodeLease
 from aicli.actors.notifier import Notifier
 from aicli.actors.pruner import Pruner
@@ -178,25 +179,17 @@ def compose(
     faults: Faults | None,
 ) -> Assembly:
     """Build every part, each given what it uses; started by ``Lifecycle.start``."""
-    context = ActorContext(
-        store=store,
-        notifier=Notifier(),
-        census=(census := ProcessCensus()),
-        metrics=Metrics(
-            store.task_status_counts, lambda: len(census), store.approvals.pending_count
-        ),
-        settings=settings,
-        scheduler=Scheduler(),
-        faults=Faults.from_environment() if faults is None else faults,
-        claude_bin=claude_bin,
-        claude_env=dict(claude_env or {}),
-        owner_prefix=owner_prefix(store.database_url),
-        lease=LeaseState(),
-        answer_of=lambda approval_id: desk.answer_of(approval_id),
+    context = _actor_context(
+        settings,
+        store,
+        claude_bin,
+        claude_env,
         api_proxy=api_proxy,
-        state_dir=settings.state_dir or default_state_dir(os.environ),
         sandbox=sandbox,
         process_factory=process_factory,
+        faults=faults,
+        # Late: the desk and the principals are built below, with the context.
+        answer_of=lambda approval_id: desk.answer_of(approval_id),
         own_credentials=lambda principal_id: principals.own_credentials(principal_id),
     )
     notifier, gate = context.notifier, Gate()
@@ -211,13 +204,13 @@ def compose(
         lambda principal_id: revocations.add((principal_id,)),
     )
     link = SupervisorLink(context, peers, gate)
-    tasks = Tasks(store, settings, context, link, gate, revocations)
+    tasks = Tasks(context, link, gate, revocations)
     sessions = Sessions(store, settings, notifier, link, gate, tasks)
     principals = Principals(store, settings, revocations, peers, sessions.after_close, tasks)
     reaper = Reaper(store, context.owner_prefix)
     node = NodeLife(context, peers, revocations, link, gate, reaper, tasks, sessions.after_close)
     held = HeldLock()
-    parts = _parts(settings, store, api_proxy, sandbox, context, held, peers, node, link, gate)
+    parts = _parts(context, api_proxy, held, peers, node, link, gate)
     return Assembly(
         context,
         revocations,
@@ -234,12 +227,47 @@ def compose(
     )
 
 
-def _parts(
+def _actor_context(
     settings: Settings,
     store: Store,
+    claude_bin: str,
+    claude_env: Mapping[str, str] | None,
+    *,
     api_proxy: ApiProxy,
     sandbox: Sandbox | None,
+    process_factory: ProcessFactory,
+    faults: Faults | None,
+    answer_of: Callable[[str], Answer | None],
+    own_credentials: Callable[[str | None], Mapping[str, str] | None],
+) -> ActorContext:
+    """What the session actors share with the runtime; the runtime's parts use it too."""
+    census = ProcessCensus()
+    return ActorContext(
+        store=store,
+        notifier=Notifier(),
+        census=census,
+        metrics=Metrics(
+            store.task_status_counts, lambda: len(census), store.approvals.pending_count
+        ),
+        settings=settings,
+        scheduler=Scheduler(),
+        faults=Faults.from_environment() if faults is None else faults,
+        claude_bin=claude_bin,
+        claude_env=dict(claude_env or {}),
+        owner_prefix=owner_prefix(store.database_url),
+        lease=LeaseState(),
+        answer_of=answer_of,
+        api_proxy=api_proxy,
+        state_dir=settings.state_dir or default_state_dir(os.environ),
+        sandbox=sandbox,
+        process_factory=process_factory,
+        own_credentials=own_credentials,
+    )
+
+
+def _parts(
     context: ActorContext,
+    api_proxy: ApiProxy,
     held: HeldLock,
     peers: Peers,
     node: NodeLife,
@@ -247,7 +275,7 @@ def _parts(
     gate: Gate,
 ) -> list[Part]:
     """The parts in start order (stopped in reverse)."""
-    scheduler, lease = context.scheduler, context.lease
+    settings, store, scheduler = context.settings, context.store, context.scheduler
     # Only with PostgreSQL can peers take this node's sessions over, and must it fence.
     fencer = ActorPart(
         lambda: (
@@ -260,11 +288,11 @@ def _parts(
         lambda: NodeLease.start(
             store,
             scheduler,
-            lease,
+            context.lease,
             fencer.ref,
             url=settings.node_url,
             ttl=settings.lease_ttl,
-            sandboxed=sandbox is not None,
+            sandboxed=context.sandbox is not None,
             live_processes=lambda: len(context.census),
             on_renewed=node.renewed,
         )

@@ -20,9 +20,9 @@ from aicli.contract import Node, Principal, Task
 from aicli.errors import StorageError, Unavailable
 from aicli.peers import Peers
 from aicli.runtime.gate import Gate
-from aicli.runtime.principals import REVOKED_PENDING, AfterClose
+from aicli.runtime.principals import REVOKED_PENDING
 from aicli.runtime.processes import Reaper
-from aicli.runtime.sessions import CLOSE_MARGIN_S
+from aicli.runtime.sessions import CLOSE_MARGIN_S, AfterClose
 from aicli.runtime.supervision import SupervisorLink, ask
 from aicli.runtime.tasks import Tasks
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -26,7 +25,7 @@ from aicli.contract import (
 )
 from aicli.errors import Forbidden, NotFound, PrincipalNotFound, Unauthorized
 from aicli.peers import Peers
-from aicli.runtime.sessions import CLOSE_MARGIN_S
+from aicli.runtime.sessions import CLOSE_MARGIN_S, AfterClose
 from aicli.runtime.tasks import Tasks
 from aicli.settings import Settings
 from aicli.storage import Store
@@ -35,9 +34,6 @@ log = logging.getLogger(__name__)
 
 PRINCIPALS_CHECK_S = 1.0
 REVOKED_PENDING = "Its principal was revoked before this task started."
-
-# Closes sessions as ``Sessions.after_close`` does: the ids of the tasks still running.
-AfterClose = Callable[[Sequence[tuple[str, list[str], str | None]]], list[str]]
 
 
 class Principals:

@@ -9,7 +9,7 @@ node's actors, so that every node answers alike.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -29,6 +29,9 @@ from aicli.storage import Store
 
 # What a session's close may take: its running task's cancel grace, and a margin.
 CLOSE_MARGIN_S = 10
+
+# ``Sessions.after_close``, for those that close sessions in the store themselves.
+AfterClose = Callable[[Sequence[tuple[str, list[str], str | None]]], list[str]]
 
 
 class Sessions:

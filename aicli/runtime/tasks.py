@@ -26,7 +26,6 @@ from aicli.contract import Event, EventPage, Page, Principal, Task, TaskStatus, 
 from aicli.errors import BudgetExceeded, Unavailable
 from aicli.runtime.gate import Gate
 from aicli.runtime.supervision import SupervisorLink
-from aicli.settings import Settings
 from aicli.storage import Store
 
 CANCEL_TIMEOUT = 15.0
@@ -35,21 +34,20 @@ CANCEL_TIMEOUT = 15.0
 class Tasks:
     def __init__(
         self,
-        store: Store,
-        settings: Settings,
         context: ActorContext,
         link: SupervisorLink,
         gate: Gate,
         revocations: access.Revocations,
     ) -> None:
-        self._store = store
-        self._settings = settings
+        """``context``: the store, settings and notifier the actors share (announcing needs it)."""
+        self._store: Store = context.store
+        self._settings = context.settings
         self._context = context
         self._notifier: Notifier = context.notifier
         self._link = link
         self._gate = gate
         self._revocations = revocations
-        self._event_tails = EventTails(store)
+        self._event_tails = EventTails(context.store)
 
     def submit(
         self,
