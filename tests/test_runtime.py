@@ -14,6 +14,8 @@ from aicli import Runtime
 from aicli.actors import process_tree
 from aicli.actors.session import SessionActor
 from aicli.contract import TaskStatus
+from aicli.runtime.composition import Lifecycle, Part
+from aicli.runtime.gate import Gate
 from aicli.testing.processes import marked_running
 from aicli.testing.waiting import wait_for
 
@@ -294,3 +296,40 @@ def test_stop_leaves_no_process_behind(make_runtime, workdir):
     rt.stop()
     assert not process_tree.marked_processes(owner, prefix=True)
     assert not sleepers(rt)
+
+
+def recorded_parts(done: list[str], failing: str | None = None) -> list[Part]:
+    """Parts that write down their starts and stops; ``failing``'s start raises."""
+
+    def start(name: str):
+        def run() -> None:
+            done.append(f"start {name}")
+            if name == failing:
+                raise RuntimeError(name)
+
+        return run
+
+    given = Part("given", start=None, stop=lambda: done.append("stop given"))
+    return [given] + [
+        Part(name, start=start(name), stop=lambda name=name: done.append(f"stop {name}"))
+        for name in ("a", "b", "c")
+    ]
+
+
+def test_parts_start_in_their_order_and_stop_in_reverse_once():
+    done: list[str] = []
+    gate = Gate()
+    lifecycle = Lifecycle(recorded_parts(done), gate)
+    lifecycle.start()
+    assert done == ["start a", "start b", "start c"]
+    lifecycle.stop()
+    lifecycle.stop()
+    assert done[3:] == ["stop c", "stop b", "stop a", "stop given"]
+    assert gate.stopped
+
+
+def test_a_part_that_fails_to_start_is_stopped_with_those_before_it_but_not_the_given():
+    done: list[str] = []
+    with pytest.raises(RuntimeError):
+        Lifecycle(recorded_parts(done, failing="b"), Gate()).start()
+    assert done == ["start a", "start b", "stop b", "stop a"]

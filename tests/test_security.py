@@ -22,7 +22,7 @@ import requests
 
 from aicli.actors.process_tree import MARK_VARIABLE
 from aicli.errors import InvalidRequest
-from aicli.runtime import Runtime
+from aicli.runtime.principals import Principals
 from aicli.settings import Settings
 from aicli.testing.postgres import (
     fresh_schema_url,
@@ -36,7 +36,7 @@ TOKEN = "t0ken-that-must-stay-secret"
 
 
 def test_the_token_is_compared_in_constant_time():
-    source = inspect.getsource(Runtime.principal_for)
+    source = inspect.getsource(Principals.principal_for)
     assert "hmac.compare_digest(" in source
     assert "== root" not in source and "!= root" not in source
 

@@ -10,9 +10,9 @@ import pykka
 import pytest
 
 from aicli import Runtime
-from aicli import runtime as runtime_module
 from aicli.contract import TaskStatus
 from aicli.errors import Unavailable
+from aicli.runtime import supervision
 from aicli.testing.fake_anthropic import FakeAnthropic, Reply
 from aicli.testing.processes import marked_running
 from aicli.testing.waiting import wait_for
@@ -101,9 +101,8 @@ def test_an_idempotent_retry_after_the_close_returns_the_first_task(make_runtime
     assert not created and again.id == first.id
 
 
-def test_an_ask_that_times_out_says_the_outcome_is_unknown(make_runtime, monkeypatch):
-    rt = make_runtime()
-    monkeypatch.setattr(runtime_module, "ASK_TIMEOUT", 0.01)
+def test_an_ask_that_times_out_says_the_outcome_is_unknown(monkeypatch):
+    monkeypatch.setattr(supervision, "ASK_TIMEOUT", 0.01)
     with pytest.raises(Unavailable) as raised:
-        rt._ask(pykka.ThreadingFuture())
+        supervision.ask(pykka.ThreadingFuture())
     assert "outcome is unknown" in raised.value.message
