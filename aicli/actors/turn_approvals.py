@@ -67,7 +67,7 @@ class TurnApprovals:
             log.warning("session %s: unexpected control request %.200r", self.session_id, data)
             process.refuse(str(data.get("request_id")), UNSERVED)
             return False
-        if turn is None or turn.outcome is not None or turn.end is not None:
+        if turn is None or turn.outcome is not None or turn.interrupted_as is not None:
             process.answer(request.request_id, deny(NO_TURN))
             return False
         rules = self.store.get_session(self.session_id).approval_rules
@@ -104,7 +104,7 @@ class TurnApprovals:
         if self.lease_gone():
             return
         request_id = turn.waiting.pop(message.approval_id)
-        if turn.end is not None or turn.outcome is not None:
+        if turn.interrupted_as is not None or turn.outcome is not None:
             return
         if process is not None:
             process.answer(request_id, message.response)
@@ -153,5 +153,5 @@ class TurnApprovals:
         with contextlib.suppress(ApprovalDecided):
             self.store.approvals.decide(approval_id, ApprovalStatus.EXPIRED, SYSTEM, WITHDRAWN)
             self.ctx.notifier.announce(events_of(turn.task.id))
-        if not turn.waiting and turn.end is None and turn.outcome is None:
+        if not turn.waiting and turn.interrupted_as is None and turn.outcome is None:
             turn.start_clock(self.ctx.scheduler, self.ref)

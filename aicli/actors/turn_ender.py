@@ -34,9 +34,9 @@ class TurnEnder:
         core = self.core
         turn = core.current
         assert turn is not None
-        if turn.end is not None or turn.outcome is not None:
+        if turn.interrupted_as is not None or turn.outcome is not None:
             return
-        turn.end = (status, error)
+        turn.interrupted_as = (status, error)
         core.approvals.expire_waiting(
             core.current, f"The task is ending ({status}) before this was decided."
         )
@@ -75,8 +75,9 @@ class TurnEnder:
         turn = self.core.current
         assert turn is not None
         turn.cancel_timers()
-        if turn.end is not None and outcome.status != TaskStatus.COMPLETED:
-            outcome = Outcome.failure(turn.end[1], status=turn.end[0], like=outcome)
+        if turn.interrupted_as is not None and outcome.status != TaskStatus.COMPLETED:
+            status, error = turn.interrupted_as
+            outcome = Outcome.failure(error, status=status, like=outcome)
         turn.outcome = outcome
         turn.events = list(events)
         self.commit_end()
@@ -105,7 +106,7 @@ class TurnEnder:
             return
         core.current = None
         core.recorder.recorded(turn, task)
-        if turn.end is not None and core.host.live_process is not None:
+        if turn.interrupted_as is not None and core.host.live_process is not None:
             core.state.sweeping_tools = True
             core.host.sweep_tools(core.actor_ref)
         core.stop_if_done()
