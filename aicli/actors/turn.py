@@ -27,8 +27,10 @@ class Turn:
     task: Task
     generation: int
     started: float
-    end: tuple[str, str] | None = None  # (status, error) decided by us, not by Claude
-    outcome: Outcome | None = None  # decided; cleared with the turn once committed
+    # The status and error we interrupted the turn with (a cancel, a close, a shutdown, a
+    # timeout): the task ends so unless Claude completes it first. None: Claude decides.
+    interrupted_as: tuple[str, str] | None = None
+    outcome: Outcome | None = None  # how the turn ended, once decided; committed next
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     timers: list[Timer] = field(default_factory=list)
     # The CLI's request id of each approval still pending, by approval id.
