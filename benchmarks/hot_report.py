@@ -9,7 +9,7 @@ side by side" table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,9 +152,14 @@ def _count_text(counts: list[int]) -> str:
 
 def trip_rows(trip: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
     """The trip of one task, as counted in its own instrumented process (``trip.py``)."""
+    yield from _trip_rows(trip, "one task's trip")
+    if ref := trip.get("ref"):
+        yield from _trip_rows(ref, "one task's trip (--ref)")
+
+
+def _trip_rows(trip: dict[str, Any], section: str) -> Iterator[tuple[str, str, str]]:
     cold, warm = trip["cold"], trip["warm_counts"]
-    section = "one task's trip"
-    pick: Callable[[str], Any] = lambda key: cold[key]["count"] if cold[key] else "–"  # noqa: E731
+    hops = cold["hops_before_prompt"]
     yield (
         section,
         "warm: actor hops before the prompt (each task)",
@@ -163,24 +168,24 @@ def trip_rows(trip: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
     yield (
         section,
         "warm: durable commits (each task; all commits)",
-        (f"{_count_text(warm['durable_commits'])}; {_count_text(warm['commits'])}"),
+        f"{_count_text(warm['durable_commits'])}; {_count_text(warm['commits'])}",
     )
     yield section, "warm: has_pending reads (each task)", _count_text(warm["has_pending"])
-    yield section, "cold: actor hops before the prompt", str(pick("hops_before_prompt"))
+    yield section, "cold: actor hops before the prompt", str(hops["count"] if hops else "–")
     yield (
         section,
         "cold: has_pending reads (before the prompt; in all)",
-        (f"{cold['has_pending_before_prompt']}; {cold['has_pending']['count']}"),
+        f"{cold['has_pending_before_prompt']}; {cold['has_pending']['count']}",
     )
     yield (
         section,
         "cold: durable commits (all commits)",
-        (f"{cold['durable_commits']} ({cold['commits']['count']})"),
+        f"{cold['durable_commits']} ({cold['commits']['count']})",
     )
     yield (
         section,
         "supervisor SQL statements (cold; warm each)",
-        (f"{cold['supervisor_sql']['count']}; {_count_text(warm['supervisor_sql'])}"),
+        f"{cold['supervisor_sql']['count']}; {_count_text(warm['supervisor_sql'])}",
     )
     unwrapped = [name for name, count in trip["seams_wrapped"].items() if not count]
     if unwrapped:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import os
 import pkgutil
 import subprocess
 import sys
@@ -38,14 +37,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from http.client import HTTPConnection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from benchmarks.fake import FakeApi
-from benchmarks.options import Options
+if TYPE_CHECKING:  # the child runs in --ref's virtualenv too, which has no bench extra
+    from benchmarks.fake import FakeApi
+    from benchmarks.options import Options
 
+HERE = Path(__file__).resolve().parent
 WARM_TASKS = 5
 SETTLE_S = 0.5
+TERMINAL = ("completed", "failed", "cancelled")
 _local = threading.local()
 _log: list[tuple[float, str, str, str]] = []  # (when, kind, thread, detail)
 
@@ -172,17 +176,29 @@ def _trip(entries: list[tuple[float, str, str, str]]) -> dict[str, Any]:
     }
 
 
-def _run_task(http: Any, url: str, session_id: str, index: int) -> dict[str, Any]:
+class _Json:
+    """JSON over one kept-alive connection, with the standard library only (see above)."""
+
+    def __init__(self, url: str) -> None:
+        split = urlsplit(url)
+        self.connection = HTTPConnection(split.hostname, split.port, timeout=60)
+
+    def __call__(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": "application/json"} if data else {}
+        self.connection.request(method, path, body=data, headers=headers)
+        response = self.connection.getresponse()
+        answer = json.loads(response.read())
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: {response.status} {answer}")
+        return answer
+
+
+def _run_task(call: _Json, session_id: str, index: int) -> dict[str, Any]:
     started = time.monotonic()
-    task = http.post(
-        f"{url}/sessions/{session_id}/tasks", json={"command": f"t{index} [[say: ok]]"}
-    )
-    task_id = task.json()["id"]
-    while http.get(f"{url}/tasks/{task_id}", params={"wait": 30}).json()["status"] not in (
-        "completed",
-        "failed",
-        "cancelled",
-    ):
+    command = {"command": f"t{index} [[say: ok]]"}
+    task_id = call("POST", f"/sessions/{session_id}/tasks", command)["id"]
+    while call("GET", f"/tasks/{task_id}?wait=30")["status"] not in TERMINAL:
         pass
     time.sleep(SETTLE_S)
     return _trip(_window(started, time.monotonic()))
@@ -190,8 +206,6 @@ def _run_task(http: Any, url: str, session_id: str, index: int) -> dict[str, Any
 
 def child(scratch: str) -> dict[str, Any]:
     """In the trip's own process: instrument, serve, run a cold task and warm ones, count."""
-    import requests
-
     seams = instrument()
     from aicli.http import Server, create_app
     from aicli.runtime import Runtime
@@ -205,11 +219,11 @@ def child(scratch: str) -> dict[str, Any]:
     serving = threading.Thread(target=server.run, name="bench-waitress", daemon=True)
     serving.start()
     try:
-        with requests.Session() as http:
-            workdir = tempfile.mkdtemp(dir=scratch)
-            session_id = http.post(f"{server.url}/sessions", json={"workdir": workdir}).json()["id"]
-            cold = _run_task(http, server.url, session_id, 0)
-            warm = [_run_task(http, server.url, session_id, i) for i in range(1, WARM_TASKS + 1)]
+        call = _Json(server.url)
+        workdir = tempfile.mkdtemp(dir=scratch)
+        session_id = call("POST", "/sessions", {"workdir": workdir})["id"]
+        cold = _run_task(call, session_id, 0)
+        warm = [_run_task(call, session_id, i) for i in range(1, WARM_TASKS + 1)]
     finally:
         server.request_stop()
         serving.join(timeout=5)
@@ -221,20 +235,26 @@ def child(scratch: str) -> dict[str, Any]:
     return {"seams_wrapped": seams, "cold": cold, "warm": warm}
 
 
-def measure(fake: FakeApi, options: Options) -> dict[str, Any]:
-    """The counts of a cold task and of warm ones (the median warm trip), from the child."""
-    with tempfile.TemporaryDirectory(prefix="aicli-bench-trip-") as scratch:
-        env = {**fake.cli_env(fake.new_home()), "AICLI_STATE_DIR": str(Path(scratch) / "state")}
-        from aicli.actors.claude_bin import find_claude
+def _counts(python: str, fake: FakeApi) -> dict[str, Any]:
+    """One trip process with ``python``'s aicli; its counts, the warm ones summed up."""
+    from aicli.actors.claude_bin import find_claude
 
-        env["AICLI_CLAUDE_BIN"] = find_claude()
+    with tempfile.TemporaryDirectory(prefix="aicli-bench-trip-") as scratch:
+        # ``-m`` puts the working directory first on the path: one that holds only this
+        # package, so that the aicli imported is the interpreter's own (--ref's, say).
+        (Path(scratch) / "benchmarks").symlink_to(HERE)
+        env = {
+            **fake.cli_env(fake.new_home()),
+            "AICLI_STATE_DIR": str(Path(scratch) / "state"),
+            "AICLI_CLAUDE_BIN": find_claude(),
+        }
         done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.trip", scratch],
+            [python, "-m", "benchmarks.trip", scratch],
             env=env,
             capture_output=True,
             text=True,
             timeout=300,
-            cwd=os.getcwd(),
+            cwd=scratch,
         )
     if done.returncode != 0:
         raise RuntimeError(f"the trip's process failed: {done.stderr[-1500:]}")
@@ -249,6 +269,14 @@ def measure(fake: FakeApi, options: Options) -> dict[str, Any]:
         "has_pending": sorted(trip["has_pending"]["count"] for trip in warm),
         "supervisor_sql": sorted(trip["supervisor_sql"]["count"] for trip in warm),
     }
+    return result
+
+
+def measure(fake: FakeApi, options: Options) -> dict[str, Any]:
+    """Our counts; with ``--ref``, its counts beside them (the same code, its aicli)."""
+    result = _counts(sys.executable, fake)
+    if options.ref is not None:
+        result["ref"] = _counts(str(Path(options.ref).with_name("python")), fake)
     return result
 
 
