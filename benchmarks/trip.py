@@ -84,13 +84,19 @@ def _message(actor: Any, message: Any) -> str:
 
 def _sql(db: Any, sql: str, *args: Any, **kwargs: Any) -> str:
     text = " ".join(str(sql).split())
-    if text.upper().startswith("PRAGMA SYNCHRONOUS"):
-        _local.lazy = "NORMAL" in text.upper()
+    upper = text.upper()
+    if upper.startswith("PRAGMA SYNCHRONOUS"):
+        _local.lazy = "NORMAL" in upper
+    elif upper.startswith("BEGIN"):
+        _local.first = None
+    elif getattr(_local, "first", "") is None:
+        _local.first = text[:40]  # what the transaction is about, shown with its commit
     return text[:90]
 
 
 def _commit(db: Any, *args: Any, **kwargs: Any) -> str:
-    return "lazy" if getattr(_local, "lazy", False) else "durable"
+    kind = "lazy" if getattr(_local, "lazy", False) else "durable"
+    return f"{kind}: {getattr(_local, 'first', None) or '?'}"
 
 
 def _subclasses(cls: type) -> list[type]:
@@ -158,12 +164,13 @@ def _trip(entries: list[tuple[float, str, str, str]]) -> dict[str, Any]:
     prompts = [entry[0] for entry in entries if entry[1] == "prompt"]
     before = [entry for entry in entries if prompts and entry[0] < prompts[0]]
     commits = [entry for entry in entries if entry[1] == "commit"]
+    durable = sum(1 for entry in commits if entry[3].startswith("durable"))
     supervisor = [e for e in entries if e[1] == "sql" and e[2].startswith("Supervisor")]
     return {
         "hops_before_prompt": _counted(before, "hop") if prompts else None,
         "hops_in_all": _counted(entries, "hop")["count"],
         "commits": _counted(entries, "commit"),
-        "durable_commits": sum(1 for entry in commits if entry[3] == "durable"),
+        "durable_commits": durable,
         "has_pending": _counted(entries, "has_pending"),
         "has_pending_before_prompt": (
             _counted(before, "has_pending")["count"] if prompts else None
