@@ -1,7 +1,9 @@
-"""The read path: GET /tasks/{id} and GET /tasks beside a bare Falcon app, then over 1M tasks.
+"""The read path: GET /tasks/{id}, task pages and /healthz beside a bare Falcon app; 1M tasks.
 
 Reads are what dashboards and pollers hammer; they must not cost much more than
-the web stack itself, nor grow with the size of the table.
+the web stack itself, nor grow with the size of the table. The anchor is a bare
+Falcon app on plain Waitress serving the bytes aicli answered (``bare_falcon.py``);
+``wrk`` drives each side from a process of its own.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ def _bare_falcon(payloads: dict[str, Any], threads: int, flags: list[str]) -> It
             process.wait(timeout=10)
 
 
+SHOWN = {
+    "task": "/tasks/{id}",
+    "session_list": f"/tasks?session_id=…&limit=50 ({FILLER_TASKS} tasks in the session)",
+    "list": "/tasks?limit=50",
+    "healthz": "/healthz",
+}
+
+
 def _seeded(server: AicliServer) -> dict[str, str]:
     """60 finished tasks in one session; the request target of each read row on this server."""
     client = server.client()
@@ -79,14 +89,6 @@ def _seeded(server: AicliServer) -> dict[str, str]:
         "list": "/tasks?limit=50",
         "healthz": "/healthz",
     }
-
-
-SHOWN = {
-    "task": "/tasks/{id}",
-    "session_list": f"/tasks?session_id=…&limit=50 ({FILLER_TASKS} tasks in the session)",
-    "list": "/tasks?limit=50",
-    "healthz": "/healthz",
-}
 
 
 def _answers(server: AicliServer, targets: dict[str, str]) -> dict[str, Any]:
