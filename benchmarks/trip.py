@@ -87,11 +87,14 @@ def _sql(db: Any, sql: str, *args: Any, **kwargs: Any) -> str:
     upper = text.upper()
     if upper.startswith("PRAGMA SYNCHRONOUS"):
         _local.lazy = "NORMAL" in upper
-    elif upper.startswith("BEGIN"):
-        _local.first = None
     elif getattr(_local, "first", "") is None:
         _local.first = text[:40]  # what the transaction is about, shown with its commit
     return text[:90]
+
+
+def _begin(db: Any, *args: Any, **kwargs: Any) -> str:
+    _local.first = None  # Peewee begins on its cursor, not through execute_sql
+    return ""
 
 
 def _commit(db: Any, *args: Any, **kwargs: Any) -> str:
@@ -144,6 +147,7 @@ def instrument() -> dict[str, int]:
     return {
         "actor messages": _wrap_named([pykka.Actor], "_handle_receive", "hop", _message),
         "sql": _wrap_named(databases, "execute_sql", "sql", _sql),
+        "begin": _wrap_named(databases, "begin", "begin", _begin),
         "commit": _wrap_named(databases, "commit", "commit", _commit),
         "has_pending": _wrap_named(classes, "has_pending", "has_pending", lambda *a, **k: ""),
         "send_prompt": _wrap_named(classes, "send_prompt", "prompt", lambda *a, **k: ""),
