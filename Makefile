@@ -59,9 +59,15 @@ test: setup chromium
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
+# The read path's load generator is Debian's wrk (a Python one saturates first on 2 cores);
+# installed when missing, as chromium is. BENCH_ARGS passes options, e.g. --ref main.
 bench: setup
+	@command -v wrk >/dev/null 2>&1 || { \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends wrk \
+		|| { $(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends wrk; }; }
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools

@@ -1,14 +1,25 @@
-"""Per-task latency on one warm session: aicli (two ways) vs the SDK client vs a CLI per task.
+"""Per-task latency on one warm session: aicli vs the SDK client (and a CLI per task), interleaved.
 
-The four run interleaved, one task each per round and in a rotating order, so
-that the load other people put on the machine falls on all of them alike
-instead of on whichever happened to run during a test suite, and none of them
-always runs right after the heavy ``claude -p`` spawn.
+The process layout is the held-out measurement's: every aicli server is a
+process of its own started as ``aicli serve`` (``server.py``), the client is
+this process (its calls timed here, over one keep-alive connection per
+server), the fake API a third; the SDK's ``ClaudeSDKClient`` runs here with the
+same CLI binary. Each approach runs one task per round, in an order that
+rotates every round, so the load others put on the machine falls on all alike.
 
-aicli is driven the two ways a client can wait for a task: ``POST`` then
-``GET /tasks/{id}?wait=30`` (two requests), and ``POST`` with ``Prefer: wait=30``
-(one request, answered 200 with the finished task by a server that honours it;
-a 202 falls back to the long-poll, and the results count how often that happened).
+Each aicli variant has a server of its own, so that a server's CPU over the
+measured rounds is exactly its variant's (the variants shared one server
+before, whose CPU could only be split between them approximately, and the
+goal row then showed the average of both, lighter than POST + GET ?wait alone):
+
+* ``aicli``: ``POST`` then ``GET /tasks/{id}?wait=30``, sandbox off;
+* ``aicli_prefer``: ``POST`` with ``Prefer: wait=30`` (a 202 falls back to the
+  long-poll, counted), sandbox off;
+* ``aicli_sandboxed``: as ``aicli`` with the sandbox on, aicli's default, an
+  extra row: the SDK runs its CLI unsandboxed, so only the rows with the
+  sandbox off compare like with like;
+* ``ref_aicli`` and ``ref_aicli_prefer``: the first two on ``--ref``'s server;
+* ``spawn``: ``claude -p`` per task, first run only (not a hot-path row).
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +35,8 @@ import psutil
 
 from benchmarks.claude import sdk_client, sdk_task, spawn_task
 from benchmarks.fake import FakeApi
-from benchmarks.server import AicliServer, Client, ServerUnavailable
+from benchmarks.options import Options
+from benchmarks.server import AicliServer, ServerUnavailable
 from benchmarks.stats import summary
 
 # Where an aicli task's time goes: the POST round trip, created_at to started_at
@@ -33,6 +46,7 @@ PHASES = ("submit", "dispatch", "turn", "notify")
 # The Prefer variant's POST is the whole task, so it has no submit phase of its own.
 PREFER_PHASES = PHASES[1:]
 WAIT_S = 30
+IDLE_S = 5.0
 
 
 def _cpu(process: psutil.Process) -> float:
@@ -50,29 +64,27 @@ def _stamp(text: str) -> float:
 
 
 class _AicliRunner:
-    """One aicli session; keeps where each task's time went and the server's CPU per call.
+    """One aicli session on a server of its own; keeps where each task's time went.
 
-    The calls of the two aicli variants interleave with each other and with the
-    SDK's, so CPU is read around each call and the deltas are summed: a delta
-    is in 10 ms ticks, but over many calls the sum is the server's CPU during
-    exactly these calls. What the server does after answering (storing the
-    last events, say) lands in whichever call comes next, so the split between
-    the variants is approximate; ``_rounds`` measures the total.
+    One server per runner, so that each server's CPU over the measured rounds
+    is exactly that of its own variant's tasks (two variants on one server
+    could only split it approximately, by reading it around each call).
     """
 
     phase_names: tuple[str, ...] = PHASES
 
-    def __init__(self, client: Client, server: psutil.Process) -> None:
-        self.client = client
-        self.server = server
-        self.session_id = client.open_session()["id"]
+    def __init__(self, server: AicliServer) -> None:
+        self.client = server.client()
+        self.server = psutil.Process(server.pid)
+        self.session_id = self.client.open_session()["id"]
         self.phases: dict[str, list[float]] = {name: [] for name in self.phase_names}
-        self.cpu: list[float] = []
+        self.idle_cpu_per_s = 0.0
 
     def __call__(self, prompt: str) -> None:
-        cpu = _cpu(self.server)
         self._run(prompt)
-        self.cpu.append(_cpu(self.server) - cpu)
+
+    def cpu(self) -> float:
+        return _cpu(self.server)
 
     def _run(self, prompt: str) -> None:
         raise NotImplementedError
@@ -107,8 +119,8 @@ class _AicliPrefer(_AicliRunner):
 
     phase_names = PREFER_PHASES
 
-    def __init__(self, client: Client, server: psutil.Process) -> None:
-        super().__init__(client, server)
+    def __init__(self, server: AicliServer) -> None:
+        super().__init__(server)
         self.applied: list[bool] = []
 
     def _run(self, prompt: str) -> None:
@@ -140,18 +152,20 @@ async def _rounds(
     runners: dict[str, Callable[[str], Any]],
     tasks: int,
     warmup: int,
-    server_cpu: Callable[[], float] = lambda: 0.0,
-) -> tuple[dict[str, list[float]], float]:
-    """Samples per approach, and ``server_cpu``'s growth over the measured rounds.
+    cpu_meters: dict[str, Callable[[], float]],
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Samples per approach, and each meter's growth over the measured rounds.
 
-    That growth is all the server's CPU while the measured rounds ran, spent
-    during its own calls or after them (while the SDK or a spawn ran): with
-    nothing else asking it anything, all of it is on behalf of aicli's tasks.
+    A meter is one server's CPU: its growth is all that server did while the
+    measured rounds ran, during its own calls or after them (while the others
+    ran): with nothing else asking it anything, all of it is on behalf of its
+    own tasks.
     """
     names = ["sdk", *runners]
     samples: dict[str, list[float]] = {name: [] for name in names}
     samples["sdk_cpu"] = []
-    cpu_at_start = 0.0
+    at_start: dict[str, float] = {}
+    measured_from = 0.0
     async with sdk_client(fake, fake.new_workdir()) as sdk:
 
         async def run_sdk(prompt: str) -> float:
@@ -161,7 +175,8 @@ async def _rounds(
 
         for index in range(warmup + tasks):
             if index == warmup:
-                cpu_at_start = server_cpu()
+                at_start = {name: meter() for name, meter in cpu_meters.items()}
+                measured_from = time.perf_counter()
             prompt = f"task {index} [[say: ok]]"
             took: dict[str, float] = {}
             shift = index % len(names)
@@ -175,52 +190,97 @@ async def _rounds(
             if index >= warmup:
                 for name, seconds in took.items():
                     samples[name].append(seconds)
-        server_cpu_s = server_cpu() - cpu_at_start
-    return samples, server_cpu_s
+        grown = {name: meter() - at_start[name] for name, meter in cpu_meters.items()}
+        grown["measured_s"] = time.perf_counter() - measured_from
+    return samples, grown
 
 
-def _aicli_results(runners: dict[str, _AicliRunner], warmup: int, tasks: int) -> dict[str, Any]:
+# name: (the runner's class, whose server: ours or --ref's, AICLI_SANDBOX). The hot-path
+# rows run with the sandbox off, as the SDK runs the CLI; the sandboxed row is extra.
+VARIANTS: dict[str, tuple[type[_AicliRunner], str, str]] = {
+    "aicli": (_AicliLongPoll, "ours", "off"),
+    "aicli_prefer": (_AicliPrefer, "ours", "off"),
+    "aicli_sandboxed": (_AicliLongPoll, "ours", "on"),
+    "ref_aicli": (_AicliLongPoll, "ref", "off"),
+    "ref_aicli_prefer": (_AicliPrefer, "ref", "off"),
+}
+
+
+def _servers(
+    fake: FakeApi, stack: ExitStack, options: Options, result: dict[str, Any]
+) -> dict[str, _AicliRunner]:
+    """A server per variant; one that cannot start is skipped, with its reason in the result."""
+    runners: dict[str, _AicliRunner] = {}
+    for name, (runner, whose, sandbox) in VARIANTS.items():
+        if whose == "ref" and options.ref is None:
+            continue
+        executable = options.ref if whose == "ref" else None
+        try:
+            server = stack.enter_context(
+                AicliServer(fake, {"AICLI_SANDBOX": sandbox}, executable=executable)
+            )
+        except ServerUnavailable as exc:
+            if name in ("aicli", "aicli_prefer"):
+                raise
+            result[f"{name}_skipped"] = str(exc)
+            continue
+        runners[name] = runner(server)
+    return runners
+
+
+def _idle_rates(runners: dict[str, _AicliRunner]) -> None:
+    """Each server's CPU per second with nothing asked of it, all of them idle at once."""
+    before = {name: runner.cpu() for name, runner in runners.items()}
+    time.sleep(IDLE_S)
+    for name, runner in runners.items():
+        runner.idle_cpu_per_s = (runner.cpu() - before[name]) / IDLE_S
+
+
+def _aicli_results(
+    runners: dict[str, _AicliRunner], warmup: int, tasks: int, cpu: dict[str, float]
+) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, runner in runners.items():
         result[f"{name}_phases"] = {
             phase: summary(values[warmup:]) for phase, values in runner.phases.items()
         }
-        result[f"{name}_server_cpu_ms_per_task"] = sum(runner.cpu[warmup:]) / tasks * 1000
-    prefer = runners["aicli_prefer"]
-    assert isinstance(prefer, _AicliPrefer)
-    result["prefer_answered_by_post"] = sum(prefer.applied[warmup:])
+        result[f"{name}_server_cpu_ms_per_task"] = cpu[name] / tasks * 1000
+        # What the server spends idle over as long (timers, its poll loop), included above.
+        idle = runner.idle_cpu_per_s * cpu["measured_s"]
+        result[f"{name}_server_idle_cpu_ms_per_task"] = idle / tasks * 1000
+        if isinstance(runner, _AicliPrefer):
+            result[f"{name}_answered_by_post"] = sum(runner.applied[warmup:])
+    result["prefer_answered_by_post"] = result.get("aicli_prefer_answered_by_post")
     return result
 
 
-def measure(fake: FakeApi, quick: bool) -> dict[str, Any]:
-    """Samples and percentiles per approach; aicli is left out if its server is not there."""
-    tasks, warmup = (30, 3) if quick else (100, 5)
+def measure(fake: FakeApi, options: Options) -> dict[str, Any]:
+    """Samples and percentiles per approach; aicli is left out if its server is not there.
+
+    ``claude -p`` per task is not a hot-path row: it runs on the first run only.
+    """
+    tasks, warmup = (30, 3) if options.quick else (100, 5)
     result: dict[str, Any] = {"tasks": tasks, "warmup": warmup, "prompt": "[[say: ok]]"}
-    try:
-        with AicliServer(fake) as server:
-            process = psutil.Process(server.pid)
-            aicli: dict[str, _AicliRunner] = {
-                "aicli": _AicliLongPoll(server.client(), process),
-                "aicli_prefer": _AicliPrefer(server.client(), process),
-            }
-            runners = {**aicli, "spawn": _Spawner(fake)}
-            samples, server_cpu_s = asyncio.run(
-                _rounds(fake, runners, tasks, warmup, lambda: _cpu(process))
-            )
-            result.update(_aicli_results(aicli, warmup, tasks))
-            # Both variants' tasks together: the one number that misses none of the server's CPU.
-            result["aicli_server_cpu_ms_per_task_whole_run"] = server_cpu_s / (2 * tasks) * 1000
-    except ServerUnavailable as exc:
-        result["aicli_skipped"] = str(exc)
-        samples, _ = asyncio.run(_rounds(fake, {"spawn": _Spawner(fake)}, tasks, warmup))
+    spawn: dict[str, Callable[[str], Any]] = {"spawn": _Spawner(fake)} if options.first_run else {}
+    with ExitStack() as stack:
+        try:
+            aicli = _servers(fake, stack, options, result)
+        except ServerUnavailable as exc:
+            result["aicli_skipped"] = str(exc)
+            aicli = {}
+        meters = {name: runner.cpu for name, runner in aicli.items()}
+        _idle_rates(aicli)
+        samples, cpu = asyncio.run(_rounds(fake, {**aicli, **spawn}, tasks, warmup, meters))
+        result.update(_aicli_results(aicli, warmup, tasks, cpu))
     result["sdk_client_cpu_ms_per_task"] = sum(samples.pop("sdk_cpu")) / tasks * 1000
     for name, values in samples.items():
         result[name] = {**summary(values), "samples_s": values}
     sdk_p50 = result["sdk"]["p50_ms"]
-    for name in ("aicli", "aicli_prefer"):
-        if name in samples:
-            result[f"ratio_{name}_over_sdk_p50"] = result[name]["p50_ms"] / sdk_p50
-    if "aicli" in samples:
-        result["ratio_spawn_over_aicli_p50"] = result["spawn"]["p50_ms"] / result["aicli"]["p50_ms"]
-    result["ratio_spawn_over_sdk_p50"] = result["spawn"]["p50_ms"] / sdk_p50
+    for name in aicli:
+        result[f"ratio_{name}_over_sdk_p50"] = result[name]["p50_ms"] / sdk_p50
+    if "spawn" in samples:
+        result["ratio_spawn_over_sdk_p50"] = result["spawn"]["p50_ms"] / sdk_p50
+        if "aicli" in samples:
+            ratio = result["spawn"]["p50_ms"] / result["aicli"]["p50_ms"]
+            result["ratio_spawn_over_aicli_p50"] = ratio
     return result

@@ -1,7 +1,9 @@
-"""The read path: GET /tasks/{id} and GET /tasks beside a bare Falcon app, then over 1M tasks.
+"""The read path: GET /tasks/{id}, task pages and /healthz beside a bare Falcon app; 1M tasks.
 
 Reads are what dashboards and pollers hammer; they must not cost much more than
-the web stack itself, nor grow with the size of the table.
+the web stack itself, nor grow with the size of the table. The anchor is a bare
+Falcon app on plain Waitress serving the bytes aicli answered (``bare_falcon.py``);
+``wrk`` drives each side from a process of its own.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from aicli.contract import new_id
 from aicli.storage.fields import to_db_time
 from benchmarks.fake import FakeApi
 from benchmarks.load import hammer
+from benchmarks.options import Options
 from benchmarks.server import AicliServer, Client, free_port
 from benchmarks.stats import summary
 
@@ -33,15 +36,23 @@ PER_QUERY_REQUESTS = 100
 PER_QUERY_SECONDS = 10.0
 
 
+# The anchor serves the bytes on plain Waitress; the others show what the anchor's own
+# choices are worth: encoding the body on every request, aicli's Waitress wrapper.
+BARE_SIDES = {"bare": [], "bare_media": ["--media"], "bare_wrapped": ["--aicli-wrapper"]}
+# Sandbox off: reads never touch a session's CLI, and the servers are alike but for the code.
+SERVER_SETTINGS = {"AICLI_SANDBOX": "off"}
+FILLER_TASKS = 60
+
+
 @contextmanager
-def _bare_falcon(payloads: dict[str, Any], threads: int) -> Iterator[str]:
+def _bare_falcon(payloads: dict[str, Any], threads: int, flags: list[str]) -> Iterator[str]:
     """The bare app with as many Waitress threads as the aicli server beside it."""
     with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
         json.dump(payloads, file)
         file.flush()
         port = free_port()
         argv = [sys.executable, "-m", "benchmarks.bare_falcon", str(port)]
-        process = subprocess.Popen([*argv, str(threads), file.name])
+        process = subprocess.Popen([*argv, str(threads), file.name, *flags])
         try:
             deadline = time.monotonic() + 30
             while True:
@@ -58,32 +69,66 @@ def _bare_falcon(payloads: dict[str, Any], threads: int) -> Iterator[str]:
             process.wait(timeout=10)
 
 
-def _against_bare(fake: FakeApi, seconds: float, rounds: int) -> dict[str, Any]:
-    """Bare, then aicli, ``rounds`` times alternating; the best round of each counts."""
-    with AicliServer(fake) as server:
-        client = server.client()
-        session_id = client.open_session()["id"]
-        tasks = [client.submit(session_id, f"filler {i} [[say: ok]]") for i in range(60)]
-        client.wait(tasks[-1]["id"])
-        task_id = tasks[0]["id"]
-        payloads = {"task": client.get_task(task_id), "list": client.list_tasks(limit=50)}
-        paths = {"task": f"/tasks/{task_id}", "list": "/tasks?limit=50"}
-        shown = {"task": "/tasks/{id}", "list": "/tasks?limit=50"}
-        threads = server.settings.threads
-        with _bare_falcon(payloads, threads) as bare_url:
-            result: dict[str, Any] = {"threads": threads}
-            for name, path in paths.items():
-                runs: dict[str, list[dict[str, Any]]] = {"bare": [], "aicli": []}
-                for _ in range(rounds):
-                    runs["bare"].append(hammer(f"{bare_url}{path}", seconds))
-                    runs["aicli"].append(hammer(f"{server.url}{path}", seconds))
-                bare, aicli = (max(runs[side], key=lambda run: run["rps"]) for side in runs)
-                result[name] = {
-                    "path": shown[name],
-                    "aicli": aicli,
-                    "bare": bare,
-                    "ratio_aicli_over_bare": aicli["rps"] / bare["rps"],
-                }
+SHOWN = {
+    "task": "/tasks/{id}",
+    "session_list": f"/tasks?session_id=…&limit=50 ({FILLER_TASKS} tasks in the session)",
+    "list": "/tasks?limit=50",
+    "healthz": "/healthz",
+}
+
+
+def _seeded(server: AicliServer) -> dict[str, str]:
+    """60 finished tasks in one session; the request target of each read row on this server."""
+    client = server.client()
+    session_id = client.open_session()["id"]
+    tasks = [client.submit(session_id, f"filler {i} [[say: ok]]") for i in range(FILLER_TASKS)]
+    client.wait(tasks[-1]["id"])
+    return {
+        "task": f"/tasks/{tasks[0]['id']}",
+        "session_list": f"/tasks?session_id={session_id}&limit=50",
+        "list": "/tasks?limit=50",
+        "healthz": "/healthz",
+    }
+
+
+def _answers(server: AicliServer, targets: dict[str, str]) -> dict[str, Any]:
+    http = server.client().http
+    answers = {}
+    for target in targets.values():
+        response = http.get(f"{server.url}{target}", timeout=30)
+        answers[target] = {"status": response.status_code, "body": response.json()}
+    return answers
+
+
+def _against_bare(fake: FakeApi, seconds: float, ref: str | None) -> dict[str, Any]:
+    """Every side once per row, in an order that rotates from row to row.
+
+    Each side is a process of its own (aicli as ``aicli serve``, the bare app,
+    ``wrk``), the bare app with as many Waitress threads as aicli; ``run.py``
+    repeats this and reports the median.
+    """
+    with ExitStack() as stack:
+        ours = stack.enter_context(AicliServer(fake, SERVER_SETTINGS))
+        urls = {"aicli": ours.url}
+        targets = {"aicli": _seeded(ours)}
+        if ref is not None:
+            theirs = stack.enter_context(AicliServer(fake, SERVER_SETTINGS, executable=ref))
+            urls["ref"], targets["ref"] = theirs.url, _seeded(theirs)
+        payloads = _answers(ours, targets["aicli"])
+        threads = ours.settings.threads
+        for side, flags in BARE_SIDES.items():
+            urls[side] = stack.enter_context(_bare_falcon(payloads, threads, flags))
+            targets[side] = targets["aicli"]
+        result: dict[str, Any] = {"threads": threads, "seconds": seconds}
+        sides = list(urls)
+        for index, name in enumerate(SHOWN):
+            entry: dict[str, Any] = {"path": SHOWN[name]}
+            for side in sides[index % len(sides) :] + sides[: index % len(sides)]:
+                entry[side] = hammer(f"{urls[side]}{targets[side][name]}", seconds)
+            for side in ("aicli", "ref", "bare_media", "bare_wrapped"):
+                if side in entry:
+                    entry[f"ratio_{side}_over_bare"] = entry[side]["rps"] / entry["bare"]["rps"]
+            result[name] = entry
     return result
 
 
@@ -204,10 +249,10 @@ def _over_big_table(fake: FakeApi) -> dict[str, Any]:
     return result
 
 
-def measure(fake: FakeApi, quick: bool) -> dict[str, Any]:
-    result = _against_bare(fake, *((3, 1) if quick else (4, 2)))
-    if quick:
+def measure(fake: FakeApi, options: Options) -> dict[str, Any]:
+    result = _against_bare(fake, 2 if options.quick else 4, options.ref)
+    if options.quick:
         result["big_table_skipped"] = "--quick: the 1,000,000-task table takes a minute to fill"
-    else:
+    elif options.first_run:
         result["big_table"] = _over_big_table(fake)
     return result

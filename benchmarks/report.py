@@ -8,208 +8,19 @@ what explains it (the phases, the CPU, the baseline without watchers).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from benchmarks.goals import VERDICTS, goal_checks, lookup
+from benchmarks.hot_report import hot_header, hot_rows, trip_rows
+from benchmarks.plot import plot
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+__all__ = ["goal_checks", "print_table", "write"]
 
 Row = tuple[str, str, str]
 PLOT = "bench.png"
-VERDICTS = {True: "met", False: "MISSED", None: "not measured"}
-
-
-def _get(results: dict[str, Any], *keys: str) -> Any:
-    value: Any = results
-    for key in keys:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
-
-
-# -- goals ------------------------------------------------------------------------------------
-
-# What a goal's check gives: the measured value as text (None: not measured) and
-# the verdict (True met, False missed, None not measured or not comparable).
-Check = tuple[str | None, bool | None]
-
-
-@dataclass(frozen=True)
-class Goal:
-    measure: str
-    target: str
-    check: Callable[[dict[str, Any]], Check]
-
-
-def _latency_ratio(name: str, limit: float) -> Callable[[dict[str, Any]], Check]:
-    def check(results: dict[str, Any]) -> Check:
-        latency = results.get("latency") or {}
-        ratio = latency.get(f"ratio_{name}_over_sdk_p50")
-        if ratio is None:
-            return None, None
-        text = f"{ratio:.2f}× ({latency[name]['p50_ms']:.1f} vs {latency['sdk']['p50_ms']:.1f} ms)"
-        if name == "aicli_prefer":
-            text += (
-                f"; {latency['prefer_answered_by_post']} of {latency['tasks']} answered by the POST"
-            )
-        return text, ratio <= limit
-
-    return check
-
-
-def _throughput(results: dict[str, Any]) -> Check:
-    row = _get(results, "throughput", "by_sessions", "16")
-    if not row or "ratio_aicli_over_sdk" not in row:
-        return None, None
-    ratio = row["ratio_aicli_over_sdk"]
-    return f"{ratio:.2f}× ({row['aicli_tps']:.1f} vs {row['sdk_tps']:.1f} tasks/s)", ratio >= 0.95
-
-
-def _cpu(results: dict[str, Any]) -> Check:
-    """All the server's CPU over the latency rounds per aicli task; the parts beside it."""
-    latency = results.get("latency") or {}
-    whole = latency.get("aicli_server_cpu_ms_per_task_whole_run")
-    if whole is None:
-        return None, None
-    parts = [
-        f"{label} {latency[key]:.1f}"
-        for name, label in (("aicli", "POST + GET ?wait"), ("aicli_prefer", "Prefer"))
-        if (key := f"{name}_server_cpu_ms_per_task") in latency
-    ]
-    if (under_load := _get(results, "throughput", "by_sessions", "16")) and (
-        "aicli_server_cpu_ms_per_task" in under_load
-    ):
-        parts.append(f"16 sessions at once {under_load['aicli_server_cpu_ms_per_task']:.1f}")
-    return f"{whole:.1f} ms ({', '.join(parts)})", whole <= 2.0
-
-
-def _streams(results: dict[str, Any]) -> Check:
-    fan = results.get("fanout")
-    if not fan:
-        return None, None
-    refused = fan["streams_refused_503"] + fan["streams_failed"] + fan["streams_other_status"]
-    poll_refused = fan["long_polls_refused_503"] + fan["long_polls_failed"]
-    text = (
-        f"{fan['streams_peak_open']} open at once, {refused} refused, "
-        f"{fan['streams_complete']} saw every event; long-polls: "
-        f"{fan['long_polls_answered']} of {fan['long_polls']} answered, {poll_refused} refused"
-    )
-    met = (
-        fan["streams_peak_open"] >= fan["streams"]
-        and fan["streams_complete"] >= fan["streams"]
-        and refused == 0
-        and fan["long_polls_answered"] >= fan["long_polls"]
-    )
-    return text, met
-
-
-def _reads_under_streams(results: dict[str, Any]) -> Check:
-    """Met only if the streams were all open while the reads ran; a slow p99 is a miss anyway."""
-    fan = results.get("fanout")
-    if not fan:
-        return None, None
-    p99 = fan["reads_with_watchers"]["p99_ms"]
-    open_through = fan["streams_open_through_reads"]
-    text = (
-        f"{p99:.1f} ms (p50 {fan['reads_with_watchers']['p50_ms']:.1f}; "
-        f"{open_through} streams open throughout; no watchers: "
-        f"p99 {fan['baseline_reads']['p99_ms']:.1f})"
-    )
-    if p99 >= 50:
-        return text, False
-    return text, True if open_through >= fan["streams"] else None
-
-
-def _read_ratio(name: str) -> Callable[[dict[str, Any]], Check]:
-    def check(results: dict[str, Any]) -> Check:
-        entry = _get(results, "read", name)
-        if not entry:
-            return None, None
-        ratio = entry["ratio_aicli_over_bare"]
-        text = (
-            f"{ratio:.2f}× ({entry['aicli']['rps']:.0f} vs {entry['bare']['rps']:.0f} req/s, "
-            f"{entry['aicli']['tool']})"
-        )
-        return text, ratio >= 0.6
-
-    return check
-
-
-def _memory(results: dict[str, Any]) -> Check:
-    memory = results.get("memory")
-    if not memory:
-        return None, None
-    rss = memory["aicli_rss_with_sessions_mb"]
-    text = (
-        f"{rss:.0f} MB ({memory['aicli_rss_idle_mb']:.0f} MB idle, {memory['sessions']} sessions)"
-    )
-    return text, rss < 100 if memory["sessions"] >= 1000 else None
-
-
-def _api_proxy(results: dict[str, Any]) -> Check:
-    added = _get(results, "api_proxy", "added_p50_ms")
-    if added is None:
-        return None, None
-    return f"{added:.2f} ms", added < 1.0
-
-
-def _sandbox(results: dict[str, Any]) -> Check:
-    """Met if the sandbox's sessions answer within noise of unsandboxed ones (``sandbox``)."""
-    box = results.get("sandbox")
-    if not box:
-        return None, None
-    ratio = box["ratio_task_p50"]
-    text = (
-        f"{ratio:.2f}× ({box['on']['task']['p50_ms']:.1f} vs {box['off']['task']['p50_ms']:.1f} ms)"
-    )
-    if not box["sandbox_in_effect"]:
-        return f"{text}; the sandbox was not in effect", None
-    return text, ratio <= 1.10
-
-
-GOALS = (
-    Goal("per-task p50, POST + `GET ?wait`", "≤ 1.10× SDK", _latency_ratio("aicli", 1.10)),
-    Goal(
-        "per-task p50, POST with `Prefer: wait`",
-        "≤ 1.05× SDK",
-        _latency_ratio("aicli_prefer", 1.05),
-    ),
-    Goal("throughput, 16 sessions at once", "≥ 0.95× 16 SDK clients", _throughput),
-    Goal("aicli's own CPU per task (server process, user+sys)", "≤ 2 ms", _cpu),
-    Goal(
-        "open SSE streams at once, all receiving every event",
-        "500, none refused, with 100 long-polls besides",
-        _streams,
-    ),
-    Goal("`GET /tasks/{id}` p99 while those 500 streams are open", "< 50 ms", _reads_under_streams),
-    Goal("`GET /tasks/{id}` req/s", "≥ 0.6× bare Falcon on the same Waitress", _read_ratio("task")),
-    Goal(
-        "`GET /tasks?limit=50` req/s",
-        "≥ 0.6× bare Falcon on the same Waitress",
-        _read_ratio("list"),
-    ),
-    Goal("aicli RSS with 1,000 idle sessions", "< 100 MB", _memory),
-    Goal("API proxy: added p50 per streamed Messages request", "< 1 ms", _api_proxy),
-    Goal("per-task p50, sandbox on / off", "≤ 1.10× (within noise)", _sandbox),
-)
-
-
-def goal_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
-    checks = []
-    for goal in GOALS:
-        measured, met = goal.check(results)
-        checks.append(
-            {"measure": goal.measure, "goal": goal.target, "measured": measured, "met": met}
-        )
-    return checks
-
 
 # -- the table of every number ----------------------------------------------------------------
 
@@ -227,6 +38,9 @@ def _fake_rows(fake: dict[str, Any]) -> Iterator[Row]:
 LATENCY_LABELS = {
     "aicli": "aicli POST + GET ?wait",
     "aicli_prefer": "aicli Prefer: wait",
+    "aicli_sandboxed": "aicli POST + GET ?wait, sandbox on",
+    "ref_aicli": "--ref POST + GET ?wait",
+    "ref_aicli_prefer": "--ref Prefer: wait",
     "sdk": "SDK client",
     "spawn": "claude -p per task",
 }
@@ -238,37 +52,37 @@ def _latency_rows(latency: dict[str, Any]) -> Iterator[Row]:
         if name not in latency:
             continue
         text = _pcts(latency[name])
-        if name == "aicli_prefer":
-            text += f" ({latency['prefer_answered_by_post']} of {latency['tasks']} answered 200)"
+        if (answered := latency.get(f"{name}_answered_by_post")) is not None:
+            text += f" ({answered:g} of {latency['tasks']} answered 200)"
         yield section, f"{label} p50 / p90 / p99 ms", text
-    for name in ("aicli", "aicli_prefer"):
+    for name in ("aicli", "aicli_prefer", "ref_aicli", "ref_aicli_prefer"):
         if phases := latency.get(f"{name}_phases"):
             text = ", ".join(f"{phase} {stats['p50_ms']:.1f}" for phase, stats in phases.items())
             yield section, f"{LATENCY_LABELS[name]} p50 by phase, ms", text
     cpu = [
-        f"{LATENCY_LABELS[name].removeprefix('aicli ')} {latency[key]:.1f}"
-        for name in ("aicli", "aicli_prefer")
+        f"{LATENCY_LABELS[name]} {latency[key]:.1f} (idle "
+        f"{latency.get(f'{name}_server_idle_cpu_ms_per_task', 0):.1f})"
+        for name in LATENCY_LABELS
         if (key := f"{name}_server_cpu_ms_per_task") in latency
     ]
     if cpu:
-        whole = latency["aicli_server_cpu_ms_per_task_whole_run"]
-        yield (
-            section,
-            "aicli server CPU per task, ms (user+sys)",
-            f"{whole:.1f} over the run; during the calls: {', '.join(cpu)}",
-        )
+        yield section, "server CPU per task, ms (user+sys, a server per variant)", ", ".join(cpu)
     yield section, "SDK client CPU per task, ms", f"{latency['sdk_client_cpu_ms_per_task']:.1f}"
     ratios = [
-        f"{LATENCY_LABELS[name].removeprefix('aicli ')} {latency[key]:.2f}×"
-        for name in ("aicli", "aicli_prefer")
-        if (key := f"ratio_{name}_over_sdk_p50") in latency
+        f"{LATENCY_LABELS[name]} {latency[key]:.2f}×"
+        for name in LATENCY_LABELS
+        if name != "spawn" and name != "sdk" and (key := f"ratio_{name}_over_sdk_p50") in latency
     ]
     if ratios:
-        yield section, "aicli / SDK (p50)", ", ".join(ratios)
+        yield section, "aicli / SDK (p50, median of the runs' ratios)", ", ".join(ratios)
     if "ratio_spawn_over_aicli_p50" in latency:
         ratio = latency["ratio_spawn_over_aicli_p50"]
         yield section, "spawn / aicli POST + GET ?wait (p50)", f"{ratio:.1f}×"
-    yield section, "spawn / SDK (p50)", f"{latency['ratio_spawn_over_sdk_p50']:.1f}×"
+    if "ratio_spawn_over_sdk_p50" in latency:
+        yield section, "spawn / SDK (p50)", f"{latency['ratio_spawn_over_sdk_p50']:.1f}×"
+    for name in LATENCY_LABELS:
+        if reason := latency.get(f"{name}_skipped"):
+            yield section, f"{LATENCY_LABELS[name]} skipped", reason
 
 
 def _throughput_rows(throughput: dict[str, Any]) -> Iterator[Row]:
@@ -285,14 +99,21 @@ def _throughput_rows(throughput: dict[str, Any]) -> Iterator[Row]:
 
 
 def _read_rows(read: dict[str, Any]) -> Iterator[Row]:
-    for name in ("task", "list"):
-        entry = read[name]
-        aicli, bare = entry["aicli"], entry["bare"]
+    sides = {"aicli": "aicli", "ref": "--ref", "bare": "bare Falcon", "bare_media": "media"}
+    sides["bare_wrapped"] = "wrapped"
+    for name in ("task", "session_list", "list", "healthz"):
+        if not (entry := read.get(name)):
+            continue
+        shown = [
+            f"{label} {entry[side]['rps']:.0f} ({entry[side]['p99_ms']:.1f})"
+            + (f" [{entry[side]['errors']:g} non-2xx]" if entry[side].get("errors") else "")
+            for side, label in sides.items()
+            if side in entry
+        ]
         yield (
-            f"read path ({aicli['tool']})",
+            f"read path ({entry['aicli']['tool']})",
             f"GET {entry['path']} req/s (p99 ms)",
-            f"aicli {aicli['rps']:.0f} ({aicli['p99_ms']:.1f}), bare Falcon {bare['rps']:.0f} "
-            f"({bare['p99_ms']:.1f}) → {entry['ratio_aicli_over_bare']:.2f}×",
+            f"{', '.join(shown)} → {entry['ratio_aicli_over_bare']:.2f}×",
         )
     if big := read.get("big_table"):
         section = f"{big['tasks']:,} tasks"
@@ -437,6 +258,8 @@ def _rows(results: dict[str, Any]) -> Iterator[Row]:
         yield from _throughput_rows(throughput)
     if read := results.get("read"):
         yield from _read_rows(read)
+    if trip := results.get("trip"):
+        yield from trip_rows(trip)
     if fan := results.get("fanout"):
         yield from _fanout_rows(fan)
     if memory := results.get("memory"):
@@ -446,7 +269,7 @@ def _rows(results: dict[str, Any]) -> Iterator[Row]:
     if proxy := results.get("api_proxy"):
         yield from _api_proxy_rows(proxy)
     for section in ("latency", "throughput"):
-        if reason := _get(results, section, "aicli_skipped"):
+        if reason := lookup(results, section, "aicli_skipped"):
             yield section, "aicli side skipped", reason
     for section, reason in results.get("skipped", {}).items():
         yield section, "skipped", reason
@@ -469,12 +292,14 @@ def _machine(meta: dict[str, Any]) -> str:
 def header(results: dict[str, Any]) -> list[str]:
     """When, on what, with which Claude Code, under what load, with which server settings."""
     meta = results["meta"]
+    ref = f" Beside ours: --ref {meta['ref']}." if meta.get("ref") else ""
     return [
         f"Run {_when(meta)} ({meta['mode']}{'' if meta['mode'] == 'full' else ' run'}) "
         f"on {_machine(meta)}; {meta['claude_version']}; Python {meta['python']}.",
         f"1-minute load average {meta['load_average_at_start']:.1f} at the start, "
         f"{meta['load_average_at_end']:.1f} at the end.",
-        f"Server settings: {meta['server_settings']}.",
+        f"Server settings: {meta['server_settings']}. Hot-path rows: the median of "
+        f"{meta.get('runs', 1)} runs, each on fresh servers.{ref}",
     ]
 
 
@@ -502,6 +327,8 @@ def markdown(results: dict[str, Any]) -> str:
             + " Real Claude Code CLI against the instant fake Anthropic API; see README.md "
             "for what each number means. The machine is shared: numbers taken while "
             "other work runs are noisy.",
+            "## The hot path (issue 27), median of the runs",
+            _markdown_table(hot_header(results), hot_rows(results)),
             "## Goals",
             _markdown_table(GOAL_HEADER, _goal_rows(results)),
             f"![Per-task latency and throughput]({PLOT})",
@@ -529,114 +356,11 @@ def print_table(results: dict[str, Any]) -> None:
     # The verdict first: it is what one looks for, and the measured text is long.
     rows = [(f"[{v}]", m, g, value) for m, g, value, v in goals]
     _print_columns([("verdict", *GOAL_HEADER[:3]), *rows], 4)
-
-
-# -- the plot ---------------------------------------------------------------------------------
-
-# Plain millisecond ticks on the log axis (matplotlib would write 3×10¹).
-LOG_TICKS_MS = (10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 5000)
-
-PLOT_LABELS = {
-    "aicli": "aicli: POST + GET ?wait",
-    "aicli_prefer": "aicli: POST, Prefer: wait",
-    "sdk": "SDK client",
-    "spawn": "claude -p per task",
-}
-
-
-def _not_measured(axes: Any) -> None:
-    axes.text(0.5, 0.5, "not measured in this run", ha="center", transform=axes.transAxes)
-    axes.set_xticks([])
-    axes.set_yticks([])
-
-
-def _latency_panel(axes: Any, latency: dict[str, Any] | None) -> None:
-    """CDF on a log axis: spawn-per-task is an order of magnitude off the rest."""
-    axes.set_title("Per-task latency, one warm session")
-    if not latency:
-        _not_measured(axes)
-        return
-    everything: list[float] = []
-    for name, label in PLOT_LABELS.items():
-        if name not in latency:
-            continue
-        ordered = sorted(s * 1000 for s in latency[name]["samples_s"])
-        everything += ordered
-        fractions = [(i + 1) / len(ordered) for i in range(len(ordered))]
-        axes.step(
-            ordered,
-            fractions,
-            where="post",
-            label=f"{label} (p50 {latency[name]['p50_ms']:.1f} ms)",
-        )
-    axes.set_xscale("log")
-    low, high = min(everything), max(everything)
-    axes.xaxis.set_major_locator(
-        FixedLocator([t for t in LOG_TICKS_MS if low / 2 <= t <= high * 2])
-    )
-    axes.xaxis.set_major_formatter(lambda value, _: f"{value:g}")
-    axes.xaxis.set_minor_locator(NullLocator())
-    axes.set_xlabel(f"ms (log scale), {latency['tasks']} tasks each, interleaved")
-    axes.set_ylabel("fraction of tasks")
-    axes.legend(loc="lower right", fontsize="small")
-    axes.grid(True, which="both", alpha=0.3)
-
-
-def _throughput_panel(axes: Any, throughput: dict[str, Any] | None) -> None:
-    """Best round as a line, every round as a dot: the spread is the machine's noise."""
-    axes.set_title("Throughput, N sessions at once")
-    if not throughput:
-        _not_measured(axes)
-        return
-    rows = throughput["by_sessions"]
-    sessions = [int(n) for n in rows]
-    for side, label, marker in (("aicli", "aicli", "o"), ("sdk", "N SDK clients", "s")):
-        if not all(f"{side}_tps" in row for row in rows.values()):
-            continue
-        (line,) = axes.plot(
-            sessions, [row[f"{side}_tps"] for row in rows.values()], marker=marker, label=label
-        )
-        for n, row in zip(sessions, rows.values(), strict=True):
-            axes.scatter(
-                [n] * len(row[f"{side}_rounds"]),
-                row[f"{side}_rounds"],
-                s=12,
-                color=line.get_color(),
-                alpha=0.35,
-            )
-    for n, row in zip(sessions, rows.values(), strict=True):
-        if "ratio_aicli_over_sdk" in row:
-            axes.annotate(
-                f"{row['ratio_aicli_over_sdk']:.2f}×",
-                (n, row["aicli_tps"]),
-                textcoords="offset points",
-                xytext=(7, -13),
-                ha="left",
-                fontsize="small",
-            )
-    axes.set_xscale("log", base=2)
-    axes.set_xticks(sessions, [str(n) for n in sessions])
-    axes.set_ylim(bottom=0)
-    axes.set_xlabel("sessions")
-    axes.set_ylabel("tasks/s (best round; dots: every round)")
-    axes.legend(loc="lower left", fontsize="small")
-    axes.grid(True, alpha=0.3)
-
-
-def plot(results: dict[str, Any], paths: list[Path]) -> None:
-    meta = results["meta"]
-    figure, (latency, throughput) = plt.subplots(1, 2, figsize=(12, 4.8))
-    _latency_panel(latency, results.get("latency"))
-    _throughput_panel(throughput, results.get("throughput"))
-    figure.suptitle(
-        f"aicli vs the Claude Agent SDK: {_when(meta)}, {_machine(meta)}, "
-        f"{meta['claude_version']} ({meta['mode']})",
-        fontsize="medium",
-    )
-    figure.tight_layout()
-    for path in paths:
-        figure.savefig(path, dpi=110)
-    plt.close(figure)
+    if hot := hot_rows(results):
+        print()
+        print("The hot path (issue 27): median of the runs (each run's value in brackets)")
+        header_cells = hot_header(results)
+        _print_columns([header_cells, *hot], len(header_cells))
 
 
 def write(results: dict[str, Any], out: Path, publish: Path | None) -> list[Path]:
@@ -649,5 +373,10 @@ def write(results: dict[str, Any], out: Path, publish: Path | None) -> list[Path
         (publish / "RESULTS.md").write_text(markdown(results) + "\n")
         written.append(publish / "RESULTS.md")
         plots.append(publish / PLOT)
-    plot(results, plots)
+    meta = results["meta"]
+    title = (
+        f"aicli vs the Claude Agent SDK: {_when(meta)}, {_machine(meta)}, "
+        f"{meta['claude_version']} ({meta['mode']})"
+    )
+    plot(results, plots, title)
     return written + plots

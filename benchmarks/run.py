@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,26 +27,39 @@ from benchmarks import (
     longpoll,
     memory,
     read_path,
+    ref,
     report,
     sandbox,
     throughput,
+    trip,
 )
 from benchmarks.fake import FakeApi, measure_floor
+from benchmarks.options import Options
+from benchmarks.runs import median_of
 from benchmarks.server import ServerUnavailable, default_settings_text
 
 HERE = Path(__file__).resolve().parent
 
-SECTIONS: dict[str, Callable[[FakeApi, bool], dict[str, Any]]] = {
-    "fake": measure_floor,
+
+def _quick_only(measure: Callable[[FakeApi, bool], dict[str, Any]]) -> Section:
+    return lambda fake, options: measure(fake, options.quick)
+
+
+Section = Callable[[FakeApi, Options], dict[str, Any]]
+SECTIONS: dict[str, Section] = {
+    "fake": _quick_only(measure_floor),
     "latency": latency.measure,
-    "longpoll": longpoll.measure,
-    "throughput": throughput.measure,
+    "longpoll": _quick_only(longpoll.measure),
+    "throughput": _quick_only(throughput.measure),
     "read": read_path.measure,
-    "fanout": fanout.measure,
-    "memory": memory.measure,
-    "api_proxy": api_proxy.measure,
-    "sandbox": sandbox.measure,
+    "fanout": _quick_only(fanout.measure),
+    "memory": _quick_only(memory.measure),
+    "api_proxy": _quick_only(api_proxy.measure),
+    "sandbox": _quick_only(sandbox.measure),
+    "trip": trip.measure,
 }
+# The issue's hot-path rows: run --runs times (fresh servers each time), the median reported.
+REPEATED = ("latency", "read")
 
 
 def _sections(text: str) -> list[str]:
@@ -76,7 +90,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, default=HERE / "results", help="where latest.json and bench.png go"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help=f"runs of {', '.join(REPEATED)} whose median is reported (default 3; --quick: 1)",
+    )
+    parser.add_argument(
+        "--ref",
+        metavar="REV",
+        help="also run the server side of the hot-path rows from this git revision "
+        "(or a checkout directory) beside ours: the before/after table (README.md)",
+    )
+    args = parser.parse_args(argv)
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    return args
 
 
 def _total_ram() -> int | None:
@@ -96,8 +125,20 @@ def _claude_version() -> str:
     return done.stdout.strip()
 
 
+def _measured(name: str, fake: FakeApi, options: Options, runs: int) -> dict[str, Any]:
+    """One run, or for the hot-path rows the median of ``runs`` (each on fresh servers)."""
+    if name not in REPEATED:
+        return SECTIONS[name](fake, options)
+    done = []
+    for index in range(runs):
+        print(f"   run {index + 1} of {runs}", flush=True)
+        done.append(SECTIONS[name](fake, replace(options, first_run=index == 0)))
+    return median_of(done)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    ref_executable, ref_label = ref.prepare(args.ref) if args.ref else (None, None)
     results: dict[str, Any] = {
         "meta": {
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -110,16 +151,19 @@ def main(argv: list[str] | None = None) -> int:
             "python": sys.version.split()[0],
             "claude_version": _claude_version(),
             "server_settings": default_settings_text(),
+            "runs": args.runs,
+            "ref": ref_label,
         },
         "skipped": {},
         "failed": {},
     }
+    options = Options(args.quick, ref_executable)
     with FakeApi() as fake:
         for name in args.only:
             print(f"== {name}", flush=True)
             started = time.perf_counter()
             try:
-                results[name] = SECTIONS[name](fake, args.quick)
+                results[name] = _measured(name, fake, options, args.runs)
             except ServerUnavailable as exc:
                 results["skipped"][name] = f"aicli server unavailable: {exc}"
             except Exception as exc:  # one broken benchmark must not lose the others' numbers

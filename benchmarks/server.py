@@ -18,6 +18,7 @@ from typing import Any
 
 import requests
 
+from aicli.actors.claude_bin import find_claude
 from aicli.contract import TERMINAL_STATUSES
 from aicli.settings import Settings
 from benchmarks.fake import FakeApi
@@ -71,6 +72,7 @@ class AicliServer:
         fake: FakeApi,
         settings: Mapping[str, str] | None = None,
         database: Path | None = None,
+        executable: str | None = None,
     ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="aicli-bench-server-")
         self.database = database or Path(self._tmp.name) / "b.db"
@@ -83,6 +85,9 @@ class AicliServer:
             "AICLI_STATE_DIR": str(Path(self._tmp.name) / "state"),  # gone with the server
             **(settings or {}),
         }
+        # ``--ref``'s ``aicli`` runs the same CLI as ours: only the server differs.
+        self._env.setdefault("AICLI_CLAUDE_BIN", find_claude())
+        self.executable = executable or aicli_executable()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -97,7 +102,7 @@ class AicliServer:
 
     def __enter__(self) -> AicliServer:
         argv = [
-            aicli_executable(),
+            self.executable,
             "serve",
             "--port",
             str(self.port),
