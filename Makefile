@@ -54,10 +54,15 @@ sandbox-deps:
 		|| { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get \
 			install -y --no-install-recommends bubblewrap socat ripgrep; }; fi
 
+# The tests share nothing (ports, directories, databases, processes), so they run on
+# several workers (pytest-xdist); a module whose tests share one fixture is kept on one
+# worker by an ``xdist_group`` mark. Most of a test's time is spent waiting on the CLI,
+# servers and timers, not on its own core. `make TEST_WORKERS=0 test`: one by one, in-process.
+TEST_WORKERS ?= 2
 test: setup chromium
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
