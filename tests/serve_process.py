@@ -94,7 +94,11 @@ class ServeProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        wait_for(self._healthy, timeout=30, what="aicli serve to answer /healthz")
+        try:
+            wait_for(self._healthy, timeout=60, what="aicli serve to answer /healthz")
+        except BaseException:
+            self.stop()  # not yet in any fixture's list: nobody else would stop it
+            raise
 
     def _healthy(self) -> bool:
         if self.popen.poll() is not None:
