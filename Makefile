@@ -55,14 +55,15 @@ sandbox-deps:
 			install -y --no-install-recommends bubblewrap socat ripgrep; }; fi
 
 # The tests share nothing (ports, directories, databases, processes), so they run on
-# several workers (pytest-xdist); a module whose tests share one fixture is kept on one
-# worker by an ``xdist_group`` mark. Most of a test's time is spent waiting on the CLI,
-# servers and timers, not on its own core. `make TEST_WORKERS=0 test`: one by one, in-process.
+# two workers (pytest-xdist), a module at a time each (loadfile: a module's shared
+# fixtures, a browser, a database, the fencing tests' cluster, start once), in file order
+# (no reorder by test count, which would leave the long one- and two-test modules for
+# last; xdist_group marks do nothing under pytest 9). `make TEST_WORKERS=0 test`: in-process.
 TEST_WORKERS ?= 2
 test: setup chromium
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'

@@ -28,8 +28,6 @@ from aicli.testing.fake_anthropic import FakeAnthropic
 from tests.cluster import LEASE_TTL, Cluster, NodeProcess, poll, report, status_events
 
 pytest_plugins = ("tests.storage_fixtures",)
-# One worker runs the whole module under ``pytest -n``: its tests share one cluster.
-pytestmark = pytest.mark.xdist_group("fencing_cluster")
 
 TTL = LEASE_TTL
 
