@@ -54,10 +54,16 @@ sandbox-deps:
 		|| { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get \
 			install -y --no-install-recommends bubblewrap socat ripgrep; }; fi
 
+# The tests share nothing (ports, directories, databases, processes), so they run on
+# two workers (pytest-xdist), a module at a time each (loadfile: a module's shared
+# fixtures, a browser, a database, the fencing tests' cluster, start once), in file order
+# (no reorder by test count, which would leave the long one- and two-test modules for
+# last; xdist_group marks do nothing under pytest 9). `make TEST_WORKERS=0 test`: in-process.
+TEST_WORKERS ?= 2
 test: setup chromium
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The read path's load generator is Debian's wrk (a Python one saturates first on 2 cores);
 # installed when missing, as chromium is. BENCH_ARGS passes options, e.g. --ref main.

@@ -11,6 +11,7 @@ import pytest
 from aicli import Runtime
 from aicli.actors.claude_bin import find_claude
 from aicli.testing.fake_anthropic import FakeAnthropic
+from tests.serve_process import release_ports
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +21,14 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     path = str(tmp_path_factory.mktemp("state"))
     monkeypatch.setenv("AICLI_STATE_DIR", path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def reserved_ports() -> Iterator[None]:
+    """Ports ``free_port`` reserved stay reserved until the test's servers have stopped
+    (this fixture comes first, so it ends last)."""
+    yield
+    release_ports()
 
 
 @pytest.fixture(scope="session")

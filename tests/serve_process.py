@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -24,10 +27,51 @@ def aicli_children(database_url: str) -> list[psutil.Process]:
     return process_tree.marked_processes(owner_prefix(database_url), prefix=True)
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out for a client's end of a connection."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Below the ephemeral range: a port there is never taken by some client's connection
+# between our check and the server's bind (a port 0 bind draws from that range).
+_PORTS = range(max(1024, _ephemeral_low() - 12000), _ephemeral_low())
+# One lock file per port, machine-wide: workers of this run and of runs beside it.
+_LOCKS = Path(tempfile.gettempdir()) / "aicli-test-ports"
+_reserved: dict[int, int] = {}  # port -> the descriptor whose lock reserves it
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port no other test on the machine takes until this test ends (``release_ports``):
+    a server restarted on it, or a client that must find nobody there, finds it free.
+
+    A port 0 bind that is closed again leaves the port to whoever binds next (another
+    test's server, or a client's connection); a lock held until the test ends does not.
+    """
+    _LOCKS.mkdir(exist_ok=True)
+    for _ in range(1000):
+        port = random.choice(_PORTS)
+        if port in _reserved:
+            continue
+        fd = os.open(_LOCKS / str(port), os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))  # nobody else (not a test) holds it
+        except OSError:
+            os.close(fd)
+            continue
+        _reserved[port] = fd
+        return port
+    raise AssertionError(f"no free port in {_PORTS}")
+
+
+def release_ports() -> None:
+    """Give back every port ``free_port`` reserved (after the test's servers stopped)."""
+    while _reserved:
+        os.close(_reserved.popitem()[1])
 
 
 class ServeProcess:
@@ -50,7 +94,11 @@ class ServeProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        wait_for(self._healthy, timeout=30, what="aicli serve to answer /healthz")
+        try:
+            wait_for(self._healthy, timeout=60, what="aicli serve to answer /healthz")
+        except BaseException:
+            self.stop()  # not yet in any fixture's list: nobody else would stop it
+            raise
 
     def _healthy(self) -> bool:
         if self.popen.poll() is not None:

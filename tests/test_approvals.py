@@ -22,8 +22,10 @@ pytest_plugins = ("tests.http_fixtures",)
 SSE = {"Accept": "text/event-stream"}
 
 
-def pending_of(client: Client, task_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    """The task's pending approval, once it is listed."""
+def pending_of(client: Client, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The task's pending approval, once it is listed. The default deadline is the one a
+    task gets to end (``wait_terminal``): before it asks, a session's first task starts the
+    CLI in its sandbox, which under a loaded machine took more than 10 s."""
 
     def listed() -> dict[str, Any] | None:
         page = client.get("/approvals", params={"task_id": task_id, "status": "pending"}).json()

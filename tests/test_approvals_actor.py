@@ -70,8 +70,9 @@ def session(rt: Runtime, workdir: str) -> Session:
     return rt.open_session(workdir=workdir, approvals="ask")
 
 
-def pending_of(rt: Runtime, task_id: str, timeout: float = 10.0) -> Approval:
-    """The task's pending approval, once it is committed."""
+def pending_of(rt: Runtime, task_id: str, timeout: float = 60.0) -> Approval:
+    """The task's pending approval, once it is committed (a deadline for a first task's CLI
+    to start in its sandbox and ask, which took over 10 s on a loaded machine)."""
 
     def listed() -> Approval | None:
         page = rt.approvals(task_id=task_id, status=["pending"])
