@@ -113,7 +113,7 @@ class ApprovalDesk:
     def __init__(self, store: Store, notifier: Notifier, tell: Callable[[object], None]) -> None:
         self._store = store
         self._notifier = notifier
-        self._tell = tell
+        self._tell_supervisor = tell
 
     def list(
         self,
@@ -192,7 +192,7 @@ class ApprovalDesk:
             sent,
         )
         self._notifier.announce(events_of(decided.task_id))
-        self._tell(Decided(decided.session_id, decided_answer(decided, sent)))
+        self._tell_supervisor(Decided(decided.session_id, decided_answer(decided, sent)))
         log.info(
             "approval %s",
             decided.status,

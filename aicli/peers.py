@@ -10,7 +10,7 @@ revocation, which ends the revoked principal's waits on every node. Only an acto
 already running the session on a peer acts on it: a peer starts none for news
 (the submitting node's own wake claims an unclaimed session). Signals can be
 lost, so after a reconnect every waiter looks again and the supervisor rescans;
-each lease tick does the same (``Runtime``).
+each lease tick does the same (``NodeLife.renewed`` in ``aicli.runtime.node``).
 
 A decision's answer can be larger than a payload may be: the peer rebuilds it
 from the approval's row and event (``ApprovalDesk.answer_of``).
@@ -29,6 +29,14 @@ from aicli.storage.signals import Signals, signals_for
 log = logging.getLogger(__name__)
 
 LISTEN_TIMEOUT_S = 5.0
+# A payload is one letter naming the news, a space, and its fields separated by spaces.
+# The letters are what nodes of different versions say to one another: never change one.
+ANNOUNCED = "k"  # a key announced to waiters: a task's news (``Notifier``)
+WAKE = "w"  # a session's queue changed
+CANCEL_RUNNING = "c"  # a session's running task is cancelled
+CLOSE_SESSION = "x"  # a session is closed
+REVOKED = "r"  # a principal is revoked
+DECIDED = "d"  # an approval is decided
 
 
 class Peers:
@@ -44,7 +52,7 @@ class Peers:
         principal of that id (this node's waits of it must end)."""
         self._notifier = notifier
         self._desk = desk
-        self._tell = tell
+        self._tell_supervisor = tell
         self._on_revoked = on_revoked
         self._signals: Signals | None = signals_for(database_url, self._heard, self._reconnected)
 
@@ -64,7 +72,7 @@ class Peers:
 
     def _announced(self, key: str) -> None:
         assert self._signals is not None
-        self._signals.send(f"k {key}")
+        self._signals.send(f"{ANNOUNCED} {key}")
 
     def close(self) -> None:
         self._notifier.relay = None
@@ -82,41 +90,41 @@ class Peers:
     def revoked(self, principal_id: str) -> None:
         """Tell the peers that this node revoked a principal."""
         if self._signals is not None:
-            self._signals.send(f"r {principal_id}")
+            self._signals.send(f"{REVOKED} {principal_id}")
 
     def _heard(self, payload: str) -> None:
         kind, _, rest = payload.partition(" ")
-        if kind == "k":
+        if kind == ANNOUNCED:
             self._notifier.announce_here(rest)
-        elif kind == "w":
-            self._tell(Wake(rest, here=False))
-        elif kind == "c":
+        elif kind == WAKE:
+            self._tell_supervisor(Wake(rest, here=False))
+        elif kind == CANCEL_RUNNING:
             session_id, _, task_id = rest.partition(" ")
-            self._tell(CancelRunning(session_id, task_id))
-        elif kind == "x":
-            self._tell(CloseSession(rest))
-        elif kind == "r":
+            self._tell_supervisor(CancelRunning(session_id, task_id))
+        elif kind == CLOSE_SESSION:
+            self._tell_supervisor(CloseSession(rest))
+        elif kind == REVOKED:
             self._on_revoked(rest)
-        elif kind == "d":
+        elif kind == DECIDED:
             session_id, _, approval_id = rest.partition(" ")
             answer = self._desk.answer_of(approval_id)
             if answer is not None:
-                self._tell(Decided(session_id, answer))
+                self._tell_supervisor(Decided(session_id, answer))
         else:
             log.warning("peers: unknown news %r", payload[:80])
 
     def _reconnected(self) -> None:
         self._notifier.nudge_all()
-        self._tell(Rescan())
+        self._tell_supervisor(Rescan())
 
 
 def _payload_of(message: object) -> str | None:
     if isinstance(message, Wake):
-        return f"w {message.session_id}"
+        return f"{WAKE} {message.session_id}"
     if isinstance(message, CancelRunning):
-        return f"c {message.session_id} {message.task_id}"
+        return f"{CANCEL_RUNNING} {message.session_id} {message.task_id}"
     if isinstance(message, CloseSession):
-        return f"x {message.session_id}"
+        return f"{CLOSE_SESSION} {message.session_id}"
     if isinstance(message, Decided):
-        return f"d {message.session_id} {message.answer.approval_id}"
+        return f"{DECIDED} {message.session_id} {message.answer.approval_id}"
     return None

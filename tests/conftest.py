@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from aicli import Runtime
 from aicli.actors.claude_bin import find_claude
 from aicli.testing.fake_anthropic import FakeAnthropic
+from aicli.testing.scripted_claude import ScriptedClaude
 from tests.serve_process import release_ports
 
 
@@ -54,21 +56,40 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("work"))
 
 
-@pytest.fixture
-def make_runtime(tmp_path, claude_bin, claude_env) -> Iterator[Callable[..., Runtime]]:
-    """Starts runtimes on one file database (so a restart sees the earlier data)."""
+def _runtimes(tmp_path: Path, **defaults: Any) -> Iterator[Callable[..., Runtime]]:
+    """A starter of runtimes on one file database (so a restart sees the earlier data), with
+    ``defaults`` a test may override; every runtime it started stops after the test."""
     started: list[Runtime] = []
 
     def start(**settings: Any) -> Runtime:
-        settings.setdefault("database_url", f"sqlite:///{tmp_path}/aicli.db")
-        settings.setdefault("threads", 12)
-        settings.setdefault("max_streams", 3)
-        started.append(Runtime.start(claude_bin=claude_bin, claude_env=claude_env, **settings))
+        database = {"database_url": f"sqlite:///{tmp_path}/aicli.db"}
+        started.append(Runtime.start(**{**database, **defaults, **settings}))
         return started[-1]
 
     yield start
     for runtime in started:
         runtime.stop()
+
+
+@pytest.fixture
+def make_runtime(tmp_path, claude_bin, claude_env) -> Iterator[Callable[..., Runtime]]:
+    """Starts runtimes on the real CLI, pointed at the fake API."""
+    yield from _runtimes(
+        tmp_path, claude_bin=claude_bin, claude_env=claude_env, threads=12, max_streams=3
+    )
+
+
+@pytest.fixture
+def scripted() -> ScriptedClaude:
+    """The Claude processes of ``start_scripted``'s runtimes: no CLI, no API."""
+    return ScriptedClaude()
+
+
+@pytest.fixture
+def start_scripted(tmp_path, scripted) -> Iterator[Callable[..., Runtime]]:
+    """Starts runtimes whose Claude is ``scripted``, which can hold a turn open, kill a
+    process mid-turn or ask on cue."""
+    yield from _runtimes(tmp_path, process_factory=scripted)
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from aicli import Runtime
 from aicli.http import Server, create_app
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
+# The root token of the servers ``http_fixtures.url`` starts.
+ROOT_TOKEN = "root-token"
 
 
 def local_test_client(app: falcon.App) -> falcon.testing.TestClient:
@@ -185,6 +187,15 @@ def error_of(response: requests.Response, status: int, code: str) -> str:
     return message
 
 
+def same_404(response: requests.Response, code: str, unknown: requests.Response) -> None:
+    """Someone else's id is answered as an unknown one: status, code, words (but the id)."""
+    error_of(response, 404, code)
+    error_of(unknown, 404, code)
+    body, other = response.json()["error"], unknown.json()["error"]
+    assert body["message"].split("'")[0] == other["message"].split("'")[0]
+    assert set(body["details"]) == set(other["details"])
+
+
 class SseReader:
     """A minimal Server-Sent Events parser over a streamed ``requests`` response."""
 
@@ -217,3 +228,12 @@ class SseReader:
         while (event := self.next_event()) is not None:
             events.append(event)
         return events
+
+
+def create_principal(admin: Client, name: str, **fields: Any) -> dict[str, Any]:
+    """A new principal, created through the API by ``admin``, with its one-time token."""
+    response = admin.post("/principals", json={"name": name, **fields})
+    assert response.status_code == 201, response.text
+    principal = response.json()
+    assert response.headers["Location"] == f"/principals/{principal['id']}"
+    return principal

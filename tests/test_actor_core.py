@@ -12,18 +12,11 @@ import threading
 import pykka
 import pytest
 
-from aicli import Runtime
 from aicli.actors.faults import Faults
 from aicli.actors.session import SessionActor
 from aicli.contract import TaskStatus
 from aicli.errors import DatabaseUnavailable
-from aicli.testing.scripted_claude import ScriptedClaude
 from aicli.testing.waiting import wait_for
-
-
-@pytest.fixture
-def scripted() -> ScriptedClaude:
-    return ScriptedClaude()
 
 
 @pytest.fixture
@@ -32,19 +25,8 @@ def faults() -> Faults:
 
 
 @pytest.fixture
-def start(tmp_path, scripted, faults):
-    started: list[Runtime] = []
-
-    def start(**settings) -> Runtime:
-        settings.setdefault("database_url", f"sqlite:///{tmp_path}/aicli.db")
-        settings.setdefault("process_factory", scripted)
-        rt = Runtime.start(faults=faults, **settings)
-        started.append(rt)
-        return rt
-
-    yield start
-    for rt in started:
-        rt.stop()
+def start(start_scripted, faults):
+    return lambda **settings: start_scripted(faults=faults, **settings)
 
 
 @pytest.fixture

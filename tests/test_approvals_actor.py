@@ -35,34 +35,8 @@ ALLOWED = {"behavior": "allow", "updatedInput": BASH}
 
 
 @pytest.fixture
-def scripted() -> ScriptedClaude:
-    return ScriptedClaude()
-
-
-@pytest.fixture
-def start(tmp_path, scripted):
-    started: list[Runtime] = []
-
-    def start(**settings: Any) -> Runtime:
-        settings.setdefault("database_url", f"sqlite:///{tmp_path}/aicli.db")
-        settings.setdefault("process_factory", scripted)
-        runtime = Runtime.start(**settings)
-        started.append(runtime)
-        return runtime
-
-    yield start
-    for runtime in started:
-        runtime.stop()
-
-
-@pytest.fixture
-def rt(start) -> Runtime:
-    return start()
-
-
-@pytest.fixture
-def workdir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("work"))
+def rt(start_scripted) -> Runtime:
+    return start_scripted()
 
 
 @pytest.fixture

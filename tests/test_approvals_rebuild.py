@@ -18,7 +18,7 @@ import pytest
 from aicli.actors.messages import Answer, Decided
 from aicli.actors.notifier import Notifier
 from aicli.approval_desk import ApprovalDesk
-from aicli.contract import ApprovalDecision, ApprovalKind
+from aicli.contract import Approval, ApprovalDecision, ApprovalKind, Session, Task
 from aicli.storage import Store
 from aicli.testing.store_sql import submit_task
 
@@ -83,18 +83,7 @@ def test_the_answer_rebuilt_on_another_node_is_the_one_sent_here(
     store: Store, tmp_path: Path, case: str
 ) -> None:
     kind, body, expected = CASES[case]
-    session = store.create_session(workdir=str(tmp_path), approvals="ask")
-    submit_task(store, session.id, command="do it")
-    task = store.start_next_task(session.id)
-    assert task is not None
-    asked = store.approvals.request(
-        session_id=session.id,
-        task_id=task.id,
-        kind=kind,
-        tool_name="AskUserQuestion" if kind == ApprovalKind.QUESTION else "Bash",
-        given=QUESTION if kind == ApprovalKind.QUESTION else BASH,
-        suggestions=[],
-    )
+    session, _, asked = _asking(store, tmp_path, kind)
     told: list[Any] = []
     desk = ApprovalDesk(store, Notifier(), told.append)
 
@@ -110,6 +99,15 @@ def test_the_answer_rebuilt_on_another_node_is_the_one_sent_here(
 def test_an_undecided_or_expired_approval_has_no_answer_to_rebuild(
     store: Store, tmp_path: Path
 ) -> None:
+    _, task, asked = _asking(store, tmp_path, ApprovalKind.TOOL)
+    desk = ApprovalDesk(store, Notifier(), lambda _: None)
+    assert desk.answer_of(asked.id) is None
+    store.approvals.expire(task.id, "over")
+    assert desk.answer_of(asked.id) is None
+
+
+def _asking(store: Store, tmp_path: Path, kind: ApprovalKind) -> tuple[Session, Task, Approval]:
+    """A session's running task and the approval it asks for: a Bash use or a question."""
     session = store.create_session(workdir=str(tmp_path), approvals="ask")
     submit_task(store, session.id, command="do it")
     task = store.start_next_task(session.id)
@@ -117,15 +115,12 @@ def test_an_undecided_or_expired_approval_has_no_answer_to_rebuild(
     asked = store.approvals.request(
         session_id=session.id,
         task_id=task.id,
-        kind=ApprovalKind.TOOL,
-        tool_name="Bash",
-        given=BASH,
+        kind=kind,
+        tool_name="AskUserQuestion" if kind == ApprovalKind.QUESTION else "Bash",
+        given=QUESTION if kind == ApprovalKind.QUESTION else BASH,
         suggestions=[],
     )
-    desk = ApprovalDesk(store, Notifier(), lambda _: None)
-    assert desk.answer_of(asked.id) is None
-    store.approvals.expire(task.id, "over")
-    assert desk.answer_of(asked.id) is None
+    return session, task, asked
 
 
 def _decision(body: dict[str, Any]) -> ApprovalDecision:

@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import requests
 
 from aicli.testing.waiting import wait_for
-from tests.http_server import Client, error_of, serving
+from tests.http_server import Client, create_principal, error_of, same_404, serving
 
 ROOT_TOKEN = "root-token-for-approval-tests"
 WRITE = "[[bash: echo hi > f.txt]]"
@@ -36,9 +35,8 @@ def world(make_runtime, tmp_path: Path):
             ("bob", {"workspace_root": str(root / "bob")}),
             ("admin", {"role": "admin"}),
         ]:
-            made = root_client.post("/principals", json={"name": name, **fields})
-            assert made.status_code == 201, made.text
-            people[name] = (made.json(), Client(url, token=made.json()["token"]))
+            made = create_principal(root_client, name, **fields)
+            people[name] = (made, Client(url, token=made["token"]))
         yield people, root
 
 
@@ -65,15 +63,6 @@ def ask_to_write(client: Client, workdir: str) -> tuple[dict, dict, dict]:
 
 def ids(items: list[dict]) -> list[str]:
     return [item["id"] for item in items]
-
-
-def same_404(response: requests.Response, code: str, unknown: requests.Response) -> None:
-    """Someone else's id is answered as an unknown one: status, code, words (but the id)."""
-    error_of(response, 404, code)
-    error_of(unknown, 404, code)
-    body, other = response.json()["error"], unknown.json()["error"]
-    assert body["message"].split("'")[0] == other["message"].split("'")[0]
-    assert set(body["details"]) == set(other["details"])
 
 
 def test_another_user_neither_sees_nor_decides_it_and_an_admin_does(world):

@@ -36,6 +36,7 @@ from aicli.http.errors import handle_domain_error
 from aicli.storage import Store
 from aicli.storage.approvals import MAX_RULES
 from aicli.testing.store_sql import submit_task
+from tests.pages import walk_pages
 
 pytest_plugins = ("tests.storage_fixtures",)
 
@@ -481,16 +482,12 @@ def many(store: Store, tmp_path: Path) -> dict[str, Any]:
 
 def _walk(store: Store, limit: int, order: str, **filters: Any) -> list[Approval]:
     seen: list[Approval] = []
-    cursor = None
-    while True:
-        page = store.approvals.list(limit=limit, cursor=cursor, order=order, **filters)
-        assert len(page.data) <= limit
+    for page in walk_pages(
+        lambda cursor: store.approvals.list(limit=limit, cursor=cursor, order=order, **filters),
+        limit,
+    ):
         seen.extend(page.data)
-        if not page.has_more:
-            assert page.next_cursor is None
-            return seen
-        assert len(page.data) == limit and page.next_cursor
-        cursor = page.next_cursor
+    return seen
 
 
 def _ordered(items: list[Approval], order: str) -> list[Approval]:

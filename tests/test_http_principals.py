@@ -6,17 +6,16 @@ document (see ``http_server``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aicli.contract import PrincipalCreate
-from tests.http_server import Client, error_of, serving
+from tests.http_server import Client, create_principal, error_of, serving
 
 pytest_plugins = ("tests.http_fixtures",)
 
-ROOT_TOKEN = "root-token"
 FIELDS = {
     "id",
     "name",
@@ -33,29 +32,16 @@ FIELDS = {
 
 
 @pytest.fixture
-def url(make_runtime, tmp_path) -> Iterator[str]:
+def workspace_root(tmp_path) -> Path:
+    """A workspace root with a team directory a principal may be confined to."""
     root = tmp_path / "workspace"
     (root / "team").mkdir(parents=True)
-    with serving(make_runtime(api_token=ROOT_TOKEN, workspace_root=str(root))) as base:
-        yield base
-
-
-@pytest.fixture
-def admin(url) -> Client:
-    return Client(url, token=ROOT_TOKEN)
-
-
-def create(admin: Client, name: str, **fields: Any) -> dict[str, Any]:
-    response = admin.post("/principals", json={"name": name, **fields})
-    assert response.status_code == 201, response.text
-    principal = response.json()
-    assert response.headers["Location"] == f"/principals/{principal['id']}"
-    return principal
+    return root
 
 
 @pytest.fixture
 def user(admin) -> dict[str, Any]:
-    return create(admin, "alice")
+    return create_principal(admin, "alice")
 
 
 @pytest.fixture
@@ -71,7 +57,7 @@ def test_an_admin_creates_a_user_and_an_admin_whose_tokens_are_shown_once(admin,
         "budget_usd": 1.5,
         "max_stored_bytes": 1000000,
     }
-    user = create(admin, "alice", workspace_root=team, limits=limits)
+    user = create_principal(admin, "alice", workspace_root=team, limits=limits)
     assert set(user) == FIELDS
     assert user["name"] == "alice" and user["role"] == "user"
     # 1.2: each shows its effective policy; a user's reaches no network, no extra path.
@@ -85,7 +71,7 @@ def test_an_admin_creates_a_user_and_an_admin_whose_tokens_are_shown_once(admin,
     assert user["revoked_at"] is None and user["total_cost_usd"] == 0
     assert user["token"].startswith("aicli_") and len(user["token"]) >= len("aicli_") + 43
 
-    other = create(admin, "ops-bot", role="admin")
+    other = create_principal(admin, "ops-bot", role="admin")
     assert other["role"] == "admin"
     # All null: no limits of its own, and a policy that allows anything.
     assert other["limits"] == {**dict.fromkeys(limits), "policy": dict.fromkeys(user_policy)}
@@ -101,7 +87,7 @@ def test_an_admin_creates_a_user_and_an_admin_whose_tokens_are_shown_once(admin,
     # The new admin's own token works, as an admin's.
     as_other = Client(url, token=other["token"])
     assert as_other.get("/me").json()["id"] == other["id"]
-    third = create(as_other, "carol")
+    third = create_principal(as_other, "carol")
     assert as_other.get(f"/principals/{third['id']}").json()["name"] == "carol"
 
 
@@ -113,7 +99,7 @@ def test_the_configured_token_is_the_builtin_admin_root(admin):
 
 
 def test_principals_are_listed_page_by_page(admin):
-    created = [create(admin, f"user-{n}") for n in range(5)]
+    created = [create_principal(admin, f"user-{n}") for n in range(5)]
     ids = [p["id"] for p in created]
 
     first = admin.get("/principals", params={"limit": 2}).json()
@@ -148,7 +134,7 @@ def test_bad_list_parameters_are_400(admin, params, field):
 
 
 def test_a_user_may_not_use_the_admin_routes(as_user, user, admin):
-    other = create(admin, "bob")
+    other = create_principal(admin, "bob")
     refused = [
         as_user.post("/principals", json={"name": "mallory", "role": "admin"}),
         # Refused as a user before the body is read: what it holds does not matter.
@@ -173,7 +159,7 @@ def test_a_user_sees_itself_and_no_one_else(as_user, user, admin):
     assert me == {**user, "token": None}
     assert as_user.get(f"/principals/{user['id']}").json() == me
 
-    other = create(admin, "bob")
+    other = create_principal(admin, "bob")
     for principal_id in (other["id"], "root", "no-such-principal"):
         # Another's id is answered as an unknown one: nothing tells them apart.
         response = as_user.get(f"/principals/{principal_id}")

@@ -19,7 +19,7 @@ import requests
 
 from aicli.contract import PrincipalCreate
 from aicli.testing.waiting import wait_for
-from tests.http_server import Client, error_of, serving
+from tests.http_server import Client, create_principal, error_of, same_404, serving
 
 pytest_plugins = ("tests.http_fixtures",)
 
@@ -37,11 +37,8 @@ def world(make_runtime, tmp_path: Path):
         admin = Client(url, token=ROOT_TOKEN)
         users = {}
         for name in ("ana", "bo"):
-            made = admin.post(
-                "/principals", json={"name": name, "workspace_root": str(root / name)}
-            )
-            assert made.status_code == 201, made.text
-            users[name] = (made.json(), Client(url, token=made.json()["token"]))
+            made = create_principal(admin, name, workspace_root=str(root / name))
+            users[name] = (made, Client(url, token=made["token"]))
         yield runtime, url, admin, users, root
 
 
@@ -49,15 +46,6 @@ def own_work(client: Client, workdir: Path) -> tuple[dict, dict]:
     session = client.open_session(str(workdir))
     task = client.wait_terminal(client.submit(session["id"], "[[say: mine]]")["id"])
     return session, task
-
-
-def same_404(response: requests.Response, code: str, unknown: requests.Response) -> None:
-    """Someone else's id is answered as an unknown one: status, code, words (but the id)."""
-    error_of(response, 404, code)
-    error_of(unknown, 404, code)
-    body, other = response.json()["error"], unknown.json()["error"]
-    assert body["message"].split("'")[0] == other["message"].split("'")[0]
-    assert set(body["details"]) == set(other["details"])
 
 
 def test_a_user_never_sees_lists_watches_cancels_or_closes_anothers_work(world):

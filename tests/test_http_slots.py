@@ -32,16 +32,7 @@ def test_slots_refuse_past_the_limit_and_come_back_once():
 
 def test_a_stream_that_is_never_iterated_still_gives_its_slot_back():
     slots = Slots(1)
-    stream = EventStream(
-        runtime=None,  # never reached: the body is dropped before the first frame
-        frames=None,
-        task_id="t",
-        after=0,
-        replay=[],
-        slot=slots.acquire(),
-        keepalive_s=15,
-        client_gone=lambda: False,
-    )
+    stream = _holding_a_slot(slots, client_gone=False)
     assert slots.in_use == 1
     del stream
     gc.collect()
@@ -50,7 +41,18 @@ def test_a_stream_that_is_never_iterated_still_gives_its_slot_back():
 
 def test_a_closed_stream_gives_its_slot_back_once():
     slots = Slots(1)
-    stream = EventStream(
+    stream = _holding_a_slot(slots, client_gone=True)
+    assert next(iter(stream)).startswith(b":")
+    stream.close()
+    stream.close()
+    assert slots.in_use == 0
+    slots.acquire()
+
+
+def _holding_a_slot(slots: Slots, *, client_gone: bool) -> EventStream:
+    """A stream over an empty replay holding one of ``slots``. Its runtime is never reached:
+    the tests drop it unread, or read one frame with the client already gone."""
+    return EventStream(
         runtime=None,
         frames=None,
         task_id="t",
@@ -58,13 +60,8 @@ def test_a_closed_stream_gives_its_slot_back_once():
         replay=[],
         slot=slots.acquire(),
         keepalive_s=15,
-        client_gone=lambda: True,
+        client_gone=lambda: client_gone,
     )
-    assert next(iter(stream)).startswith(b":")
-    stream.close()
-    stream.close()
-    assert slots.in_use == 0
-    slots.acquire()
 
 
 def test_two_apps_can_share_one_runtime(make_runtime):

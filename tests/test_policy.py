@@ -7,7 +7,6 @@ OpenAPI document); the last test drives the real CLI against the fake API.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,10 @@ from aicli.contract import SessionSettings
 from aicli.testing import store_sql
 from aicli.testing.fake_anthropic import FakeAnthropic, Reply
 from aicli.testing.waiting import wait_for
-from tests.http_server import Client, error_of, serving
+from tests.http_server import Client, create_principal, error_of
 
 pytest_plugins = ("tests.http_fixtures",)
 
-ROOT_TOKEN = "root-token"
 ANY = {"allowed_tools": None, "permission_modes": None, "network_domains": None, "read_paths": None}
 USER = {**ANY, "network_domains": [], "read_paths": []}
 
@@ -42,26 +40,14 @@ def dirs(tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture
-def url(make_runtime, tmp_path, dirs) -> Iterator[str]:
-    runtime = make_runtime(api_token=ROOT_TOKEN, workspace_root=str(tmp_path / "workspace"))
-    with serving(runtime) as base:
-        yield base
-
-
-@pytest.fixture
-def admin(url) -> Client:
-    return Client(url, token=ROOT_TOKEN)
-
-
-def create(admin: Client, name: str, **fields: Any) -> dict[str, Any]:
-    response = admin.post("/principals", json={"name": name, **fields})
-    assert response.status_code == 201, response.text
-    return response.json()
+def workspace_root(tmp_path, dirs) -> Path:
+    """The workspace ``dirs`` made, with the workdir in it."""
+    return tmp_path / "workspace"
 
 
 def as_principal(url: str, admin: Client, policy: dict[str, Any] | None = None) -> Client:
     limits = None if policy is None else {"policy": policy}
-    return Client(url, token=create(admin, "tenant", limits=limits)["token"])
+    return Client(url, token=create_principal(admin, "tenant", limits=limits)["token"])
 
 
 def refused(response: Any, field: str, not_allowed: list[str]) -> str:
@@ -73,14 +59,14 @@ def refused(response: Any, field: str, not_allowed: list[str]) -> str:
 
 
 def test_each_role_has_its_default_policy_and_shows_it(admin, url, dirs):
-    user = create(admin, "tenant")
+    user = create_principal(admin, "tenant")
     assert user["limits"]["policy"] == USER
-    assert create(admin, "ops", role="admin")["limits"]["policy"] == ANY
+    assert create_principal(admin, "ops", role="admin")["limits"]["policy"] == ANY
     assert admin.get("/me").json()["limits"]["policy"] == ANY  # the built-in root
     # A policy given in part: what it leaves out is the role's default, null allows anything.
-    given = create(admin, "dev", limits={"policy": {"allowed_tools": ["Read"]}})
+    given = create_principal(admin, "dev", limits={"policy": {"allowed_tools": ["Read"]}})
     assert given["limits"]["policy"] == {**USER, "allowed_tools": ["Read"]}
-    opened = create(admin, "net", limits={"policy": {"network_domains": None}})
+    opened = create_principal(admin, "net", limits={"policy": {"network_domains": None}})
     assert opened["limits"]["policy"] == {**USER, "network_domains": None}
 
     as_user = Client(url, token=user["token"])
@@ -175,7 +161,7 @@ def test_read_paths_outside_the_policy_are_refused_before_they_are_looked_for(
 
 
 def test_an_admin_changes_a_policy_and_the_next_session_may_do_more(admin, url, dirs):
-    made = create(admin, "tenant")
+    made = create_principal(admin, "tenant")
     tenant = Client(url, token=made["token"])
     before = tenant.open_session(dirs["work"])
     asking = {"workdir": dirs["work"], "network_domains": ["pypi.org"]}
@@ -205,7 +191,7 @@ def test_an_admin_changes_a_policy_and_the_next_session_may_do_more(admin, url, 
 
 
 def test_only_an_admin_changes_limits_of_a_principal_that_has_a_row(admin, url):
-    made = create(admin, "tenant")
+    made = create_principal(admin, "tenant")
     tenant = Client(url, token=made["token"])
     opening = {"limits": {"policy": {"network_domains": None}}}
     for target in (made["id"], "nobody"):  # its own too, and an id it cannot know

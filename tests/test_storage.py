@@ -36,6 +36,7 @@ from aicli.testing import store_sql
 from aicli.testing.postgres import fresh_schema_url
 from aicli.testing.store_sql import captured_queries, submit_task
 from tests import store_reads
+from tests.pages import walk_pages
 from tests.store_reads import count_tasks, last_event_seq, schema_version, tasks_by_id
 
 # fixtures (tests.storage_fixtures): each test runs on a SQLite file and on a PostgreSQL schema
@@ -56,16 +57,11 @@ def _tasks(store: Store, session_id: str, count: int) -> list[Task]:
 
 def _walk(store: Store, order: str, limit: int, **filters: object) -> list[Task]:
     seen: list[Task] = []
-    cursor = None
-    while True:
-        page = store.list_tasks(limit=limit, cursor=cursor, order=order, **filters)
-        assert len(page.data) <= limit
+    for page in walk_pages(
+        lambda cursor: store.list_tasks(limit=limit, cursor=cursor, order=order, **filters), limit
+    ):
         seen.extend(page.data)
-        if not page.has_more:
-            assert page.next_cursor is None
-            return seen
-        assert len(page.data) == limit
-        cursor = page.next_cursor
+    return seen
 
 
 def _key(item: Task | Session) -> tuple[datetime, str]:

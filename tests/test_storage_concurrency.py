@@ -17,6 +17,7 @@ from aicli.contract import Session, Task, TaskStatus
 from aicli.errors import AicliError, IllegalTransition
 from aicli.storage import Store, migrations, open_store
 from aicli.testing.store_sql import submit_task
+from tests.pages import walk_pages
 from tests.store_reads import count_tasks, last_event_seq, schema_version, tasks_by_id
 
 T = TypeVar("T")
@@ -89,16 +90,12 @@ def _assert_counters_match_tasks(store: Store, session_id: str) -> None:
 def _walk_all(store: Store, order: str, limit: int, **filters: Any) -> list[Task]:
     seen: list[Task] = []
     previous = None
-    cursor = None
-    while True:
-        page = store.list_tasks(limit=limit, cursor=cursor, order=order, **filters)
+    for page in walk_pages(
+        lambda cursor: store.list_tasks(limit=limit, cursor=cursor, order=order, **filters), limit
+    ):
         previous = _check_task_page(page.data, previous, order)
         seen.extend(page.data)
-        if not page.has_more:
-            assert page.next_cursor is None
-            return seen
-        assert len(page.data) == limit and page.next_cursor
-        cursor = page.next_cursor
+    return seen
 
 
 def test_many_writers_and_paged_readers_lose_nothing(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from aicli.actors import process_tree
 from aicli.actors.session_dirs import SessionDirs
 
 _ALLOWED_NAMES = frozenset(
@@ -25,6 +26,10 @@ _ALLOWED_PREFIXES = ("LC_", "CLAUDE_CODE_", "DISABLE_", "ANTHROPIC_DEFAULT_")
 # is no switch and stays outside, whatever its prefix. "..._TOKENS" (a count) is kept.
 _SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSPHRASE)$|OAUTH")
 CREDENTIALS = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"})
+# Variables that must not reach Claude or the tools it runs: our own settings
+# (which include the API token) and the marker the CLI sets for nested runs.
+_DROPPED_PREFIXES = ("AICLI_",)
+_DROPPED_NAMES = frozenset({"CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT"})
 
 
 def allowed(name: str) -> bool:
@@ -60,4 +65,19 @@ def session_environment(
         env.pop("TMPDIR", None)
     else:
         env["TMPDIR"] = str(dirs.tmp)
+    return env
+
+
+def child_environment(
+    base: Mapping[str, str], extra: Mapping[str, str], mark: str
+) -> dict[str, str]:
+    """The process's own environment: ``base`` less what must not reach the CLI, then
+    ``extra``, then the mark that still finds its tools once they are orphaned."""
+    env = {
+        key: value
+        for key, value in base.items()
+        if key not in _DROPPED_NAMES and not key.startswith(_DROPPED_PREFIXES)
+    }
+    env.update(extra)
+    env[process_tree.MARK_VARIABLE] = mark
     return env

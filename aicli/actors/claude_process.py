@@ -27,16 +27,13 @@ import msgspec
 import psutil
 
 from aicli.actors import process_tree
+from aicli.actors.claude_env import child_environment
 from aicli.actors.stream import storable
 from aicli.contract import ApprovalMode, PermissionMode, SessionSettings
 
 log = logging.getLogger(__name__)
 
 STDERR_TAIL_BYTES = 16 * 1024
-# Variables that must not reach Claude or the tools it runs: our own settings
-# (which include the API token) and the marker the CLI sets for nested runs.
-_DROPPED_PREFIXES = ("AICLI_",)
-_DROPPED_NAMES = frozenset({"CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT"})
 
 
 @dataclass(frozen=True)
@@ -127,19 +124,6 @@ def build_argv(claude_bin: str, settings: SessionSettings, resume: str | None) -
         # The CLI then asks us on stdout (``can_use_tool``) for each use its rules do not allow.
         argv += ["--permission-prompt-tool", "stdio"]
     return argv
-
-
-def child_environment(
-    base: Mapping[str, str], extra: Mapping[str, str], mark: str
-) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in base.items()
-        if key not in _DROPPED_NAMES and not key.startswith(_DROPPED_PREFIXES)
-    }
-    env.update(extra)
-    env[process_tree.MARK_VARIABLE] = mark
-    return env
 
 
 class ClaudeProcess:

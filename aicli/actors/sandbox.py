@@ -22,12 +22,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from aicli.actors.executables import find_executable
 from aicli.errors import SandboxUnavailable
 
 # The one pin of the sandbox runtime. The Makefile installs it, reading this line with sed:
 # keep it one plain string literal.
 SANDBOX_RUNTIME_VERSION = "0.0.83"
-_TOOLS_BIN = Path(".tools") / "node_modules" / ".bin" / "srt"
 _HOW_TO_INSTALL = (
     "Install it with `make setup` (or `npm install --prefix .tools "
     f"@anthropic-ai/sandbox-runtime@{SANDBOX_RUNTIME_VERSION}` and "
@@ -92,22 +92,15 @@ net.Socket.prototype.connect = function (...args) {
 def find_srt(explicit: str | None = None) -> str:
     """srt's path: AICLI_SRT_BIN, then PATH, then the project's .tools (like ``find_claude``)."""
     candidate = explicit or os.environ.get("AICLI_SRT_BIN")
+    found = find_executable("srt", candidate)
+    if found:
+        return found
     if candidate:
-        resolved = shutil.which(candidate)
-        if resolved:
-            return resolved
         raise SandboxUnavailable(
             f"The sandbox runtime '{candidate}' (AICLI_SRT_BIN) is not an executable file. "
             f"{_HOW_TO_INSTALL}, {_HOW_TO_TURN_OFF}.",
             details={"missing": ["srt"]},
         )
-    on_path = shutil.which("srt")
-    if on_path:
-        return on_path
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        tools = root / _TOOLS_BIN
-        if os.access(tools, os.X_OK):
-            return str(tools)
     raise SandboxUnavailable(
         "The sandbox runtime srt was not found (AICLI_SRT_BIN, PATH, .tools). "
         f"{_HOW_TO_INSTALL}, {_HOW_TO_TURN_OFF}.",

@@ -108,8 +108,11 @@ def failure_message(message: dict[str, Any]) -> str:
 def outcome_of(message: dict[str, Any], previous_total: float) -> Outcome:
     """Turn a ``result`` message into the task's outcome.
 
-    ``is_error`` decides, not ``subtype``: an API error ends a turn with
-    ``subtype: "success"`` and ``is_error: true``.
+    Either one fails it: ``is_error`` true, or a ``subtype`` other than
+    ``"success"``. The subtype alone would miss an API error, which ends a turn
+    with ``subtype: "success"`` and ``is_error: true``; it is still read so that
+    an ``error_*`` subtype (``error_max_turns``) without the flag is never taken
+    for a success.
     """
     failed = bool(message.get("is_error")) or message.get("subtype") not in (None, "success")
     usage = message.get("usage") or {}
