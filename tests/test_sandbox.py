@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from aicli import Runtime
+from aicli.actors import sandbox
 from aicli.actors.session_dirs import session_dirs
 from aicli.contract import TaskStatus
 from aicli.errors import SandboxUnavailable
@@ -274,3 +275,33 @@ def test_a_principals_own_key_reaches_the_api_and_never_the_sandbox(
     said = bash(rt, session.id, "env; echo done")
     assert "sk-ant-alices-own-key" not in said
     assert fake_api.requests[-1].headers["x-api-key"] == "sk-ant-alices-own-key"
+
+
+def _srt_failing_first(monkeypatch: pytest.MonkeyPatch, failures: int) -> list[int]:
+    """srt's first ``failures`` runs fail as srt does when its own 1 s `which` overruns on a
+    loaded machine; the runs so far are counted in the list returned."""
+    runs: list[int] = []
+    real = subprocess.run
+
+    def run(args, *rest, **options):
+        if "--settings" not in args:  # not srt
+            return real(args, *rest, **options)
+        runs.append(1)
+        if len(runs) <= failures:
+            return subprocess.CompletedProcess(args, 1, "", "Error: ripgrep (rg) not found\n")
+        return real(args, *rest, **options)
+
+    monkeypatch.setattr(sandbox.subprocess, "run", run)
+    return runs
+
+
+def test_a_probe_that_fails_under_load_is_asked_again(make_runtime, monkeypatch):
+    runs = _srt_failing_first(monkeypatch, failures=2)
+    assert make_runtime().readiness()["sandbox"] == "on"
+    assert len(runs) == 3
+
+
+def test_a_probe_that_keeps_failing_refuses_with_what_srt_said(make_runtime, monkeypatch):
+    _srt_failing_first(monkeypatch, failures=99)
+    with pytest.raises(SandboxUnavailable, match=r"ripgrep \(rg\) not found"):
+        make_runtime()

@@ -56,6 +56,7 @@ SYSTEM_SECRETS = (
     "/etc/sudoers.d",
 )
 PROBE_TIMEOUT_S = 30.0
+PROBE_ATTEMPTS = 3
 # srt's socat bridges carry every byte between a sandbox and srt's proxy. Their TCP ends
 # have Nagle on: a request's last piece then waits for the far side's delayed ACK, about
 # 40 ms on each API request (measured: 45 KB requests through srt took 45-49 ms, 0.6 ms
@@ -159,6 +160,21 @@ class Sandbox:
                 f"{_HOW_TO_INSTALL}, {_HOW_TO_TURN_OFF}.",
                 details={"missing": missing},
             )
+        # srt looks for its helpers with `which` under a 1 s timeout of its own, which a
+        # loaded machine overruns ("ripgrep (rg) not found" with rg right there): a failed
+        # probe is asked again before the server refuses to start.
+        for _ in range(PROBE_ATTEMPTS):
+            failed = self._probe()
+            if failed is None:
+                return
+        raise SandboxUnavailable(
+            f"The sandbox runtime at '{self.srt_bin}' could not run a command ({failed}). "
+            f"{_HOW_TO_INSTALL}, {_HOW_TO_TURN_OFF}.",
+            details={"srt": self.srt_bin},
+        )
+
+    def _probe(self) -> str | None:
+        """How srt failed to run ``true`` in a sandbox of the shared policy, or None."""
         with tempfile.TemporaryDirectory(prefix="aicli-srt-probe-") as scratch:
             policy = Path(scratch) / "srt-settings.json"
             write_policy(policy, _policy(self.shared_reads, (), self.secrets, ()))
@@ -173,17 +189,12 @@ class Sandbox:
                     # namespaces (nodes under ``unshare``): each probe gets a directory of its own.
                     env={**os.environ, "TMPDIR": scratch},
                 )
-                said = (done.stderr or done.stdout).strip().splitlines()[-3:]
-                failed = f"exited with code {done.returncode}: {' | '.join(said)}"
-                if done.returncode == 0:
-                    return
             except (OSError, subprocess.SubprocessError) as exc:
-                failed = str(exc)
-        raise SandboxUnavailable(
-            f"The sandbox runtime at '{self.srt_bin}' could not run a command ({failed}). "
-            f"{_HOW_TO_INSTALL}, {_HOW_TO_TURN_OFF}.",
-            details={"srt": self.srt_bin},
-        )
+                return str(exc)
+        if done.returncode == 0:
+            return None
+        said = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        return f"exited with code {done.returncode}: {' | '.join(said)}"
 
     def launch(
         self,
