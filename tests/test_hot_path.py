@@ -20,6 +20,7 @@ import pytest
 
 from aicli import Runtime
 from aicli.actors.session import SessionActor
+from aicli.actors.session_dirs import session_dirs
 from aicli.actors.supervisor import Supervisor
 from aicli.contract import TaskStatus
 from aicli.testing.scripted_claude import ScriptedClaude, ScriptedProcess
@@ -145,7 +146,8 @@ def test_a_warm_task_takes_at_most_two_actor_hops_before_its_prompt(
     assert runtime.wait(task.id, timeout=10).status == TaskStatus.COMPLETED
     hops = trip.hops_before_prompt()
     assert len(hops) <= 2, hops
-    assert "Supervisor<-SlotRequested" not in hops  # a warm session keeps its slot
+    # Straight to the live actor, which keeps its slot: no request and grant.
+    assert hops == ["SessionActor<-Advance"]
 
 
 def test_a_warm_task_makes_three_durable_commits_in_all(runtime, tmp_path_factory, trip):
@@ -184,4 +186,18 @@ def test_the_supervisor_thread_never_calls_the_store(runtime, tmp_path_factory, 
         lambda: trip.count("tell", "Supervisor<-SessionStopped"), what="the session's actor gone"
     )
     assert trip.count("durable") > 0  # the wrapper saw the trip's calls
+    assert not {t for t in trip.store_threads() if t.startswith("Supervisor")}
+
+
+def test_a_session_closed_with_no_actor_here_has_its_directories_removed_off_the_router(
+    runtime, tmp_path_factory, trip
+):
+    """The supervisor removed them itself on ``CloseSession``; an actor started for the
+    closed session does it now, on its own thread."""
+    session = runtime.open_session(workdir=str(tmp_path_factory.mktemp("work")))
+    dirs = session_dirs(runtime.settings.state_dir, session.id)
+    dirs.claude.mkdir(parents=True)
+    runtime.close_session(session.id)
+    wait_for(lambda: not dirs.root.exists(), what="the removal")
+    assert trip.count("start", "SessionActor") == 1
     assert not {t for t in trip.store_threads() if t.startswith("Supervisor")}

@@ -180,6 +180,7 @@ class SessionActor(pykka.ThreadingActor):
         if self.session.status == SessionStatus.CLOSED:
             self.state.close()
             self.state.stop()
+            self.dirs.remove()  # no process runs: nothing of the session needs them
         elif elsewhere:
             self.state.hand_off()
         else:
@@ -381,9 +382,8 @@ class SessionActor(pykka.ThreadingActor):
     def stop_if_done(self) -> None:
         """A closed or long-idle session's actor goes away once its process has.
 
-        An idle one costs a thread and a database connection; the supervisor
-        starts a new actor for the session when it is needed again, and also
-        when a task reached the store while this one was stopping.
+        An idle one costs a thread and a database connection; the supervisor starts a
+        new one when it is needed again (or a task came in while this one stopped).
         """
         if self.host.process is not None or self.current is not None:
             return

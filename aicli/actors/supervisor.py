@@ -51,7 +51,6 @@ from aicli.actors.messages import (
     Wake,
 )
 from aicli.actors.session import RETRY_S, ActorContext, SessionActor
-from aicli.actors.session_dirs import session_dirs
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +135,9 @@ class Supervisor(pykka.ThreadingActor):
             self._tell(message.session_id, Cancel(message.task_id))
         elif isinstance(message, CloseSession):
             if not self._tell(message.session_id, Close()):
-                # No actor here to remove them once its process is gone: none runs.
-                session_dirs(self.ctx.state_dir, message.session_id).remove()
+                # No actor here to remove its directories: one starts, sees it closed, and
+                # removes them (no process runs) on its own thread.
+                self.sessions[message.session_id] = self._start(message.session_id)
         elif isinstance(message, Decided):
             self._tell(message.session_id, message.answer)
         elif isinstance(message, SlotRequested):
@@ -227,9 +227,10 @@ class Supervisor(pykka.ThreadingActor):
             return
         if self.ctx.lease.node is None:
             return  # joining again: the first rescan after the join looks again
-        self.sessions[session_id] = SessionActor.start(
-            session_id, self.ctx, self.actor_ref, held_only=held_only
-        )
+        self.sessions[session_id] = self._start(session_id, held_only=held_only)
+
+    def _start(self, session_id: str, *, held_only: bool = False) -> pykka.ActorRef[SessionActor]:
+        return SessionActor.start(session_id, self.ctx, self.actor_ref, held_only=held_only)
 
     def _rescan(self, found: Rescan) -> None:
         """Start the queues that no node runs (or this node holds), and end the turns of

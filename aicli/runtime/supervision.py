@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import pykka
 
-from aicli.actors.messages import Rescan, Wake
+from aicli.actors.messages import Advance, Rescan, Wake
 from aicli.actors.session import ActorContext, SessionActor
 from aicli.actors.supervisor import Supervisor, SupervisorProxy
 from aicli.errors import Unavailable
@@ -93,8 +93,21 @@ class SupervisorLink:
         it is never asked, so this never waits."""
         if self._supervisor is None or self._gate.stopped:
             raise Unavailable("The runtime is stopped.")
-        self._supervisor.tell(message)
+        if not (isinstance(message, Wake) and self._advance_here(message.session_id)):
+            self._supervisor.tell(message)
         self._peers.tell(message)
+
+    def _advance_here(self, session_id: str) -> bool:
+        """A submit's news straight to the session's live actor, the supervisor's one hop
+        spared; whether it took it (if not, the supervisor starts one)."""
+        ref = self._sessions.get(session_id)
+        if ref is None:
+            return False
+        try:
+            ref.tell(Advance())
+        except pykka.ActorDeadError:
+            return False
+        return True
 
     def tell_here(self, message: object) -> None:
         """News for this node's supervisor only, if it runs (from peers, the lease, the fence).
