@@ -106,7 +106,8 @@ class Wake:
     """The session's queue in the store changed: its actor (started if need be) should look.
 
     ``here``: the change was made on this node; else a peer told of it, and only an
-    actor already running the session here need look.
+    actor already running the session here need look, or a new one if this node holds
+    the session (the actor reads which, on its own thread).
     """
 
     session_id: str
@@ -163,11 +164,14 @@ class SessionStopped:
     """A session actor ended; ``actor_urn`` tells it apart from a newer actor of that session.
 
     ``elsewhere``: it ended because another node holds the session, which runs its queue.
+    ``pending``: its queue held work when it ended (a task came in while it was stopping),
+    read by the actor on its own thread, so the supervisor starts a new one without a read.
     """
 
     session_id: str
     actor_urn: str
     elsewhere: bool = False
+    pending: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,4 +181,15 @@ class Fence:
 
 @dataclass(frozen=True)
 class Rescan:
-    """Look for sessions no node runs that have work (a wake may have been lost)."""
+    """Look for sessions no node runs that have work (a wake may have been lost).
+
+    Told bare by whoever wants a look; the supervisor's link reads the store off the
+    supervisor's thread and passes on what it found: ``unclaimed``, sessions with work
+    that no node holds (started unless an actor runs them here); ``held``, those with
+    work this node holds (their actors told to look, or started); ``closed``, those
+    this node holds that were closed on a peer (their actors end their turns).
+    """
+
+    unclaimed: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
+    closed: tuple[str, ...] = ()

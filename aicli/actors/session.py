@@ -55,6 +55,7 @@ from aicli.actors.messages import (
     StreamMessage,
     TaskDeadline,
     ToolsSwept,
+    Wake,
 )
 from aicli.actors.process_host import ProcessHost
 from aicli.actors.session_claim import SessionClaim
@@ -70,7 +71,7 @@ from aicli.actors.turn_approvals import TurnApprovals
 from aicli.actors.turn_ender import RETRY_S, TurnEnder
 from aicli.actors.turn_recorder import TurnRecorder
 from aicli.actors.turn_starter import TurnStarter
-from aicli.contract import Session, TaskStatus
+from aicli.contract import Session, SessionStatus, TaskStatus
 from aicli.errors import NotOwner, StorageError, Unavailable
 
 # What other modules import from here, wherever it is defined.
@@ -96,34 +97,42 @@ SESSION_CLOSED_RUNNING = "The session was closed while this task ran."
 
 
 class SessionActor(pykka.ThreadingActor):
+    session: Session  # read in ``on_start``, on the actor's own thread
+
     def __init__(
-        self, session: Session, context: ActorContext, supervisor: pykka.ActorRef[Any]
+        self,
+        session_id: str,
+        context: ActorContext,
+        supervisor: pykka.ActorRef[Any],
+        *,
+        held_only: bool = False,
     ) -> None:
+        """No I/O: this runs on the supervisor's thread (``on_start`` reads the session).
+        ``held_only``: a peer's news; the actor runs the session only if this node holds it."""
         super().__init__()
-        self.session_id = session.id
-        self.session = session
+        self.session_id = session_id
+        self.held_only = held_only
+        self.opened = False  # the session was read and runs here
         self.ctx = context
         self.supervisor = supervisor
         self.current: Turn | None = None
         self.state = SessionState()
-        if session.status == "closed":
-            self.state.close()
-        self.dirs = session_dirs(context.state_dir, session.id)
+        self.dirs = session_dirs(context.state_dir, session_id)
         transcript = (
             TranscriptSync(
                 context.store,
-                session.id,
+                session_id,
                 {**os.environ, **context.claude_env, "CLAUDE_CONFIG_DIR": str(self.dirs.claude)},
             )
             if context.store.is_postgres  # several nodes: the conversation moves with the session
             else None
         )
-        self.queue = TaskTaker(context, session.id)
-        self.claim = SessionClaim(context, session.id)
-        self.host = ProcessHost(context, session.id, self.dirs, transcript)
+        self.queue = TaskTaker(context, session_id)
+        self.claim = SessionClaim(context, session_id)
+        self.host = ProcessHost(context, session_id, self.dirs, transcript)
         self.recorder = TurnRecorder(context, transcript)
-        self.approvals = TurnApprovals(context, session.id, self.actor_ref, self.lease_gone)
-        self.idle = IdleClock(context, session.id, self.actor_ref, supervisor)
+        self.approvals = TurnApprovals(context, session_id, self.actor_ref, self.lease_gone)
+        self.idle = IdleClock(context, session_id, self.actor_ref, supervisor)
         self.starter = TurnStarter(self)
         self.reader = StreamReader(self)
         self.ender = TurnEnder(self)
@@ -132,7 +141,8 @@ class SessionActor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         try:
-            self.starter.advance()
+            if self._open():
+                self.starter.advance()
         except Exception as exc:
             log.exception("session %s: failed to start", self.session_id)
             self._after_failure(exc)
@@ -147,7 +157,37 @@ class SessionActor(pykka.ThreadingActor):
         # A turn still live keeps the claim: its task fails when this node's lease ends.
         if not self.state.fenced and self.current is None:
             self.claim.release()
-        self.supervisor.tell(SessionStopped(self.session_id, self.actor_urn, self.state.handed_off))
+        # Whether a task came in while it stopped, read here: the supervisor reads nothing.
+        looks = self.opened and not self.state.handed_off and self.state.intake is Intake.OPEN
+        pending = looks and self.queue.work_left()
+        stopped = SessionStopped(self.session_id, self.actor_urn, self.state.handed_off, pending)
+        self.supervisor.tell(stopped)
+
+    def _open(self) -> bool:
+        """Read the session here (the supervisor does no I/O); whether it runs here. If not,
+        the actor stops; if the store fails, the supervisor starts one again in a while."""
+        try:
+            self.session = self.ctx.store.get_session(self.session_id)
+            elsewhere = self.claim.runs_elsewhere(self.session, held_only=self.held_only)
+        except Exception as exc:
+            outage = isinstance(exc, StorageError | Unavailable)
+            log.warning("session %s: not started: %s", self.session_id, exc, exc_info=not outage)
+            wake = Wake(self.session_id, here=not self.held_only)
+            self.ctx.scheduler.tell_later(RETRY_S, self.supervisor, wake)
+            self.state.stop()
+            self.stop()
+            return False
+        if self.session.status == SessionStatus.CLOSED:
+            self.state.close()
+            self.state.stop()
+            self.dirs.remove()  # no process runs: nothing of the session needs them
+        elif elsewhere:
+            self.state.hand_off()
+        else:
+            self.opened = True
+            return True
+        self.stop()
+        return False
 
     # Tells, and the failure rule
 
@@ -254,12 +294,13 @@ class SessionActor(pykka.ThreadingActor):
         self.starter.advance()
 
     def _on_slot_granted(self, _: SlotGranted) -> None:
+        """The slot was asked for because the queue held work: no second look before taking."""
         self.state.move_slot(Slot.HELD)
-        if not self.state.takes_new_work or not self.queue.has_pending():
+        if not self.state.takes_new_work:
             self.release_slot()
             self.became_idle()
             return
-        self.starter.advance()
+        self.starter.advance(told_of_work=True)
 
     def _on_evict(self, _: Evict) -> None:
         if self.current is None and self.host.process is not None:
@@ -341,9 +382,8 @@ class SessionActor(pykka.ThreadingActor):
     def stop_if_done(self) -> None:
         """A closed or long-idle session's actor goes away once its process has.
 
-        An idle one costs a thread and a database connection; the supervisor
-        starts a new actor for the session when it is needed again, and also
-        when a task reached the store while this one was stopping.
+        An idle one costs a thread and a database connection; the supervisor starts a
+        new one when it is needed again (or a task came in while this one stopped).
         """
         if self.host.process is not None or self.current is not None:
             return

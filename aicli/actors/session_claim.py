@@ -11,6 +11,7 @@ import logging
 import os
 
 from aicli.actors.session_context import SESSION_LOG, ActorContext
+from aicli.contract import Session
 from aicli.errors import StorageError, Unavailable
 
 log = logging.getLogger(SESSION_LOG)
@@ -53,6 +54,20 @@ class SessionClaim:
             return "another node runs it"
         self.node_id, self.epoch = node.id, epoch
         return None
+
+    def runs_elsewhere(self, session: Session, *, held_only: bool) -> bool:
+        """Whether a new actor should leave the session alone: this node has no lease (the
+        first rescan after its join looks again), another live node holds the session (it
+        heard of the work from its peers), or, with ``held_only`` (a peer's news), this
+        node does not hold it."""
+        node = self.ctx.lease.node
+        if node is None:
+            return True
+        if held_only:
+            return session.node != node.id
+        return session.node not in (None, node.id) and self.ctx.store.ownership.owner_live(
+            self.session_id, node.id
+        )
 
     def lease_lost(self) -> bool:
         """Whether the lease this claim was taken under is gone, by this node's clock (even

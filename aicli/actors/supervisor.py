@@ -11,6 +11,12 @@ are taken the least recently idle holder is told to ``Evict``, and if every
 holder is busy the request waits in line for the next ``SlotReleased``. The
 supervisor never asks a session actor anything, so no two actors can wait on
 each other; only ``stop_sessions``, at the very end, waits for them to stop.
+
+It never calls the store either (an import contract holds it to that): what it
+decides on comes in its messages, read by whoever sends them on their own thread
+(a session actor reads its session when it starts, and says in ``SessionStopped``
+whether work is left; the link reads what a ``Rescan`` finds). So one slow query
+holds up that caller, never every session's slot grants.
 """
 
 from __future__ import annotations
@@ -45,18 +51,19 @@ from aicli.actors.messages import (
     Wake,
 )
 from aicli.actors.session import RETRY_S, ActorContext, SessionActor
-from aicli.actors.session_dirs import session_dirs
-from aicli.contract import Session, SessionStatus
-from aicli.storage.ownership import RESCUE_BATCH
 
 log = logging.getLogger(__name__)
 
 
 class Supervisor(pykka.ThreadingActor):
-    def __init__(self, context: ActorContext) -> None:
+    def __init__(
+        self, context: ActorContext, sessions: dict[str, pykka.ActorRef[SessionActor]]
+    ) -> None:
+        """``sessions``: the live session actors by session id, kept here; others only read
+        it (the link, to pass on a peer's news only where it may matter)."""
         super().__init__()
         self.ctx = context
-        self.sessions: dict[str, pykka.ActorRef[SessionActor]] = {}
+        self.sessions = sessions
         self.holders: dict[str, float | None] = {}  # session -> idle since (None: busy)
         self.waiting: deque[str] = deque()
         self.evicting: set[str] = set()
@@ -64,19 +71,10 @@ class Supervisor(pykka.ThreadingActor):
 
     # Asks from the runtime
 
-    def recover(self) -> list[str]:
-        """Settle what dead runs left: take their sessions, start the queues no node runs.
-
-        Returns the ids of the sessions it took from dead nodes.
-        """
-        rescued = self._rescue()
-        self._rescan()
-        return rescued
-
-    def open_session(self, fields: dict[str, Any]) -> Session:
-        """Store a new session, within ``max_sessions`` (counted by the store, in the insert's
-        transaction, so peers' opens count too); its actor starts with its first task."""
-        return self.ctx.store.create_session(**fields, max_open=self.ctx.settings.max_sessions)
+    def recover(self, found: Rescan) -> None:
+        """Start the queues no node runs (the link found them, after taking over the
+        sessions of dead nodes)."""
+        self._rescan(found)
 
     def drain_sessions(self) -> int:
         """The server is stopping: running tasks may finish, nothing new starts; how many told.
@@ -127,18 +125,19 @@ class Supervisor(pykka.ThreadingActor):
             if message.here:
                 self._wake(message.session_id)
             elif not self._tell(message.session_id, Advance()):
-                self._wake_if_held(message.session_id)
+                # Only the holder may run it; the new actor reads whether that is this node.
+                self._wake(message.session_id, held_only=True)
         elif isinstance(message, Rescan):
-            self._rescue()
-            self._rescan()
+            self._rescan(message)
         elif isinstance(message, Fence):
             self._fence()
         elif isinstance(message, CancelRunning):
             self._tell(message.session_id, Cancel(message.task_id))
         elif isinstance(message, CloseSession):
             if not self._tell(message.session_id, Close()):
-                # No actor here to remove them once its process is gone: none runs.
-                session_dirs(self.ctx.state_dir, message.session_id).remove()
+                # No actor here to remove its directories: one starts, sees it closed, and
+                # removes them (no process runs) on its own thread.
+                self.sessions[message.session_id] = self._start(message.session_id)
         elif isinstance(message, Decided):
             self._tell(message.session_id, message.answer)
         elif isinstance(message, SlotRequested):
@@ -165,7 +164,7 @@ class Supervisor(pykka.ThreadingActor):
             self._release(message.session_id)
             if message.session_id in self.waiting:
                 self.waiting.remove(message.session_id)
-            if not message.elsewhere and self.ctx.store.has_pending(message.session_id):
+            if message.pending and not message.elsewhere:
                 self._wake(message.session_id)  # a task came in while it was stopping
         else:
             log.warning("supervisor: unexpected message %r", message)
@@ -213,9 +212,12 @@ class Supervisor(pykka.ThreadingActor):
             return False
         return True
 
-    def _wake(self, session_id: str) -> None:
-        """Tell the session's actor to look at its queue, starting one if none lives here
-        and no other live node runs the session (that one heard of it from its peers)."""
+    def _wake(self, session_id: str, *, held_only: bool = False) -> None:
+        """Tell the session's actor to look at its queue, starting one if none lives here.
+
+        A new actor reads its session and stops at once if it does not run here (closed,
+        or another live node runs it; ``held_only``: unless this node holds it).
+        """
         if self.draining:
             return
         ref = self.sessions.get(session_id)
@@ -223,52 +225,23 @@ class Supervisor(pykka.ThreadingActor):
             with contextlib.suppress(pykka.ActorDeadError):  # it stopped: SessionStopped follows
                 ref.tell(Advance())
             return
-        session = self.ctx.store.get_session(session_id)
-        if session.status == SessionStatus.CLOSED:
-            return
-        node = self.ctx.lease.node
-        if node is None:
+        if self.ctx.lease.node is None:
             return  # joining again: the first rescan after the join looks again
-        if session.node not in (None, node.id) and self.ctx.store.ownership.owner_live(
-            session_id, node.id
-        ):
-            return
-        self.sessions[session_id] = SessionActor.start(session, self.ctx, self.actor_ref)
+        self.sessions[session_id] = self._start(session_id, held_only=held_only)
 
-    def _rescue(self) -> list[str]:
-        """Take over the sessions of dead nodes, as many batches as there are."""
-        node = self.ctx.lease.node
-        if node is None:
-            return []
-        rescued: list[str] = []
-        while batch := self.ctx.store.ownership.rescue(node.id):
-            rescued += batch
-            if len(batch) < RESCUE_BATCH:
-                break
-        if rescued:
-            log.warning("took over %d sessions of nodes that stopped", len(rescued))
-        return rescued
+    def _start(self, session_id: str, *, held_only: bool = False) -> pykka.ActorRef[SessionActor]:
+        return SessionActor.start(session_id, self.ctx, self.actor_ref, held_only=held_only)
 
-    def _rescan(self) -> None:
-        """Start the queues that no node runs, and end the turns of sessions closed on a
-        peer: a wake may have been lost, or a node died."""
-        for session_id in self.ctx.store.ownership.unclaimed_with_pending():
+    def _rescan(self, found: Rescan) -> None:
+        """Start the queues that no node runs (or this node holds), and end the turns of
+        sessions closed on a peer: a wake may have been lost, or a node died."""
+        for session_id in found.unclaimed:
             if session_id not in self.sessions:
                 self._wake(session_id)
-        node = self.ctx.lease.node
-        if node is not None and self.ctx.store.is_postgres:
-            for session_id in self.ctx.store.ownership.held_with_pending(node.id):
-                self._wake(session_id)
-            for session_id in self.ctx.store.ownership.closed_held(node.id):
-                self._tell(session_id, Close())
-
-    def _wake_if_held(self, session_id: str) -> None:
-        """A peer's news of a session this node holds but runs no actor for (its release
-        failed, say): only the holder may run it. One nobody holds, the news's sender
-        claims itself."""
-        node = self.ctx.lease.node
-        if node is not None and self.ctx.store.get_session(session_id).node == node.id:
+        for session_id in found.held:
             self._wake(session_id)
+        for session_id in found.closed:
+            self._tell(session_id, Close())
 
     def _fence(self) -> None:
         """The lease is lost: every session actor ends its process and stops, writing nothing.
@@ -290,7 +263,6 @@ class SupervisorProxy(ActorMemberMixin, pykka.ActorProxy[Supervisor]):
     """
 
     recover = proxy_method(Supervisor.recover)
-    open_session = proxy_method(Supervisor.open_session)
     drain_sessions = proxy_method(Supervisor.drain_sessions)
     shutdown_sessions = proxy_method(Supervisor.shutdown_sessions)
     stop_sessions = proxy_method(Supervisor.stop_sessions)

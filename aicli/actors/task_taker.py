@@ -8,11 +8,14 @@ queue never stalls behind it.
 
 from __future__ import annotations
 
+import logging
 import os
 
-from aicli.actors.session_context import ActorContext, announce
+from aicli.actors.session_context import SESSION_LOG, ActorContext, announce
 from aicli.contract import ROOT_PRINCIPAL_ID, Session, Task, TaskStatus
 from aicli.workspace import outside_root
+
+log = logging.getLogger(SESSION_LOG)
 
 
 class TaskTaker:
@@ -23,6 +26,15 @@ class TaskTaker:
 
     def has_pending(self) -> bool:
         return self.store.has_pending(self.session_id)
+
+    def work_left(self) -> bool:
+        """``has_pending`` as the actor ends; if the store does not answer, True: a new
+        actor looks again."""
+        try:
+            return self.has_pending()
+        except Exception as exc:
+            log.warning("session %s: could not look at its queue: %s", self.session_id, exc)
+            return True
 
     def take(self, epoch: int | None) -> Task | None:
         """Commit the next task as running (None: there is none)."""

@@ -29,8 +29,9 @@ class TurnStarter:
     def advance(self, *, told_of_work: bool = False) -> None:
         """Start the session's next task, if the store has one and nothing runs.
 
-        ``told_of_work``: a submit's wake, so a live process skips the look and takes
-        straight away; taking nothing is no error.
+        ``told_of_work``: a submit's wake, or a slot granted because the queue held work:
+        with a live process or that slot, no look at the queue before taking (taking
+        nothing is no error). Without either, a look first: it spares a slot request.
         """
         core = self.core
         state, host = core.state, core.host
@@ -41,7 +42,8 @@ class TurnStarter:
         if host.process is not None and (host.process_ending or not host.process.usable):
             return  # on its way out; its exit calls us again
         # A read first: taking nothing would cost a write transaction, and most turns end so.
-        if (host.process is None or not told_of_work) and not core.queue.has_pending():
+        trusted = told_of_work and (host.process is not None or state.slot is Slot.HELD)
+        if not trusted and not core.queue.has_pending():
             if state.orphan_possible and core.claim.epoch is not None:
                 self._settle_orphan()
             core.became_idle()

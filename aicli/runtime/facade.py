@@ -6,9 +6,9 @@ which ``composition`` builds with what it uses and starts in dependency order.
 Callers live on their own threads (HTTP workers, an app's threads). The store is
 the source of truth and each session's queue: a submit, a cancel of a pending
 task and a close are written there directly, in one transaction each, and the
-session's actor is then told (through the supervisor) to look. Callers read the
-store, wait on the notifier (never by polling), and ask actors only to open a
-session or shut down, always with a timeout.
+session's actor is then told to look (straight, if it lives here; else the
+supervisor starts one). Callers read the store, wait on the notifier (never by
+polling), and ask actors only to start or shut down, always with a timeout.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sessions: opening one (through the supervisor, which starts its actor), reading, closing.
+"""Sessions: opening one (its actor starts with its first task), reading, closing.
 
 A close is written in the store first (its pending tasks cancelled in the same
 commit); only then are the session's actors, here or on a peer, told to
@@ -22,7 +22,7 @@ from aicli.actors.session import SESSION_CLOSED_PENDING
 from aicli.contract import Page, Principal, Session, SessionCreate
 from aicli.errors import Unavailable
 from aicli.runtime.gate import Gate
-from aicli.runtime.supervision import SupervisorLink, ask
+from aicli.runtime.supervision import SupervisorLink
 from aicli.runtime.tasks import Tasks
 from aicli.settings import Settings
 from aicli.storage import Store
@@ -65,7 +65,11 @@ class Sessions:
             clean["max_owned"] = principal.limits.max_sessions
         clean["tools"] = policy.admit(principal, clean)
         clean["owner"] = access.owner_of_new(principal)
-        return self._with_process_state(ask(self._link.proxy().open_session(clean)))
+        self._link.proxy()  # refused once the runtime stops, like every call that opens
+        # Counted by the store within ``max_sessions``, in the insert's transaction, so peers'
+        # opens count too; its actor starts with its first task.
+        opened = self._store.create_session(**clean, max_open=self._settings.max_sessions)
+        return self._with_process_state(opened)
 
     def get(self, session_id: str, principal: Principal | None) -> Session:
         access.check_session(self._store, principal, session_id)

@@ -2,8 +2,9 @@
 
 The store is each session's queue: a submit and a cancel of a pending task are
 written there, in one transaction each, and only then is the session's actor
-told (through the supervisor) to look. Waits read the store and sleep on the
-notifier, never polling; a revoked principal's wait ends at once.
+told to look (straight, if it lives here; else the supervisor starts one). Waits
+read the store and sleep on the notifier, never polling; a revoked principal's wait
+ends at once.
 """
 
 from __future__ import annotations
