@@ -90,34 +90,38 @@ def read_page(
     count = min(request.limit, paging.fitting(row[2] for row in sized))
     chosen = sized[:count]
     found = {} if kept is None else {row[1]: kept(row[1], row[3]) for row in chosen}
-    missing = [row for row in chosen if found.get(row[1]) is None]
+    missing = [row[1] for row in chosen if found.get(row[1]) is None]
     if missing:
-        if sum(row[2] or 0 for row in missing) > _JSON_PAGE_MAX:
+        if sum(row[2] or 0 for row in chosen if row[1] in missing) > _JSON_PAGE_MAX:
             json_row = None  # the one text of the page would be one more copy of it all
-        found.update(
-            _by_id(engine, table, columns, json_row, from_row, [row[1] for row in missing])
-        )
-    # A row deleted between the two reads (retention) is left out; the page goes on past it.
+        # The filter again: without a snapshot, a row may have moved out of it since.
+        again = [f"id IN ({marks(len(missing))})", *conditions]
+        values = [*missing, *params]
+        if statuses is not None:
+            again.append(f"status IN ({marks(len(statuses))})")
+            values += sorted(statuses)
+        sql = f"SELECT {columns} FROM {table}{where(again)}"
+        found.update(_built(engine, sql, values, json_row, from_row))
+    # A row that left the filter (or was deleted) between the two reads is left out, and the
+    # page's cursor is still the position of the last row it stood for.
     items = [found[row[1]] for row in chosen if found.get(row[1]) is not None]
     has_more = len(sized) > count
-    last = items[-1] if has_more and items else None
-    cursor = None if last is None else paging.encode_cursor(last.created_at, last.id)
+    last = chosen[-1] if has_more else None
+    cursor = None if last is None else paging.encode_cursor(from_db_time(last[0]), last[1])
     return Page(data=items, has_more=has_more, next_cursor=cursor)
 
 
-def _by_id(
+def _built(
     engine: Engine,
-    table: str,
-    columns: str,
+    sql: str,
+    values: list[Any],
     json_row: str | None,
     from_row: Callable[[Sequence[Any]], Any],
-    ids: list[str],
 ) -> dict[str, Any]:
-    """The rows of ``ids``, built, by id (in no order: the caller has the page's)."""
-    sql = f"SELECT {columns} FROM {table} WHERE id IN ({marks(len(ids))})"
+    """The rows ``sql`` selects, built, by id (in no order: the caller has the page's)."""
     if json_row is None:
-        rows = engine.execute(sql, ids)
+        rows = engine.execute(sql, values)
     else:
-        text = engine.execute(f"SELECT json_group_array({json_row}) FROM ({sql})", ids)
+        text = engine.execute(f"SELECT json_group_array({json_row}) FROM ({sql})", values)
         rows = _json_rows(text.fetchone()[0])
     return {row[0]: from_row(row) for row in rows}
