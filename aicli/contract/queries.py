@@ -5,6 +5,12 @@ refused instead of ignored (``aicli.http.query``), and ``codec.query`` reads the
 with the same bounds the OpenAPI document shows. A pattern in ``extra_json_schema``
 is documented only: ``aicli.validation`` reads those fields (a comma list, RFC 3339
 as clients write it), and ids are looked up, not matched.
+
+A list's struct travels as it is from the query string (or the Python client, or an
+embedder's keywords, through ``given``) past the runtime, which only narrows its
+``owner`` to what the caller may see, to the store's list method, which turns each
+field into its condition. So a new filter is a field here and its condition there
+(``aicli/storage/<noun>.py``); ``tests/test_list_queries.py`` sends every field.
 """
 
 from __future__ import annotations
