@@ -15,6 +15,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import TypeVar
+
+import msgspec
 
 from aicli import policy
 from aicli.contract import ROOT_PRINCIPAL_ID, Principal, PrincipalLimits, Role
@@ -27,6 +30,8 @@ from aicli.errors import (
     Unauthorized,
 )
 from aicli.storage import Store
+
+Q = TypeVar("Q", bound=msgspec.Struct)
 
 # The built-in admin whose token is ``AICLI_API_TOKEN``; it has no row.
 ROOT = Principal(
@@ -122,13 +127,15 @@ def decider(caller: Principal | None) -> str:
     return ROOT_PRINCIPAL_ID if caller is None else caller.id
 
 
-def list_owner(caller: Principal | None, owner: str | None) -> str | None:
-    """The owner a list is narrowed to: a user's own, or what an admin asked for."""
+def narrowed(caller: Principal | None, query: Q) -> Q:
+    """A list's query (one with an ``owner`` field) narrowed to what ``caller`` may see: a
+    user's own work, or what an admin asked for."""
+    owner = query.owner  # type: ignore[attr-defined]
     if sees_all(caller):
-        return owner
+        return query
     if owner is not None and owner != caller.id:
         raise Forbidden("Only an admin may list another principal's work.", {"field": "owner"})
-    return caller.id
+    return msgspec.structs.replace(query, owner=caller.id)
 
 
 class Revocations:

@@ -10,7 +10,7 @@ losers are told ``ApprovalDecided``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aicli import access
@@ -21,6 +21,7 @@ from aicli.contract import (
     Approval,
     ApprovalDecision,
     ApprovalKind,
+    ApprovalListQuery,
     ApprovalRule,
     ApprovalStatus,
     Decision,
@@ -115,32 +116,15 @@ class ApprovalDesk:
         self._notifier = notifier
         self._tell_supervisor = tell
 
-    def list(
-        self,
-        *,
-        session_id: str | None = None,
-        task_id: str | None = None,
-        status: Sequence[str] | None = None,
-        owner: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        order: str = "desc",
-        principal: Principal | None = None,
-    ) -> Page:
-        owner = access.list_owner(principal, owner)
-        if session_id is not None:
-            access.check_filter_session(self._store, principal, session_id)
-        if task_id is not None:
-            access.check_filter_task(self._store, principal, task_id)
-        return self._store.approvals.list(
-            session_id=session_id,
-            task_id=task_id,
-            statuses=status,
-            owner=owner,
-            limit=limit,
-            cursor=cursor,
-            order=order,
-        )
+    def list(self, query: ApprovalListQuery, principal: Principal | None) -> Page:
+        """The page, narrowed to what ``principal`` may see; the filters' session and task
+        are checked only when it is empty (see ``runtime.tasks.Tasks.page``)."""
+        page = self._store.approvals.list(access.narrowed(principal, query))
+        if not page.data and query.session_id is not None:
+            access.check_filter_session(self._store, principal, query.session_id)
+        if not page.data and query.task_id is not None:
+            access.check_filter_task(self._store, principal, query.task_id)
+        return page
 
     def get(self, approval_id: str, *, principal: Principal | None = None) -> Approval:
         access.check_approval(self._store, principal, approval_id)

@@ -192,21 +192,21 @@ def run(store: Store, samples: int, budget_ms: float) -> bool:
         "tasks desc, limit 200": scenario(limit=200),
         "session": scenario(in_session=True),
         "session, first page asc": scenario(in_session=True, cursor=False, order="asc"),
-        "status=completed": scenario(statuses=["completed"]),
-        "status=pending": scenario(statuses=["pending"]),
-        "status=pending,running": scenario(statuses=["pending", "running"]),
-        "status=completed,failed": scenario(statuses=["completed", "failed"]),
+        "status=completed": scenario(status=["completed"]),
+        "status=pending": scenario(status=["pending"]),
+        "status=pending,running": scenario(status=["pending", "running"]),
+        "status=completed,failed": scenario(status=["completed", "failed"]),
         "status=failed,cancelled, first page": scenario(
-            statuses=["failed", "cancelled"], cursor=False
+            status=["failed", "cancelled"], cursor=False
         ),
-        "session + status=completed": scenario(in_session=True, statuses=["completed"]),
+        "session + status=completed": scenario(in_session=True, status=["completed"]),
         "session + status=pending,running": scenario(
-            in_session=True, statuses=["pending", "running"]
+            in_session=True, status=["pending", "running"]
         ),
         "created window": scenario(window=True),
-        "created window + status=failed": scenario(window=True, statuses=["failed"]),
+        "created window + status=failed": scenario(window=True, status=["failed"]),
         "sessions": lambda: store.list_sessions(),
-        "sessions, status=idle": lambda: store.list_sessions(statuses=["idle"]),
+        "sessions, status=idle": lambda: store.list_sessions(status=["idle"]),
         "pending_task_ids()": lambda: store.pending_task_ids(pick()[1]),
         "has_pending()": lambda: store.has_pending(pick()[1]),
         "get_session()": lambda: store.get_session(pick()[1]),

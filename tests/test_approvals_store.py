@@ -519,21 +519,21 @@ def test_filters_combine_with_paging(store: Store, many: dict[str, Any], order: 
     cases: list[tuple[dict[str, Any], Any]] = [
         ({"session_id": alice1.id}, lambda a: a.session_id == alice1.id),
         ({"task_id": t3.id}, lambda a: a.task_id == t3.id),
-        ({"statuses": ["pending"]}, lambda a: a.status == "pending"),
-        ({"statuses": ["allowed", "expired"]}, lambda a: a.status in ("allowed", "expired")),
+        ({"status": ["pending"]}, lambda a: a.status == "pending"),
+        ({"status": ["allowed", "expired"]}, lambda a: a.status in ("allowed", "expired")),
         ({"owner": "alice"}, lambda a: owners[a.session_id] == "alice"),
         ({"owner": "nobody"}, lambda a: False),
         (
-            {"owner": "alice", "statuses": ["denied", "allowed"]},
+            {"owner": "alice", "status": ["denied", "allowed"]},
             lambda a: owners[a.session_id] == "alice" and a.status in ("denied", "allowed"),
         ),
         ({"session_id": bob.id, "owner": "alice"}, lambda a: False),
         (
-            {"session_id": alice2.id, "task_id": t2.id, "statuses": ["expired"]},
+            {"session_id": alice2.id, "task_id": t2.id, "status": ["expired"]},
             lambda a: a.task_id == t2.id and a.status == "expired",
         ),
         (
-            {"task_id": t1.id, "statuses": ["pending", "denied"]},
+            {"task_id": t1.id, "status": ["pending", "denied"]},
             lambda a: a.task_id == t1.id and a.status in ("pending", "denied"),
         ),
     ]
@@ -547,13 +547,13 @@ def test_filters_combine_with_paging(store: Store, many: dict[str, Any], order: 
 
 def test_an_unknown_status_filter_is_refused(store: Store) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        store.approvals.list(statuses=["pending", "maybe"])
+        store.approvals.list(status=["pending", "maybe"])
     assert caught.value.details == {"field": "status"}
 
 
 def test_an_empty_status_filter_is_refused_as_for_tasks(store: Store) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        store.approvals.list(statuses=[])
+        store.approvals.list(status=[])
     assert caught.value.details == {"field": "status"}
 
 

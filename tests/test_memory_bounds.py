@@ -41,7 +41,7 @@ def test_a_page_of_tasks_stops_at_its_bytes_and_the_cursor_goes_on(
     for statuses in (None, ["pending"], ["pending", "cancelled"]):
         seen, cursor, sizes = [], None, []
         while True:
-            page = store.list_tasks(statuses=statuses, limit=200, cursor=cursor, order="asc")
+            page = store.list_tasks(status=statuses, limit=200, cursor=cursor, order="asc")
             seen += [task.id for task in page.data]
             sizes.append(len(page.data))
             if not page.has_more:

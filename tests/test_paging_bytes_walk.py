@@ -61,7 +61,7 @@ def test_a_walk_over_pages_of_tasks_takes_every_row_once(
     cursor = None
     for _ in range(len(rows) + 1):
         page = store.list_tasks(
-            session_id=session.id, statuses=statuses, limit=limit, cursor=cursor, order=order
+            session_id=session.id, status=statuses, limit=limit, cursor=cursor, order=order
         )
         ids = [t.id for t in page.data]
         assert ids or not expected

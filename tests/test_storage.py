@@ -164,18 +164,18 @@ def test_session_counts_costs_and_status_queries(store: Store, tmp_path: Path) -
     }
     assert got.total_cost_usd == pytest.approx(0.75)
     assert store.open_session_count() == 2
-    idle_or_busy = store.list_sessions(statuses=["idle", "busy"], order="asc").data
+    idle_or_busy = store.list_sessions(status=["idle", "busy"], order="asc").data
     assert [s.id for s in idle_or_busy] == [first.id, second.id]
-    assert [s.id for s in store.list_sessions(statuses=["closed"]).data] == [closed.id]
+    assert [s.id for s in store.list_sessions(status=["closed"]).data] == [closed.id]
     listed = {s.id: s for s in store.list_sessions(limit=10).data}
     assert listed[first.id] == got
-    assert [s.id for s in store.list_sessions(statuses=["busy"]).data] == [second.id]
-    assert [s.id for s in store.list_sessions(statuses=["idle", "closed"], order="asc").data] == [
+    assert [s.id for s in store.list_sessions(status=["busy"]).data] == [second.id]
+    assert [s.id for s in store.list_sessions(status=["idle", "closed"], order="asc").data] == [
         first.id,
         closed.id,
     ]
     with pytest.raises(InvalidRequest, match="status"):
-        store.list_sessions(statuses=["asleep"])
+        store.list_sessions(status=["asleep"])
 
 
 def test_session_pages_walk_both_orders(store: Store, tmp_path: Path) -> None:
@@ -551,14 +551,14 @@ def test_filters_combine_with_pagination(store: Store, tmp_path: Path) -> None:
 
     cases = [
         ({"session_id": one.id}, lambda t: t.session_id == one.id),
-        ({"statuses": [TaskStatus.CANCELLED]}, lambda t: t.status == TaskStatus.CANCELLED),
+        ({"status": [TaskStatus.CANCELLED]}, lambda t: t.status == TaskStatus.CANCELLED),
         (
-            {"statuses": {TaskStatus.PENDING, TaskStatus.RUNNING}},
+            {"status": {TaskStatus.PENDING, TaskStatus.RUNNING}},
             lambda t: t.status in (TaskStatus.PENDING, TaskStatus.RUNNING),
         ),
-        ({"statuses": tuple(TaskStatus)}, lambda t: True),
+        ({"status": tuple(TaskStatus)}, lambda t: True),
         (
-            {"session_id": two.id, "statuses": [TaskStatus.RUNNING, TaskStatus.CANCELLED]},
+            {"session_id": two.id, "status": [TaskStatus.RUNNING, TaskStatus.CANCELLED]},
             lambda t: (
                 t.session_id == two.id and t.status in (TaskStatus.RUNNING, TaskStatus.CANCELLED)
             ),
@@ -569,7 +569,7 @@ def test_filters_combine_with_pagination(store: Store, tmp_path: Path) -> None:
         ),
         (
             {
-                "statuses": [TaskStatus.PENDING, TaskStatus.CANCELLED],
+                "status": [TaskStatus.PENDING, TaskStatus.CANCELLED],
                 "created_after": made[10].created_at,
             },
             lambda t: (
@@ -674,9 +674,9 @@ def test_unknown_orders_and_statuses_are_refused(store: Store) -> None:
     with pytest.raises(InvalidRequest, match="'order'"):
         store.list_tasks(order="newest")
     with pytest.raises(InvalidRequest, match="'status'"):
-        store.list_tasks(statuses=["done"])
+        store.list_tasks(status=["done"])
     with pytest.raises(InvalidRequest, match="'status'"):
-        store.list_tasks(statuses=[])
+        store.list_tasks(status=[])
 
 
 # the list queries use their indexes
@@ -713,14 +713,12 @@ def test_list_queries_are_index_range_scans_without_a_sort(store: Store, session
         lambda: store.list_tasks(),
         lambda: store.list_tasks(order="asc", cursor=cursor),
         lambda: store.list_tasks(session_id=session.id, cursor=cursor),
-        lambda: store.list_tasks(statuses=[TaskStatus.PENDING], cursor=cursor, order="asc"),
-        lambda: store.list_tasks(statuses=[TaskStatus.PENDING, TaskStatus.RUNNING], cursor=cursor),
-        lambda: store.list_tasks(
-            session_id=session.id, statuses=[TaskStatus.PENDING], cursor=cursor
-        ),
+        lambda: store.list_tasks(status=[TaskStatus.PENDING], cursor=cursor, order="asc"),
+        lambda: store.list_tasks(status=[TaskStatus.PENDING, TaskStatus.RUNNING], cursor=cursor),
+        lambda: store.list_tasks(session_id=session.id, status=[TaskStatus.PENDING], cursor=cursor),
         lambda: store.list_tasks(created_after=after, cursor=cursor),
         lambda: store.list_sessions(cursor=cursor),
-        lambda: store.list_sessions(statuses=["idle"], cursor=cursor),
+        lambda: store.list_sessions(status=["idle"], cursor=cursor),
     ]
     for plan in _plans(store, calls):
         if store.is_postgres:

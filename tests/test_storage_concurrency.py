@@ -149,7 +149,7 @@ def test_many_writers_and_paged_readers_lose_nothing(
         while sample is not None:
             _walk_all(store, "desc", 50)
             rows = _walk_all(
-                store, "asc", 37, session_id=sessions[1].id, statuses=[TaskStatus.RUNNING]
+                store, "asc", 37, session_id=sessions[1].id, status=[TaskStatus.RUNNING]
             )
             assert all(
                 t.status == TaskStatus.RUNNING and t.session_id == sessions[1].id for t in rows

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import msgspec
 
 from aicli.client.follow import EventStream
 from aicli.client.wire import Wire
 from aicli.contract import (
     Approval,
     ApprovalDecision,
+    ApprovalListQuery,
     Event,
     EventPage,
     Node,
@@ -32,10 +34,14 @@ from aicli.contract import (
     Page,
     Principal,
     PrincipalCreate,
+    PrincipalListQuery,
     Session,
     SessionCreate,
+    SessionListQuery,
     Task,
+    TaskListQuery,
 )
+from aicli.contract.queries import given
 from aicli.errors import (
     ApprovalNotFound,
     PrincipalNotFound,
@@ -49,10 +55,10 @@ STOPPING_S = 30.0
 PAGE_SIZE = 200
 
 
-def _query(**given: Any) -> dict[str, str]:
+def _query(**fields: Any) -> dict[str, str]:
     """Filters as the API spells them: lists comma-joined, times RFC 3339, None left out."""
     query: dict[str, str] = {}
-    for name, value in given.items():
+    for name, value in fields.items():
         if value is None:
             continue
         if isinstance(value, datetime):
@@ -112,10 +118,10 @@ class Client:
         return self._wire.call("POST", "/principals", kind=Principal, body=body, safe=False)
 
     def list_principals(
-        self, *, limit: int = 50, cursor: str | None = None, order: str = "desc"
+        self, query: PrincipalListQuery | None = None, /, **filters: Any
     ) -> Page[Principal]:
-        query = _query(limit=limit, cursor=cursor, order=order)
-        return self._wire.call("GET", "/principals", kind=Page[Principal], params=query)
+        """A page of principals (admins only): ``query``, or its fields as keywords."""
+        return self._list("/principals", Page[Principal], given(PrincipalListQuery, query, filters))
 
     def get_principal(self, principal_id: str) -> Principal:
         path = f"/principals/{principal_id}"
@@ -137,16 +143,10 @@ class Client:
         return self._wire.call("GET", f"/sessions/{session_id}", kind=Session)
 
     def list_sessions(
-        self,
-        *,
-        status: Sequence[str] | None = None,
-        owner: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        order: str = "desc",
+        self, query: SessionListQuery | None = None, /, **filters: Any
     ) -> Page[Session]:
-        query = _query(status=status, owner=owner, limit=limit, cursor=cursor, order=order)
-        return self._wire.call("GET", "/sessions", kind=Page[Session], params=query)
+        """A page of sessions: ``query``, or its fields as keywords (a list for ``status``)."""
+        return self._list("/sessions", Page[Session], given(SessionListQuery, query, filters))
 
     def iter_sessions(self, **filters: Any) -> Iterator[Session]:
         """Every session ``list_sessions`` would list with ``filters``, a page at a time."""
@@ -216,29 +216,10 @@ class Client:
             if task.is_terminal or time.monotonic() >= deadline:
                 return task
 
-    def list_tasks(
-        self,
-        *,
-        session_id: str | None = None,
-        status: Sequence[str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        owner: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        order: str = "desc",
-    ) -> Page[Task]:
-        query = _query(
-            session_id=session_id,
-            status=status,
-            created_after=created_after,
-            created_before=created_before,
-            owner=owner,
-            limit=limit,
-            cursor=cursor,
-            order=order,
-        )
-        return self._wire.call("GET", "/tasks", kind=Page[Task], params=query)
+    def list_tasks(self, query: TaskListQuery | None = None, /, **filters: Any) -> Page[Task]:
+        """A page of tasks: ``query``, or its fields as keywords (a list for ``status``, a
+        ``datetime`` for a time)."""
+        return self._list("/tasks", Page[Task], given(TaskListQuery, query, filters))
 
     def iter_tasks(self, **filters: Any) -> Iterator[Task]:
         """Every task ``list_tasks`` would list with ``filters``, a page at a time."""
@@ -275,27 +256,11 @@ class Client:
     # Approvals
 
     def approvals(
-        self,
-        *,
-        session_id: str | None = None,
-        task_id: str | None = None,
-        status: Sequence[str] | None = None,
-        owner: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        order: str = "desc",
+        self, query: ApprovalListQuery | None = None, /, **filters: Any
     ) -> Page[Approval]:
-        """A page of approvals the caller may see, newest first by default."""
-        query = _query(
-            session_id=session_id,
-            task_id=task_id,
-            status=status,
-            owner=owner,
-            limit=limit,
-            cursor=cursor,
-            order=order,
-        )
-        return self._wire.call("GET", "/approvals", kind=Page[Approval], params=query)
+        """A page of approvals the caller may see, newest first by default: ``query``, or its
+        fields as keywords."""
+        return self._list("/approvals", Page[Approval], given(ApprovalListQuery, query, filters))
 
     def iter_approvals(self, **filters: Any) -> Iterator[Approval]:
         """Every approval ``approvals`` would list with ``filters``, a page at a time."""
@@ -327,6 +292,11 @@ class Client:
         return self._wire.call("GET", "/nodes", kind=NodeList).data
 
     # The wire
+
+    def _list(self, path: str, kind: Any, query: msgspec.Struct) -> Any:
+        """One page of a list: every field of its query is a parameter of the same name."""
+        params = _query(**msgspec.structs.asdict(query))
+        return self._wire.call("GET", path, kind=kind, params=params)
 
     def _walk(self, list_page: Any, **filters: Any) -> Iterator[Any]:
         cursor = None

@@ -5,13 +5,19 @@ refused instead of ignored (``aicli.http.query``), and ``codec.query`` reads the
 with the same bounds the OpenAPI document shows. A pattern in ``extra_json_schema``
 is documented only: ``aicli.validation`` reads those fields (a comma list, RFC 3339
 as clients write it), and ids are looked up, not matched.
+
+A list's struct travels as it is from the query string (or the Python client, or an
+embedder's keywords, through ``given``) past the runtime, which only narrows its
+``owner`` to what the caller may see, to the store's list method, which turns each
+field into its condition. So a new filter is a field here and its condition there
+(``aicli/storage/<noun>.py``); ``tests/test_list_queries.py`` sends every field.
 """
 
 from __future__ import annotations
 
 import functools
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -187,6 +193,20 @@ class EventHeaders(Struct, rename={"last_event_id": "Last-Event-ID"}, **_QUERY):
     """``GET /tasks/{id}/events``: a stream resumes after this seq."""
 
     last_event_id: Annotated[Seq, Meta(description="SSE: resume after this seq.")] | None = None
+
+
+Q = TypeVar("Q", bound=Struct)
+
+
+def given(kind: type[Q], query: Q | None, fields: dict[str, Any]) -> Q:
+    """``query``, or one of ``kind`` built from its fields given as keywords.
+
+    The keyword form of every list (an embedder's ``list_tasks(status=[...])``), in one
+    place. msgspec does not check a struct's types when it is built: the store reads a
+    status list or a ``datetime`` as it reads the wire's text, and refuses what is
+    neither with the same error. An unknown keyword is a ``TypeError``, as it always was.
+    """
+    return kind(**fields) if query is None else query
 
 
 @functools.cache

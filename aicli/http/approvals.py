@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 import falcon
 
-from aicli.contract import ApprovalDecision, ApprovalListQuery, ApprovalStatus
+from aicli.contract import ApprovalDecision, ApprovalListQuery
 from aicli.http import media
 from aicli.http.middleware import caller
-from aicli.http.query import page_kwargs, params, statuses
+from aicli.http.query import params
 
 if TYPE_CHECKING:
     from aicli.runtime import Runtime
@@ -20,15 +20,7 @@ class ApprovalsResource:
         self._runtime = runtime
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        given = params(req, ApprovalListQuery)
-        page = self._runtime.approvals(
-            session_id=given.session_id,
-            task_id=given.task_id,
-            status=statuses(given.status, tuple(ApprovalStatus)),
-            owner=given.owner,
-            principal=caller(req),
-            **page_kwargs(given),
-        )
+        page = self._runtime.approvals(params(req, ApprovalListQuery), principal=caller(req))
         media.write(resp, page)
 
 

@@ -18,7 +18,7 @@ from aicli.contract import PrincipalCreate, PrincipalListQuery, PrincipalUpdate
 from aicli.errors import Forbidden
 from aicli.http import media
 from aicli.http.middleware import caller
-from aicli.http.query import page_kwargs, params
+from aicli.http.query import params
 
 if TYPE_CHECKING:
     from aicli.runtime import Runtime
@@ -52,8 +52,7 @@ class PrincipalsResource:
         media.write(resp, created)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        given = params(req, PrincipalListQuery)
-        page = self._runtime.list_principals(principal=caller(req), **page_kwargs(given))
+        page = self._runtime.list_principals(params(req, PrincipalListQuery), principal=caller(req))
         media.write(resp, page)
 
 

@@ -8,16 +8,14 @@ wrong list, so every route names the parameters it takes (a struct of
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import falcon
 import msgspec
 
 from aicli import contract
 from aicli.errors import InvalidRequest
-from aicli.validation import parse_statuses, parse_time, unstorable
+from aicli.validation import unstorable
 
 Q = TypeVar("Q", bound=msgspec.Struct)
 
@@ -57,15 +55,3 @@ def _names(kind: type) -> list[str]:
 @functools.cache
 def _defaults(kind: type[Q]) -> Q:
     return contract.query({}, kind)
-
-
-def page_kwargs(given: Any) -> dict[str, Any]:
-    return {"limit": given.limit, "cursor": given.cursor, "order": given.order}
-
-
-def statuses(value: str | None, allowed: Sequence[str]) -> list[str] | None:
-    return None if value is None else parse_statuses(value, allowed, "status")
-
-
-def time_param(value: str | None, name: str) -> datetime | None:
-    return None if value is None else parse_time(value, name)

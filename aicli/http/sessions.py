@@ -6,14 +6,13 @@ import re
 from typing import TYPE_CHECKING
 
 import falcon
+import msgspec
 
 from aicli.contract import (
     SessionCreate,
     SessionListQuery,
-    SessionStatus,
     SessionTaskListQuery,
     TaskListQuery,
-    TaskStatus,
     TaskSubmit,
 )
 from aicli.errors import InvalidRequest, Unavailable
@@ -21,7 +20,7 @@ from aicli.http import media
 from aicli.http.bodies import Bodies
 from aicli.http.middleware import caller
 from aicli.http.preferences import preferred_wait
-from aicli.http.query import page_kwargs, params, statuses, time_param
+from aicli.http.query import params
 from aicli.http.slots import Slots
 
 if TYPE_CHECKING:
@@ -30,15 +29,6 @@ if TYPE_CHECKING:
 MAX_IDEMPOTENCY_KEY = 255
 # Visible ASCII, spaces only inside: what a UUID or any key a client mints looks like.
 IDEMPOTENCY_KEY = r"[!-~](?:[ -~]*[!-~])?"
-
-
-def task_list_filters(given: SessionTaskListQuery | TaskListQuery) -> dict[str, object]:
-    return {
-        "status": statuses(given.status, tuple(TaskStatus)),
-        "created_after": time_param(given.created_after, "created_after"),
-        "created_before": time_param(given.created_before, "created_before"),
-        **page_kwargs(given),
-    }
 
 
 def idempotency_key(req: falcon.Request) -> str | None:
@@ -67,13 +57,7 @@ class SessionsResource:
         media.write(resp, session)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        given = params(req, SessionListQuery)
-        page = self._runtime.list_sessions(
-            status=statuses(given.status, tuple(SessionStatus)),
-            owner=given.owner,
-            principal=caller(req),
-            **page_kwargs(given),
-        )
+        page = self._runtime.list_sessions(params(req, SessionListQuery), principal=caller(req))
         media.write(resp, page)
 
 
@@ -128,8 +112,8 @@ class SessionTasksResource:
         self._bodies.write(resp, task)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
-        given = params(req, SessionTaskListQuery)
-        page = self._runtime.list_tasks(
-            session_id=session_id, principal=caller(req), **task_list_filters(given)
-        )
+        # The route's filters are the list's own, narrowed to the session of the path.
+        given = msgspec.structs.asdict(params(req, SessionTaskListQuery))
+        query = TaskListQuery(session_id=session_id, **given)
+        page = self._runtime.list_tasks(query, principal=caller(req))
         media.write(resp, page)

@@ -12,7 +12,6 @@ from aicli.http import media
 from aicli.http.bodies import Bodies
 from aicli.http.middleware import caller
 from aicli.http.query import params
-from aicli.http.sessions import task_list_filters
 from aicli.http.slots import Slots
 
 if TYPE_CHECKING:
@@ -24,13 +23,7 @@ class TasksResource:
         self._runtime = runtime
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        given = params(req, TaskListQuery)
-        page = self._runtime.list_tasks(
-            session_id=given.session_id,
-            owner=given.owner,
-            principal=caller(req),
-            **task_list_filters(given),
-        )
+        page = self._runtime.list_tasks(params(req, TaskListQuery), principal=caller(req))
         media.write(resp, page)
 
 

@@ -21,6 +21,7 @@ from aicli.contract import (
     Page,
     Principal,
     PrincipalCreate,
+    PrincipalListQuery,
     PrincipalUpdate,
 )
 from aicli.errors import Forbidden, NotFound, PrincipalNotFound, Unauthorized
@@ -87,11 +88,9 @@ class Principals:
         log.info("principal created", extra={"principal_id": created.id, "role": created.role})
         return created
 
-    def page(
-        self, *, principal: Principal | None, limit: int, cursor: str | None, order: str
-    ) -> Page:
+    def page(self, query: PrincipalListQuery, principal: Principal | None) -> Page:
         access.require_admin(principal, "list principals")
-        return self._store.principals.list(limit=limit, cursor=cursor, order=order)
+        return self._store.principals.list(query)
 
     def get(self, principal_id: str, principal: Principal | None) -> Principal:
         if principal_id == access.ROOT.id and access.sees_all(principal):

@@ -6,6 +6,8 @@ documentation of the embedding API live here, the doing in the controllers.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aicli.contract import (
     Credentials,
     CredentialsSet,
@@ -13,8 +15,10 @@ from aicli.contract import (
     Page,
     Principal,
     PrincipalCreate,
+    PrincipalListQuery,
     PrincipalUpdate,
 )
+from aicli.contract.queries import given
 from aicli.runtime.node import NodeLife
 from aicli.runtime.principals import Principals
 from aicli.runtime.processes import Reaper
@@ -54,13 +58,14 @@ class ServiceApi:
 
     def list_principals(
         self,
+        query: PrincipalListQuery | None = None,
+        /,
         *,
         principal: Principal | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        order: str = "desc",
+        **filters: Any,
     ) -> Page:
-        return self._principals.page(principal=principal, limit=limit, cursor=cursor, order=order)
+        """A page of principals (admins only): ``query``, or its fields as keywords."""
+        return self._principals.page(given(PrincipalListQuery, query, filters), principal)
 
     def get_principal(self, principal_id: str, *, principal: Principal | None = None) -> Principal:
         """A principal, for admins and for itself; to anyone else it does not exist."""

@@ -19,7 +19,7 @@ from aicli import access, contract, policy, validation
 from aicli.actors.messages import CloseSession
 from aicli.actors.notifier import Notifier, events_of
 from aicli.actors.session import SESSION_CLOSED_PENDING
-from aicli.contract import Page, Principal, Session, SessionCreate
+from aicli.contract import Page, Principal, Session, SessionCreate, SessionListQuery
 from aicli.errors import Unavailable
 from aicli.runtime.gate import Gate
 from aicli.runtime.supervision import SupervisorLink
@@ -75,23 +75,8 @@ class Sessions:
         access.check_session(self._store, principal, session_id)
         return self._with_process_state(self._store.get_session(session_id))
 
-    def page(
-        self,
-        *,
-        status: Sequence[str] | None,
-        owner: str | None,
-        limit: int,
-        cursor: str | None,
-        order: str,
-        principal: Principal | None,
-    ) -> Page:
-        page = self._store.list_sessions(
-            statuses=status,
-            owner=access.list_owner(principal, owner),
-            limit=limit,
-            cursor=cursor,
-            order=order,
-        )
+    def page(self, query: SessionListQuery, principal: Principal | None) -> Page:
+        page = self._store.list_sessions(access.narrowed(principal, query))
         return msgspec.structs.replace(page, data=self._with_process_states(page.data))
 
     def close(self, session_id: str, principal: Principal | None) -> Session:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -23,7 +21,16 @@ from aicli.actors.event_tail import EventTails
 from aicli.actors.messages import CancelRunning, Wake
 from aicli.actors.notifier import Notifier, events_of
 from aicli.actors.session import CANCELLED_PENDING, ActorContext, announce
-from aicli.contract import Event, EventPage, Page, Principal, Task, TaskStatus, TaskSubmit
+from aicli.contract import (
+    Event,
+    EventPage,
+    Page,
+    Principal,
+    Task,
+    TaskListQuery,
+    TaskStatus,
+    TaskSubmit,
+)
 from aicli.errors import BudgetExceeded, Unavailable
 from aicli.runtime.gate import Gate
 from aicli.runtime.supervision import SupervisorLink
@@ -93,32 +100,17 @@ class Tasks:
         access.check_task(self._store, principal, task_id)
         return self._with_queue_positions([self._store.get_task(task_id)])[0]
 
-    def page(
-        self,
-        *,
-        session_id: str | None,
-        status: Sequence[str] | None,
-        created_after: datetime | None,
-        created_before: datetime | None,
-        owner: str | None,
-        limit: int,
-        cursor: str | None,
-        order: str,
-        principal: Principal | None,
-    ) -> Page:
-        owner = access.list_owner(principal, owner)
-        if session_id is not None:
-            access.check_filter_session(self._store, principal, session_id)
-        page = self._store.list_tasks(
-            session_id=session_id,
-            statuses=status,
-            created_after=created_after,
-            created_before=created_before,
-            owner=owner,
-            limit=limit,
-            cursor=cursor,
-            order=order,
-        )
+    def page(self, query: TaskListQuery, principal: Principal | None) -> Page:
+        """The page, narrowed to what ``principal`` may see.
+
+        The session filter's access is checked only when the page is empty: a row
+        proves the session exists and, under a user's owner filter, that it is the
+        user's; an unknown and a foreign session both give an empty page, then the
+        check's ``SessionNotFound``.
+        """
+        page = self._store.list_tasks(access.narrowed(principal, query))
+        if not page.data and query.session_id is not None:
+            access.check_filter_session(self._store, principal, query.session_id)
         return msgspec.structs.replace(page, data=self._with_queue_positions(page.data))
 
     def cancel(self, task_id: str, principal: Principal | None) -> Task:

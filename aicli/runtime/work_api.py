@@ -6,8 +6,6 @@ documentation of the embedding API live here, the doing in the controllers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from aicli import contract
@@ -15,15 +13,19 @@ from aicli.approval_desk import ApprovalDesk
 from aicli.contract import (
     Approval,
     ApprovalDecision,
+    ApprovalListQuery,
     Event,
     EventPage,
     Page,
     Principal,
     Session,
     SessionCreate,
+    SessionListQuery,
     Task,
+    TaskListQuery,
     TaskSubmit,
 )
+from aicli.contract.queries import given
 from aicli.runtime.sessions import Sessions
 from aicli.runtime.tasks import Tasks
 
@@ -57,17 +59,14 @@ class WorkApi:
 
     def list_sessions(
         self,
+        query: SessionListQuery | None = None,
+        /,
         *,
-        status: Sequence[str] | None = None,
-        owner: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        order: str = "desc",
         principal: Principal | None = None,
+        **filters: Any,
     ) -> Page:
-        return self._sessions.page(
-            status=status, owner=owner, limit=limit, cursor=cursor, order=order, principal=principal
-        )
+        """A page of the sessions the caller may see: ``query``, or its fields as keywords."""
+        return self._sessions.page(given(SessionListQuery, query, filters), principal)
 
     def close_session(self, session_id: str, *, principal: Principal | None = None) -> Session:
         """Close: its pending tasks are cancelled at once, a running one is interrupted."""
@@ -115,28 +114,14 @@ class WorkApi:
 
     def list_tasks(
         self,
+        query: TaskListQuery | None = None,
+        /,
         *,
-        session_id: str | None = None,
-        status: Sequence[str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        owner: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        order: str = "desc",
         principal: Principal | None = None,
+        **filters: Any,
     ) -> Page:
-        return self._tasks.page(
-            session_id=session_id,
-            status=status,
-            created_after=created_after,
-            created_before=created_before,
-            owner=owner,
-            limit=limit,
-            cursor=cursor,
-            order=order,
-            principal=principal,
-        )
+        """A page of the tasks the caller may see: ``query``, or its fields as keywords."""
+        return self._tasks.page(given(TaskListQuery, query, filters), principal)
 
     def cancel(self, task_id: str, *, principal: Principal | None = None) -> Task:
         """Cancel a pending or running task; returns it once it has ended.
@@ -203,27 +188,15 @@ class WorkApi:
 
     def approvals(
         self,
+        query: ApprovalListQuery | None = None,
+        /,
         *,
-        session_id: str | None = None,
-        task_id: str | None = None,
-        status: Sequence[str] | None = None,
-        owner: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        order: str = "desc",
         principal: Principal | None = None,
+        **filters: Any,
     ) -> Page:
-        """A page of approvals the caller may see, newest first by default."""
-        return self._desk.list(
-            session_id=session_id,
-            task_id=task_id,
-            status=status,
-            owner=owner,
-            limit=limit,
-            cursor=cursor,
-            order=order,
-            principal=principal,
-        )
+        """A page of approvals the caller may see, newest first by default: ``query``, or its
+        fields as keywords."""
+        return self._desk.list(given(ApprovalListQuery, query, filters), principal)
 
     def get_approval(self, approval_id: str, *, principal: Principal | None = None) -> Approval:
         return self._desk.get(approval_id, principal=principal)

@@ -10,7 +10,7 @@ the task race for it, and exactly one wins; the others get ``ApprovalDecided``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -25,11 +25,13 @@ from aicli.contract import (
     new_id,
     utcnow,
 )
+from aicli.contract.queries import ApprovalListQuery, given
 from aicli.errors import ApprovalDecided, ApprovalNotFound, IllegalTransition, InvalidRequest
 from aicli.storage import paging
 from aicli.storage.engine import Engine
 from aicli.storage.events import Events
 from aicli.storage.fields import from_db_time, from_json_text, to_db_time, to_json_text
+from aicli.storage.listing import statuses_of
 from aicli.storage.rows import rules_from_json
 from aicli.storage.sql import lock_session_of_task
 
@@ -255,24 +257,16 @@ class Approvals:
         sql = f"SELECT COUNT(*) FROM approvals WHERE status = '{ApprovalStatus.PENDING}'"
         return self._engine.read(lambda: self._execute(sql).fetchone()[0])
 
-    def list(
-        self,
-        *,
-        session_id: str | None = None,
-        task_id: str | None = None,
-        statuses: Iterable[str] | None = None,
-        owner: str | None = None,
-        limit: int = paging.DEFAULT_LIMIT,
-        cursor: str | None = None,
-        order: str = "desc",
-    ) -> Page:
-        request = paging.page_request(limit, cursor, order)
+    def list(self, query: ApprovalListQuery | None = None, /, **fields: Any) -> Page:
+        """A page of approvals narrowed by ``query`` (or its fields as keywords)."""
+        query = given(ApprovalListQuery, query, fields)
+        request = paging.page_request(query.limit, query.cursor, query.order)
         conditions, params = paging.window(request)
-        chosen = sorted(paging.status_filter(statuses, tuple(ApprovalStatus)) or ())
+        chosen = sorted(statuses_of(query.status, ApprovalStatus) or ())
         for condition, value in (
-            ("session_id = ?", session_id),
-            ("task_id = ?", task_id),
-            ("session_id IN (SELECT id FROM sessions WHERE owner = ?)", owner),
+            ("session_id = ?", query.session_id),
+            ("task_id = ?", query.task_id),
+            ("session_id IN (SELECT id FROM sessions WHERE owner = ?)", query.owner),
         ):
             if value is not None:
                 conditions.append(condition)

@@ -55,6 +55,15 @@ class EndedTasks:
                 found = self._large.get(task_id)
         return found
 
+    def kept(self, task_id: str, status: str) -> Task | None:
+        """The task kept for a row read with ``status``, if any.
+
+        Only a row that is terminal itself is answered from here: a page read in one
+        snapshot may hold a task as running that has ended since, and must show it as
+        its snapshot saw it (a filter on status chose that row).
+        """
+        return self.get(task_id) if status in TERMINAL_STATUSES else None
+
     def read_once(self, task_id: str, read: Callable[[], Task]) -> Task:
         """``read()``, or the ended task that another thread's ``read()`` of it at the same
         time returned (a task that had not ended when that read began may have since: the
@@ -88,14 +97,5 @@ class EndedTasks:
                     self._chars -= _chars(task)
 
     def from_row(self, row: Sequence[Any]) -> Task:
-        """The task of a row of ``TASK_COLUMNS``, built only if not kept already.
-
-        Only a row that is terminal itself is answered from what is kept: a page
-        read in one snapshot may hold a task as running that has ended since, and
-        must show it as its snapshot saw it (a filter on status chose that row).
-        """
-        if row[_STATUS_AT] in TERMINAL_STATUSES:
-            found = self._tasks.get(row[0])
-            if found is not None:
-                return found
-        return self.keep(task_from_row(row))
+        """The task of a row of ``TASK_COLUMNS``, built only if not ``kept`` already."""
+        return self.kept(row[0], row[_STATUS_AT]) or self.keep(task_from_row(row))

@@ -27,6 +27,7 @@ from aicli.contract import (
     new_id,
     utcnow,
 )
+from aicli.contract.queries import PrincipalListQuery, given
 from aicli.errors import PrincipalNotFound
 from aicli.storage import credentials, paging, usage
 from aicli.storage.admission import OPEN_STATUSES
@@ -194,10 +195,10 @@ class Principals:
             raise PrincipalNotFound(principal_id)
         return principal_from_row(row)
 
-    def list(
-        self, *, limit: int = paging.DEFAULT_LIMIT, cursor: str | None = None, order: str = "desc"
-    ) -> Page:
-        request = paging.page_request(limit, cursor, order)
+    def list(self, query: PrincipalListQuery | None = None, /, **fields: Any) -> Page:
+        """A page of principals (``query``, or its fields as keywords)."""
+        query = given(PrincipalListQuery, query, fields)
+        request = paging.page_request(query.limit, query.cursor, query.order)
         conditions, params = paging.window(request)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         sql = (

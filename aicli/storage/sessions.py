@@ -18,17 +18,19 @@ from aicli.contract import (
     Page,
     PermissionMode,
     Session,
+    SessionListQuery,
     SessionStatus,
     TaskStatus,
     new_id,
     utcnow,
 )
+from aicli.contract.queries import given
 from aicli.errors import InvalidRequest, SessionNotFound
 from aicli.storage import admission, paging, usage
 from aicli.storage.engine import Engine
 from aicli.storage.events import Events
 from aicli.storage.fields import to_db_float, to_db_time, to_json_text
-from aicli.storage.listing import merges, read_page
+from aicli.storage.listing import merges, read_page, statuses_of
 from aicli.storage.rows import SESSION_COLUMNS, session_from_row
 from aicli.storage.schema import count_column
 from aicli.storage.sql import marks
@@ -177,21 +179,15 @@ class Sessions:
             raise SessionNotFound(session_id)
         return session_from_row(row)
 
-    def list(
-        self,
-        *,
-        statuses: Iterable[str] | None = None,
-        owner: str | None = None,
-        limit: int = paging.DEFAULT_LIMIT,
-        cursor: str | None = None,
-        order: str = "desc",
-    ) -> Page:
-        request = paging.page_request(limit, cursor, order)
-        chosen = paging.status_filter(statuses, tuple(SessionStatus))
+    def list(self, query: SessionListQuery | None = None, /, **fields: Any) -> Page:
+        """A page of sessions narrowed by ``query`` (or its fields as keywords)."""
+        query = given(SessionListQuery, query, fields)
+        request = paging.page_request(query.limit, query.cursor, query.order)
+        chosen = statuses_of(query.status, SessionStatus)
         conditions, params = paging.window(request)
-        if owner is not None:
+        if query.owner is not None:
             conditions.insert(0, "owner = ?")
-            params.insert(0, owner)
+            params.insert(0, query.owner)
         return self._engine.read(
             lambda: read_page(
                 self._engine,

@@ -9,17 +9,17 @@ row created exactly at a bound is outside. Accepting and starting tasks is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+from typing import Any
 
-from aicli.contract import TERMINAL_STATUSES, Page, Task, TaskStatus
+from aicli.contract import TERMINAL_STATUSES, Page, Task, TaskListQuery, TaskStatus
+from aicli.contract.queries import given
 from aicli.errors import TaskNotFound
 from aicli.storage import paging, usage
 from aicli.storage.ended import EndedTasks
 from aicli.storage.engine import Engine
-from aicli.storage.listing import merges, read_page
+from aicli.storage.listing import merges, read_page, statuses_of, time_of
 from aicli.storage.rows import TASK_COLUMNS, TASK_JSON_ROW, task_from_row
-from aicli.storage.sql import TASK_EXISTS, TASK_STATUS, aware
+from aicli.storage.sql import TASK_EXISTS, TASK_STATUS
 
 _GET = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
 _BY_KEY = f"SELECT {TASK_COLUMNS} FROM tasks WHERE session_id = ? AND idempotency_key = ?"
@@ -79,33 +79,24 @@ class Tasks:
             return self._engine.read(read)
         return self._ended.read_once(task_id, lambda: self._engine.read(read))
 
-    def list(
-        self,
-        *,
-        session_id: str | None = None,
-        statuses: Iterable[str] | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        owner: str | None = None,
-        limit: int = paging.DEFAULT_LIMIT,
-        cursor: str | None = None,
-        order: str = "desc",
-    ) -> Page:
-        """A page of tasks; see the module docstring for the time window. ``owner``: only
-        tasks of sessions that principal opened."""
-        request = paging.page_request(limit, cursor, order)
-        chosen = paging.status_filter(statuses, tuple(TaskStatus))
+    def list(self, query: TaskListQuery | None = None, /, **fields: Any) -> Page:
+        """A page of tasks narrowed by ``query`` (or its fields as keywords); see the module
+        docstring for the time window. ``owner``: only tasks of sessions that principal
+        opened. Each field of the query becomes its condition here, and only here."""
+        query = given(TaskListQuery, query, fields)
+        request = paging.page_request(query.limit, query.cursor, query.order)
+        chosen = statuses_of(query.status, TaskStatus)
         conditions, params = paging.window(
             request,
-            aware(created_after, "created_after"),
-            aware(created_before, "created_before"),
+            time_of(query.created_after, "created_after"),
+            time_of(query.created_before, "created_before"),
         )
-        if session_id is not None:
+        if query.session_id is not None:
             conditions.insert(0, "session_id = ?")
-            params.insert(0, session_id)
-        if owner is not None:
+            params.insert(0, query.session_id)
+        if query.owner is not None:
             conditions.insert(0, "session_id IN (SELECT id FROM sessions WHERE owner = ?)")
-            params.insert(0, owner)
+            params.insert(0, query.owner)
         return self._engine.read(
             lambda: read_page(
                 self._engine,
@@ -118,6 +109,7 @@ class Tasks:
                 request,
                 size=usage.TASK_SIZE,
                 json_row=self._json_row,
+                kept=self._ended.kept,
             ),
             snapshot=merges(chosen),
         )
