@@ -28,7 +28,6 @@ components that know nothing of one another, and the coordinators of a turn.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -59,13 +58,18 @@ from aicli.actors.messages import (
 )
 from aicli.actors.process_host import ProcessHost
 from aicli.actors.session_claim import SessionClaim
-from aicli.actors.session_context import SESSION_LOG, ActorContext, ProcessFactory, announce
+from aicli.actors.session_context import (
+    SESSION_LOG,
+    ActorContext,
+    ProcessFactory,
+    announce,
+    transcript_sync,
+)
 from aicli.actors.session_dirs import session_dirs
 from aicli.actors.session_state import Intake, SessionState, Slot
 from aicli.actors.stream import Outcome
 from aicli.actors.stream_reader import StreamReader
 from aicli.actors.task_taker import TaskTaker
-from aicli.actors.transcript_sync import TranscriptSync
 from aicli.actors.turn import SERVER_SHUTDOWN, Turn
 from aicli.actors.turn_approvals import TurnApprovals
 from aicli.actors.turn_ender import RETRY_S, TurnEnder
@@ -118,15 +122,7 @@ class SessionActor(pykka.ThreadingActor):
         self.current: Turn | None = None
         self.state = SessionState()
         self.dirs = session_dirs(context.state_dir, session_id)
-        transcript = (
-            TranscriptSync(
-                context.store,
-                session_id,
-                {**os.environ, **context.claude_env, "CLAUDE_CONFIG_DIR": str(self.dirs.claude)},
-            )
-            if context.store.is_postgres  # several nodes: the conversation moves with the session
-            else None
-        )
+        transcript = transcript_sync(context, session_id, self.dirs)
         self.queue = TaskTaker(context, session_id)
         self.claim = SessionClaim(context, session_id)
         self.host = ProcessHost(context, session_id, self.dirs, transcript)

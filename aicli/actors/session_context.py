@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ from aicli.actors.node_lease import LeaseState
 from aicli.actors.notifier import Notifier, events_of
 from aicli.actors.sandbox import Sandbox
 from aicli.actors.scheduler import Scheduler
+from aicli.actors.session_dirs import SessionDirs
+from aicli.actors.transcript_sync import TranscriptSync
 from aicli.contract import Task
 from aicli.metrics import Metrics
 from aicli.settings import Settings
@@ -91,3 +94,14 @@ def announce(ctx: ActorContext, task: Task, **details: Any) -> None:
         task.status,
         extra={"task_id": task.id, "session_id": task.session_id, **task.status_event(), **details},
     )
+
+
+def transcript_sync(
+    context: ActorContext, session_id: str, dirs: SessionDirs
+) -> TranscriptSync | None:
+    """With several nodes (PostgreSQL) the conversation moves with the session; alone, the
+    CLI's own files are all there is."""
+    if not context.store.is_postgres:
+        return None
+    env = {**os.environ, **context.claude_env, "CLAUDE_CONFIG_DIR": str(dirs.claude)}
+    return TranscriptSync(context.store, session_id, env)
