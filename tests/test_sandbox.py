@@ -305,3 +305,23 @@ def test_a_probe_that_keeps_failing_refuses_with_what_srt_said(make_runtime, mon
     _srt_failing_first(monkeypatch, failures=99)
     with pytest.raises(SandboxUnavailable, match=r"ripgrep \(rg\) not found"):
         make_runtime()
+
+
+def test_a_session_ending_leaves_the_write_denials_of_another_in_the_same_workdir(rt, workdir):
+    # srt blocks writes to absent dotfiles (.gitconfig, .bashrc, ...) by binding over an
+    # empty file that bubblewrap makes, and the srt that made it removes it when its process
+    # ends, which undoes that bind in every other sandbox on the same workdir.
+    first = rt.open_session(workdir=workdir, allowed_tools=["Bash"])
+    assert "one" in bash(rt, first.id, "echo one")
+    second = rt.open_session(workdir=workdir, allowed_tools=["Bash"])
+    assert "two" in bash(rt, second.id, "echo two")
+    both = len(marked_running(rt.owner_prefix, "sandbox-runtime"))
+    rt.close_session(first.id)
+    wait_for(
+        lambda: len(marked_running(rt.owner_prefix, "sandbox-runtime")) < both,
+        30,
+        "the first session's sandbox to end",
+    )
+    said = bash(rt, second.id, "echo planted > .gitconfig; echo rc=$?; cat .gitconfig")
+    assert "rc=0" not in said and "planted" not in said, said
+    assert not Path(workdir, ".gitconfig").exists() or Path(workdir, ".gitconfig").read_text() == ""

@@ -12,7 +12,8 @@
 - The CLI driver, which never touches storage: ``claude_process`` (one CLI process),
   ``stream`` (what its messages mean), ``claude_env`` and ``session_dirs`` (what it
   starts with), ``process_tree`` (finding its processes), ``claude_bin``,
-  ``sandbox`` and ``executables`` (where the CLI and srt are, and srt's policy);
+  ``sandbox`` and ``executables`` (where the CLI and srt are, and srt's policy),
+  ``mount_points`` (the dotfiles srt denies, made before it runs);
   ``approval_requests`` reads what the CLI asks.
 - The API proxy between sandboxed CLIs and the Messages API: ``api_proxy``,
   ``proxy_relay``, ``proxy_upstream``.

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aicli.actors.executables import find_executable
+from aicli.actors.mount_points import hold_mount_points
 from aicli.errors import SandboxUnavailable
 
 # The one pin of the sandbox runtime. The Makefile installs it, reading this line with sed:
@@ -215,6 +216,7 @@ class Sandbox:
         srt makes the unix sockets its proxy is reached through under its TMPDIR and binds
         them in before it hides ``/``, so that directory must be readable inside too: a
         short one of this process's own (a socket's path has at most 107 bytes)."""
+        hold_mount_points(workdir)
         scratch = tempfile.mkdtemp(prefix="aicli-srt-")
         policy = _policy(
             (*self.shared_reads, scratch, workdir, str(session_dir), *read_paths),
