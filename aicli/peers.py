@@ -97,7 +97,7 @@ class Peers:
         if kind == ANNOUNCED:
             self._notifier.announce_here(rest)
         elif kind == WAKE:
-            self._tell_supervisor(Wake(rest, here=False))
+            self._tell_supervisor(Wake(rest, from_peer=True))
         elif kind == CANCEL_RUNNING:
             session_id, _, task_id = rest.partition(" ")
             self._tell_supervisor(CancelRunning(session_id, task_id))

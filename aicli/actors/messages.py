@@ -105,13 +105,13 @@ class Shutdown:
 class Wake:
     """The session's queue in the store changed: its actor (started if need be) should look.
 
-    ``here``: the change was made on this node; else a peer told of it, and only an
-    actor already running the session here need look, or a new one if this node holds
-    the session (the actor reads which, on its own thread).
+    ``from_peer``: a peer told of the change, made on its node: only an actor already
+    running the session here need look, or a new one if this node holds the session (the
+    actor reads which, on its own thread). Otherwise the change was made on this node.
     """
 
     session_id: str
-    here: bool = True
+    from_peer: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,14 +163,14 @@ class EvictRefused:
 class SessionStopped:
     """A session actor ended; ``actor_urn`` tells it apart from a newer actor of that session.
 
-    ``elsewhere``: it ended because another node holds the session, which runs its queue.
+    ``handed_off``: it ended because another node holds the session, which runs its queue.
     ``pending``: its queue held work when it ended (a task came in while it was stopping),
     read by the actor on its own thread, so the supervisor starts a new one without a read.
     """
 
     session_id: str
     actor_urn: str
-    elsewhere: bool = False
+    handed_off: bool = False
     pending: bool = False
 
 

@@ -168,7 +168,7 @@ class SessionActor(pykka.ThreadingActor):
         except Exception as exc:
             outage = isinstance(exc, StorageError | Unavailable)
             log.warning("session %s: not started: %s", self.session_id, exc, exc_info=not outage)
-            wake = Wake(self.session_id, here=not self.held_only)
+            wake = Wake(self.session_id, from_peer=self.held_only)
             self.ctx.scheduler.tell_later(RETRY_S, self.supervisor, wake)
             self.state.stop()
             self.stop()

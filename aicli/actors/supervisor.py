@@ -122,7 +122,7 @@ class Supervisor(pykka.ThreadingActor):
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, Wake):
-            if message.here:
+            if not message.from_peer:
                 self._wake(message.session_id)
             elif not self._tell(message.session_id, Advance()):
                 # Only the holder may run it; the new actor reads whether that is this node.
@@ -164,7 +164,7 @@ class Supervisor(pykka.ThreadingActor):
             self._release(message.session_id)
             if message.session_id in self.waiting:
                 self.waiting.remove(message.session_id)
-            if message.pending and not message.elsewhere:
+            if message.pending and not message.handed_off:
                 self._wake(message.session_id)  # a task came in while it was stopping
         else:
             log.warning("supervisor: unexpected message %r", message)

@@ -129,7 +129,7 @@ class SupervisorLink:
     def _held_elsewhere(self, wake: Wake) -> bool:
         """Whether a peer's news concerns a session this node neither runs nor holds."""
         node = self._context.lease.node
-        if wake.here or wake.session_id in self._sessions or node is None:
+        if not wake.from_peer or wake.session_id in self._sessions or node is None:
             return False
         try:
             return self._context.store.get_session(wake.session_id).node != node.id
